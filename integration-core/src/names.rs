@@ -1,0 +1,60 @@
+//! Metric and span-field names, defined once for every layer.
+//!
+//! Metric names follow OpenTelemetry's HTTP client conventions where one exists
+//! (`http.client.request.duration`) and an `integration.` prefix elsewhere. Exporters translate the dots
+//! (Prometheus shows `http_client_request_duration_seconds`). Durations are recorded in seconds.
+//!
+//! ```
+//! use integration_core::names;
+//! assert_eq!(names::HTTP_CLIENT_REQUEST_DURATION, "http.client.request.duration");
+//! ```
+
+/// Histogram, seconds: one logical call, every attempt and wait included.
+pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http.client.request.duration";
+/// Histogram, seconds: one attempt on the wire.
+pub const ATTEMPT_DURATION: &str = "integration.attempt.duration";
+/// Counter: attempts sent (first attempts and retries).
+pub const ATTEMPTS: &str = "integration.attempts";
+/// Counter: retries, labelled by [`REASON`].
+pub const RETRIES: &str = "integration.retries";
+/// Counter: retries refused because the retry budget was spent.
+pub const RETRY_BUDGET_EXHAUSTED: &str = "integration.retry.budget_exhausted";
+/// Histogram, seconds: time spent waiting for a rate-limit permit or a server throttle pause.
+pub const THROTTLE_WAIT: &str = "integration.ratelimit.wait";
+/// Counter: calls refused by the rate limiter instead of waiting.
+pub const RATE_LIMIT_REJECTIONS: &str = "integration.ratelimit.rejections";
+/// Counter: server throttle signals applied to a key (labelled by [`SOURCE`]: `retry_after`, `remaining`).
+pub const THROTTLE_SIGNALS: &str = "integration.ratelimit.server_signals";
+/// Gauge: 1 while a Redis-backed limiter runs on its local fallback, 0 otherwise.
+pub const RATE_LIMIT_FALLBACK: &str = "integration.ratelimit.fallback";
+/// Gauge: circuit breaker state, 0 closed, 1 half-open, 2 open.
+pub const BREAKER_STATE: &str = "integration.circuit_breaker.state";
+/// Counter: calls refused by an open circuit breaker.
+pub const BREAKER_REJECTIONS: &str = "integration.circuit_breaker.rejections";
+/// Counter: token fetches and refreshes, labelled by [`OUTCOME`] (`ok`, `error`, `invalid_grant`...).
+pub const TOKEN_REFRESHES: &str = "integration.auth.token_refreshes";
+/// Counter: configuration reloads, labelled by [`OUTCOME`] (`applied`, `rejected`, `unreachable`).
+pub const CONFIG_RELOADS: &str = "integration.config.reloads";
+
+/// Label and span field: the integration's name.
+pub const INTEGRATION: &str = "integration.name";
+/// Label and span field: the HTTP method.
+pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+/// Label and span field: the response status code.
+pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+/// Label and span field: the upstream host.
+pub const SERVER_ADDRESS: &str = "server.address";
+/// Span field: the upstream port.
+pub const SERVER_PORT: &str = "server.port";
+/// Span field: the URL with secrets removed.
+pub const URL_FULL: &str = "url.full";
+/// Span field: how many times the request was re-sent (attempt number minus one).
+pub const HTTP_REQUEST_RESEND_COUNT: &str = "http.request.resend_count";
+/// Label and span field: the error kind or the status class of a failure.
+pub const ERROR_TYPE: &str = "error.type";
+/// Label: why something happened (a retry reason).
+pub const REASON: &str = "reason";
+/// Label: how something ended.
+pub const OUTCOME: &str = "outcome";
+/// Label: where a signal came from.
+pub const SOURCE: &str = "source";

@@ -1,0 +1,1 @@
+//! Workspace-level end-to-end, fault and security suites, and the benchmark against peers.
