@@ -1,2 +1,65 @@
-//! Project chores (`cargo xtask ci`): filled by the foundation issue.
-fn main() {}
+//! Project chores for this workspace, run as `cargo xtask <command>` (an alias in
+//! `.cargo/config.toml`).
+//!
+//! - `cargo xtask ci`: everything the CI checks, in order, stopping at the first failure: `fmt`,
+//!   `services`, `clippy`, `test` (unit, integration and doc tests) and `doc`.
+//! - `cargo xtask services`: whether the Redis at `REDIS_URL` and the PostgreSQL at `DATABASE_URL`
+//!   answer; a server that is down at its default loopback address is started when installed.
+//!
+//! Dependency-free on purpose: xtask compiles in seconds on a fresh machine, before the workspace.
+
+use std::env;
+use std::process::ExitCode;
+
+mod ci;
+mod probe;
+mod service_url;
+mod services;
+mod timing;
+
+/// The usage text of `cargo xtask help`.
+const USAGE: &str = "\
+Project chores for this workspace.
+
+Usage: cargo xtask <command>
+
+Commands:
+  ci        run every CI check in order, stopping at the first failure:
+            fmt, services, clippy, test (unit, integration and doc tests), doc
+  services  check that Redis (REDIS_URL) and PostgreSQL (DATABASE_URL) answer;
+            a server down at its default loopback address is started if installed
+  help      print this text
+
+Environment:
+  REDIS_URL     default redis://127.0.0.1:6379
+  DATABASE_URL  default postgres://postgres@127.0.0.1:5432/test
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    };
+    if args.len() > 1 && command != "help" {
+        eprintln!(
+            "xtask: `{command}` takes no arguments, got: {}\n",
+            args[1..].join(" ")
+        );
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    match command.as_str() {
+        "ci" => ci::run(),
+        "services" => services::run(),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        unknown => {
+            eprintln!("xtask: unknown command `{unknown}`\n");
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
