@@ -1,0 +1,331 @@
+//! The response future of [`Log`](crate::Log).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::{Method, Response, StatusCode, Uri};
+use integration_core::classify::{
+    Classification, Classify, DefaultClassifier, FailReason, RequestMeta, RetryReason,
+};
+use integration_core::ext::{Attempts, IntegrationName};
+use integration_core::{BoxError, Error, ErrorKind, names};
+use metrics::Label;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tracing::Span;
+use tracing::field::display;
+
+use crate::body::{Capture, LogBody};
+use crate::policy::LogPolicy;
+use crate::redact::Redactor;
+use crate::service::{LazyUrl, Scope, capturable_type, method_attribute};
+
+pin_project! {
+    /// The response future of [`Log`](crate::Log): polls the inner future inside the span, then
+    /// records the outcome (span fields, event, metric) and wraps the response body for capture.
+    ///
+    /// Dropped before it completes, it records the call as cancelled.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        pending: Option<Pending>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(pending) = this.project().pending.take() {
+                pending.on_cancel();
+            }
+        }
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, pending: Pending) -> Self {
+        Self {
+            inner,
+            pending: Some(pending),
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("done", &self.pending.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: http_body::Body,
+{
+    type Output = Result<Response<LogBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.pending.as_ref().map(|p| p.span.enter());
+            ready!(this.inner.poll(cx))
+        };
+        let pending = this
+            .pending
+            .take()
+            .expect("ResponseFuture polled after completion");
+        Poll::Ready(match result {
+            Ok(response) => Ok(pending.on_response(response)),
+            Err(error) => {
+                let error = error.into();
+                pending.on_error(&*error);
+                Err(error)
+            }
+        })
+    }
+}
+
+/// What the future needs to record the outcome.
+pub(crate) struct Pending {
+    pub(crate) span: Span,
+    pub(crate) start: Instant,
+    pub(crate) policy: Arc<LogPolicy>,
+    pub(crate) scope: Scope,
+    pub(crate) method: Method,
+    pub(crate) host: Option<String>,
+    pub(crate) integration: Option<IntegrationName>,
+    /// For the failure events.
+    pub(crate) uri: Uri,
+}
+
+impl Pending {
+    fn on_response<B: http_body::Body>(self, response: Response<B>) -> Response<LogBody<B>> {
+        let elapsed = self.start.elapsed();
+        let status = response.status();
+        let attempts = response.extensions().get::<Attempts>();
+        let retries = attempts.map_or(0, Attempts::retries);
+        let failed = status.is_client_error() || status.is_server_error();
+        let error_type = failed.then(|| status.as_str());
+        self.record_duration(elapsed, Some(status), error_type);
+        if !self.span.is_disabled() {
+            self.span
+                .record(names::HTTP_RESPONSE_STATUS_CODE, status.as_u16());
+            if let Some(error_type) = error_type {
+                self.span.record(names::ERROR_TYPE, error_type);
+                self.span.record("otel.status_code", "ERROR");
+            }
+            if self.scope == Scope::Call
+                && let Some(attempts) = attempts
+            {
+                self.span
+                    .record(names::HTTP_REQUEST_RESEND_COUNT, attempts.retries());
+            }
+        }
+
+        let policy = &*self.policy;
+        let level = policy.level_for_status(status, retries);
+        let capture = {
+            let _entered = self.span.enter();
+            let headers = policy
+                .capture_headers
+                .then(|| display(policy.redactor.redact_headers(response.headers())));
+            event_at!(
+                level,
+                { names::INTEGRATION } = self.integration.as_ref().map(IntegrationName::as_str),
+                { names::HTTP_REQUEST_METHOD } = method_attribute(&self.method),
+                { names::URL_FULL } = failed.then(|| display(LazyUrl(&policy.redactor, &self.uri))),
+                { names::HTTP_RESPONSE_STATUS_CODE } = status.as_u16(),
+                { names::ERROR_TYPE } = error_type,
+                elapsed_ms = millis(elapsed),
+                attempts = attempts.map(Attempts::count),
+                "retry.reasons" = attempts
+                    .filter(|a| a.retries() > 0)
+                    .map(|a| display(Reasons(a))),
+                "retry.waited_ms" = attempts
+                    .filter(|a| a.retries() > 0)
+                    .map(|a| millis(a.waited())),
+                "http.response.headers" = headers,
+                "response"
+            );
+            match capturable_type(response.headers()) {
+                Some(content_type)
+                    if policy.capture_bodies
+                        && !response.body().is_end_stream()
+                        && enabled_at!(level) =>
+                {
+                    Some(Capture::new(
+                        content_type.to_owned(),
+                        policy.body_limit,
+                        level,
+                        policy.redactor.clone(),
+                        self.span.clone(),
+                        self.integration.clone(),
+                    ))
+                }
+                _ => None,
+            }
+        };
+        response.map(|body| LogBody::new(body, capture))
+    }
+
+    fn on_error(self, error: &(dyn StdError + 'static)) {
+        let elapsed = self.start.elapsed();
+        let ours = error.downcast_ref::<Error>();
+        let status = ours.and_then(Error::status);
+        let kind = error_kind(error);
+        let attempts = ours.map(Error::attempts).filter(|&n| n > 0);
+        let error_type = match (kind, status.as_ref()) {
+            (ErrorKind::Status, Some(status)) => status.as_str(),
+            _ => kind.as_str(),
+        };
+        self.record_duration(elapsed, status, Some(error_type));
+        if !self.span.is_disabled() {
+            if let Some(status) = status {
+                self.span
+                    .record(names::HTTP_RESPONSE_STATUS_CODE, status.as_u16());
+            }
+            self.span.record(names::ERROR_TYPE, error_type);
+            self.span.record("otel.status_code", "ERROR");
+            if self.scope == Scope::Call
+                && let Some(attempts) = attempts
+            {
+                self.span
+                    .record(names::HTTP_REQUEST_RESEND_COUNT, attempts - 1);
+            }
+        }
+        let policy = &*self.policy;
+        let level = match status {
+            Some(status) if status.is_client_error() || status.is_server_error() => {
+                policy.level_for_status(status, 0)
+            }
+            _ => policy.error_level,
+        };
+        let _entered = self.span.enter();
+        event_at!(
+            level,
+            { names::INTEGRATION } = self.integration.as_ref().map(IntegrationName::as_str),
+            { names::HTTP_REQUEST_METHOD } = method_attribute(&self.method),
+            { names::URL_FULL } = display(LazyUrl(&policy.redactor, &self.uri)),
+            { names::ERROR_TYPE } = error_type,
+            error = display(LazyError(&policy.redactor, error)),
+            elapsed_ms = millis(elapsed),
+            attempts = attempts,
+            "failed"
+        );
+    }
+
+    fn on_cancel(self) {
+        let elapsed = self.start.elapsed();
+        let error_type = ErrorKind::Cancelled.as_str();
+        self.record_duration(elapsed, None, Some(error_type));
+        if !self.span.is_disabled() {
+            self.span.record(names::ERROR_TYPE, error_type);
+        }
+        let _entered = self.span.enter();
+        tracing::event!(
+            target: "integration_log",
+            tracing::Level::DEBUG,
+            { names::ERROR_TYPE } = error_type,
+            elapsed_ms = millis(elapsed),
+            "cancelled before a response"
+        );
+    }
+
+    fn record_duration(
+        &self,
+        elapsed: Duration,
+        status: Option<StatusCode>,
+        error_type: Option<&str>,
+    ) {
+        let name = match self.scope {
+            Scope::Call => names::HTTP_CLIENT_REQUEST_DURATION,
+            Scope::Attempt => names::ATTEMPT_DURATION,
+        };
+        let mut labels = Vec::with_capacity(5);
+        labels.push(Label::new(
+            names::HTTP_REQUEST_METHOD,
+            method_attribute(&self.method),
+        ));
+        if let Some(host) = &self.host {
+            labels.push(Label::new(names::SERVER_ADDRESS, host.clone()));
+        }
+        if let Some(status) = status {
+            labels.push(Label::new(
+                names::HTTP_RESPONSE_STATUS_CODE,
+                status.as_str().to_owned(),
+            ));
+        }
+        if let Some(error_type) = error_type {
+            labels.push(Label::new(names::ERROR_TYPE, error_type.to_owned()));
+        }
+        if let Some(integration) = &self.integration {
+            labels.push(Label::new(
+                names::INTEGRATION,
+                integration.as_str().to_owned(),
+            ));
+        }
+        metrics::histogram!(name, labels).record(elapsed.as_secs_f64());
+    }
+}
+
+/// The kind of an error from any layer or transport, as [`Error::from_boxed`] would find it, without
+/// taking the error (the layer passes it through unchanged).
+pub(crate) fn error_kind(error: &(dyn StdError + 'static)) -> ErrorKind {
+    if let Some(ours) = error.downcast_ref::<Error>()
+        && ours.kind() != ErrorKind::Other
+    {
+        return ours.kind();
+    }
+    // The classifier walks the chain with core's own inspection; a GET is idempotent, so every
+    // retryable failure comes back as `Retry` with its reason and every other one as `Fail` with its kind.
+    match DefaultClassifier::new().classify_error(&RequestMeta::new(Method::GET), error) {
+        Classification::Retry {
+            reason: RetryReason::Connect,
+            ..
+        } => ErrorKind::Connect,
+        Classification::Retry {
+            reason: RetryReason::Timeout,
+            ..
+        } => ErrorKind::Timeout,
+        Classification::Fail {
+            reason: FailReason::Error(kind),
+            ..
+        } => kind,
+        _ => ErrorKind::Other,
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// The retry reasons, comma-separated.
+struct Reasons<'a>(&'a Attempts);
+
+impl fmt::Display for Reasons<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, reason) in self.0.reasons().iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(reason.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// An error chain through the redactor, formatted only when recorded.
+struct LazyError<'a>(&'a Redactor, &'a (dyn StdError + 'static));
+
+impl fmt::Display for LazyError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.redact_error(self.1))
+    }
+}

@@ -1,0 +1,475 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HOST};
+use http::{HeaderMap, Method, Request, Response, Uri};
+use integration_core::BoxError;
+use integration_core::ext::{Attempt, IntegrationName};
+use integration_core::names;
+use tokio::time::Instant;
+use tower_service::Service;
+use tracing::field::{Empty, display};
+use tracing::{Level, Span};
+
+use crate::body::{BodyBytes, LogBody};
+use crate::future::{Pending, ResponseFuture};
+use crate::policy::LogPolicy;
+use crate::redact::{BodyKind, Redactor};
+use crate::traceparent;
+
+/// Whether a [`Log`] service records a logical call or one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Call,
+    Attempt,
+}
+
+/// The service of [`LogLayer`](crate::LogLayer) (call scope) and
+/// [`AttemptLogLayer`](crate::AttemptLogLayer) (attempt scope).
+///
+/// Its response body is a [`LogBody`] that captures the textual body as it streams.
+pub struct Log<S> {
+    inner: S,
+    policy: Arc<LogPolicy>,
+    scope: Scope,
+}
+
+impl<S> Log<S> {
+    pub(crate) fn new(inner: S, policy: Arc<LogPolicy>, scope: Scope) -> Self {
+        Self {
+            inner,
+            policy,
+            scope,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for Log<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            policy: self.policy.clone(),
+            scope: self.scope,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Log<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("inner", &self.inner)
+            .field("policy", &self.policy)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Log<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ReqBody: BodyBytes,
+    ResBody: http_body::Body,
+{
+    type Response = Response<LogBody<ResBody>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Logging reserves nothing: readiness is the inner service's.
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let policy = &*self.policy;
+        let start = Instant::now();
+        let attempt = Attempt::of(&request);
+        let integration = IntegrationName::of(&request).cloned();
+        let trace = if policy.propagate_traceparent {
+            match self.scope {
+                Scope::Call => traceparent::start_call(&mut request, &policy.ids),
+                Scope::Attempt => traceparent::start_attempt(&mut request, &policy.ids),
+            }
+        } else {
+            None
+        };
+        let target = Target::of(&request);
+
+        let span = make_span(self.scope, policy.span_level, request.method());
+        if !span.is_disabled() {
+            span.record(
+                names::HTTP_REQUEST_METHOD,
+                method_attribute(request.method()),
+            );
+            if let Some(host) = &target.host {
+                span.record(names::SERVER_ADDRESS, host.as_str());
+            }
+            if let Some(port) = target.port {
+                span.record(names::SERVER_PORT, port);
+            }
+            span.record(
+                names::URL_FULL,
+                display(LazyUrl(&policy.redactor, request.uri())),
+            );
+            if let Some(name) = &integration {
+                span.record(names::INTEGRATION, name.as_str());
+            }
+            if self.scope == Scope::Attempt {
+                span.record(names::HTTP_REQUEST_RESEND_COUNT, attempt.get() - 1);
+            }
+        }
+
+        // A failure's event carries its URL itself: the line must stand alone even when the span's
+        // level is filtered out (a cheap clone: the URI's parts are reference-counted).
+        let uri = request.uri().clone();
+        let inner = {
+            let _entered = span.enter();
+            log_request(policy, &request, attempt, trace);
+            self.inner.call(request)
+        };
+        ResponseFuture::new(
+            inner,
+            Pending {
+                span,
+                start,
+                policy: self.policy.clone(),
+                scope: self.scope,
+                method: target.method,
+                host: target.host,
+                integration,
+                uri,
+            },
+        )
+    }
+}
+
+/// What the metrics and spans need to know about where a request goes.
+struct Target {
+    method: Method,
+    host: Option<String>,
+    port: Option<u16>,
+}
+
+impl Target {
+    fn of<B>(request: &Request<B>) -> Self {
+        let uri = request.uri();
+        let (host, port) = match uri.host() {
+            Some(host) => (
+                Some(host.to_owned()),
+                uri.port_u16().or_else(|| default_port(uri)),
+            ),
+            // A relative URI: the `Host` header says where it goes.
+            None => match request.headers().get(HOST).and_then(|h| h.to_str().ok()) {
+                Some(value) => match value.rsplit_once(':') {
+                    Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                        (Some(host.to_owned()), port.parse().ok())
+                    }
+                    _ => (Some(value.to_owned()), None),
+                },
+                None => (None, None),
+            },
+        };
+        Self {
+            method: request.method().clone(),
+            host,
+            port,
+        }
+    }
+}
+
+fn default_port(uri: &Uri) -> Option<u16> {
+    match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    }
+}
+
+/// The `http.request.method` attribute: the method, or `_OTHER` for methods outside RFC 9110 and
+/// PATCH, as OpenTelemetry asks (it keeps the cardinality of the attribute bounded).
+pub(crate) fn method_attribute(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
+/// Formats a redacted URL only when a subscriber records it.
+pub(crate) struct LazyUrl<'a>(pub(crate) &'a Redactor, pub(crate) &'a Uri);
+
+impl fmt::Display for LazyUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.redact_url(self.1))
+    }
+}
+
+/// Formats a redacted, capped body only when a subscriber records it.
+pub(crate) struct LazyBody<'a> {
+    pub(crate) redactor: &'a Redactor,
+    pub(crate) content_type: Option<&'a str>,
+    pub(crate) bytes: &'a [u8],
+}
+
+impl fmt::Display for LazyBody<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redactor.redact_body(self.content_type, self.bytes))
+    }
+}
+
+/// The content type of a textual, unencoded body: `None` when the body is not to be captured.
+pub(crate) fn capturable_type(headers: &HeaderMap) -> Option<&str> {
+    if let Some(encoding) = headers.get(CONTENT_ENCODING)
+        && encoding != "identity"
+    {
+        return None;
+    }
+    let content_type = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    BodyKind::of(Some(content_type)).map(|_| content_type)
+}
+
+fn log_request<B: BodyBytes>(
+    policy: &LogPolicy,
+    request: &Request<B>,
+    attempt: Attempt,
+    trace: Option<traceparent::TraceContext>,
+) {
+    if !enabled_at!(policy.request_level) {
+        return;
+    }
+    let redactor = &policy.redactor;
+    let headers = policy
+        .capture_headers
+        .then(|| display(redactor.redact_headers(request.headers())));
+    let bytes = request.body().body_bytes();
+    let size = bytes.map(<[u8]>::len);
+    let limit = policy.body_limit;
+    let body = match (policy.capture_bodies, bytes) {
+        (true, Some(bytes)) if !bytes.is_empty() => {
+            capturable_type(request.headers()).map(|content_type| {
+                display(LazyBody {
+                    redactor,
+                    content_type: Some(content_type),
+                    bytes: &bytes[..bytes.len().min(limit)],
+                })
+            })
+        }
+        _ => None,
+    };
+    let truncated = size.map(|size| size > limit);
+    event_at!(
+        policy.request_level,
+        attempt = attempt.get(),
+        "http.request.headers" = headers,
+        "http.request.body" = body,
+        "http.request.body.size" = size,
+        "http.request.body.truncated" = truncated,
+        traceparent = trace.map(display),
+        "request"
+    );
+}
+
+macro_rules! span_at {
+    ($level:ident, $name:literal, $kind:literal) => {
+        tracing::span!(
+            target: "integration_log",
+            Level::$level,
+            $name,
+            otel.kind = $kind,
+            { names::HTTP_REQUEST_METHOD } = Empty,
+            { names::SERVER_ADDRESS } = Empty,
+            { names::SERVER_PORT } = Empty,
+            { names::URL_FULL } = Empty,
+            { names::INTEGRATION } = Empty,
+            { names::HTTP_REQUEST_RESEND_COUNT } = Empty,
+            { names::HTTP_RESPONSE_STATUS_CODE } = Empty,
+            { names::ERROR_TYPE } = Empty,
+            otel.status_code = Empty,
+        )
+    };
+}
+
+macro_rules! span_by_level {
+    ($level:expr, $name:literal, $kind:literal) => {
+        match $level {
+            Level::ERROR => span_at!(ERROR, $name, $kind),
+            Level::WARN => span_at!(WARN, $name, $kind),
+            Level::INFO => span_at!(INFO, $name, $kind),
+            Level::DEBUG => span_at!(DEBUG, $name, $kind),
+            _ => span_at!(TRACE, $name, $kind),
+        }
+    };
+}
+
+macro_rules! span_by_method {
+    ($level:expr, $method:expr, $kind:literal) => {
+        match method_attribute($method) {
+            "GET" => span_by_level!($level, "GET", $kind),
+            "HEAD" => span_by_level!($level, "HEAD", $kind),
+            "POST" => span_by_level!($level, "POST", $kind),
+            "PUT" => span_by_level!($level, "PUT", $kind),
+            "DELETE" => span_by_level!($level, "DELETE", $kind),
+            "CONNECT" => span_by_level!($level, "CONNECT", $kind),
+            "OPTIONS" => span_by_level!($level, "OPTIONS", $kind),
+            "TRACE" => span_by_level!($level, "TRACE", $kind),
+            "PATCH" => span_by_level!($level, "PATCH", $kind),
+            _ => span_by_level!($level, "HTTP", $kind),
+        }
+    };
+}
+
+/// The span of a call or an attempt, named after the method as OpenTelemetry asks (`HTTP` for other
+/// methods). Span names must be static in `tracing`, hence one callsite per method and level.
+///
+/// The call span is OpenTelemetry's logical `internal` parent; each attempt is a `client` span.
+fn make_span(scope: Scope, level: Level, method: &Method) -> Span {
+    match scope {
+        Scope::Call => span_by_method!(level, method, "internal"),
+        Scope::Attempt => span_by_method!(level, method, "client"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::BodyExt;
+    use tower::{ServiceBuilder, ServiceExt};
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
+
+    use super::*;
+    use crate::LogLayer;
+
+    async fn one_call(redactor: &Redactor) {
+        let service = ServiceBuilder::new()
+            .layer(LogLayer::new(
+                LogPolicy::default().with_redactor(redactor.clone()),
+            ))
+            .service_fn(|_request: Request<String>| async {
+                let response = Response::builder()
+                    .header("content-type", "application/json")
+                    .header("set-cookie", "session=abc")
+                    .body(r#"{"token":"abc"}"#.to_owned())
+                    .unwrap();
+                Ok::<_, Infallible>(response)
+            });
+        let request = Request::post("https://api.example.test/v1/items?api_key=abc")
+            .header("authorization", "Bearer abc")
+            .header("content-type", "application/json")
+            .body(r#"{"password":"abc"}"#.to_owned())
+            .unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+
+    /// Nothing is formatted when its level is off: with every span and event of the call below the
+    /// subscriber's level, the redactor is never invoked.
+    #[tokio::test]
+    async fn nothing_is_formatted_when_its_level_is_off() {
+        let redactor = Redactor::default();
+        {
+            let subscriber = tracing_subscriber::registry().with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::sink)
+                    .with_filter(LevelFilter::WARN),
+            );
+            let _guard = tracing::subscriber::set_default(subscriber);
+            one_call(&redactor).await;
+        }
+        assert_eq!(
+            redactor.calls(),
+            0,
+            "a disabled level must cost no redaction"
+        );
+
+        // The same call with every level on: URL, headers, request and response bodies are redacted.
+        {
+            let subscriber = tracing_subscriber::registry().with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::sink)
+                    .with_filter(LevelFilter::TRACE),
+            );
+            let _guard = tracing::subscriber::set_default(subscriber);
+            one_call(&redactor).await;
+        }
+        assert!(redactor.calls() >= 4, "calls: {}", redactor.calls());
+    }
+
+    #[test]
+    fn method_attribute_bounds_cardinality() {
+        assert_eq!(method_attribute(&Method::PATCH), "PATCH");
+        assert_eq!(
+            method_attribute(&Method::from_bytes(b"PURGE").unwrap()),
+            "_OTHER"
+        );
+    }
+
+    #[test]
+    fn relative_uris_take_the_host_header() {
+        let request = Request::get("/v1/x")
+            .header("host", "api.example.test:8080")
+            .body(())
+            .unwrap();
+        let target = Target::of(&request);
+        assert_eq!(target.host.as_deref(), Some("api.example.test"));
+        assert_eq!(target.port, Some(8080));
+        let request = Request::get("https://api.example.test/x").body(()).unwrap();
+        assert_eq!(Target::of(&request).port, Some(443));
+    }
+}
+
+#[cfg(test)]
+mod readiness {
+    use tower_test::mock;
+
+    use super::*;
+    use crate::LogLayer;
+
+    /// Logging reserves nothing: `poll_ready` is the inner service's, and the request reaches the
+    /// inner service unchanged (without propagation).
+    #[tokio::test]
+    async fn readiness_and_requests_pass_through() {
+        let (mut service, mut handle) =
+            mock::spawn_layer::<Request<String>, Response<String>, _>(LogLayer::default());
+        handle.allow(0);
+        assert!(service.poll_ready().is_pending());
+        handle.allow(1);
+        assert!(service.poll_ready().is_ready());
+        let response = service.call(
+            Request::get("https://a.test/")
+                .body("hi".to_owned())
+                .unwrap(),
+        );
+        let (request, send) = handle.next_request().await.unwrap();
+        assert_eq!(request.uri(), "https://a.test/");
+        assert_eq!(request.body(), "hi");
+        assert!(request.headers().is_empty());
+        send.send_response(Response::new("ok".to_owned()));
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+}
