@@ -1,0 +1,353 @@
+//! The futures of this crate's services, named so they can be stored and boxed by callers.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
+
+use http::{Request, Response, StatusCode};
+use integration_core::TryCloneBody;
+use integration_core::body::try_clone_request;
+use integration_core::classify::{Classification, RequestMeta, RetryReason};
+use integration_core::error::{BudgetExhausted, DeadlineExceeded, RateLimited};
+use integration_core::ext::{Attempt, Attempts, CredentialInvalidated, Deadline, IntegrationName};
+use integration_core::{BoxError, Error, names};
+use metrics::SharedString;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use crate::service::Shared;
+
+pub use crate::breaker::BreakerFuture;
+pub use crate::deadline::DeadlineFuture;
+pub use crate::timeout::AttemptTimeoutFuture;
+
+pin_project! {
+    /// The future of [`Retry`](crate::Retry): one logical call, every attempt and wait included.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        service: S,
+        retry: RetryState<B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // An attempt is in flight.
+        Called { #[pin] future: F },
+        // Waiting out the backoff before the next attempt.
+        Waiting { #[pin] sleep: Sleep },
+        // Waiting for the inner service to be ready for the next attempt.
+        Ready,
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn new(future: S::Future, service: S, retry: RetryState<B>) -> Self {
+        Self {
+            state: State::Called { future },
+            service,
+            retry,
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempts", &self.retry.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ResB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    B: TryCloneBody,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let next = match ready!(future.poll(cx)) {
+                        Ok(response) => this.retry.on_response(response),
+                        Err(error) => this.retry.on_error(error.into()),
+                    };
+                    match next {
+                        Next::Return(output) => return Poll::Ready(output),
+                        Next::Retry(wait) if wait.is_zero() => this.state.set(State::Ready),
+                        Next::Retry(wait) => this.state.set(State::Waiting {
+                            sleep: tokio::time::sleep(wait),
+                        }),
+                    }
+                }
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Ready);
+                }
+                StateProj::Ready => {
+                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
+                        return Poll::Ready(Err(this.retry.finish_error(error.into())));
+                    }
+                    let mut request = this
+                        .retry
+                        .spare
+                        .take()
+                        .expect("a retry is only planned with a spare copy of the request");
+                    // Keep a copy for the attempt after this one.
+                    this.retry.spare = try_clone_request(&request);
+                    request
+                        .extensions_mut()
+                        .insert(Attempt::new(this.retry.attempts.count()));
+                    metrics::counter!(names::ATTEMPTS, names::INTEGRATION => this.retry.label.clone())
+                        .increment(1);
+                    let future = this.service.call(request);
+                    this.state.set(State::Called { future });
+                }
+            }
+        }
+    }
+}
+
+/// What happens after an attempt.
+enum Next<T> {
+    Return(Result<T, BoxError>),
+    Retry(Duration),
+}
+
+/// What to do with a retryable outcome.
+enum Plan {
+    Retry(Duration),
+    /// No retry left (attempts or a body that cannot be replayed): hand back the outcome as it is.
+    GiveUp,
+    /// Refuse to retry with this typed error.
+    Fail(BoxError),
+}
+
+/// Everything a logical call remembers between attempts.
+pub(crate) struct RetryState<B> {
+    shared: Arc<Shared>,
+    /// A copy of the request for the next attempt; `None` when the body cannot be replayed.
+    spare: Option<Request<B>>,
+    meta: RequestMeta,
+    attempts: Attempts,
+    /// Backoff retries made (the credential replay excluded).
+    retries: u32,
+    previous: Option<Duration>,
+    reauthenticated: bool,
+    integration: Option<IntegrationName>,
+    deadline: Option<Deadline>,
+    label: SharedString,
+}
+
+impl<B> RetryState<B> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        spare: Option<Request<B>>,
+        meta: RequestMeta,
+        integration: Option<IntegrationName>,
+        deadline: Option<Deadline>,
+        label: SharedString,
+    ) -> Self {
+        Self {
+            shared,
+            spare,
+            meta,
+            attempts: Attempts::first(),
+            retries: 0,
+            previous: None,
+            reauthenticated: false,
+            integration,
+            deadline,
+            label,
+        }
+    }
+
+    fn on_response<ResB>(&mut self, response: Response<ResB>) -> Next<Response<ResB>> {
+        let status = response.status();
+        let classification = self.shared.policy.classifier().classify_response(
+            &self.meta,
+            status,
+            response.headers(),
+            wall_clock(),
+        );
+        match classification {
+            Classification::Reauthenticate => {
+                let invalidated = response
+                    .extensions()
+                    .get::<CredentialInvalidated>()
+                    .is_some();
+                let expired = self.deadline.is_some_and(Deadline::is_expired);
+                if invalidated && !self.reauthenticated && self.spare.is_some() && !expired {
+                    // The upstream refused the credential before acting on the request and the auth
+                    // layer dropped it: one replay with a fresh one, whatever the method. It is not a
+                    // failure retry, so it spends neither an attempt of `max_attempts` nor budget.
+                    self.reauthenticated = true;
+                    self.record(RetryReason::Unauthorized, Duration::ZERO);
+                    return Next::Retry(Duration::ZERO);
+                }
+                Next::Return(Ok(self.finish_response(response)))
+            }
+            Classification::Retry {
+                reason,
+                retry_after,
+            } => match self.plan(reason, retry_after, Some(status)) {
+                Plan::Retry(wait) => Next::Retry(wait),
+                Plan::GiveUp => Next::Return(Ok(self.finish_response(response))),
+                Plan::Fail(error) => Next::Return(Err(self.finish_error(error))),
+            },
+            _ => Next::Return(Ok(self.finish_response(response))),
+        }
+    }
+
+    fn on_error<T>(&mut self, error: BoxError) -> Next<T> {
+        let classification = self
+            .shared
+            .policy
+            .classifier()
+            .classify_error(&self.meta, &*error);
+        match classification {
+            Classification::Retry {
+                reason,
+                retry_after,
+            } => match self.plan(reason, retry_after, None) {
+                Plan::Retry(wait) => Next::Retry(wait),
+                Plan::GiveUp => Next::Return(Err(self.finish_error(error))),
+                Plan::Fail(refusal) => Next::Return(Err(self.finish_error(refusal))),
+            },
+            _ => Next::Return(Err(self.finish_error(error))),
+        }
+    }
+
+    /// Decides whether and when a retryable outcome is retried.
+    fn plan(
+        &mut self,
+        reason: RetryReason,
+        hint: Option<Duration>,
+        status: Option<StatusCode>,
+    ) -> Plan {
+        let policy = &self.shared.policy;
+        let attempt = self.attempts.count();
+        if self.retries.saturating_add(1) >= policy.max_attempts() {
+            tracing::debug!(
+                attempt,
+                reason = reason.as_str(),
+                "not retrying: no attempt left"
+            );
+            return Plan::GiveUp;
+        }
+        if self.spare.is_none() {
+            tracing::debug!(
+                attempt,
+                reason = reason.as_str(),
+                "not retrying: the request body cannot be replayed"
+            );
+            return Plan::GiveUp;
+        }
+        let backoff = policy.backoff_delay(self.retries, self.previous, policy.base_for(status));
+        // Never sooner than the server asked.
+        let wait = hint.map_or(backoff, |hint| hint.max(backoff));
+        if let Some(hint) = hint
+            && hint > policy.max_retry_after()
+        {
+            tracing::info!(
+                attempt,
+                reason = reason.as_str(),
+                retry_after_ms = millis(hint),
+                "not retrying: the server asked for a wait longer than max_retry_after"
+            );
+            return Plan::Fail(Box::new(RateLimited::by_server(Some(hint), status)));
+        }
+        if let Some(deadline) = self.deadline
+            && wait >= deadline.remaining()
+        {
+            tracing::info!(
+                attempt,
+                reason = reason.as_str(),
+                wait_ms = millis(wait),
+                remaining_ms = millis(deadline.remaining()),
+                "not retrying: the wait would pass the deadline"
+            );
+            return Plan::Fail(Box::new(DeadlineExceeded::would_wait(
+                hint.unwrap_or(wait),
+                status,
+            )));
+        }
+        if !self.shared.budget.withdraw() {
+            metrics::counter!(names::RETRY_BUDGET_EXHAUSTED, names::INTEGRATION => self.label.clone())
+                .increment(1);
+            tracing::info!(
+                attempt,
+                reason = reason.as_str(),
+                "not retrying: retry budget exhausted"
+            );
+            return Plan::Fail(Box::new(BudgetExhausted::new(status)));
+        }
+        self.retries += 1;
+        self.previous = Some(backoff);
+        self.record(reason, wait);
+        Plan::Retry(wait)
+    }
+
+    fn record(&mut self, reason: RetryReason, wait: Duration) {
+        let attempt = self.attempts.count();
+        self.attempts.record_retry(reason, wait);
+        metrics::counter!(
+            names::RETRIES,
+            names::INTEGRATION => self.label.clone(),
+            names::REASON => reason.as_str()
+        )
+        .increment(1);
+        tracing::debug!(
+            attempt,
+            next_attempt = attempt + 1,
+            reason = reason.as_str(),
+            wait_ms = millis(wait),
+            "retrying"
+        );
+    }
+
+    fn finish_response<ResB>(&mut self, mut response: Response<ResB>) -> Response<ResB> {
+        response
+            .extensions_mut()
+            .insert(std::mem::take(&mut self.attempts));
+        response
+    }
+
+    pub(crate) fn finish_error(&mut self, error: BoxError) -> BoxError {
+        let mut error = Error::from_boxed(error).with_attempts(self.attempts.count());
+        if let Some(name) = &self.integration {
+            error = error.with_integration(name.clone());
+        }
+        Box::new(error)
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+// `Retry-After` may be an HTTP-date, measured against the wall clock when the response has no `Date`.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock() -> SystemTime {
+    SystemTime::now()
+}

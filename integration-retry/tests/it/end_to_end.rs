@@ -1,0 +1,159 @@
+//! End to end through a hyper-util client against wiremock: real HTTP on loopback.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use integration_core::Error;
+use integration_core::ext::Attempts;
+use integration_retry::{AttemptTimeoutLayer, DeadlineLayer, RetryLayer, RetryPolicy};
+use tokio::time::Instant;
+use tower::{ServiceBuilder, ServiceExt};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
+
+/// Answers with each template in turn, then the last one forever.
+struct Sequence(std::sync::Mutex<Vec<ResponseTemplate>>);
+
+impl Respond for Sequence {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let mut templates = self.0.lock().unwrap();
+        if templates.len() > 1 {
+            templates.remove(0)
+        } else {
+            templates[0].clone()
+        }
+    }
+}
+
+fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn stack(
+    policy: RetryPolicy,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = http::Response<hyper::body::Incoming>,
+    Error = integration_core::BoxError,
+    Future: Send,
+> + Clone {
+    ServiceBuilder::new()
+        .layer(DeadlineLayer::new(Duration::from_secs(30)))
+        .layer(RetryLayer::new(policy))
+        .layer(AttemptTimeoutLayer::new(Duration::from_secs(10)))
+        .service(client())
+}
+
+fn fast() -> RetryPolicy {
+    RetryPolicy::default()
+        .with_base(Duration::from_millis(5))
+        .with_throttle_base(Duration::from_millis(5))
+}
+
+#[tokio::test]
+async fn a_flaky_endpoint_succeeds_in_three_attempts() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/flaky"))
+        .respond_with(Sequence(std::sync::Mutex::new(vec![
+            ResponseTemplate::new(503),
+            ResponseTemplate::new(503),
+            ResponseTemplate::new(200).set_body_string("ok"),
+        ])))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let request = Request::get(format!("{}/flaky", server.uri()))
+        .body(Full::default())
+        .unwrap();
+    let response = stack(fast()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.extensions().get::<Attempts>().unwrap().count(), 3);
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_post_without_a_key_is_sent_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/charges"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let request = Request::post(format!("{}/charges", server.uri()))
+        .body(Full::new(Bytes::from_static(b"{\"amount\":100}")))
+        .unwrap();
+    let response = stack(fast()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.extensions().get::<Attempts>().unwrap().count(), 1);
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_2_waits_at_least_2_seconds() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(Sequence(std::sync::Mutex::new(vec![
+            ResponseTemplate::new(429).insert_header("retry-after", "2"),
+            ResponseTemplate::new(200),
+        ])))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let request = Request::get(format!("{}/limited", server.uri()))
+        .body(Full::default())
+        .unwrap();
+    // Measured on the real clock: a paused clock would race the loopback sockets.
+    let start = Instant::now();
+    let response = stack(fast()).oneshot(request).await.unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(elapsed >= Duration::from_secs(2), "waited only {elapsed:?}");
+    let attempts = response.extensions().get::<Attempts>().unwrap();
+    assert!(attempts.waited() >= Duration::from_secs(2));
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_of_an_hour_fails_at_once_with_the_hint() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "3600"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let request = Request::get(format!("{}/limited", server.uri()))
+        .body(Full::default())
+        .unwrap();
+    let start = Instant::now();
+    let error = Error::from(stack(fast()).oneshot(request).await.unwrap_err());
+    assert!(start.elapsed() < Duration::from_secs(5), "failed at once");
+    assert!(error.is_rate_limited(), "{error}");
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(3600)));
+    assert_eq!(error.status(), Some(StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(error.attempts(), 1);
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_then_reported_as_connect() {
+    // Bind then drop a listener: nothing listens on that port any more.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let request = Request::post(format!("http://{address}/charges"))
+        .body(Full::default())
+        .unwrap();
+    let error = Error::from(stack(fast()).oneshot(request).await.unwrap_err());
+    assert!(error.is_connect(), "{error:#}");
+    assert_eq!(
+        error.attempts(),
+        3,
+        "connect failures retry for every method"
+    );
+}

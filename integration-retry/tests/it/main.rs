@@ -1,0 +1,9 @@
+//! Black-box tests of the layers through tower: one named test per behaviour rule.
+
+mod breaker;
+mod budget;
+mod common;
+mod deadline;
+mod end_to_end;
+mod properties;
+mod retry;
