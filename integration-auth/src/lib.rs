@@ -1,1 +1,113 @@
-//! Authentication for HTTP API calls as a tower layer (API keys, Basic, bearer, OAuth 2.0, JWT): filled by its own issue.
+//! Authentication for HTTP API calls as a tower layer: credentials that refresh themselves.
+//!
+//! [`AuthLayer`] puts a credential on every request from a [`CredentialProvider`]: an API key
+//! ([`ApiKey`], header or query parameter), HTTP [`Basic`], a static [`Bearer`] token, OAuth 2.0
+//! [`ClientCredentials`] and [`RefreshToken`] (with rotation, through the `oauth2` crate), a
+//! self-signed JWT ([`JwtAssertion`]) or the RFC 7523 [`JwtBearerGrant`] (through `jsonwebtoken`), or a
+//! scheme of your own. Tokens are cached in a [`TokenCache`] until shortly before they expire, and any
+//! number of concurrent callers share one refresh. With a [`RedisTokenStore`] the replicas of a
+//! service share tokens too, and refresh them once between them.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use integration_auth::{ApiKey, AuthLayer};
+//! use secrecy::SecretString;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), integration_core::BoxError> {
+//! // Any `http` service: here one that answers with the key it was given.
+//! let upstream = tower::service_fn(|request: http::Request<String>| async move {
+//!     let key = request.headers()["x-api-key"].to_str().unwrap().to_owned();
+//!     Ok::<_, Infallible>(http::Response::new(key))
+//! });
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(AuthLayer::new(ApiKey::new(SecretString::from("k-123"))))
+//!     .service(upstream);
+//!
+//! let response = service.oneshot(http::Request::new(String::new())).await?;
+//! assert_eq!(response.body(), "k-123");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Where it goes in a stack
+//!
+//! Outermost first: `LogLayer`, `DeadlineLayer`, `RetryLayer`, `CircuitBreakerLayer`,
+//! `RateLimitLayer`, **`AuthLayer`**, the attempt timeout, the transport.
+//!
+//! * Inside the retry layer, so every attempt is signed with the credential current at that moment
+//!   (a replay after a 401 carries the refreshed token).
+//! * Inside the rate limiter, so each attempt takes its permit before it is signed, and a token
+//!   request is never made for an attempt the limiter refuses.
+//! * Outside the attempt timeout, so waiting for a token refresh does not eat into the time of the
+//!   attempt it is for (the total deadline still bounds both).
+//!
+//! On a 401 the layer invalidates the credential it sent and marks the response with
+//! [`CredentialInvalidated`](integration_core::ext::CredentialInvalidated); the retry layer replays it
+//! once with a fresh credential. Used alone, the layer makes that single replay itself
+//! ([`AuthLayer::replay_on_unauthorized`], on by default; the facade turns it off).
+//!
+//! # Token endpoints and their transport
+//!
+//! This crate depends on no HTTP client. Token requests go through a [`TokenTransport`] built from any
+//! tower HTTP service (the facade passes the same pooled hyper client it uses for API calls) or a
+//! closure. Token requests are bounded by a timeout (10 s by default).
+//!
+//! # Token cache
+//!
+//! * A token is used until `expires_in` minus a skew (60 s by default, plus up to a quarter of it in
+//!   injectable jitter, at most half the lifetime).
+//! * Single flight: one refresh for any number of concurrent callers (see [`cache`]); with a
+//!   [`TokenStore`] shared by replicas, a lock with a TTL before the refresh and a second read after
+//!   taking it.
+//! * Optional background refresh before expiry ([`TokenCacheConfig::with_background_refresh`]).
+//! * After a failed refresh, a cool-down (1 s by default) during which lookups fail at once.
+//! * `invalid_grant`, `invalid_client` (and the other RFC 6749 §5.2 codes) are final:
+//!   [`AuthFailed::permanent`](integration_core::error::AuthFailed::permanent) with the provider's
+//!   code. Descriptions from the token endpoint are sanitised: no secret is ever echoed.
+//! * A rotated refresh token is written to the store before the new access token is used.
+//!
+//! # Secrets
+//!
+//! Every secret is a `secrecy` type from construction to the moment it is written into a request
+//! (where the header value is marked sensitive). No `Debug` or `Display` of a provider, a credential,
+//! a store or an error shows one, and none reaches a span, a log line or a metric label.
+//!
+//! # Metrics
+//!
+//! [`TOKEN_REFRESHES`](integration_core::names::TOKEN_REFRESHES), a counter labelled with
+//! [`OUTCOME`](integration_core::names::OUTCOME) (`ok`, `error`, `invalid_grant`, `invalid_client`) and
+//! [`INTEGRATION`](integration_core::names::INTEGRATION).
+//!
+//! # Feature flags
+//!
+//! This crate has no optional features. It uses `oauth2` without its default features (no reqwest),
+//! `jsonwebtoken` with the `rust_crypto` backend, `redis` with tokio, and `ring` for AES-256-GCM
+//! encryption of tokens at rest in Redis ([`RedisTokenStore::with_encryption_key`]).
+
+mod basic;
+pub mod cache;
+mod credential;
+mod error;
+pub mod future;
+mod jwt;
+mod layer;
+mod oauth;
+mod redis_store;
+mod service;
+mod store;
+mod transport;
+
+pub use basic::{ApiKey, Basic, Bearer, DEFAULT_API_KEY_HEADER};
+pub use cache::{FetchFuture, FetchedToken, Jitter, TokenCache, TokenCacheConfig, TokenSource};
+pub use credential::{AuthContext, Credential, CredentialFuture, CredentialProvider};
+pub use jwt::{JwtAssertion, JwtBearerGrant, JwtClaims, JwtSigner};
+pub use layer::AuthLayer;
+pub use oauth::{ClientAuth, ClientCredentials, RefreshToken};
+pub use redis_store::RedisTokenStore;
+pub use service::Auth;
+pub use store::{MemoryTokenStore, StoreFuture, StoreLock, StoredToken, TokenStore};
+pub use transport::{TokenRequest, TokenResponse, TokenTransport};
+pub use url::Url;

@@ -1,0 +1,444 @@
+//! What a provider hands the layer: a [`Credential`] that applies itself to a request, and the
+//! [`CredentialProvider`] trait every scheme implements (ours and users' own).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use integration_core::BoxError;
+use integration_core::error::AuthFailed;
+use integration_core::ext::{Attempt, IntegrationName};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Where a credential goes on a request.
+#[derive(Clone)]
+enum Placement {
+    /// A header whose whole value is the secret (`Authorization: Bearer ...` is stored in full).
+    Header(HeaderName, SecretString),
+    /// A query parameter.
+    Query(Arc<str>, SecretString),
+}
+
+/// A credential ready to be put on a request: a header, a query parameter, or both.
+///
+/// Cheap to clone (one reference count). Its secret is held in a [`SecretString`] and only copied into
+/// the request when [`apply`](Credential::apply) runs; the header value is marked sensitive so HTTP/2
+/// never indexes it. `Debug` shows where the credential goes, never its value.
+///
+/// Every credential carries an id, unique in the process (or, for shared tokens, the id the store
+/// gave the token): [`CredentialProvider::invalidate`] compares ids so that many concurrent 401s for
+/// the same token cause one refresh, and a 401 for an older token does not throw away a newer one.
+///
+/// ```
+/// use integration_auth::Credential;
+/// use secrecy::SecretString;
+///
+/// let credential = Credential::bearer(SecretString::from("s3cr3t-token"));
+/// let mut request = http::Request::new(());
+/// credential.apply(&mut request).unwrap();
+/// assert_eq!(request.headers()["authorization"], "Bearer s3cr3t-token");
+/// assert!(!format!("{credential:?}").contains("s3cr3t"));
+/// ```
+#[derive(Clone)]
+pub struct Credential {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u128,
+    placements: Vec<Placement>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u128 {
+    u128::from(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Credential {
+    fn from_placement(placement: Placement) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id: next_id(),
+                placements: vec![placement],
+            }),
+        }
+    }
+
+    /// A header whose value is the secret, e.g. `X-API-Key: <secret>`.
+    pub fn header(name: HeaderName, value: SecretString) -> Self {
+        Self::from_placement(Placement::Header(name, value))
+    }
+
+    /// A query parameter whose value is the secret, e.g. `?api_key=<secret>`.
+    pub fn query(name: impl Into<Arc<str>>, value: SecretString) -> Self {
+        Self::from_placement(Placement::Query(name.into(), value))
+    }
+
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer(token: SecretString) -> Self {
+        Self::bearer_with_type("Bearer", &token)
+    }
+
+    /// `Authorization: <token_type> <token>`, for token types other than `Bearer` (`token_type` is
+    /// what the token endpoint said; `bearer` in any case is written `Bearer`).
+    pub fn bearer_with_type(token_type: &str, token: &SecretString) -> Self {
+        let scheme = if token_type.eq_ignore_ascii_case("bearer") {
+            "Bearer"
+        } else {
+            token_type
+        };
+        let value = SecretString::from(format!("{scheme} {}", token.expose_secret()));
+        Self::header(AUTHORIZATION, value)
+    }
+
+    /// `Authorization: Basic base64(username:password)` (RFC 7617).
+    pub fn basic(username: &str, password: &SecretString) -> Self {
+        use base64::Engine as _;
+        let raw = SecretString::from(format!("{username}:{}", password.expose_secret()));
+        let encoded = base64::engine::general_purpose::STANDARD.encode(raw.expose_secret());
+        Self::header(
+            AUTHORIZATION,
+            SecretString::from(format!("Basic {encoded}")),
+        )
+    }
+
+    /// The same credential with another id: a token read back from a shared store keeps the id the
+    /// store gave it, so every replica names the same token alike.
+    #[must_use]
+    pub fn with_id(self, id: u128) -> Self {
+        let placements = self.inner.placements.clone();
+        Self {
+            inner: Arc::new(Inner { id, placements }),
+        }
+    }
+
+    /// Adds another placement (a credential may need a header and a query parameter).
+    #[must_use]
+    pub fn and(self, other: &Credential) -> Self {
+        let mut placements = self.inner.placements.clone();
+        placements.extend(other.inner.placements.iter().cloned());
+        Self {
+            inner: Arc::new(Inner {
+                id: self.inner.id,
+                placements,
+            }),
+        }
+    }
+
+    /// The id that [`CredentialProvider::invalidate`] compares.
+    pub fn id(&self) -> u128 {
+        self.inner.id
+    }
+
+    /// True when both are the same credential (same id).
+    pub fn same_as(&self, other: &Credential) -> bool {
+        self.inner.id == other.inner.id
+    }
+
+    /// Puts the credential on `request`: headers are replaced (a replayed request never carries two),
+    /// a query parameter of the same name is replaced.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthFailed`] (transient) when the secret cannot be a header value (a control character) or
+    /// the URI cannot take the parameter. The error never contains the secret.
+    pub fn apply<B>(&self, request: &mut http::Request<B>) -> Result<(), AuthFailed> {
+        for placement in &self.inner.placements {
+            match placement {
+                Placement::Header(name, value) => {
+                    let mut value = HeaderValue::from_str(value.expose_secret()).map_err(|_| {
+                        AuthFailed::transient(format!(
+                            "the credential for header `{name}` is not a valid header value"
+                        ))
+                    })?;
+                    value.set_sensitive(true);
+                    request.headers_mut().insert(name.clone(), value);
+                }
+                Placement::Query(name, value) => {
+                    set_query_param(request, name, value.expose_secret())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn set_query_param<B>(
+    request: &mut http::Request<B>,
+    name: &str,
+    value: &str,
+) -> Result<(), AuthFailed> {
+    let uri = request.uri();
+    let path = uri.path();
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(existing) = uri.query() {
+        for (key, val) in url::form_urlencoded::parse(existing.as_bytes()) {
+            if key != name {
+                query.append_pair(&key, &val);
+            }
+        }
+    }
+    query.append_pair(name, value);
+    let path_and_query = format!("{path}?{}", query.finish());
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().map_err(|_| {
+        AuthFailed::transient(format!(
+            "query parameter `{name}` could not be added to the URI"
+        ))
+    })?);
+    *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| {
+        AuthFailed::transient(format!(
+            "query parameter `{name}` could not be added to the URI"
+        ))
+    })?;
+    Ok(())
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Where<'a>(&'a [Placement]);
+        impl fmt::Debug for Where<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut list = f.debug_list();
+                for placement in self.0 {
+                    match placement {
+                        Placement::Header(name, _) => list.entry(&format_args!("header {name}")),
+                        Placement::Query(name, _) => list.entry(&format_args!("query {name}")),
+                    };
+                }
+                list.finish()
+            }
+        }
+        f.debug_struct("Credential")
+            .field("id", &self.inner.id)
+            .field("placements", &Where(&self.inner.placements))
+            .field("secret", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// What a provider knows about the request it signs.
+///
+/// Built by the layer from the request's extensions; providers use it for metrics labels and, for
+/// per-request schemes (signatures), the method and URI.
+#[derive(Debug, Clone)]
+pub struct AuthContext {
+    integration: Option<IntegrationName>,
+    attempt: Attempt,
+    method: http::Method,
+    uri: http::Uri,
+}
+
+impl AuthContext {
+    /// The context of `request`.
+    pub fn of<B>(request: &http::Request<B>) -> Self {
+        Self {
+            integration: IntegrationName::of(request).cloned(),
+            attempt: Attempt::of(request),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+        }
+    }
+
+    /// A context for a request outside any integration (tests, warm-up calls).
+    pub fn detached() -> Self {
+        Self {
+            integration: None,
+            attempt: Attempt::FIRST,
+            method: http::Method::GET,
+            uri: http::Uri::default(),
+        }
+    }
+
+    /// The integration named on the request, if any.
+    pub fn integration(&self) -> Option<&IntegrationName> {
+        self.integration.as_ref()
+    }
+
+    /// Which attempt of the logical call this is.
+    pub fn attempt(&self) -> Attempt {
+        self.attempt
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &http::Method {
+        &self.method
+    }
+
+    /// The request URI (it may hold query parameters: never log it whole).
+    pub fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
+}
+
+/// The future of a credential lookup: ready at once (a static key, a fresh cached token: no
+/// allocation) or boxed (a lookup that has to wait for a token endpoint or a store).
+///
+/// A box is the honest type for an async lookup through a trait object; it is wrapped in this named
+/// `#[must_use]` struct so the representation can change without breaking users.
+#[must_use = "futures do nothing unless polled"]
+pub struct CredentialFuture {
+    kind: Kind,
+}
+
+type BoxedLookup = Pin<Box<dyn Future<Output = Result<Credential, BoxError>> + Send + 'static>>;
+
+enum Kind {
+    Ready(Option<Result<Credential, BoxError>>),
+    Boxed(BoxedLookup),
+}
+
+impl CredentialFuture {
+    /// A lookup that is already done.
+    pub fn ready(result: Result<Credential, BoxError>) -> Self {
+        Self {
+            kind: Kind::Ready(Some(result)),
+        }
+    }
+
+    /// A lookup that has to wait.
+    pub fn new<F>(future: F) -> Self
+    where
+        F: Future<Output = Result<Credential, BoxError>> + Send + 'static,
+    {
+        Self {
+            kind: Kind::Boxed(Box::pin(future)),
+        }
+    }
+
+    /// Takes the result if the lookup finished without waiting (the layer's fast path).
+    pub fn take_ready(&mut self) -> Option<Result<Credential, BoxError>> {
+        match &mut self.kind {
+            Kind::Ready(result) => result.take(),
+            Kind::Boxed(_) => None,
+        }
+    }
+}
+
+impl Future for CredentialFuture {
+    type Output = Result<Credential, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().kind {
+            Kind::Ready(result) => Poll::Ready(
+                result
+                    .take()
+                    .expect("CredentialFuture polled after completion"),
+            ),
+            Kind::Boxed(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl fmt::Debug for CredentialFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.kind {
+            Kind::Ready(_) => "ready",
+            Kind::Boxed(_) => "pending",
+        };
+        f.debug_struct("CredentialFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// A source of credentials: API keys, tokens that refresh themselves, or a user's own scheme.
+///
+/// Object safe: the layer holds an `Arc<dyn CredentialProvider>`. The future returned by
+/// [`credential`](CredentialProvider::credential) must not borrow `self` (clone what it needs, e.g. an
+/// inner `Arc`).
+///
+/// # Errors
+///
+/// A lookup fails with a boxed error, [`AuthFailed`] for ours: `AuthFailed::permanent(code, ..)` when
+/// retrying cannot help (`invalid_grant`, `invalid_client`), transient otherwise.
+///
+/// ```
+/// use integration_auth::{AuthContext, Credential, CredentialFuture, CredentialProvider};
+/// use secrecy::SecretString;
+///
+/// /// A scheme of our own: the tenant id in a header, the key in another.
+/// #[derive(Debug)]
+/// struct TenantKey { tenant: String, key: SecretString }
+///
+/// impl CredentialProvider for TenantKey {
+///     fn credential(&self, _ctx: &AuthContext) -> CredentialFuture {
+///         let tenant = Credential::header("x-tenant".parse().unwrap(), self.tenant.clone().into());
+///         let key = Credential::header("x-key".parse().unwrap(), self.key.clone());
+///         CredentialFuture::ready(Ok(tenant.and(&key)))
+///     }
+/// }
+/// ```
+pub trait CredentialProvider: fmt::Debug + Send + Sync + 'static {
+    /// The credential for the request described by `ctx`.
+    fn credential(&self, ctx: &AuthContext) -> CredentialFuture;
+
+    /// The upstream rejected `rejected` (a 401): forget it if it is still the current one, so the
+    /// next lookup fetches a fresh one. A no-op for static credentials (the default).
+    fn invalidate(&self, rejected: &Credential) {
+        let _ = rejected;
+    }
+}
+
+impl<P: CredentialProvider + ?Sized> CredentialProvider for Arc<P> {
+    fn credential(&self, ctx: &AuthContext) -> CredentialFuture {
+        (**self).credential(ctx)
+    }
+
+    fn invalidate(&self, rejected: &Credential) {
+        (**self).invalidate(rejected);
+    }
+}
+
+impl<P: CredentialProvider + ?Sized> CredentialProvider for Box<P> {
+    fn credential(&self, ctx: &AuthContext) -> CredentialFuture {
+        (**self).credential(ctx)
+    }
+
+    fn invalidate(&self, rejected: &Credential) {
+        (**self).invalidate(rejected);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_credential_replaces_a_parameter_of_the_same_name() {
+        let credential = Credential::query("api_key", SecretString::from("k&1"));
+        let mut request = http::Request::get("https://api.example.com/v1/items?page=2&api_key=old")
+            .body(())
+            .unwrap();
+        credential.apply(&mut request).unwrap();
+        assert_eq!(
+            request.uri().to_string(),
+            "https://api.example.com/v1/items?page=2&api_key=k%261"
+        );
+    }
+
+    #[test]
+    fn basic_encodes_username_and_password() {
+        let credential = Credential::basic("Aladdin", &SecretString::from("open sesame"));
+        let mut request = http::Request::new(());
+        credential.apply(&mut request).unwrap();
+        assert_eq!(
+            request.headers()[AUTHORIZATION],
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert!(request.headers()[AUTHORIZATION].is_sensitive());
+    }
+
+    #[test]
+    fn a_bad_header_value_fails_without_echoing_it() {
+        let credential = Credential::bearer(SecretString::from("bad\nsecret"));
+        let error = credential.apply(&mut http::Request::new(())).unwrap_err();
+        assert!(!error.to_string().contains("secret"));
+        assert!(!format!("{error:?}").contains("secret"));
+    }
+}

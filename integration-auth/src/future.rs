@@ -1,0 +1,162 @@
+//! The response future of [`Auth`](crate::Auth).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::StatusCode;
+use integration_core::BoxError;
+use integration_core::ext::CredentialInvalidated;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::credential::{AuthContext, Credential, CredentialFuture, CredentialProvider};
+
+pin_project! {
+    /// The response future of [`Auth`](crate::Auth): look the credential up (at once when it is
+    /// cached), send, and on a 401 invalidate and, if configured, replay once.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<http::Request<B>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        // The service `poll_ready` reserved; kept while a lookup or a replay still needs it.
+        service: Option<S>,
+        request: Option<http::Request<B>>,
+        replay: Option<http::Request<B>>,
+        provider: Arc<dyn CredentialProvider>,
+        credential: Option<Credential>,
+        replayed: bool,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Lookup { lookup: CredentialFuture },
+        PollReady,
+        Call { #[pin] future: F },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<S, B, RB> ResponseFuture<S, B>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+{
+    pub(crate) fn new(
+        mut service: S,
+        provider: Arc<dyn CredentialProvider>,
+        mut request: http::Request<B>,
+        replay: Option<http::Request<B>>,
+        mut lookup: CredentialFuture,
+    ) -> Self {
+        // Fast path: a static or fresh cached credential is ready now; call without a detour.
+        let (state, request, credential) = match lookup.take_ready() {
+            Some(Ok(credential)) => match credential.apply(&mut request) {
+                Ok(()) => (
+                    State::Call {
+                        future: service.call(request),
+                    },
+                    None,
+                    Some(credential),
+                ),
+                Err(error) => (
+                    State::Failed {
+                        error: Some(Box::new(error)),
+                    },
+                    None,
+                    None,
+                ),
+            },
+            Some(Err(error)) => (State::Failed { error: Some(error) }, None, None),
+            None => (State::Lookup { lookup }, Some(request), None),
+        };
+        let keep_service = request.is_some() || replay.is_some();
+        Self {
+            state,
+            service: keep_service.then_some(service),
+            request,
+            replay,
+            provider,
+            credential,
+            replayed: false,
+        }
+    }
+}
+
+impl<S, B, RB> Future for ResponseFuture<S, B>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<http::Response<RB>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Lookup { lookup } => {
+                    let credential = ready!(Pin::new(lookup).poll(cx))?;
+                    let mut request = this.request.take().expect("request present until sent");
+                    credential
+                        .apply(&mut request)
+                        .map_err(|error| Box::new(error) as BoxError)?;
+                    let service = this.service.as_mut().expect("service present until sent");
+                    let future = service.call(request);
+                    *this.credential = Some(credential);
+                    this.state.set(State::Call { future });
+                }
+                StateProj::PollReady => {
+                    let service = this.service.as_mut().expect("service kept for the replay");
+                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
+                    let request = this.request.as_ref().expect("replay request present");
+                    let lookup = this.provider.credential(&AuthContext::of(request));
+                    this.state.set(State::Lookup { lookup });
+                }
+                StateProj::Call { future } => {
+                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    if response.status() != StatusCode::UNAUTHORIZED {
+                        return Poll::Ready(Ok(response));
+                    }
+                    if let Some(credential) = this.credential.take() {
+                        this.provider.invalidate(&credential);
+                    }
+                    if *this.replayed {
+                        // The single replay was ours and was refused too: the 401 is final.
+                        return Poll::Ready(Ok(response));
+                    }
+                    if let Some(replay) = this.replay.take() {
+                        tracing::debug!("credential rejected (401): invalidated, replaying once");
+                        *this.replayed = true;
+                        *this.request = Some(replay);
+                        this.state.set(State::PollReady);
+                        continue;
+                    }
+                    // Tell the retry layer (if any) that a replay will carry a fresh credential.
+                    response.extensions_mut().insert(CredentialInvalidated);
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error.take().expect("polled after completion")));
+                }
+            }
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<http::Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("credential", &self.credential)
+            .field("replayed", &self.replayed)
+            .finish_non_exhaustive()
+    }
+}

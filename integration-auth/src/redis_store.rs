@@ -1,0 +1,368 @@
+//! Tokens in Redis, shared by every replica.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use integration_core::{BoxError, Error, ErrorKind};
+use redis::aio::ConnectionManager;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{StoreFuture, StoreLock, StoredToken, TokenStore};
+
+/// Deletes the lock only if it still holds our owner token (it may have expired and been taken).
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Tokens in Redis, so the replicas of a service share them and refresh them once between them.
+///
+/// Per token key the store uses three Redis keys under its prefix, hash-tagged so they live in one
+/// cluster slot: `{prefix:key}:token` (expiring with the token), `{prefix:key}:refresh` (the current
+/// refresh token) and `{prefix:key}:lock` (the refresh lock, `SET NX PX` with a random owner, released
+/// by a compare-and-delete script). Give each store its own prefix.
+///
+/// # Clone
+///
+/// Clones share the connection (redis' `ConnectionManager` reconnects by itself).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use integration_auth::{ClientCredentials, RedisTokenStore, TokenTransport, Url};
+/// use secrecy::SecretString;
+///
+/// # async fn run(transport: TokenTransport) -> Result<(), integration_core::Error> {
+/// let store = RedisTokenStore::connect("redis://127.0.0.1:6379", "billing-service").await?;
+/// let provider = ClientCredentials::new(
+///     Url::parse("https://auth.example.com/oauth/token").unwrap(),
+///     "billing",
+///     SecretString::from("client-secret"),
+///     transport,
+/// )
+/// .with_store(Arc::new(store));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisTokenStore {
+    connection: ConnectionManager,
+    prefix: Arc<str>,
+    unlock: Arc<redis::Script>,
+    cipher: Option<Arc<Cipher>>,
+}
+
+/// Marks an encrypted value: version 1 is AES-256-GCM, `base64(nonce || ciphertext || tag)`.
+const SEALED: &str = "enc1:";
+
+/// AES-256-GCM (ring) with a random 96-bit nonce per write and the Redis key as associated data, so
+/// a value copied to another key does not decrypt.
+struct Cipher {
+    key: ring::aead::LessSafeKey,
+    random: ring::rand::SystemRandom,
+}
+
+impl Cipher {
+    fn new(key: &SecretString) -> Result<Self, Error> {
+        use base64::Engine as _;
+        let invalid = || {
+            Error::new(ErrorKind::Config)
+                .with_message("the token store encryption key must be 32 bytes, base64-encoded")
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(key.expose_secret().trim())
+            .map_err(|_| invalid())?;
+        let bytes = secrecy::SecretSlice::from(bytes);
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, bytes.expose_secret())
+            .map_err(|_| invalid())?;
+        Ok(Self {
+            key: ring::aead::LessSafeKey::new(unbound),
+            random: ring::rand::SystemRandom::new(),
+        })
+    }
+
+    fn seal(&self, redis_key: &str, plaintext: &SecretString) -> Result<String, BoxError> {
+        use base64::Engine as _;
+        use ring::rand::SecureRandom as _;
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        self.random
+            .fill(&mut nonce)
+            .map_err(|_| BoxError::from("no randomness for a nonce"))?;
+        let mut sealed = plaintext.expose_secret().as_bytes().to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(redis_key.as_bytes()),
+                &mut sealed,
+            )
+            .map_err(|_| BoxError::from("encrypting a token failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(format!(
+            "{SEALED}{}",
+            base64::engine::general_purpose::STANDARD.encode(out)
+        ))
+    }
+
+    fn open(&self, redis_key: &str, value: &str) -> Result<SecretString, BoxError> {
+        use base64::Engine as _;
+        let unreadable = || {
+            BoxError::from("a token in the Redis store does not decrypt with the configured key")
+        };
+        let encoded = value.strip_prefix(SEALED).ok_or_else(unreadable)?;
+        let mut bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| unreadable())?;
+        if bytes.len() < ring::aead::NONCE_LEN {
+            return Err(unreadable());
+        }
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        nonce.copy_from_slice(&bytes[..ring::aead::NONCE_LEN]);
+        let plaintext = self
+            .key
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(redis_key.as_bytes()),
+                &mut bytes[ring::aead::NONCE_LEN..],
+            )
+            .map_err(|_| unreadable())?;
+        let text = std::str::from_utf8(plaintext).map_err(|_| unreadable())?;
+        Ok(SecretString::from(text.to_owned()))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    id: String,
+    access_token: String,
+    token_type: String,
+}
+
+fn boxed(error: redis::RedisError) -> BoxError {
+    Box::new(error)
+}
+
+impl RedisTokenStore {
+    /// Connects to `url` (a `redis://` URL) with keys under `prefix`. Operations time out after 1 s and
+    /// a lost connection is retried once per operation, so an outage costs a refresh about a second
+    /// before it falls back to this process alone; use [`new`](Self::new) for other settings.
+    ///
+    /// # Errors
+    ///
+    /// A [`Config`](ErrorKind::Config) error for a malformed URL, a
+    /// [`Connect`](ErrorKind::Connect) error when Redis cannot be reached. Neither shows the URL
+    /// (it may hold a password).
+    pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, Error> {
+        let client = redis::Client::open(url).map_err(|_| {
+            Error::new(ErrorKind::Config)
+                .with_message("the Redis URL of the token store is invalid")
+        })?;
+        // Bounded waits: tokens are on the request path, and a Redis outage must degrade to a local
+        // refresh within a second or two, not stall every refresh behind reconnect backoff.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let connection = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|error| {
+                Error::new(ErrorKind::Connect)
+                    .with_message("the Redis token store could not be reached")
+                    .with_source(error)
+            })?;
+        Ok(Self::new(connection, prefix))
+    }
+
+    /// A store over an existing connection, with keys under `prefix`.
+    pub fn new(connection: ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self {
+            connection,
+            prefix: prefix.into().into(),
+            unlock: Arc::new(redis::Script::new(UNLOCK)),
+            cipher: None,
+        }
+    }
+
+    /// Encrypts tokens and refresh tokens at rest with AES-256-GCM under `key` (32 bytes,
+    /// base64-encoded, from configuration: e.g. `openssl rand -base64 32`). Every replica sharing the
+    /// prefix needs the same key; a value that does not decrypt is treated as absent (the token is
+    /// fetched again and overwritten).
+    ///
+    /// # Errors
+    ///
+    /// A [`Config`](ErrorKind::Config) error when the key is not 32 base64-encoded bytes.
+    pub fn with_encryption_key(mut self, key: &SecretString) -> Result<Self, Error> {
+        self.cipher = Some(Arc::new(Cipher::new(key)?));
+        Ok(self)
+    }
+
+    /// Writes `plaintext` as stored under `redis_key`: sealed when a key is configured.
+    fn encode(&self, redis_key: &str, plaintext: &SecretString) -> Result<SecretString, BoxError> {
+        match &self.cipher {
+            Some(cipher) => cipher.seal(redis_key, plaintext).map(SecretString::from),
+            None => Ok(plaintext.clone()),
+        }
+    }
+
+    fn decode(&self, redis_key: &str, stored: String) -> Result<SecretString, BoxError> {
+        match &self.cipher {
+            Some(cipher) => cipher.open(redis_key, &stored),
+            None => Ok(SecretString::from(stored)),
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, key: &str, what: &str) -> String {
+        format!("{{{}:{key}}}:{what}", self.prefix)
+    }
+
+    async fn load_token(&self, key: &str) -> Result<Option<StoredToken>, BoxError> {
+        let mut connection = self.connection.clone();
+        let redis_key = self.key(key, "token");
+        let (value, ttl): (Option<String>, i64) = redis::pipe()
+            .cmd("GET")
+            .arg(&redis_key)
+            .cmd("PTTL")
+            .arg(&redis_key)
+            .query_async(&mut connection)
+            .await
+            .map_err(boxed)?;
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let value = self.decode(&redis_key, value)?;
+        let entry: Entry = serde_json::from_str(value.expose_secret())
+            .map_err(|_| BoxError::from("a token in the Redis store is unreadable"))?;
+        let id = u128::from_str_radix(&entry.id, 16)
+            .map_err(|_| BoxError::from("a token in the Redis store has an unreadable id"))?;
+        let expires_in = match ttl {
+            // No expiry set: the endpoint gave no lifetime.
+            -1 => None,
+            ms if ms > 0 => Some(Duration::from_millis(ms.unsigned_abs())),
+            // Expired between the two commands.
+            _ => return Ok(None),
+        };
+        Ok(Some(StoredToken {
+            id,
+            access_token: SecretString::from(entry.access_token),
+            token_type: entry.token_type,
+            expires_in,
+        }))
+    }
+
+    async fn save_token(&self, key: &str, token: &StoredToken) -> Result<(), BoxError> {
+        let entry = Entry {
+            id: format!("{:x}", token.id),
+            access_token: token.access_token.expose_secret().to_owned(),
+            token_type: token.token_type.clone(),
+        };
+        let redis_key = self.key(key, "token");
+        let value = self.encode(
+            &redis_key,
+            &SecretString::from(serde_json::to_string(&entry)?),
+        )?;
+        drop(entry);
+        let mut command = redis::cmd("SET");
+        command.arg(&redis_key).arg(value.expose_secret());
+        if let Some(ttl) = token.expires_in {
+            // Redis refuses a zero TTL: a token with no time left is written with the smallest.
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            command.arg("PX").arg(ms);
+        }
+        let mut connection = self.connection.clone();
+        command
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(boxed)
+    }
+}
+
+impl fmt::Debug for RedisTokenStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTokenStore")
+            .field("prefix", &self.prefix)
+            .field("encrypted", &self.cipher.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenStore for RedisTokenStore {
+    fn load<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<StoredToken>> {
+        Box::pin(self.load_token(key))
+    }
+
+    fn save<'a>(&'a self, key: &'a str, token: &'a StoredToken) -> StoreFuture<'a, ()> {
+        Box::pin(self.save_token(key, token))
+    }
+
+    fn load_refresh_token<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<SecretString>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let redis_key = self.key(key, "refresh");
+            let value: Option<String> = redis::cmd("GET")
+                .arg(&redis_key)
+                .query_async(&mut connection)
+                .await
+                .map_err(boxed)?;
+            value.map(|v| self.decode(&redis_key, v)).transpose()
+        })
+    }
+
+    fn save_refresh_token<'a>(
+        &'a self,
+        key: &'a str,
+        refresh_token: &'a SecretString,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let redis_key = self.key(key, "refresh");
+            let value = self.encode(&redis_key, refresh_token)?;
+            redis::cmd("SET")
+                .arg(&redis_key)
+                .arg(value.expose_secret())
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(boxed)
+        })
+    }
+
+    fn try_lock<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<StoreLock>> {
+        Box::pin(async move {
+            let owner = uuid::Uuid::new_v4().as_u128();
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let mut connection = self.connection.clone();
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(self.key(key, "lock"))
+                .arg(format!("{owner:x}"))
+                .arg("NX")
+                .arg("PX")
+                .arg(ms)
+                .query_async(&mut connection)
+                .await
+                .map_err(boxed)?;
+            Ok(taken.map(|_| StoreLock::new(key, owner)))
+        })
+    }
+
+    fn unlock(&self, lock: StoreLock) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            self.unlock
+                .key(self.key(lock.key(), "lock"))
+                .arg(format!("{:x}", lock.owner()))
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map_err(boxed)?;
+            Ok(())
+        })
+    }
+}

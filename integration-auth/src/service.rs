@@ -1,0 +1,99 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use integration_core::BoxError;
+use integration_core::body::{TryCloneBody, try_clone_request};
+use tower_service::Service;
+
+use crate::credential::{AuthContext, CredentialProvider};
+use crate::future::ResponseFuture;
+
+/// The service of [`AuthLayer`](crate::AuthLayer): a credential on every request, a 401 handled.
+///
+/// # Errors
+///
+/// The inner service's error, boxed; or the provider's ([`AuthFailed`](integration_core::error::AuthFailed)
+/// for ours) when no credential could be had, in which case the request is not sent.
+pub struct Auth<S> {
+    inner: S,
+    provider: Arc<dyn CredentialProvider>,
+    replay: bool,
+}
+
+impl<S> Auth<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, provider: Arc<dyn CredentialProvider>, replay: bool) -> Self {
+        Self {
+            inner,
+            provider,
+            replay,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for Auth<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            provider: Arc::clone(&self.provider),
+            replay: self.replay,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Auth<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("inner", &self.inner)
+            .field("provider", &self.provider)
+            .field("replay_on_unauthorized", &self.replay)
+            .finish()
+    }
+}
+
+impl<S, B, RB> Service<http::Request<B>> for Auth<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: TryCloneBody,
+{
+    type Response = http::Response<RB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // The credential may take a while (a token refresh), and the call happens in the future:
+        // take the service that was driven to readiness and leave a fresh clone in its place, so the
+        // one we call is the one `poll_ready` reserved (tower-http's async authorization does the same).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let ctx = AuthContext::of(&request);
+        let replay = if self.replay {
+            try_clone_request(&request)
+        } else {
+            None
+        };
+        let lookup = self.provider.credential(&ctx);
+        ResponseFuture::new(inner, Arc::clone(&self.provider), request, replay, lookup)
+    }
+}
