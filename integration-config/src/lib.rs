@@ -1,1 +1,80 @@
-//! The configuration model, its validation and its sources (TOML, environment, PostgreSQL): filled by its own issue.
+//! The configuration model of the API integration layer, its validation, and its sources: TOML files,
+//! environment overrides and PostgreSQL with live reload.
+//!
+//! This crate holds data, not behaviour: the facade (`integration-client`) turns an [`IntegrationConfig`]
+//! into a tower stack. One model serves every source, and validation reports every problem with its path
+//! before anything is applied.
+//!
+//! ```
+//! use integration_config::{AuthConfig, Config};
+//! use secrecy::ExposeSecret;
+//! use std::time::Duration;
+//!
+//! let config = Config::from_toml_str(r#"
+//!     [defaults]
+//!     timeout = "30s"
+//!
+//!     [integrations.github]
+//!     base_url = "https://api.github.com"
+//!     user_agent = "acme-backend/1.0"
+//!     headers = { Accept = "application/vnd.github+json" }
+//!     attempt_timeout = "10s"
+//!
+//!     [integrations.github.auth]
+//!     type = "bearer"
+//!     token = "${file:/dev/null}"   # usually ${env:GITHUB_TOKEN} or ${file:/run/secrets/github}
+//!
+//!     [integrations.github.rate_limit]
+//!     quotas = [{ rate = 10, per = "1s" }, { rate = 5000, per = "1h" }]
+//!
+//!     [integrations.github.retry]
+//!     max_attempts = 4
+//!     budget = false
+//! "#);
+//! // An empty token is refused, with its path.
+//! let err = config.unwrap_err();
+//! assert_eq!(err.to_string(), "invalid configuration:\nintegrations.github.auth.token: must not be empty");
+//! ```
+//!
+//! # Sources
+//!
+//! - [`Config::from_toml_str`], [`Config::from_file`], and [`ConfigDocument`] for environment overrides
+//!   (`APP_INTEGRATIONS__STRIPE__RETRY__MAX_ATTEMPTS=5`) applied to the tree before typing.
+//! - [`PgStore`]: versioned rows in PostgreSQL with a history table, optimistic concurrency, and a
+//!   [`watch`](PgStore::watch) of validated [`Snapshot`]s fed by LISTEN/NOTIFY and a periodic poll.
+//!
+//! # Secrets
+//!
+//! [`Secret`] values are references (`${env:NAME}`, `${file:/path}`) resolved at load. They never appear
+//! in `Debug` or in serialized output, and plaintext secrets are refused by the PostgreSQL store.
+//!
+//! # Feature flags
+//!
+//! This crate has no optional features.
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+mod model;
+mod secret;
+mod snapshot;
+mod source;
+mod store;
+mod validate;
+mod watch;
+
+pub use model::{
+    ApiKeyAuth, AuthConfig, BasicAuth, BearerAuth, BreakerConfig, BudgetConfig, ClientAuth, Config,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_JWT_TTL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_SERVER_PAUSE,
+    DEFAULT_MAX_WAIT, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_SKEW, DEFAULT_TIMEOUT, IntegrationConfig,
+    IntegrationConfigBuilder, Jitter, JwtAlgorithm, JwtAuth, JwtBearerGrant, LogConfig, LogLevel,
+    OAuth2ClientCredentials, OAuth2RefreshToken, QuotaConfig, RateLimitConfig, RedisConfig,
+    RetryConfig, StoreKind,
+};
+pub use secret::{REDACTED_MARKER, Secret, SecretError, SecretSource};
+pub use snapshot::Snapshot;
+pub use source::{ConfigDocument, ConfigError};
+pub use store::{ChangeKind, DEFAULT_SCHEMA, HistoryEntry, PgStore, StoreError, StoredIntegration};
+pub use validate::{ValidationError, ValidationErrors};
+pub use watch::{DEFAULT_POLL_INTERVAL, Rejection, WatchHandle, WatchOptions, WatchStatus};

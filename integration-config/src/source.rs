@@ -1,0 +1,300 @@
+//! File and environment sources: a TOML document, overridden by environment variables, typed and validated.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::{Config, PathError};
+use crate::validate::ValidationErrors;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML (the message carries the line and column).
+    #[error("invalid TOML: {0}")]
+    Syntax(String),
+    /// A value has the wrong type, a required field is missing or an unknown field is present; `path` is
+    /// the field (`integrations.github.retry.max_attempts`).
+    #[error("{}", if path.is_empty() { message.clone() } else { format!("{path}: {message}") })]
+    Deserialize {
+        /// The dotted path of the field (empty for the root).
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An environment override is malformed (`name` is the variable).
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The configuration is well-formed but invalid.
+    #[error("invalid configuration:\n{0}")]
+    Invalid(#[from] ValidationErrors),
+}
+
+impl ConfigError {
+    pub(crate) fn from_path_error(e: PathError) -> Self {
+        // Errors raised inside an integration carry their full path in the message already.
+        if e.path.is_empty()
+            && let Some((path, message)) = e.message.split_once(": ")
+            && (path.starts_with("integrations.") || path.starts_with("defaults"))
+            && !path.contains(' ')
+        {
+            return ConfigError::Deserialize {
+                path: path.to_owned(),
+                message: message.to_owned(),
+            };
+        }
+        ConfigError::Deserialize {
+            path: e.path,
+            message: e.message,
+        }
+    }
+
+    /// The validation problems, when this is [`ConfigError::Invalid`].
+    pub fn validation_errors(&self) -> Option<&ValidationErrors> {
+        match self {
+            ConfigError::Invalid(errors) => Some(errors),
+            _ => None,
+        }
+    }
+}
+
+/// The top-level keys an environment override may start with.
+const TOP_LEVEL: [&str; 3] = ["integrations", "defaults", "redis"];
+
+/// A configuration document before typing: a TOML tree that sources write into, then typed and validated
+/// in one place by [`ConfigDocument::build`].
+///
+/// ```
+/// use integration_config::ConfigDocument;
+///
+/// let config = ConfigDocument::from_toml_str(r#"
+///     [integrations.stripe]
+///     base_url = "https://api.stripe.com"
+/// "#)?
+/// .apply_env_vars("APP_", [
+///     ("APP_INTEGRATIONS__STRIPE__RETRY__MAX_ATTEMPTS", "5"),
+///     ("APP_INTEGRATIONS__STRIPE__TIMEOUT", "12s"),
+///     ("UNRELATED", "ignored"),
+/// ])?
+/// .build()?;
+/// assert_eq!(config.integrations["stripe"].retry.max_attempts, 5);
+/// assert_eq!(config.integrations["stripe"].timeout.as_secs(), 12);
+/// # Ok::<(), integration_config::ConfigError>(())
+/// ```
+#[derive(Clone, Default, PartialEq)]
+pub struct ConfigDocument {
+    table: toml::Table,
+}
+
+impl std::fmt::Debug for ConfigDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The untyped tree may hold plaintext secrets: show its shape only.
+        let keys: Vec<&String> = self.table.keys().collect();
+        f.debug_struct("ConfigDocument")
+            .field("keys", &keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigDocument {
+    /// An empty document.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Syntax`] with the line and column.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        Ok(ConfigDocument { table })
+    }
+
+    /// Reads and parses a TOML file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Io`] or [`ConfigError::Syntax`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// The tree as it stands.
+    pub fn as_table(&self) -> &toml::Table {
+        &self.table
+    }
+
+    /// The tree, to edit by hand.
+    pub fn table_mut(&mut self) -> &mut toml::Table {
+        &mut self.table
+    }
+
+    /// Applies the process environment: see [`apply_env_vars`](Self::apply_env_vars).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Env`] for an override that cannot be applied.
+    pub fn apply_env(self, prefix: &str) -> Result<Self, ConfigError> {
+        self.apply_env_vars(prefix, std::env::vars())
+    }
+
+    /// Applies environment overrides from `vars`.
+    ///
+    /// A variable applies when its name starts with `prefix` and the rest starts with `INTEGRATIONS__`,
+    /// `DEFAULTS__` or `REDIS__`. The rest is split on `__` (double underscore) into keys, lowercased:
+    /// `APP_INTEGRATIONS__STRIPE__RETRY__MAX_ATTEMPTS=5` sets `integrations.stripe.retry.max_attempts`.
+    /// Integration names are therefore reached in lowercase, and single underscores stay inside a key.
+    ///
+    /// The value is read as a TOML value when it is one (`5`, `true`, `0.5`, `[{ rate = 10, per = "1s" }]`,
+    /// `"quoted text"`), and as a plain string otherwise (`30s`, `https://example.com`,
+    /// `${env:TOKEN}`). Quote a string that would read as a number: `"\"1234\""`. Overrides apply in name
+    /// order, so a deeper key set after a whole table refines it.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Env`] when a key is empty or a key on the way is not a table.
+    pub fn apply_env_vars<K, V>(
+        mut self,
+        prefix: &str,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut overrides: Vec<(String, Vec<String>, String)> = Vec::new();
+        for (name, value) in vars {
+            let name = name.as_ref();
+            let Some(rest) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if keys.len() < 2 || !TOP_LEVEL.contains(&keys[0].as_str()) {
+                continue;
+            }
+            if keys.iter().any(String::is_empty) {
+                return Err(ConfigError::Env {
+                    name: name.to_owned(),
+                    message: "empty key between '__'".into(),
+                });
+            }
+            overrides.push((name.to_owned(), keys, value.as_ref().to_owned()));
+        }
+        overrides.sort();
+        for (name, keys, value) in overrides {
+            let value = parse_env_value(&value);
+            let (last, parents) = keys.split_last().expect("at least two keys");
+            let mut table = &mut self.table;
+            for key in parents {
+                let entry = table
+                    .entry(key.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                table = match entry {
+                    toml::Value::Table(t) => t,
+                    _ => {
+                        return Err(ConfigError::Env {
+                            name,
+                            message: format!("{key} is not a table, it cannot hold {last}"),
+                        });
+                    }
+                };
+            }
+            table.insert(last.clone(), value);
+        }
+        Ok(self)
+    }
+
+    /// Types the tree (resolving secret references) and validates it.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Deserialize`] with the field's path, or [`ConfigError::Invalid`] with every problem.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let config = self.build_unvalidated()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Types the tree without validating it.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Deserialize`] with the field's path.
+    pub fn build_unvalidated(self) -> Result<Config, ConfigError> {
+        serde_path_to_error::deserialize(toml::Value::Table(self.table))
+            .map_err(|e| ConfigError::from_path_error(PathError::from_path_to_error(e)))
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) if t.len() == 1 => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+impl Config {
+    /// Parses, types and validates a TOML configuration.
+    ///
+    /// # Errors
+    ///
+    /// See [`ConfigError`]: syntax (with line and column), a bad field (with its path), or every
+    /// validation problem.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        ConfigDocument::from_toml_str(text)?.build()
+    }
+
+    /// Reads, types and validates a TOML file.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_toml_str`](Self::from_toml_str), plus [`ConfigError::Io`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        ConfigDocument::from_file(path)?.build()
+    }
+
+    /// Reads a TOML file, applies the environment overrides under `prefix` (see
+    /// [`ConfigDocument::apply_env_vars`]), then types and validates the result.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_file`](Self::from_file), plus [`ConfigError::Env`].
+    pub fn from_file_with_env(path: impl AsRef<Path>, prefix: &str) -> Result<Self, ConfigError> {
+        ConfigDocument::from_file(path)?.apply_env(prefix)?.build()
+    }
+
+    /// Writes the configuration as TOML. Secrets are written as their references; a plaintext secret as
+    /// [`REDACTED_MARKER`](crate::REDACTED_MARKER).
+    ///
+    /// # Errors
+    ///
+    /// When the TOML writer refuses a value (it does not for this model).
+    pub fn to_toml_string(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+}

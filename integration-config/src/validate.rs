@@ -1,0 +1,464 @@
+//! Validation: every problem of a configuration, each with its path, collected before anything applies.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use secrecy::ExposeSecret;
+use url::Url;
+
+use crate::model::{
+    AuthConfig, BreakerConfig, Config, IntegrationConfig, JwtAlgorithm, LogConfig, RateLimitConfig,
+    RedisConfig, RetryConfig, StoreKind,
+};
+use crate::secret::Secret;
+
+/// One problem: the dotted path of the field and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ValidationError {
+    /// The field, e.g. `integrations.stripe.retry.max_attempts`.
+    pub path: String,
+    /// What is wrong, e.g. `must be at least 1`.
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a configuration; displayed one per line as `path: message`.
+///
+/// ```
+/// use integration_config::Config;
+///
+/// let mut config = Config::from_toml_str(r#"
+///     [integrations.stripe]
+///     base_url = "https://api.stripe.com"
+/// "#)?;
+/// config.integrations.get_mut("stripe").unwrap().retry.max_attempts = 0;
+/// let errors = config.validate().unwrap_err();
+/// assert_eq!(errors.to_string(), "integrations.stripe.retry.max_attempts: must be at least 1");
+/// # Ok::<(), integration_config::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValidationErrors {
+    errors: Vec<ValidationError>,
+}
+
+impl ValidationErrors {
+    /// Records a problem.
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ValidationError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The problems, in the order found.
+    pub fn errors(&self) -> &[ValidationError] {
+        &self.errors
+    }
+
+    /// `true` when nothing is wrong.
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// The number of problems.
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// `true` when some problem has exactly this path.
+    pub fn has_path(&self, path: &str) -> bool {
+        self.errors.iter().any(|e| e.path == path)
+    }
+
+    /// Iterates over the problems.
+    pub fn iter(&self) -> std::slice::Iter<'_, ValidationError> {
+        self.errors.iter()
+    }
+
+    /// `Ok(())` when empty, else `Err(self)`.
+    ///
+    /// # Errors
+    ///
+    /// `self`, when it holds any problem.
+    pub fn into_result(self) -> Result<(), ValidationErrors> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+impl<'a> IntoIterator for &'a ValidationErrors {
+    type Item = &'a ValidationError;
+    type IntoIter = std::slice::Iter<'a, ValidationError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.iter()
+    }
+}
+
+impl Config {
+    /// Checks the whole configuration and reports every problem with its path.
+    ///
+    /// Checked: integration names; base URLs (absolute, http or https, no query, fragment or credentials);
+    /// header names and values; timeouts (non-zero, `attempt_timeout <= timeout`); auth fields for the
+    /// type (non-empty, resolvable secret references, http(s) token URLs, PEM keys for asymmetric JWT
+    /// algorithms); quotas (rate, burst, period non-zero); retry (at least one attempt, `base <= cap`, budget
+    /// ratio in (0, 1]); breaker; log header lists; `store = "redis"` only with a `[redis]` section; the Redis
+    /// URL.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        for (name, config) in &self.integrations {
+            let path = format!("integrations.{name}");
+            if let Err(message) = check_name(name) {
+                errors.push(&path, message);
+            }
+            integration(config, &path, Some(self.redis.is_some()), &mut errors);
+        }
+        if let Some(redis) = &self.redis {
+            redis_section(redis, &mut errors);
+        }
+        errors.into_result()
+    }
+}
+
+/// Integration names are labels, keys and URL-free identifiers: ASCII letters, digits, `-`, `_`, `.`.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("the integration name must not be empty");
+    }
+    if name.len() > 128 {
+        return Err("the integration name must be at most 128 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(
+            "the integration name may contain only ASCII letters, digits, '-', '_' and '.'",
+        );
+    }
+    Ok(())
+}
+
+fn join(prefix: &str, field: &str) -> String {
+    match (prefix.is_empty(), field.is_empty()) {
+        (true, _) => field.to_owned(),
+        (false, true) => prefix.to_owned(),
+        (false, false) => format!("{prefix}.{field}"),
+    }
+}
+
+struct Ctx<'a> {
+    prefix: &'a str,
+    errors: &'a mut ValidationErrors,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(join(self.prefix, field), message);
+    }
+
+    fn non_zero(&mut self, field: &str, d: Duration) {
+        if d.is_zero() {
+            self.err(field, "must be greater than 0s");
+        }
+    }
+
+    fn at_least_one(&mut self, field: &str, n: u64) {
+        if n < 1 {
+            self.err(field, "must be at least 1");
+        }
+    }
+
+    fn not_blank(&mut self, field: &str, s: &str) {
+        if s.trim().is_empty() {
+            self.err(field, "must not be empty");
+        }
+    }
+
+    fn ratio(&mut self, field: &str, r: f64) {
+        if !(r > 0.0 && r <= 1.0) {
+            self.err(field, format!("must be in (0, 1], got {r}"));
+        }
+    }
+
+    fn header_name(&mut self, field: &str, name: &str) {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            self.err(field, format!("{name:?} is not a valid header name"));
+        }
+    }
+
+    fn secret(&mut self, field: &str, secret: &Secret) {
+        match secret.error() {
+            Some(e) => self.err(field, e.to_string()),
+            None if secret.expose_secret().is_empty() => self.err(field, "must not be empty"),
+            None => {}
+        }
+    }
+
+    fn http_url(&mut self, field: &str, url: &Url) {
+        if !matches!(url.scheme(), "http" | "https") {
+            self.err(
+                field,
+                format!("must use http or https, not {:?}", url.scheme()),
+            );
+        }
+        if url.host().is_none() {
+            self.err(field, "must have a host");
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            self.err(field, "must not carry credentials; use the auth section");
+        }
+        if url.fragment().is_some() {
+            self.err(field, "must not have a fragment");
+        }
+    }
+
+    fn store(&mut self, field: &str, store: StoreKind, redis: Option<bool>) {
+        if store == StoreKind::Redis && redis == Some(false) {
+            self.err(field, "store = \"redis\" needs a [redis] section");
+        }
+    }
+}
+
+/// Validates one integration; `redis` is whether a `[redis]` section exists (`None`: unknown, not checked).
+pub(crate) fn integration(
+    c: &IntegrationConfig,
+    prefix: &str,
+    redis: Option<bool>,
+    errors: &mut ValidationErrors,
+) {
+    let mut cx = Ctx { prefix, errors };
+    cx.http_url("base_url", &c.base_url);
+    if c.base_url.query().is_some() {
+        cx.err(
+            "base_url",
+            "must not have a query; put query parameters on requests",
+        );
+    }
+    if let Some(ua) = &c.user_agent
+        && HeaderValue::from_str(ua).is_err()
+    {
+        cx.err("user_agent", "is not a valid header value");
+    }
+    for (name, value) in &c.headers {
+        let field = format!("headers.{name}");
+        cx.header_name(&field, name);
+        if HeaderValue::from_str(value).is_err() {
+            cx.err(&field, "is not a valid header value");
+        }
+    }
+    cx.non_zero("timeout", c.timeout);
+    if let Some(attempt) = c.attempt_timeout {
+        cx.non_zero("attempt_timeout", attempt);
+        if attempt > c.timeout {
+            cx.err(
+                "attempt_timeout",
+                format!(
+                    "must not exceed timeout ({})",
+                    humantime_serde::re::humantime::format_duration(c.timeout)
+                ),
+            );
+        }
+    }
+    cx.non_zero("connect_timeout", c.connect_timeout);
+    cx.at_least_one("max_response_bytes", c.max_response_bytes);
+    auth(&c.auth, &mut cx, redis);
+    rate_limit(&c.rate_limit, &mut cx, redis);
+    retry(&c.retry, &mut cx);
+    breaker(&c.circuit_breaker, &mut cx);
+    log(&c.log, &mut cx);
+}
+
+fn scopes(cx: &mut Ctx<'_>, scopes: &[String]) {
+    for (i, scope) in scopes.iter().enumerate() {
+        if scope.is_empty() || scope.chars().any(|ch| ch.is_whitespace()) {
+            cx.err(
+                &format!("auth.scopes[{i}]"),
+                "a scope must be non-empty and contain no whitespace",
+            );
+        }
+    }
+}
+
+fn jwt_key(cx: &mut Ctx<'_>, algorithm: JwtAlgorithm, key: &Secret) {
+    cx.secret("auth.private_key", key);
+    if key.error().is_none()
+        && !key.expose_secret().is_empty()
+        && !algorithm.is_hmac()
+        && !key.expose_secret().trim_start().starts_with("-----BEGIN")
+    {
+        cx.err(
+            "auth.private_key",
+            format!("{algorithm:?} needs a PEM private key (-----BEGIN ...)"),
+        );
+    }
+}
+
+fn auth(a: &AuthConfig, cx: &mut Ctx<'_>, redis: Option<bool>) {
+    match a {
+        AuthConfig::None => {}
+        AuthConfig::ApiKey(k) => {
+            cx.secret("auth.key", &k.key);
+            match (&k.header, &k.query) {
+                (Some(_), Some(_)) => {
+                    cx.err("auth", "api_key takes either header or query, not both")
+                }
+                (Some(h), None) => cx.header_name("auth.header", h),
+                (None, Some(q)) => cx.not_blank("auth.query", q),
+                (None, None) => {}
+            }
+        }
+        AuthConfig::Basic(b) => {
+            cx.not_blank("auth.username", &b.username);
+            if b.username.contains(':') {
+                cx.err("auth.username", "must not contain ':'");
+            }
+            if let Some(e) = b.password.error() {
+                cx.err("auth.password", e.to_string());
+            }
+        }
+        AuthConfig::Bearer(b) => {
+            cx.secret("auth.token", &b.token);
+            if b.token.error().is_none() && HeaderValue::from_str(b.token.expose_secret()).is_err()
+            {
+                cx.err(
+                    "auth.token",
+                    "is not usable in a header (control characters)",
+                );
+            }
+        }
+        AuthConfig::OAuth2ClientCredentials(o) => {
+            cx.http_url("auth.token_url", &o.token_url);
+            cx.not_blank("auth.client_id", &o.client_id);
+            cx.secret("auth.client_secret", &o.client_secret);
+            scopes(cx, &o.scopes);
+            cx.store("auth.store", o.store, redis);
+        }
+        AuthConfig::OAuth2RefreshToken(o) => {
+            cx.http_url("auth.token_url", &o.token_url);
+            cx.not_blank("auth.client_id", &o.client_id);
+            if let Some(s) = &o.client_secret {
+                cx.secret("auth.client_secret", s);
+            }
+            cx.secret("auth.refresh_token", &o.refresh_token);
+            scopes(cx, &o.scopes);
+            cx.store("auth.store", o.store, redis);
+        }
+        AuthConfig::Jwt(j) => {
+            jwt_key(cx, j.algorithm, &j.private_key);
+            cx.non_zero("auth.ttl", j.ttl);
+            if j.skew >= j.ttl {
+                cx.err("auth.skew", "must be shorter than auth.ttl");
+            }
+            cx.store("auth.store", j.store, redis);
+        }
+        AuthConfig::JwtBearerGrant(j) => {
+            cx.http_url("auth.token_url", &j.token_url);
+            jwt_key(cx, j.algorithm, &j.private_key);
+            cx.non_zero("auth.ttl", j.ttl);
+            scopes(cx, &j.scopes);
+            cx.store("auth.store", j.store, redis);
+        }
+    }
+}
+
+fn rate_limit(r: &RateLimitConfig, cx: &mut Ctx<'_>, redis: Option<bool>) {
+    for (i, q) in r.quotas.iter().enumerate() {
+        cx.at_least_one(&format!("rate_limit.quotas[{i}].rate"), q.rate.into());
+        cx.non_zero(&format!("rate_limit.quotas[{i}].per"), q.per);
+        if let Some(burst) = q.burst {
+            cx.at_least_one(&format!("rate_limit.quotas[{i}].burst"), burst.into());
+        }
+    }
+    if let Some(n) = r.max_concurrency {
+        cx.at_least_one("rate_limit.max_concurrency", n.into());
+    }
+    cx.at_least_one("rate_limit.expected_replicas", r.expected_replicas.into());
+    cx.non_zero("rate_limit.max_server_pause", r.max_server_pause);
+    cx.store("rate_limit.store", r.store, redis);
+}
+
+fn retry(r: &RetryConfig, cx: &mut Ctx<'_>) {
+    cx.at_least_one("retry.max_attempts", r.max_attempts.into());
+    cx.non_zero("retry.base", r.base);
+    cx.non_zero("retry.throttle_base", r.throttle_base);
+    if r.cap < r.base {
+        cx.err("retry.cap", "must not be less than retry.base");
+    }
+    if let Some(b) = &r.budget {
+        cx.ratio("retry.budget.ratio", b.ratio);
+        cx.non_zero("retry.budget.window", b.window);
+    }
+}
+
+fn breaker(b: &BreakerConfig, cx: &mut Ctx<'_>) {
+    cx.ratio("circuit_breaker.failure_ratio", b.failure_ratio);
+    cx.non_zero("circuit_breaker.window", b.window);
+    cx.at_least_one("circuit_breaker.min_requests", b.min_requests.into());
+    cx.non_zero("circuit_breaker.open_for", b.open_for);
+}
+
+fn log(l: &LogConfig, cx: &mut Ctx<'_>) {
+    for (i, h) in l.redact_headers.iter().enumerate() {
+        cx.header_name(&format!("log.redact_headers[{i}]"), h);
+    }
+    for (i, h) in l.allow_headers.iter().enumerate() {
+        cx.header_name(&format!("log.allow_headers[{i}]"), h);
+    }
+    for (i, f) in l.redact_fields.iter().enumerate() {
+        cx.not_blank(&format!("log.redact_fields[{i}]"), f);
+    }
+}
+
+fn redis_section(r: &RedisConfig, errors: &mut ValidationErrors) {
+    let mut cx = Ctx {
+        prefix: "redis",
+        errors,
+    };
+    cx.secret("url", &r.url);
+    if r.url.error().is_none() && !r.url.expose_secret().is_empty() {
+        // The URL is a secret (it may hold a password): never echo it back.
+        match Url::parse(r.url.expose_secret()) {
+            Ok(url) if matches!(url.scheme(), "redis" | "rediss" | "unix" | "redis+unix") => {}
+            Ok(_) => cx.err("url", "must use redis, rediss or unix"),
+            Err(_) => cx.err("url", "is not a valid URL"),
+        }
+    }
+    cx.not_blank("key_prefix", &r.key_prefix);
+    if r.key_prefix
+        .chars()
+        .any(|c| c.is_whitespace() || c == '{' || c == '}')
+    {
+        cx.err(
+            "key_prefix",
+            "must not contain whitespace or braces (they are used for hash tags)",
+        );
+    }
+}
