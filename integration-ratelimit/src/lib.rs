@@ -1,1 +1,104 @@
-//! Client-side rate limiting (GCRA quotas in memory or Redis, obedient to server throttle signals): filled by its own issue.
+//! Client-side rate limiting for HTTP APIs: GCRA quotas per key, in memory or in Redis, that obey the
+//! server's throttle signals.
+//!
+//! [`RateLimitLayer`] gives every call a permit from each quota of its key (for example 10 per second
+//! *and* 5,000 per hour), waits for it up to a bound or fails fast with
+//! [`RateLimited`](integration_core::error::RateLimited) saying when to come back, caps the calls in
+//! flight per key, and reads every response's throttle signal (`Retry-After` on 429 and 503,
+//! `RateLimit`/`RateLimit-Policy`, `X-RateLimit-*`, parsed by `integration-core`): a pause until the
+//! reset applies to every caller of the key, in this process and, with the Redis store, in every replica.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//!
+//! use http::{Request, Response, StatusCode};
+//! use integration_core::error::RateLimited;
+//! use integration_ratelimit::{Quota, RateLimitLayer, RateLimitPolicy, RateLimiter};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), integration_core::BoxError> {
+//! // 2 calls per second, burst of 2; no waiting: a call over the quota fails at once.
+//! let policy = RateLimitPolicy::new([Quota::per_second(2)?]).with_max_wait(Duration::ZERO);
+//! let limiter = RateLimiter::memory(policy);
+//!
+//! let mut client = ServiceBuilder::new()
+//!     .layer(RateLimitLayer::new(limiter.clone()))
+//!     .service(tower::service_fn(|_request: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("hello")))
+//!     }));
+//!
+//! for _ in 0..2 {
+//!     let request = Request::get("https://api.example.com/").body(String::new())?;
+//!     let response = client.ready().await?.call(request).await?;
+//!     assert_eq!(response.status(), StatusCode::OK);
+//! }
+//! let request = Request::get("https://api.example.com/").body(String::new())?;
+//! let error = client.ready().await?.call(request).await.unwrap_err();
+//! let limited = error.downcast_ref::<RateLimited>().expect("a typed rate-limit error");
+//! assert_eq!(limited.retry_after(), Some(Duration::from_millis(500)));
+//!
+//! // Quotas change at runtime; the state of every key carries over.
+//! limiter.set_policy(RateLimitPolicy::new([Quota::per_second(100)?]));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Where it goes in a stack
+//!
+//! Outermost first, as the facade (`integration-client`) assembles it:
+//!
+//! ```text
+//! LogLayer -> DeadlineLayer -> RetryLayer -> CircuitBreakerLayer -> RateLimitLayer -> AuthLayer
+//!          -> attempt timeout -> transport
+//! ```
+//!
+//! Inside the retry layer, so **every attempt takes a permit** (a retry is a request the upstream
+//! counts), and inside the deadline layer, so a wait never passes the request's
+//! [`Deadline`](integration_core::ext::Deadline): the bound on a wait is the policy's `max_wait`
+//! shortened by the deadline. Outside auth, so a refused call never costs a token fetch. The retry layer
+//! sees a `RateLimited` error with its `retry_after`, and the same 429 that paused the key.
+//!
+//! # Stores
+//!
+//! - [`MemoryStore`]: one process; sharded, no lock across an `.await`, bounded in keys.
+//! - [`RedisStore`]: every replica; one atomic Lua script per call on Redis's clock, cluster-safe keys,
+//!   server pauses shared, and a local fallback at this replica's share of the quota when Redis is
+//!   unreachable.
+//! - Anything else through [`store::RateLimitStore`].
+//!
+//! # Metrics
+//!
+//! Through the `metrics` facade, labelled with `integration.name` (the request's `IntegrationName`,
+//! else the key): `integration.ratelimit.wait` (histogram, seconds, calls that waited),
+//! `integration.ratelimit.rejections` (counter, `reason` = `quota`, `server_pause`, `concurrency`),
+//! `integration.ratelimit.server_signals` (counter, `source` = `retry_after`, `remaining`) and
+//! `integration.ratelimit.fallback` (gauge, 1 while a Redis store limits locally).
+//!
+//! # Feature flags
+//!
+//! This crate has no optional features. Redis support (`redis` 1.x with `tokio-comp`,
+//! `connection-manager` and `script`) is always compiled in.
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+mod error;
+pub mod future;
+mod gcra;
+mod key;
+mod layer;
+mod limiter;
+mod policy;
+mod service;
+pub mod store;
+
+pub use error::InvalidQuota;
+pub use key::{DefaultKey, MakeKey, RateLimitKey};
+pub use layer::RateLimitLayer;
+pub use limiter::{RateLimiter, server_pause};
+pub use policy::{Quota, RateLimitPolicy};
+pub use service::RateLimit;
+pub use store::{MemoryStore, RedisOptions, RedisStore};

@@ -1,0 +1,355 @@
+//! The response future of [`RateLimit`](crate::RateLimit).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::{Request, Response};
+use integration_core::error::RateLimited;
+use integration_core::{BoxError, names};
+use pin_project_lite::pin_project;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep, sleep};
+use tokio_util::sync::PollSemaphore;
+use tower_service::Service;
+
+use crate::key::RateLimitKey;
+use crate::limiter::{Pending, RateLimiter, rejection, server_pause};
+use crate::policy::RateLimitPolicy;
+use crate::store::{Decision, StoreFuture};
+
+pin_project! {
+    /// The response future of [`RateLimit`](crate::RateLimit): waits for a concurrency slot and a
+    /// permit of the request's key (up to the bound), calls the inner service, then applies the
+    /// response's throttle signal to the key.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S::Future, S::Response>,
+        service: S,
+        request: Option<Request<B>>,
+        limit: Option<Limit>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, R> {
+        // Waiting for a concurrency slot of the key, until `timer` (the end of the bound).
+        Concurrency { semaphore: PollSemaphore, #[pin] timer: Sleep, since: Instant },
+        // Ready to ask the store for a permit.
+        Acquire,
+        // The store (Redis) is deciding.
+        Acquiring { future: StoreFuture<Decision> },
+        // Permit reserved; sending once the wait is over.
+        Waiting { #[pin] sleep: Sleep },
+        // After a wait: a server pause may have started meanwhile (another caller's 429).
+        Recheck,
+        // Permit in hand: poll the inner service's readiness and call it.
+        Ready,
+        Called { #[pin] future: F },
+        // Writing a server pause to the store before handing the response back.
+        Recording { future: StoreFuture<()>, response: Option<R> },
+        Failed { error: Option<BoxError> },
+        Done,
+    }
+}
+
+/// What a limited call carries between its steps.
+struct Limit {
+    limiter: RateLimiter,
+    key: RateLimitKey,
+    label: Arc<str>,
+    policy: Arc<RateLimitPolicy>,
+    /// The end of the bound: `max_wait` (and the deadline) measured from the call.
+    wait_until: Instant,
+    waited: Duration,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Limit {
+    fn reject(&self, error: RateLimited, reason: &'static str) -> BoxError {
+        metrics::counter!(
+            names::RATE_LIMIT_REJECTIONS,
+            names::INTEGRATION => self.label.clone(),
+            names::REASON => reason
+        )
+        .increment(1);
+        tracing::debug!(
+            { names::INTEGRATION } = %self.label,
+            key = %self.key,
+            reason,
+            retry_after = ?error.retry_after(),
+            "rate limited"
+        );
+        Box::new(error)
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn unlimited(service: S, request: Request<B>) -> Self {
+        Self {
+            state: State::Ready,
+            service,
+            request: Some(request),
+            limit: None,
+        }
+    }
+
+    pub(crate) fn limited(
+        service: S,
+        request: Request<B>,
+        limiter: RateLimiter,
+        key: RateLimitKey,
+        label: Arc<str>,
+        policy: Arc<RateLimitPolicy>,
+        max_wait: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        let mut limit = Limit {
+            wait_until: now + max_wait,
+            limiter,
+            key,
+            label,
+            policy,
+            waited: Duration::ZERO,
+            permit: None,
+        };
+        let state = match limit.policy.max_concurrency() {
+            None => State::Acquire,
+            Some(max) => {
+                let semaphore = limit.limiter.semaphore(&limit.key, max);
+                match semaphore.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        limit.permit = Some(permit);
+                        State::Acquire
+                    }
+                    Err(_) if max_wait.is_zero() => State::Failed {
+                        error: Some(limit.reject(RateLimited::new(None), "concurrency")),
+                    },
+                    Err(_) => State::Concurrency {
+                        semaphore: PollSemaphore::new(semaphore),
+                        timer: sleep(max_wait),
+                        since: now,
+                    },
+                }
+            }
+        };
+        Self {
+            state,
+            service,
+            request: Some(request),
+            limit: Some(limit),
+        }
+    }
+}
+
+/// The state after a decision.
+fn decided<F, R>(limit: &mut Limit, decision: Result<Decision, BoxError>) -> State<F, R> {
+    match decision {
+        Ok(Decision::Granted { wait }) if wait.is_zero() => State::Ready,
+        Ok(Decision::Granted { wait }) => {
+            limit.waited += wait;
+            State::Waiting { sleep: sleep(wait) }
+        }
+        Ok(Decision::Denied {
+            retry_after,
+            by_server,
+            status,
+        }) => {
+            let reason = if by_server { "server_pause" } else { "quota" };
+            State::Failed {
+                error: Some(limit.reject(rejection(retry_after, by_server, status), reason)),
+            }
+        }
+        Err(error) => State::Failed { error: Some(error) },
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResBody>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            let next = match this.state.as_mut().project() {
+                StateProj::Concurrency {
+                    semaphore,
+                    timer,
+                    since,
+                } => {
+                    let limit = this.limit.as_mut().expect("a limited call has its limit");
+                    match semaphore.poll_acquire(cx) {
+                        Poll::Ready(Some(permit)) => {
+                            limit.permit = Some(permit);
+                            limit.waited += since.elapsed();
+                            State::Acquire
+                        }
+                        // The semaphore is never closed; treat it like a full one.
+                        Poll::Ready(None) | Poll::Pending => {
+                            ready!(timer.poll(cx));
+                            State::Failed {
+                                error: Some(limit.reject(RateLimited::new(None), "concurrency")),
+                            }
+                        }
+                    }
+                }
+                StateProj::Acquire => {
+                    let limit = this.limit.as_mut().expect("a limited call has its limit");
+                    let max_wait = limit.wait_until.saturating_duration_since(Instant::now());
+                    match limit
+                        .limiter
+                        .start(&limit.key, limit.policy.clone(), max_wait)
+                    {
+                        Pending::Ready(decision) => decided(limit, decision),
+                        Pending::Waiting(future) => State::Acquiring { future },
+                    }
+                }
+                StateProj::Acquiring { future } => {
+                    let decision = ready!(future.as_mut().poll(cx));
+                    let limit = this.limit.as_mut().expect("a limited call has its limit");
+                    decided(limit, decision)
+                }
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.poll(cx));
+                    State::Recheck
+                }
+                StateProj::Recheck => {
+                    let limit = this.limit.as_mut().expect("a limited call has its limit");
+                    match limit.limiter.local_pause(&limit.key) {
+                        None => State::Ready,
+                        Some((left, status)) => {
+                            let fits = left <= limit.policy.max_server_pause()
+                                && Instant::now() + left <= limit.wait_until;
+                            if fits {
+                                limit.waited += left;
+                                State::Waiting { sleep: sleep(left) }
+                            } else {
+                                let error = RateLimited::by_server(Some(left), status);
+                                State::Failed {
+                                    error: Some(limit.reject(error, "server_pause")),
+                                }
+                            }
+                        }
+                    }
+                }
+                StateProj::Ready => {
+                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(error.into()));
+                    }
+                    if let Some(limit) = this.limit.as_ref()
+                        && !limit.waited.is_zero()
+                    {
+                        metrics::histogram!(names::THROTTLE_WAIT, names::INTEGRATION => limit.label.clone())
+                            .record(limit.waited.as_secs_f64());
+                    }
+                    let request = this.request.take().expect("the request is sent once");
+                    State::Called {
+                        future: this.service.call(request),
+                    }
+                }
+                StateProj::Called { future } => {
+                    let result = ready!(future.poll(cx));
+                    let response = match result {
+                        Ok(response) => response,
+                        Err(error) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error.into()));
+                        }
+                    };
+                    let Some(limit) = this.limit.as_mut() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(response));
+                    };
+                    // The call is over: free the concurrency slot.
+                    limit.permit = None;
+                    let Some((pause, source)) = server_pause(response.status(), response.headers())
+                    else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(response));
+                    };
+                    metrics::counter!(
+                        names::THROTTLE_SIGNALS,
+                        names::INTEGRATION => limit.label.clone(),
+                        names::SOURCE => source
+                    )
+                    .increment(1);
+                    tracing::debug!(
+                        { names::INTEGRATION } = %limit.label,
+                        key = %limit.key,
+                        source,
+                        ?pause,
+                        status = response.status().as_u16(),
+                        "server throttle signal: pausing the key"
+                    );
+                    match limit
+                        .limiter
+                        .start_pause(&limit.key, pause, Some(response.status()))
+                    {
+                        None => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Some(future) => State::Recording {
+                            future,
+                            response: Some(response),
+                        },
+                    }
+                }
+                StateProj::Recording { future, response } => {
+                    // A failed write is the store's concern (the Redis store falls back); the response
+                    // goes back to the caller either way.
+                    let _ = ready!(future.as_mut().poll(cx));
+                    let response = response.take().expect("the response is returned once");
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Failed { error } => {
+                    let error = error.take().expect("the error is returned once");
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Concurrency { .. } => "waiting for a concurrency slot",
+            State::Acquire => "acquiring",
+            State::Acquiring { .. } => "asking the store",
+            State::Waiting { .. } => "waiting for the permit",
+            State::Recheck => "checking for a server pause",
+            State::Ready => "ready",
+            State::Called { .. } => "called",
+            State::Recording { .. } => "recording a server pause",
+            State::Failed { .. } => "failed",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("key", &self.limit.as_ref().map(|limit| &limit.key))
+            .finish()
+    }
+}

@@ -1,0 +1,332 @@
+//! The shared limiter handle: policy, store and concurrency caps.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::{HeaderMap, StatusCode};
+use integration_core::error::RateLimited;
+use integration_core::throttle::ThrottleSignal;
+use integration_core::{BoxError, names};
+use redis::aio::ConnectionManager;
+use tokio::sync::Semaphore;
+
+use crate::gcra::Bounds;
+use crate::key::RateLimitKey;
+use crate::policy::RateLimitPolicy;
+use crate::store::memory::nanos;
+use crate::store::{
+    Acquire, Decision, MemoryStore, RateLimitStore, RedisOptions, RedisStore, StoreFuture,
+};
+
+/// Entries of the concurrency table above which unused semaphores are dropped.
+const CONCURRENCY_TABLE_SWEEP: usize = 4_096;
+
+/// The rate limiter: a policy, a store for the state of each key, and the concurrency caps.
+///
+/// This is the handle the facade keeps across configuration reloads: [`set_policy`](Self::set_policy)
+/// swaps the quotas in place, and the state of every key (its quotas' progress, its server pause)
+/// carries over.
+///
+/// # Clone
+///
+/// Clones share everything: the policy, the store and the concurrency caps. Every
+/// [`RateLimitLayer`](crate::RateLimitLayer) built from clones of one limiter limits together.
+///
+/// ```
+/// use std::time::Duration;
+/// use integration_ratelimit::{Quota, RateLimitKey, RateLimitPolicy, RateLimiter};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let limiter = RateLimiter::memory(RateLimitPolicy::new([Quota::per_second(1).unwrap()]));
+/// let key = RateLimitKey::from("github");
+/// assert!(limiter.acquire(&key).await.is_ok());
+/// let refused = limiter.acquire(&key).await.unwrap_err();
+/// assert_eq!(refused.retry_after(), Some(Duration::from_secs(1)));
+///
+/// // A reload raises the quota to 2 per second. The key keeps its state: the permit it took under the
+/// // old policy still counts, so it does not get a fresh burst of 2; its next permit is 500 ms away.
+/// limiter.set_policy(RateLimitPolicy::new([Quota::per_second(2).unwrap()]));
+/// let refused = limiter.acquire(&key).await.unwrap_err();
+/// assert_eq!(refused.retry_after(), Some(Duration::from_millis(500)));
+/// // A key never seen before gets the new burst.
+/// let other = RateLimitKey::from("stripe");
+/// assert!(limiter.acquire(&other).await.is_ok());
+/// assert!(limiter.acquire(&other).await.is_ok());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RateLimiter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    policy: ArcSwap<RateLimitPolicy>,
+    backend: Backend,
+    concurrency: Mutex<HashMap<RateLimitKey, (NonZeroUsize, Arc<Semaphore>)>>,
+}
+
+enum Backend {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+    Custom(Arc<dyn RateLimitStore>),
+}
+
+/// A decision, either at hand (memory) or on its way (a store doing I/O).
+pub(crate) enum Pending {
+    Ready(Result<Decision, BoxError>),
+    Waiting(StoreFuture<Decision>),
+}
+
+impl RateLimiter {
+    /// A limiter whose state lives in this process ([`MemoryStore`] with its defaults).
+    pub fn memory(policy: RateLimitPolicy) -> Self {
+        Self::with_memory_store(MemoryStore::new(), policy)
+    }
+
+    /// A limiter over a [`MemoryStore`] of your own (to bound its keys, or to share it).
+    pub fn with_memory_store(store: MemoryStore, policy: RateLimitPolicy) -> Self {
+        Self::with_backend(Backend::Memory(store), policy)
+    }
+
+    /// A limiter whose state lives in Redis, shared by every replica using the same `prefix`; see
+    /// [`RedisStore`] for the guarantees and the fallback when Redis is unreachable.
+    pub fn redis(
+        connection: ConnectionManager,
+        prefix: impl Into<String>,
+        policy: RateLimitPolicy,
+        options: RedisOptions,
+    ) -> Self {
+        Self::with_redis_store(RedisStore::new(connection, prefix, options), policy)
+    }
+
+    /// A limiter over a [`RedisStore`] already built.
+    pub fn with_redis_store(store: RedisStore, policy: RateLimitPolicy) -> Self {
+        Self::with_backend(Backend::Redis(store), policy)
+    }
+
+    /// A limiter over any [`RateLimitStore`].
+    pub fn with_store(store: impl RateLimitStore, policy: RateLimitPolicy) -> Self {
+        Self::with_backend(Backend::Custom(Arc::new(store)), policy)
+    }
+
+    fn with_backend(backend: Backend, policy: RateLimitPolicy) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                policy: ArcSwap::from_pointee(policy),
+                backend,
+                concurrency: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Replaces the policy for every call from now on. Calls already waiting keep the permit they
+    /// reserved. The state of each key carries over: quota `i` of the new policy continues from quota
+    /// `i` of the old one, and server pauses stay in force. A changed concurrency cap applies to
+    /// calls that start after the change.
+    pub fn set_policy(&self, policy: RateLimitPolicy) {
+        self.shared.policy.store(Arc::new(policy));
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<RateLimitPolicy> {
+        self.shared.policy.load_full()
+    }
+
+    /// Takes a permit of `key` outside any tower stack, waiting up to the policy's `max_wait` (the
+    /// concurrency cap does not apply: there is no call to hold it).
+    ///
+    /// # Errors
+    ///
+    /// [`RateLimited`] when no permit is free within `max_wait` or a server pause is longer than
+    /// allowed (with the hint), and, without a hint, when a custom store fails.
+    pub async fn acquire(&self, key: &RateLimitKey) -> Result<Duration, RateLimited> {
+        let policy = self.policy();
+        let max_wait = policy.max_wait();
+        let decision = match self.start(key, policy, max_wait) {
+            Pending::Ready(decision) => decision,
+            Pending::Waiting(future) => future.await,
+        };
+        match decision {
+            Ok(Decision::Granted { wait }) => {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(wait)
+            }
+            Ok(Decision::Denied {
+                retry_after,
+                by_server,
+                status,
+            }) => Err(rejection(retry_after, by_server, status)),
+            Err(_) => Err(RateLimited::new(None)),
+        }
+    }
+
+    /// Reads a response's throttle signal and pauses `key` accordingly (see
+    /// [`server_pause`](crate::server_pause)). Returns the pause applied, if any. The layer does this
+    /// after every response.
+    pub async fn observe(
+        &self,
+        key: &RateLimitKey,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Option<Duration> {
+        let (pause, source) = server_pause(status, headers)?;
+        metrics::counter!(names::THROTTLE_SIGNALS, names::INTEGRATION => key.shared(), names::SOURCE => source)
+            .increment(1);
+        if let Some(future) = self.start_pause(key, pause, Some(status)) {
+            let _ = future.await;
+        }
+        Some(pause)
+    }
+
+    pub(crate) fn start(
+        &self,
+        key: &RateLimitKey,
+        policy: Arc<RateLimitPolicy>,
+        max_wait: Duration,
+    ) -> Pending {
+        match &self.shared.backend {
+            Backend::Memory(store) => {
+                let bounds = Bounds {
+                    max_wait: nanos(max_wait),
+                    max_server_pause: nanos(policy.max_server_pause()),
+                };
+                Pending::Ready(Ok(store.decide(key, policy.quotas(), bounds)))
+            }
+            Backend::Redis(store) => Pending::Waiting(store.acquire(Acquire {
+                key: key.clone(),
+                policy,
+                max_wait,
+            })),
+            Backend::Custom(store) => Pending::Waiting(store.acquire(Acquire {
+                key: key.clone(),
+                policy,
+                max_wait,
+            })),
+        }
+    }
+
+    /// Pauses `key`; `None` when done already (the memory store decides synchronously).
+    pub(crate) fn start_pause(
+        &self,
+        key: &RateLimitKey,
+        pause: Duration,
+        status: Option<StatusCode>,
+    ) -> Option<StoreFuture<()>> {
+        match &self.shared.backend {
+            Backend::Memory(store) => {
+                store.apply_pause(key, pause, status);
+                None
+            }
+            Backend::Redis(store) => Some(store.pause(key.clone(), pause, status)),
+            Backend::Custom(store) => Some(store.pause(key.clone(), pause, status)),
+        }
+    }
+
+    /// A server pause of `key` known without a round trip: checked again after a call waited for its
+    /// permit, since a pause may have started while it slept.
+    pub(crate) fn local_pause(&self, key: &RateLimitKey) -> Option<(Duration, Option<StatusCode>)> {
+        match &self.shared.backend {
+            Backend::Memory(store) => store.pause_left(key),
+            Backend::Redis(store) => store.local_pause(key),
+            Backend::Custom(_) => None,
+        }
+    }
+
+    /// The semaphore capping calls of `key` in flight at `max`.
+    pub(crate) fn semaphore(&self, key: &RateLimitKey, max: NonZeroUsize) -> Arc<Semaphore> {
+        let mut table = self
+            .shared
+            .concurrency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((size, semaphore)) = table.get(key.as_str())
+            && *size == max
+        {
+            return semaphore.clone();
+        }
+        if table.len() >= CONCURRENCY_TABLE_SWEEP {
+            // Nobody holds a permit of (or waits on) a semaphore only the table references.
+            table.retain(|_, (_, semaphore)| Arc::strong_count(semaphore) > 1);
+        }
+        let semaphore = Arc::new(Semaphore::new(max.get()));
+        table.insert(key.clone(), (max, semaphore.clone()));
+        semaphore
+    }
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("RateLimiter");
+        debug.field("policy", &self.shared.policy.load());
+        match &self.shared.backend {
+            Backend::Memory(store) => debug.field("store", store),
+            Backend::Redis(store) => debug.field("store", store),
+            Backend::Custom(store) => debug.field("store", store),
+        };
+        debug.finish()
+    }
+}
+
+pub(crate) fn rejection(
+    retry_after: Duration,
+    by_server: bool,
+    status: Option<StatusCode>,
+) -> RateLimited {
+    if by_server {
+        RateLimited::by_server(Some(retry_after), status)
+    } else {
+        RateLimited::new(Some(retry_after))
+    }
+}
+
+/// The pause a response asks of every caller of its key, and the metric source of the signal:
+///
+/// - `Retry-After` (or `retry-after-ms`) on a 429 or a 503: pause for that long (`"retry_after"`);
+/// - a quota with nothing remaining and a reset (`RateLimit`, `X-RateLimit-*`...), on any status: pause
+///   until the reset (`"remaining"`).
+///
+/// Malformed values are ignored (core's parser drops them); a zero pause is no pause.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::{HeaderMap, StatusCode};
+/// use integration_ratelimit::server_pause;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("retry-after", "3".parse().unwrap());
+/// assert_eq!(server_pause(StatusCode::TOO_MANY_REQUESTS, &headers), Some((Duration::from_secs(3), "retry_after")));
+/// // A Retry-After on a redirect is not a throttle.
+/// assert_eq!(server_pause(StatusCode::MOVED_PERMANENTLY, &headers), None);
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-ratelimit-remaining", "0".parse().unwrap());
+/// headers.insert("x-ratelimit-reset", "20".parse().unwrap());
+/// assert_eq!(server_pause(StatusCode::OK, &headers), Some((Duration::from_secs(20), "remaining")));
+/// ```
+pub fn server_pause(status: StatusCode, headers: &HeaderMap) -> Option<(Duration, &'static str)> {
+    let signal = ThrottleSignal::from_headers(headers, wall_clock());
+    let throttled = matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    );
+    let pause = match (throttled, signal.retry_after) {
+        (true, Some(retry_after)) => (retry_after, "retry_after"),
+        _ => match (signal.remaining, signal.reset) {
+            (Some(0), Some(reset)) => (reset, "remaining"),
+            _ => return None,
+        },
+    };
+    (!pause.0.is_zero()).then_some(pause)
+}
+
+#[allow(clippy::disallowed_methods)] // HTTP-dates and epoch resets in throttle headers speak wall-clock time.
+fn wall_clock() -> SystemTime {
+    SystemTime::now()
+}

@@ -1,0 +1,259 @@
+//! Quotas and the policy that groups them.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use crate::error::InvalidQuota;
+
+/// One GCRA quota: `rate` permits per `period`, with up to `burst` of them at once.
+///
+/// The Generic Cell Rate Algorithm spaces permits by the emission interval `T = period / rate` and lets
+/// a caller run ahead of that schedule by the tolerance `tau = T * (burst - 1)`. Over any window of
+/// length `w` it grants at most `burst + w / T` permits, and a key that stayed idle long enough gets its
+/// full burst back. The state per key is one instant (the theoretical arrival time), so it fits in one
+/// Redis string.
+///
+/// ```
+/// use std::time::Duration;
+/// use integration_ratelimit::Quota;
+///
+/// let quota = Quota::new(10, Duration::from_secs(1), 5).unwrap();
+/// assert_eq!(quota.emission_interval(), Duration::from_millis(100));
+/// assert_eq!(quota.tolerance(), Duration::from_millis(400));
+///
+/// assert!(Quota::new(0, Duration::from_secs(1), 1).is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quota {
+    rate: u32,
+    period: Duration,
+    burst: u32,
+}
+
+impl Quota {
+    /// `rate` permits per `period`, `burst` at once.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidQuota`] when `rate` or `burst` is zero or `period` is zero.
+    pub fn new(rate: u32, period: Duration, burst: u32) -> Result<Self, InvalidQuota> {
+        if rate == 0 {
+            return Err(InvalidQuota::new("rate must be at least 1"));
+        }
+        if burst == 0 {
+            return Err(InvalidQuota::new("burst must be at least 1"));
+        }
+        if period.is_zero() {
+            return Err(InvalidQuota::new("period must be longer than zero"));
+        }
+        Ok(Self {
+            rate,
+            period,
+            burst,
+        })
+    }
+
+    /// `rate` permits per second with a burst of `rate`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidQuota`] when `rate` is zero.
+    pub fn per_second(rate: u32) -> Result<Self, InvalidQuota> {
+        Self::new(rate, Duration::from_secs(1), rate)
+    }
+
+    /// `rate` permits per minute with a burst of `rate`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidQuota`] when `rate` is zero.
+    pub fn per_minute(rate: u32) -> Result<Self, InvalidQuota> {
+        Self::new(rate, Duration::from_secs(60), rate)
+    }
+
+    /// The same quota with another burst.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidQuota`] when `burst` is zero.
+    pub fn with_burst(self, burst: u32) -> Result<Self, InvalidQuota> {
+        Self::new(self.rate, self.period, burst)
+    }
+
+    /// Permits per period.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// The period the rate is counted over.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Permits available at once to an idle key.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// `T = period / rate`: the spacing of permits at the sustained rate.
+    pub fn emission_interval(&self) -> Duration {
+        Duration::from_nanos(self.interval_nanos())
+    }
+
+    /// `tau = T * (burst - 1)`: how far ahead of the sustained schedule a key may run.
+    pub fn tolerance(&self) -> Duration {
+        Duration::from_nanos(self.tolerance_nanos())
+    }
+
+    /// The emission interval in nanoseconds, rounded up so rounding never grants more than the quota.
+    pub(crate) fn interval_nanos(&self) -> u64 {
+        let period = self.period.as_nanos();
+        let rate = u128::from(self.rate);
+        u64::try_from(period.div_ceil(rate)).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn tolerance_nanos(&self) -> u64 {
+        self.interval_nanos()
+            .saturating_mul(u64::from(self.burst - 1))
+    }
+
+    /// This quota divided among `replicas` processes: rate and burst divided (rounded down), each at
+    /// least 1. Used by the Redis store's local fallback.
+    ///
+    /// ```
+    /// use integration_ratelimit::Quota;
+    ///
+    /// let quota = Quota::per_second(50).unwrap();
+    /// let share = quota.share(4);
+    /// assert_eq!((share.rate(), share.burst()), (12, 12));
+    /// assert_eq!(Quota::per_second(2).unwrap().share(4).rate(), 1);
+    /// ```
+    #[must_use]
+    pub fn share(&self, replicas: u32) -> Self {
+        let replicas = replicas.max(1);
+        Self {
+            rate: (self.rate / replicas).max(1),
+            period: self.period,
+            burst: (self.burst / replicas).max(1),
+        }
+    }
+}
+
+impl fmt::Debug for Quota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Quota({}/{:?}, burst {})",
+            self.rate, self.period, self.burst
+        )
+    }
+}
+
+/// What the rate limiter enforces for every key: its quotas, how long a call may wait, how long a
+/// server pause may be before it becomes an error, and how many calls may be in flight.
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use std::time::Duration;
+/// use integration_ratelimit::{Quota, RateLimitPolicy};
+///
+/// // 10 per second and 100 per minute together; wait up to 2 s for a permit; 4 calls in flight.
+/// let policy = RateLimitPolicy::new([
+///     Quota::per_second(10).unwrap(),
+///     Quota::per_minute(100).unwrap(),
+/// ])
+/// .with_max_wait(Duration::from_secs(2))
+/// .with_max_concurrency(NonZeroUsize::new(4));
+/// assert_eq!(policy.quotas().len(), 2);
+/// assert_eq!(policy.max_server_pause(), Duration::from_secs(600));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitPolicy {
+    quotas: Vec<Quota>,
+    max_wait: Duration,
+    max_server_pause: Duration,
+    max_concurrency: Option<NonZeroUsize>,
+}
+
+impl RateLimitPolicy {
+    /// The default bound on a server pause: 10 minutes.
+    pub const DEFAULT_MAX_SERVER_PAUSE: Duration = Duration::from_secs(600);
+
+    /// Every call takes a permit from each of `quotas`. No waiting (`max_wait` zero: fail fast), server
+    /// pauses up to [`DEFAULT_MAX_SERVER_PAUSE`](Self::DEFAULT_MAX_SERVER_PAUSE), no concurrency cap.
+    ///
+    /// No quota at all is allowed: the limiter then only obeys the server's throttle signals (and the
+    /// concurrency cap, if set).
+    pub fn new(quotas: impl IntoIterator<Item = Quota>) -> Self {
+        Self {
+            quotas: quotas.into_iter().collect(),
+            max_wait: Duration::ZERO,
+            max_server_pause: Self::DEFAULT_MAX_SERVER_PAUSE,
+            max_concurrency: None,
+        }
+    }
+
+    /// How long a call may wait for its permit (and for a server pause to end) before it fails with
+    /// `RateLimited`. Zero means fail fast. The request's `Deadline` shortens it further.
+    #[must_use]
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// The longest server pause that callers wait out; a longer one makes every call of the key fail
+    /// fast with `RateLimited::by_server` carrying the server's hint, until it ends.
+    #[must_use]
+    pub fn with_max_server_pause(mut self, max_server_pause: Duration) -> Self {
+        self.max_server_pause = max_server_pause;
+        self
+    }
+
+    /// At most `max` calls of one key in flight in this process (`None`: no cap). The cap is local
+    /// even with the Redis store: it protects this process and the upstream's per-connection limits; a
+    /// slot is held from before the permit is taken until the inner service's response arrives. A call
+    /// that cannot get a slot within its wait bound fails with `RateLimited` (no hint).
+    #[must_use]
+    pub fn with_max_concurrency(mut self, max: Option<NonZeroUsize>) -> Self {
+        self.max_concurrency = max;
+        self
+    }
+
+    /// The quotas, in order. The state of a key's `i`-th quota survives a policy change that keeps a
+    /// quota at position `i`.
+    pub fn quotas(&self) -> &[Quota] {
+        &self.quotas
+    }
+
+    /// The longest wait for a permit.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// The longest server pause waited out.
+    pub fn max_server_pause(&self) -> Duration {
+        self.max_server_pause
+    }
+
+    /// The cap on calls in flight per key.
+    pub fn max_concurrency(&self) -> Option<NonZeroUsize> {
+        self.max_concurrency
+    }
+
+    /// The policy with every quota divided among `replicas` (see [`Quota::share`]).
+    #[must_use]
+    pub fn share(&self, replicas: u32) -> Self {
+        Self {
+            quotas: self.quotas.iter().map(|q| q.share(replicas)).collect(),
+            ..self.clone()
+        }
+    }
+}
+
+impl Default for RateLimitPolicy {
+    /// No quota: only the server's signals are obeyed.
+    fn default() -> Self {
+        Self::new([])
+    }
+}

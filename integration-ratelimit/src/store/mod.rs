@@ -1,0 +1,109 @@
+//! Where the state of each key lives: in this process ([`MemoryStore`]) or in Redis ([`RedisStore`],
+//! shared by every replica).
+//!
+//! # Why a boxed future
+//!
+//! [`RateLimitStore`] is object safe, with boxed futures, so one [`RateLimiter`](crate::RateLimiter)
+//! type serves every store and a configuration reload can switch stores without changing the service
+//! type. A store that does I/O pays a network round trip per call, next to which one allocation is
+//! noise. The built-in [`MemoryStore`] never goes through the box: the limiter calls its synchronous
+//! decision directly, so the in-memory hot path allocates nothing.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use integration_core::BoxError;
+
+use crate::key::RateLimitKey;
+use crate::policy::RateLimitPolicy;
+
+pub(crate) mod memory;
+mod redis;
+
+pub use memory::MemoryStore;
+pub use redis::{RedisOptions, RedisStore};
+
+/// The future a [`RateLimitStore`] returns.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'static>>;
+
+/// What the store decided for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// A permit of every quota is reserved for the caller, who may send after `wait`.
+    Granted {
+        /// How long to wait before sending (zero: at once).
+        wait: Duration,
+    },
+    /// No permit within the bound; nothing was reserved.
+    Denied {
+        /// When to come back.
+        retry_after: Duration,
+        /// True when a server pause, not the client quota, refused.
+        by_server: bool,
+        /// The status of the response that started the server pause, when known.
+        status: Option<StatusCode>,
+    },
+}
+
+/// One acquisition: the key, the policy in force, and how long this call may wait.
+#[derive(Debug, Clone)]
+pub struct Acquire {
+    /// The key.
+    pub key: RateLimitKey,
+    /// The policy in force (its quotas, and its bound on server pauses).
+    pub policy: Arc<RateLimitPolicy>,
+    /// How long this call may wait: the policy's `max_wait`, shortened by the request's deadline.
+    pub max_wait: Duration,
+}
+
+/// A place where the state of each key lives.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::StatusCode;
+/// use integration_ratelimit::store::{Acquire, Decision, RateLimitStore, StoreFuture};
+/// use integration_ratelimit::{MemoryStore, Quota, RateLimitKey, RateLimitPolicy, RateLimiter};
+///
+/// /// A store that logs every pause and keeps its state in memory.
+/// #[derive(Debug, Default)]
+/// struct Audited(MemoryStore);
+///
+/// impl RateLimitStore for Audited {
+///     fn acquire(&self, acquire: Acquire) -> StoreFuture<Decision> {
+///         self.0.acquire(acquire)
+///     }
+///     fn pause(&self, key: RateLimitKey, pause: Duration, status: Option<StatusCode>) -> StoreFuture<()> {
+///         println!("{key} paused for {pause:?} after {status:?}");
+///         self.0.pause(key, pause, status)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let limiter = RateLimiter::with_store(Audited::default(), RateLimitPolicy::new([Quota::per_second(1).unwrap()]));
+/// assert!(limiter.acquire(&RateLimitKey::from("k")).await.is_ok());
+/// # }
+/// ```
+///
+/// Implementations must decide atomically per key: two callers never get the same permit. A store that
+/// cannot reach its backend should fall back to a limit rather than to none; an error returned here
+/// fails the call (the limiter never lets a call through unlimited because a store failed).
+pub trait RateLimitStore: fmt::Debug + Send + Sync + 'static {
+    /// Takes one permit of every quota of `acquire.key`, at the earliest instant all allow and after any
+    /// server pause, if that is within `acquire.max_wait`; otherwise reserves nothing and says when to
+    /// come back.
+    fn acquire(&self, acquire: Acquire) -> StoreFuture<Decision>;
+
+    /// Pauses `key` for `pause` (extending, never shortening, a pause in force), remembering the
+    /// `status` of the response that asked for it.
+    fn pause(
+        &self,
+        key: RateLimitKey,
+        pause: Duration,
+        status: Option<StatusCode>,
+    ) -> StoreFuture<()>;
+}

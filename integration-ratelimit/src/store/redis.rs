@@ -1,0 +1,469 @@
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::StatusCode;
+use integration_core::names;
+use redis::aio::ConnectionManager;
+use redis::{RedisError, Script};
+
+use super::memory::nanos;
+use super::{Acquire, Decision, MemoryStore, RateLimitStore, StoreFuture};
+use crate::gcra::Bounds;
+use crate::key::RateLimitKey;
+
+/// Takes a permit of every quota of a key in one atomic step, on Redis's own clock.
+///
+/// KEYS: the TAT of each quota (`{prefix:key}:q0`, `:q1`...) then the pause key (`{prefix:key}:pause`).
+/// ARGV: max wait (us), max server pause (us), then per quota its emission interval and tolerance (us).
+/// Returns `{1, wait_us, 0}` granted, `{0, retry_after_us, 0}` refused by the quota, or
+/// `{2, retry_after_us, status}` refused by a server pause. Mirrors `gcra::decide`.
+const ACQUIRE_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local max_wait = tonumber(ARGV[1])
+local max_pause = tonumber(ARGV[2])
+local n = #KEYS - 1
+local send = now
+local left = redis.call('PTTL', KEYS[n + 1])
+if left > 0 then
+  left = left * 1000
+  if left > max_pause or left > max_wait then
+    return {2, left, tonumber(redis.call('GET', KEYS[n + 1])) or 0}
+  end
+  send = now + left
+end
+local tats = {}
+for i = 1, n do
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  tats[i] = tat
+  local allow = tat - tonumber(ARGV[2 + 2 * i])
+  if allow > send then send = allow end
+end
+local wait = send - now
+if wait > max_wait then
+  return {0, wait, 0}
+end
+for i = 1, n do
+  local tat = math.max(tats[i], send) + tonumber(ARGV[1 + 2 * i])
+  local ttl = math.ceil((tat - now) / 1000) + 1
+  redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', string.format('%.0f', ttl))
+end
+return {1, wait, 0}
+";
+
+/// Pauses a key: sets the pause key to the status with a PX expiry, unless a longer pause is in force.
+const PAUSE_SCRIPT: &str = r"
+local px = tonumber(ARGV[1])
+if redis.call('PTTL', KEYS[1]) < px then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', px)
+  return 1
+end
+return 0
+";
+
+/// Settings of a [`RedisStore`].
+///
+/// ```
+/// use std::time::Duration;
+/// use integration_ratelimit::RedisOptions;
+///
+/// let options = RedisOptions::new()
+///     .with_timeout(Duration::from_millis(20))
+///     .with_expected_replicas(4)
+///     .with_integration("github");
+/// assert_eq!(options.expected_replicas(), 4);
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    timeout: Duration,
+    expected_replicas: u32,
+    probe_interval: Duration,
+    integration: Option<Arc<str>>,
+}
+
+impl RedisOptions {
+    /// Defaults: 50 ms per call, 1 expected replica, a probe of Redis every second while on the fallback.
+    pub fn new() -> Self {
+        Self {
+            timeout: Duration::from_millis(50),
+            expected_replicas: 1,
+            probe_interval: Duration::from_secs(1),
+            integration: None,
+        }
+    }
+
+    /// How long one Redis call may take before the store falls back to its local limiter.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many replicas share the quota: while Redis is unreachable, each limits itself locally to
+    /// its share (rate and burst divided by this number, at least 1).
+    #[must_use]
+    pub fn with_expected_replicas(mut self, replicas: u32) -> Self {
+        self.expected_replicas = replicas.max(1);
+        self
+    }
+
+    /// While on the fallback, how often one call probes Redis to return to it.
+    #[must_use]
+    pub fn with_probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval;
+        self
+    }
+
+    /// The `integration.name` label of the fallback gauge and the name in the log (default: the prefix).
+    #[must_use]
+    pub fn with_integration(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.integration = Some(name.into());
+        self
+    }
+
+    /// The timeout per Redis call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The replicas sharing the quota.
+    pub fn expected_replicas(&self) -> u32 {
+        self.expected_replicas
+    }
+
+    /// The probe interval while on the fallback.
+    pub fn probe_interval(&self) -> Duration {
+        self.probe_interval
+    }
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Keys and their GCRA state in Redis, shared by every replica.
+///
+/// - **One round trip per call.** One Lua script reads the key's server pause and every quota's state,
+///   decides on Redis's own clock (`TIME`, so replicas with skewed clocks agree) and writes the new
+///   state. It is sent by SHA (`EVALSHA`); `redis::Script` loads it and repeats the call when the server
+///   answers `NOSCRIPT` (after a restart or a `SCRIPT FLUSH`), so it is loaded once per server.
+/// - **Cluster safe.** Every key of a limiter key shares one hash tag, `{prefix:key}:q0`,
+///   `{prefix:key}:q1`, `{prefix:key}:pause`, so the script touches one slot.
+/// - **Bounded.** Every key expires (`PX`) once its permits are earned back or its pause ends.
+/// - **Server pauses are shared**: a pause is a Redis key with a `PX` expiry, seen by every replica (and
+///   mirrored in the local fallback).
+/// - **Redis down.** A call that fails or takes longer than [`RedisOptions::with_timeout`] (50 ms) is
+///   decided by a local [`MemoryStore`] at this replica's share of each quota (rate and burst divided by
+///   [`RedisOptions::with_expected_replicas`], at least 1): never no limit. The switch is logged once
+///   (`warn`) and the gauge `integration.ratelimit.fallback` is 1 until, at most one
+///   [probe interval](RedisOptions::with_probe_interval) later, a call finds Redis answering again.
+///
+/// The [`ConnectionManager`] reconnects by itself; its own reconnection backoff (see
+/// `ConnectionManagerConfig::set_max_delay`) bounds how soon Redis can be used again after an outage.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use integration_ratelimit::{Quota, RateLimitLayer, RateLimitPolicy, RateLimiter, RedisOptions};
+/// use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+/// // Reconnect quickly after an outage, so the limiter returns to the shared quota soon.
+/// let config = ConnectionManagerConfig::new().set_max_delay(Duration::from_secs(1));
+/// let connection = ConnectionManager::new_with_config(client, config).await?;
+///
+/// let policy = RateLimitPolicy::new([Quota::per_second(50)?]).with_max_wait(Duration::from_secs(2));
+/// // Six replicas share the quota: 8 per second each (burst 8) while Redis is unreachable.
+/// let options = RedisOptions::new().with_expected_replicas(6).with_integration("github");
+/// let limiter = RateLimiter::redis(connection, "ratelimit:prod", policy, options);
+/// let layer = RateLimitLayer::new(limiter);
+/// # let _ = layer;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Clone
+///
+/// Clones share the connection, the fallback and its state.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connection: ConnectionManager,
+    prefix: String,
+    options: RedisOptions,
+    label: Arc<str>,
+    acquire: Script,
+    pause: Script,
+    fallback: MemoryStore,
+    on_fallback: AtomicBool,
+    next_probe: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl RedisStore {
+    /// A store over `connection`, its keys under `prefix`.
+    pub fn new(
+        connection: ConnectionManager,
+        prefix: impl Into<String>,
+        options: RedisOptions,
+    ) -> Self {
+        let prefix = prefix.into();
+        let label = options
+            .integration
+            .clone()
+            .unwrap_or_else(|| Arc::from(prefix.as_str()));
+        Self {
+            inner: Arc::new(Inner {
+                connection,
+                prefix,
+                options,
+                label,
+                acquire: Script::new(ACQUIRE_SCRIPT),
+                pause: Script::new(PAUSE_SCRIPT),
+                fallback: MemoryStore::new(),
+                on_fallback: AtomicBool::new(false),
+                next_probe: AtomicU64::new(0),
+                calls: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The options.
+    pub fn options(&self) -> &RedisOptions {
+        &self.inner.options
+    }
+
+    /// True while calls are decided by the local fallback.
+    pub fn is_on_fallback(&self) -> bool {
+        self.inner.on_fallback.load(Ordering::Acquire)
+    }
+
+    /// Acquisitions sent to Redis so far (each one `EVALSHA`, plus a `SCRIPT LOAD` and a second
+    /// `EVALSHA` the first time a server lacks the script).
+    pub fn redis_calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// The Redis key holding quota `index` of `key`.
+    pub fn quota_key(&self, key: &RateLimitKey, index: usize) -> String {
+        format!("{{{}:{}}}:q{index}", self.inner.prefix, key)
+    }
+
+    /// The Redis key holding the server pause of `key`.
+    pub fn pause_key(&self, key: &RateLimitKey) -> String {
+        format!("{{{}:{}}}:pause", self.inner.prefix, key)
+    }
+
+    /// Whether this call should go to Redis: always when healthy; on the fallback, one call per probe
+    /// interval.
+    fn should_try_redis(&self) -> bool {
+        if !self.is_on_fallback() {
+            return true;
+        }
+        let now = self.inner.fallback.now();
+        let next = self.inner.next_probe.load(Ordering::Acquire);
+        now >= next
+            && self
+                .inner
+                .next_probe
+                .compare_exchange(
+                    next,
+                    now.saturating_add(nanos(self.inner.options.probe_interval)),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    fn redis_failed(&self, error: &dyn fmt::Display) {
+        let now = self.inner.fallback.now();
+        self.inner.next_probe.store(
+            now.saturating_add(nanos(self.inner.options.probe_interval)),
+            Ordering::Release,
+        );
+        if !self.inner.on_fallback.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                { names::INTEGRATION } = %self.inner.label,
+                error = %error,
+                replicas = self.inner.options.expected_replicas,
+                "Redis rate limit store unreachable; limiting locally at this replica's share of the quota"
+            );
+            metrics::gauge!(names::RATE_LIMIT_FALLBACK, names::INTEGRATION => self.inner.label.clone())
+                .set(1.0);
+        }
+    }
+
+    fn redis_answered(&self) {
+        if self.inner.on_fallback.swap(false, Ordering::AcqRel) {
+            tracing::info!(
+                { names::INTEGRATION } = %self.inner.label,
+                "Redis rate limit store answers again; back on the shared quota"
+            );
+            metrics::gauge!(names::RATE_LIMIT_FALLBACK, names::INTEGRATION => self.inner.label.clone())
+                .set(0.0);
+        }
+    }
+
+    fn fallback_decision(&self, acquire: &Acquire) -> Decision {
+        let share = acquire.policy.share(self.inner.options.expected_replicas);
+        self.inner
+            .fallback
+            .decide(&acquire.key, share.quotas(), bounds(acquire))
+    }
+
+    async fn acquire_on_redis(&self, acquire: &Acquire) -> Result<Decision, RedisError> {
+        let quotas = acquire.policy.quotas();
+        let mut invocation = self.inner.acquire.prepare_invoke();
+        for index in 0..quotas.len() {
+            invocation.key(self.quota_key(&acquire.key, index));
+        }
+        invocation.key(self.pause_key(&acquire.key));
+        invocation.arg(micros(acquire.max_wait));
+        invocation.arg(micros(acquire.policy.max_server_pause()));
+        for quota in quotas {
+            let interval = quota.interval_nanos().div_ceil(1_000);
+            invocation.arg(interval);
+            invocation.arg(interval.saturating_mul(u64::from(quota.burst() - 1)));
+        }
+        let mut connection = self.inner.connection.clone();
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
+        let (outcome, amount, status): (i64, i64, i64) =
+            invocation.invoke_async(&mut connection).await?;
+        let amount = Duration::from_micros(amount.max(0).unsigned_abs());
+        Ok(match outcome {
+            1 => Decision::Granted { wait: amount },
+            2 => Decision::Denied {
+                retry_after: amount,
+                by_server: true,
+                status: u16::try_from(status)
+                    .ok()
+                    .and_then(|status| StatusCode::from_u16(status).ok()),
+            },
+            _ => Decision::Denied {
+                retry_after: amount,
+                by_server: false,
+                status: None,
+            },
+        })
+    }
+
+    async fn pause_on_redis(
+        &self,
+        key: &RateLimitKey,
+        pause: Duration,
+        status: Option<StatusCode>,
+    ) -> Result<(), RedisError> {
+        let millis = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut connection = self.inner.connection.clone();
+        let _: i64 = self
+            .inner
+            .pause
+            .key(self.pause_key(key))
+            .arg(millis)
+            .arg(status.map_or(0, |status| status.as_u16()))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    /// Decides one acquisition: on Redis when it answers within the timeout, else on the local share.
+    pub(crate) async fn decide(&self, acquire: Acquire) -> Decision {
+        if !self.should_try_redis() {
+            return self.fallback_decision(&acquire);
+        }
+        match tokio::time::timeout(self.inner.options.timeout, self.acquire_on_redis(&acquire))
+            .await
+        {
+            Ok(Ok(decision)) => {
+                self.redis_answered();
+                decision
+            }
+            Ok(Err(error)) => {
+                self.redis_failed(&error);
+                self.fallback_decision(&acquire)
+            }
+            Err(_elapsed) => {
+                self.redis_failed(&"no answer within the timeout");
+                self.fallback_decision(&acquire)
+            }
+        }
+    }
+
+    /// The server pause this replica knows of for `key` (the ones it saw itself), without a round trip.
+    pub(crate) fn local_pause(&self, key: &RateLimitKey) -> Option<(Duration, Option<StatusCode>)> {
+        self.inner.fallback.pause_left(key)
+    }
+
+    /// Records a server pause locally (so it holds on the fallback too) and in Redis for every replica.
+    pub(crate) async fn record_pause(
+        &self,
+        key: RateLimitKey,
+        pause: Duration,
+        status: Option<StatusCode>,
+    ) {
+        self.inner.fallback.apply_pause(&key, pause, status);
+        if self.is_on_fallback() {
+            return;
+        }
+        let write = self.pause_on_redis(&key, pause, status);
+        match tokio::time::timeout(self.inner.options.timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => self.redis_failed(&error),
+            Err(_elapsed) => self.redis_failed(&"no answer within the timeout"),
+        }
+    }
+}
+
+fn bounds(acquire: &Acquire) -> Bounds {
+    Bounds {
+        max_wait: nanos(acquire.max_wait),
+        max_server_pause: nanos(acquire.policy.max_server_pause()),
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.prefix)
+            .field("options", &self.inner.options)
+            .field("on_fallback", &self.is_on_fallback())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitStore for RedisStore {
+    fn acquire(&self, acquire: Acquire) -> StoreFuture<Decision> {
+        let store = self.clone();
+        Box::pin(async move { Ok(store.decide(acquire).await) })
+    }
+
+    fn pause(
+        &self,
+        key: RateLimitKey,
+        pause: Duration,
+        status: Option<StatusCode>,
+    ) -> StoreFuture<()> {
+        let store = self.clone();
+        Box::pin(async move {
+            store.record_pause(key, pause, status).await;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,412 @@
+//! The Redis store against a real Redis: the shared instance at `REDIS_URL` (every test under its own
+//! key prefix), and a private `redis-server` this file starts and kills for the outage test.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{HeaderMap, Request, Response, StatusCode};
+use integration_core::error::RateLimited;
+use integration_ratelimit::{
+    Quota, RateLimitKey, RateLimitLayer, RateLimitPolicy, RateLimiter, RedisOptions, RedisStore,
+};
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::time::Instant;
+use tower::{ServiceBuilder, ServiceExt};
+
+mod common;
+use common::PrivateRedis;
+
+/// Options for tests on the shared Redis: a generous timeout, so a loaded machine does not send a test
+/// to the fallback (the fallback has tests of its own).
+fn options() -> RedisOptions {
+    RedisOptions::new().with_timeout(Duration::from_millis(500))
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+async fn connect(url: &str) -> ConnectionManager {
+    let client =
+        redis::Client::open(url).unwrap_or_else(|error| panic!("invalid Redis URL {url}: {error}"));
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(200)))
+        .set_max_delay(Duration::from_millis(200));
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .unwrap_or_else(|error| panic!("Redis at {url} is unreachable: {error}"))
+}
+
+/// A key prefix no other test (or run) uses.
+fn prefix(test: &str) -> String {
+    format!(
+        "ratelimit-test:{test}:{}:{}",
+        std::process::id(),
+        fastrand::u64(..)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_replicas_sharing_a_key_never_grant_more_than_the_quota() {
+    let url = redis_url();
+    let prefix = prefix("four-replicas");
+    let quota = Quota::new(20, Duration::from_secs(1), 5).unwrap();
+    let policy = RateLimitPolicy::new([quota]);
+    let mut replicas = Vec::new();
+    for _ in 0..4 {
+        // Each replica has its own connection, as separate processes would.
+        let options = RedisOptions::new()
+            .with_expected_replicas(4)
+            .with_timeout(Duration::from_millis(500));
+        let store = RedisStore::new(connect(&url).await, prefix.clone(), options);
+        replicas.push((
+            store.clone(),
+            RateLimiter::with_redis_store(store, policy.clone()),
+        ));
+    }
+    let granted = Arc::new(AtomicUsize::new(0));
+    let key = RateLimitKey::from("shared");
+    let start = Instant::now();
+    let run_for = Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for (_, limiter) in &replicas {
+        for _ in 0..4 {
+            let (limiter, granted, key) = (limiter.clone(), granted.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                while start.elapsed() < run_for {
+                    if limiter.acquire(&key).await.is_ok() {
+                        granted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let granted = granted.load(Ordering::Relaxed) as f64;
+    // Every decision was made on Redis's clock between the first call and the last answer.
+    let ceiling = 5.0 + 20.0 * elapsed;
+    eprintln!("four replicas: {granted} permits in {elapsed:.2} s (ceiling {ceiling:.1})");
+    assert!(
+        granted <= ceiling,
+        "{granted} permits in {elapsed:.2} s, quota allows {ceiling:.1}"
+    );
+    assert!(
+        granted >= 20.0 * 3.0 * 0.9,
+        "{granted} permits in {elapsed:.2} s: the four replicas should use the shared quota fully"
+    );
+    for (store, _) in &replicas {
+        assert!(!store.is_on_fallback(), "every decision came from Redis");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_seen_by_one_replica_pauses_the_others() {
+    let url = redis_url();
+    let prefix = prefix("shared-pause");
+    let policy = RateLimitPolicy::new([Quota::per_second(100).unwrap()]);
+    let throttled = RateLimiter::redis(
+        connect(&url).await,
+        prefix.clone(),
+        policy.clone(),
+        options(),
+    );
+    let other = RateLimiter::redis(
+        connect(&url).await,
+        prefix.clone(),
+        policy.clone().with_max_wait(Duration::from_secs(5)),
+        options(),
+    );
+    let fail_fast = RateLimiter::redis(connect(&url).await, prefix, policy, options());
+
+    // Replica one calls the API and gets a 429 with Retry-After: 2.
+    let upstream_429 = tower::service_fn(|_request: Request<String>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .header("retry-after", "2")
+                .body(String::new())
+                .unwrap(),
+        )
+    });
+    let request = || {
+        Request::get("https://api.example.com/")
+            .body(String::new())
+            .unwrap()
+    };
+    let response = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(throttled))
+        .service(upstream_429)
+        .oneshot(request())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let after_429 = Instant::now();
+
+    // Replica three fails fast with the server's hint and status.
+    let error = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(fail_fast))
+        .service(tower::service_fn(|_request: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }))
+        .oneshot(request())
+        .await
+        .unwrap_err();
+    let limited = error.downcast_ref::<RateLimited>().expect("RateLimited");
+    assert!(limited.is_by_server());
+    assert_eq!(limited.status(), Some(StatusCode::TOO_MANY_REQUESTS));
+    let hint = limited.retry_after().unwrap();
+    assert!(
+        hint > Duration::from_millis(1500) && hint <= Duration::from_secs(2),
+        "{hint:?}"
+    );
+
+    // Replica two waits the pause out before its call reaches the upstream.
+    let response = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(other))
+        .service(tower::service_fn(|_request: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }))
+        .oneshot(request())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let waited = after_429.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "waited only {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_script_applies_every_quota_of_a_key_together() {
+    let url = redis_url();
+    // 5 per second (burst 5) and 8 per minute (burst 8): over 1.5 s the minute's burst binds.
+    let policy = RateLimitPolicy::new([
+        Quota::per_second(5).unwrap(),
+        Quota::new(8, Duration::from_secs(60), 8).unwrap(),
+    ]);
+    let limiter = RateLimiter::redis(
+        connect(&url).await,
+        prefix("windows"),
+        policy,
+        RedisOptions::new().with_timeout(Duration::from_millis(500)),
+    );
+    let key = RateLimitKey::from("k");
+    let mut at_once = 0;
+    for _ in 0..10 {
+        at_once += usize::from(limiter.acquire(&key).await.is_ok());
+    }
+    assert_eq!(at_once, 5, "the second's burst");
+    let later = hammer(&limiter, &key, Duration::from_millis(1500)).await;
+    assert_eq!(
+        at_once + later,
+        8,
+        "then the minute's burst of 8, and nothing more for 7.5 s"
+    );
+    let refused = limiter.acquire(&key).await.unwrap_err();
+    let hint = refused.retry_after().unwrap();
+    assert!(
+        hint > Duration::from_secs(5) && hint <= Duration::from_millis(7500),
+        "{hint:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_hash_tagged_and_expire() {
+    let url = redis_url();
+    let prefix = prefix("keys");
+    let mut connection = connect(&url).await;
+    let store = RedisStore::new(connection.clone(), prefix.clone(), options());
+    let policy = RateLimitPolicy::new([
+        Quota::per_second(10).unwrap(),
+        Quota::per_minute(100).unwrap(),
+    ]);
+    let limiter = RateLimiter::with_redis_store(store.clone(), policy);
+    let key = RateLimitKey::from("tenant-7");
+    limiter.acquire(&key).await.unwrap();
+    limiter
+        .observe(&key, StatusCode::SERVICE_UNAVAILABLE, &{
+            let mut headers = HeaderMap::new();
+            headers.insert("retry-after", "1".parse().unwrap());
+            headers
+        })
+        .await
+        .unwrap();
+    let q0 = store.quota_key(&key, 0);
+    let q1 = store.quota_key(&key, 1);
+    let pause = store.pause_key(&key);
+    assert_eq!(q0, format!("{{{prefix}:tenant-7}}:q0"));
+    let slots: Vec<i64> = futures_slots(&mut connection, &[&q0, &q1, &pause]).await;
+    assert!(
+        slots.windows(2).all(|pair| pair[0] == pair[1]),
+        "one slot: {slots:?}"
+    );
+    for redis_key in [&q0, &q1, &pause] {
+        let ttl: i64 = connection.pttl(redis_key).await.unwrap();
+        assert!(ttl > 0, "{redis_key} expires (pttl {ttl})");
+    }
+    let status: String = connection.get(&pause).await.unwrap();
+    assert_eq!(status, "503");
+}
+
+async fn futures_slots(connection: &mut ConnectionManager, keys: &[&String]) -> Vec<i64> {
+    let mut slots = Vec::new();
+    for key in keys {
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key.as_str())
+            .query_async(connection)
+            .await
+            .unwrap_or_else(|_| crc16_slot(key));
+        slots.push(slot);
+    }
+    slots
+}
+
+/// The cluster slot of a key, for servers without cluster support compiled in: CRC16 of the hash tag.
+fn crc16_slot(key: &str) -> i64 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    let data = tagged.unwrap_or(bytes);
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    i64::from(crc % 16384)
+}
+
+/// Calls `acquire` every 5 ms for `run_for`; returns the permits granted.
+async fn hammer(limiter: &RateLimiter, key: &RateLimitKey, run_for: Duration) -> usize {
+    let start = Instant::now();
+    let mut granted = 0;
+    while start.elapsed() < run_for {
+        if limiter.acquire(key).await.is_ok() {
+            granted += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    granted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_falls_back_to_the_local_share_and_recovers() {
+    let mut server = PrivateRedis::start();
+    let connection = connect(&server.url()).await;
+    let options = RedisOptions::new()
+        .with_timeout(Duration::from_millis(200))
+        .with_expected_replicas(4)
+        .with_probe_interval(Duration::from_millis(200));
+    let store = RedisStore::new(connection.clone(), "outage", options);
+    // 40 per second shared by 4 replicas: 10 per second each while Redis is away.
+    let policy = RateLimitPolicy::new([Quota::per_second(40).unwrap()]);
+    let limiter = RateLimiter::with_redis_store(store.clone(), policy);
+
+    // On Redis: the whole burst of 40.
+    let key = RateLimitKey::from("api");
+    let mut granted = 0;
+    for _ in 0..45 {
+        granted += usize::from(limiter.acquire(&key).await.is_ok());
+    }
+    assert!((40..=42).contains(&granted), "{granted} of 45 on Redis");
+    assert!(!store.is_on_fallback());
+
+    server.kill();
+    let fresh = RateLimitKey::from("after-outage");
+    let start = Instant::now();
+    let granted = hammer(&limiter, &fresh, Duration::from_secs(1)).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    eprintln!("fallback: {granted} permits in {elapsed:.2} s at a share of 10/s, burst 10");
+    assert!(
+        store.is_on_fallback(),
+        "Redis is down: the store says it runs on its fallback"
+    );
+    // Never no limit: at most the local share (burst 10 + 10 per second); and not zero either.
+    assert!(
+        granted as f64 <= 10.0 + 10.0 * elapsed && granted >= 10,
+        "{granted} permits in {elapsed:.2} s on the fallback"
+    );
+
+    // Redis returns, empty (no script loaded: the first EVALSHA meets NOSCRIPT and loads it).
+    server.restart();
+    let recovered = Instant::now();
+    while store.is_on_fallback() {
+        assert!(
+            recovered.elapsed() < Duration::from_secs(10),
+            "never went back to Redis"
+        );
+        let _ = limiter.acquire(&RateLimitKey::from("probe")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let back = RateLimitKey::from("back");
+    limiter.acquire(&back).await.unwrap();
+    let mut check = connect(&server.url()).await;
+    let state: Option<String> = check.get(store.quota_key(&back, 0)).await.unwrap();
+    assert!(
+        state.is_some(),
+        "the decision after recovery was made on Redis"
+    );
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_script_is_reloaded_after_a_script_flush() {
+    // A private server: flushing scripts on the shared instance would disturb other tests.
+    let server = PrivateRedis::start();
+    let mut connection = connect(&server.url()).await;
+    let store = RedisStore::new(connection.clone(), "noscript", options());
+    let limiter = RateLimiter::with_redis_store(
+        store.clone(),
+        RateLimitPolicy::new([Quota::per_second(5).unwrap()]),
+    );
+    let key = RateLimitKey::from("k");
+    limiter.acquire(&key).await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    limiter.acquire(&key).await.unwrap();
+    assert!(
+        !store.is_on_fallback(),
+        "NOSCRIPT was handled by reloading, not by falling back"
+    );
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let calls = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    // Each call is one EVALSHA; on NOSCRIPT (first call on a fresh server, and after the flush) the
+    // script is loaded once and the EVALSHA repeated.
+    assert_eq!(calls("evalsha"), 4, "{info}");
+    assert_eq!(calls("script|load"), 2, "{info}");
+    assert_eq!(
+        calls("eval"),
+        0,
+        "the script text is never sent with EVAL: {info}"
+    );
+}
