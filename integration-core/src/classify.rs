@@ -12,7 +12,7 @@
 //! | 1xx, 2xx, 3xx | success | success |
 //!
 //! Idempotent means GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or any request with an `Idempotency-Key`
-//! header or an explicit [`Idempotent`](crate::ext::Idempotent) flag. `Idempotent(false)` makes even a
+//! header or an explicit [`Idempotent`] flag. `Idempotent(false)` makes even a
 //! GET final once it may have been sent.
 //!
 //! A replaceable [`Classify`] trait lets an integration teach the layers its own dialect (an API that

@@ -83,6 +83,26 @@ impl ErrorKind {
         }
     }
 
+    /// The kind of any error, found the way [`Error::from_boxed`] finds it, without taking the
+    /// error: our typed errors, an [`Error`] anywhere in the chain (one of kind
+    /// [`Other`](ErrorKind::Other) defers to its causes), hyper-util's connect errors, hyper's
+    /// errors, io errors and tower's `Elapsed`; [`Other`](ErrorKind::Other) for anything else.
+    ///
+    /// For a layer that passes an error through unchanged but still labels it (logs, metrics).
+    ///
+    /// ```
+    /// use integration_core::ErrorKind;
+    /// use integration_core::error::CircuitOpen;
+    /// use std::io;
+    ///
+    /// assert_eq!(ErrorKind::of(&CircuitOpen::new(None)), ErrorKind::CircuitOpen);
+    /// assert_eq!(ErrorKind::of(&io::Error::from(io::ErrorKind::ConnectionRefused)), ErrorKind::Connect);
+    /// assert_eq!(ErrorKind::of(&io::Error::other("protocol error")), ErrorKind::Other);
+    /// ```
+    pub fn of(error: &(dyn StdError + 'static)) -> ErrorKind {
+        inspect(error).kind
+    }
+
     fn describe(self) -> &'static str {
         match self {
             ErrorKind::Connect => "could not connect",
@@ -834,6 +854,50 @@ mod tests {
             assert_eq!(error.kind(), kind, "{shown}");
             assert!(error.source().is_some(), "{shown} keeps its cause");
         }
+    }
+
+    #[test]
+    fn kind_of_a_borrowed_error_matches_from_boxed() {
+        let cases: Vec<(BoxError, ErrorKind)> = vec![
+            (boxed(RateLimited::new(None)), ErrorKind::RateLimited),
+            (boxed(CircuitOpen::new(None)), ErrorKind::CircuitOpen),
+            (
+                boxed(BudgetExhausted::new(None)),
+                ErrorKind::BudgetExhausted,
+            ),
+            (boxed(DeadlineExceeded::new()), ErrorKind::Deadline),
+            (
+                boxed(AttemptTimeout::new(Duration::from_secs(1))),
+                ErrorKind::Timeout,
+            ),
+            (boxed(AuthFailed::transient("down")), ErrorKind::Auth),
+            (boxed(BodyTooLarge::new(1)), ErrorKind::Body),
+            (
+                boxed(tower::timeout::error::Elapsed::new()),
+                ErrorKind::Timeout,
+            ),
+            (
+                boxed(io::Error::from(io::ErrorKind::ConnectionRefused)),
+                ErrorKind::Connect,
+            ),
+            (
+                boxed(io::Error::from(io::ErrorKind::ConnectionReset)),
+                ErrorKind::Other,
+            ),
+            (
+                boxed(Error::status_error(StatusCode::BAD_GATEWAY).with_integration("x")),
+                ErrorKind::Status,
+            ),
+            (boxed(io::Error::other("opaque")), ErrorKind::Other),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(ErrorKind::of(&*error), kind, "{error}");
+            assert_eq!(Error::from(error).kind(), kind);
+        }
+        // An `Error` of kind Other defers to what its chain says.
+        let wrapped = Error::new(ErrorKind::Other)
+            .with_source(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(ErrorKind::of(&wrapped), ErrorKind::Connect);
     }
 
     #[test]

@@ -125,8 +125,11 @@ impl Deadline {
     }
 
     /// A deadline `timeout` from now (tokio's clock).
+    ///
+    /// A timeout too long to be represented (`Duration::MAX`, to mean "no deadline") is read as
+    /// about 30 years, as tokio's own `sleep` does, instead of overflowing.
     pub fn after(timeout: Duration) -> Self {
-        Self(Instant::now() + timeout)
+        Self(instant_after(Instant::now(), timeout))
     }
 
     /// The instant.
@@ -158,6 +161,13 @@ impl Deadline {
         request.extensions_mut().insert(tightest);
         tightest
     }
+}
+
+/// `now + duration`, or about 30 years from `now` when that cannot be represented.
+fn instant_after(now: Instant, duration: Duration) -> Instant {
+    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+    now.checked_add(duration)
+        .unwrap_or_else(|| now + FAR_FUTURE)
 }
 
 /// The name of the header that carries an idempotency key (`Idempotency-Key`, as the IETF draft and
@@ -250,6 +260,20 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(early.is_expired());
         assert_eq!(early.remaining(), Duration::ZERO);
+    }
+
+    /// Regression: `Instant::now() + Duration::MAX` overflowed, so a deadline meant as "none"
+    /// panicked in every layer that set one.
+    #[tokio::test(start_paused = true)]
+    async fn regression_deadline_after_duration_max_does_not_overflow() {
+        let endless = Deadline::after(Duration::MAX);
+        assert!(!endless.is_expired());
+        assert!(endless.remaining() > Duration::from_secs(86_400 * 365 * 29));
+        // Still later than any representable, shorter deadline it is tightened against.
+        let mut request = http::Request::new(());
+        let soon = Deadline::after(Duration::from_secs(1));
+        assert_eq!(endless.tighten(&mut request), endless);
+        assert_eq!(soon.tighten(&mut request), soon);
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub const SERVER_PORT: &str = "server.port";
 pub const URL_FULL: &str = "url.full";
 /// Span field: how many times the request was re-sent (attempt number minus one).
 pub const HTTP_REQUEST_RESEND_COUNT: &str = "http.request.resend_count";
-/// Label and span field: the error kind or the status class of a failure.
+/// Label and span field: the status code of an error answer (`"503"`, as OpenTelemetry asks), else
+/// the [`ErrorKind::as_str`](crate::ErrorKind::as_str) of the failure (`"timeout"`, `"connect"`).
 pub const ERROR_TYPE: &str = "error.type";
 /// Label: why something happened (a retry reason).
 pub const REASON: &str = "reason";

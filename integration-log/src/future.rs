@@ -9,9 +9,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Method, Response, StatusCode, Uri};
-use integration_core::classify::{
-    Classification, Classify, DefaultClassifier, FailReason, RequestMeta, RetryReason,
-};
 use integration_core::ext::{Attempts, IntegrationName};
 use integration_core::{BoxError, Error, ErrorKind, names};
 use metrics::Label;
@@ -179,7 +176,8 @@ impl Pending {
         let elapsed = self.start.elapsed();
         let ours = error.downcast_ref::<Error>();
         let status = ours.and_then(Error::status);
-        let kind = error_kind(error);
+        // The layer passes the error through unchanged; core finds its kind without taking it.
+        let kind = ErrorKind::of(error);
         let attempts = ours.map(Error::attempts).filter(|&n| n > 0);
         let error_type = match (kind, status.as_ref()) {
             (ErrorKind::Status, Some(status)) => status.as_str(),
@@ -272,33 +270,6 @@ impl Pending {
             ));
         }
         metrics::histogram!(name, labels).record(elapsed.as_secs_f64());
-    }
-}
-
-/// The kind of an error from any layer or transport, as [`Error::from_boxed`] would find it, without
-/// taking the error (the layer passes it through unchanged).
-pub(crate) fn error_kind(error: &(dyn StdError + 'static)) -> ErrorKind {
-    if let Some(ours) = error.downcast_ref::<Error>()
-        && ours.kind() != ErrorKind::Other
-    {
-        return ours.kind();
-    }
-    // The classifier walks the chain with core's own inspection; a GET is idempotent, so every
-    // retryable failure comes back as `Retry` with its reason and every other one as `Fail` with its kind.
-    match DefaultClassifier::new().classify_error(&RequestMeta::new(Method::GET), error) {
-        Classification::Retry {
-            reason: RetryReason::Connect,
-            ..
-        } => ErrorKind::Connect,
-        Classification::Retry {
-            reason: RetryReason::Timeout,
-            ..
-        } => ErrorKind::Timeout,
-        Classification::Fail {
-            reason: FailReason::Error(kind),
-            ..
-        } => kind,
-        _ => ErrorKind::Other,
     }
 }
 

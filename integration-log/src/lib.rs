@@ -86,7 +86,7 @@
 //! | `integration.ratelimit.rejections` | counter | calls | `integration.name` | `RateLimitLayer` |
 //! | `integration.ratelimit.server_signals` | counter | signals | `integration.name`, `source` | `RateLimitLayer` |
 //! | `integration.ratelimit.fallback` | gauge | 0/1 | `integration.name` | `RateLimitLayer` with its Redis store |
-//! | `integration.circuit_breaker.state` | gauge | 0 closed, 1 half-open, 2 open | `integration.name` | `CircuitBreakerLayer` (integration-retry) |
+//! | `integration.circuit_breaker.state` | gauge | 0 closed, 1 half-open, 2 open | `integration.name`, `server.address` | `CircuitBreakerLayer` (integration-retry) |
 //! | `integration.circuit_breaker.rejections` | counter | calls | `integration.name` | `CircuitBreakerLayer` |
 //! | `integration.auth.token_refreshes` | counter | refreshes | `integration.name`, `outcome` | `AuthLayer` token cache (integration-auth) |
 //! | `integration.config.reloads` | counter | reloads | `outcome` | configuration reloader (integration-config, integration-client) |
@@ -107,10 +107,10 @@
 //! | `response` | by outcome ([`LogPolicy::level_for_status`]) | `integration.name`, `http.request.method`, `url.full` (4xx/5xx only), `http.response.status_code`, `error.type`, `elapsed_ms`, `attempts`, `retry.reasons`, `retry.waited_ms`, `http.response.headers` |
 //! | `failed` | [`LogPolicy::error_level`] (or by status) | `integration.name`, `http.request.method`, `url.full`, `error.type`, `error` (redacted chain), `elapsed_ms`, `attempts` |
 //! | `response body` | the response's level | `integration.name`, `http.response.body`, `http.response.body.size`, `http.response.body.truncated`, `http.response.body.complete`, `http.response.body.failed` |
+//! | `cancelled before a response` | `DEBUG` | `error.type`, `elapsed_ms` |
 //!
 //! A failure's event names its integration, method and URL itself, so the line stands alone even when
 //! the span's level is filtered out.
-//! | `cancelled before a response` | `DEBUG` | `error.type`, `elapsed_ms` |
 //!
 //! # Feature flags
 //!

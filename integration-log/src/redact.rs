@@ -30,8 +30,8 @@
 //! | input | rule |
 //! | --- | --- |
 //! | header | by name; `Authorization`/`Proxy-Authorization` keep their scheme (`Bearer [REDACTED]`); other values go through the text rule |
-//! | URL | userinfo (user and password, as OpenTelemetry asks), query parameters by name |
-//! | form body | parameters by name (names are percent-decoded before matching) |
+//! | URL | userinfo (user and password, as OpenTelemetry asks), query parameters by name; the other parameters' values, percent-decoded, through the text rule (a return URL carrying `?token=`) |
+//! | form body | as the query: parameters by name (names are percent-decoded before matching), other values through the text rule |
 //! | JSON body | fields by name at any depth, arrays included; a secret field's whole value (even an object or array) becomes `"[REDACTED]"`; other string values go through the text rule. Works on a truncated capture too |
 //! | other text (`text/*`, XML) | the text rule |
 //!
@@ -381,7 +381,18 @@ impl Redactor {
                     out.push('=');
                     out.push_str(REDACTED);
                 }
-                _ => out.push_str(pair),
+                // An innocent name may still carry a URL or a query of its own (`next=/cb?token=..`,
+                // a webhook URL): its value, decoded, goes through the text rule, and is shown
+                // decoded and redacted only when that removed something.
+                Some((name, value)) => match self.text_cow(&percent_decode(value)) {
+                    Cow::Owned(redacted) => {
+                        out.push_str(name);
+                        out.push('=');
+                        out.push_str(&redacted);
+                    }
+                    Cow::Borrowed(_) => out.push_str(pair),
+                },
+                None => out.push_str(pair),
             }
         }
     }
@@ -992,6 +1003,41 @@ mod tests {
         );
         assert_eq!(url("https://tok@h.test/"), "https://[REDACTED]@h.test/");
         assert_eq!(url("/relative?password=x"), "/relative?password=[REDACTED]");
+    }
+
+    /// Regression: only a parameter's *name* was checked, so a secret parameter inside the value of
+    /// an innocent one (a return URL, a webhook URL) was logged as it was.
+    #[test]
+    fn regression_a_secret_nested_in_a_parameter_value_is_redacted() {
+        let r = Redactor::default();
+        let url = |s: &str| r.redact_url(&s.parse().unwrap());
+        // Unencoded: `?` and `=` are legal inside a query value.
+        assert_eq!(
+            url("https://h.test/login?next=/cb?token=SECRET1&page=2"),
+            "https://h.test/login?next=/cb?token=[REDACTED]&page=2"
+        );
+        // Percent-encoded: decoded to be seen, shown decoded only when something was removed.
+        assert_eq!(
+            url("https://h.test/login?next=%2Fcb%3Fapi_key%3DSECRET2&page=2"),
+            "https://h.test/login?next=/cb?api_key=[REDACTED]&page=2"
+        );
+        assert_eq!(
+            url("https://h.test/hook?target=https%3A%2F%2Fu%3ASECRET3%40hooks.test%2Fx"),
+            "https://h.test/hook?target=https://[REDACTED]@hooks.test/x"
+        );
+        // Innocent values are left exactly as they came, encoded or not.
+        assert_eq!(
+            url("https://h.test/s?q=rust%20tower&next=%2Fhome&x=a:b"),
+            "https://h.test/s?q=rust%20tower&next=%2Fhome&x=a:b"
+        );
+        // Form bodies go through the same rule.
+        assert_eq!(
+            r.redact_body(
+                Some("application/x-www-form-urlencoded"),
+                b"redirect=%2Fcb%3Ftoken%3DSECRET4&scope=a+b"
+            ),
+            "redirect=/cb?token=[REDACTED]&scope=a+b"
+        );
     }
 
     #[test]

@@ -200,6 +200,10 @@ proptest! {
             redactor.redact_body(Some("text/plain"), format!("{param}={secret} and Bearer {secret}").as_bytes()),
             redactor.redact_body(Some("application/xml"), format!("<r><{param}>{secret}</{param}></r>").as_bytes()),
             redactor.redact_url(&format!("https://u:{secret}@h.test/p?{param}={secret}").parse().unwrap()),
+            // Nested in an innocent parameter's value, plain and percent-encoded.
+            redactor.redact_url(&format!("https://h.test/login?next=/cb?{param}={secret}&page=2").parse().unwrap()),
+            redactor.redact_url(&format!("https://h.test/login?next=%2Fcb%3F{param}%3D{secret}").parse().unwrap()),
+            redactor.redact_url(&format!("https://h.test/hook?to=https%3A%2F%2Fu%3A{secret}%40x.test%2F").parse().unwrap()),
         ];
         for output in outputs {
             prop_assert!(!output.contains(secret.as_str()), "leaked in {output}");

@@ -20,6 +20,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::policy::Jitter;
+use crate::timed::instant_after;
 use crate::window::SlidingCounts;
 
 /// The state of one breaker.
@@ -269,9 +270,17 @@ impl BreakerPolicy {
         self.max_keys
     }
 
+    /// The open duration lengthened by its jitter; `Duration::MAX` when that does not fit (an open
+    /// duration meant as "until restarted" must not overflow and panic).
     fn open_period(&self) -> Duration {
-        self.open_duration
-            .mul_f64(1.0 + self.open_jitter * self.jitter.sample())
+        let factor = 1.0 + self.open_jitter * self.jitter.sample();
+        Duration::try_from_secs_f64(self.open_duration.as_secs_f64() * factor)
+            .unwrap_or(Duration::MAX)
+    }
+
+    /// When a breaker opened now stays open until.
+    fn open_until(&self, now: Instant) -> Instant {
+        instant_after(now, self.open_period())
     }
 }
 
@@ -446,7 +455,7 @@ impl BreakerRegistry {
                 Outcome::Failure => {
                     entry.set_phase(
                         Phase::Open {
-                            until: now + policy.open_period(),
+                            until: policy.open_until(now),
                         },
                         key,
                     );
@@ -467,7 +476,7 @@ impl BreakerRegistry {
                         if should_open(entry, policy) {
                             entry.set_phase(
                                 Phase::Open {
-                                    until: now + policy.open_period(),
+                                    until: policy.open_until(now),
                                 },
                                 key,
                             );
@@ -502,13 +511,20 @@ fn should_open(entry: &Entry, policy: &BreakerPolicy) -> bool {
 }
 
 fn evict_least_recently_used(keys: &mut HashMap<String, Entry>) {
-    // Only at the cap, so the linear scan is rare and bounded by `max_keys`.
+    // Only at the cap, so the linear scan is bounded by `max_keys`.
     if let Some(oldest) = keys
         .iter()
         .min_by_key(|(_, entry)| entry.last_used)
         .map(|(key, _)| key.clone())
+        && let Some(entry) = keys.remove(&oldest)
     {
-        keys.remove(&oldest);
+        // A forgotten key behaves as closed: say so, or its gauge keeps its last state for ever.
+        metrics::gauge!(
+            names::BREAKER_STATE,
+            names::INTEGRATION => entry.integration,
+            names::SERVER_ADDRESS => entry.host
+        )
+        .set(BreakerState::Closed.as_gauge());
     }
 }
 
@@ -687,10 +703,7 @@ where
         let policy = &self.shared.policy;
         let key = (policy.key)(request.uri(), request.extensions());
         let labels = || {
-            let integration = IntegrationName::of(&request)
-                .map_or(SharedString::const_str("unknown"), |name| {
-                    SharedString::from(name.as_str().to_owned())
-                });
+            let integration = crate::integration_label(IntegrationName::of(&request));
             let host = SharedString::from(request.uri().host().unwrap_or("").to_owned());
             (integration, host)
         };

@@ -28,6 +28,14 @@ impl Expiry {
     }
 }
 
+/// `now + duration`, or about 30 years from `now` when that cannot be represented (as tokio's own
+/// `sleep` reads a `Duration::MAX`): a timeout meant as "endless" must not overflow and panic.
+pub(crate) fn instant_after(now: Instant, duration: Duration) -> Instant {
+    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+    now.checked_add(duration)
+        .unwrap_or_else(|| now + FAR_FUTURE)
+}
+
 pin_project! {
     #[project = TimedProj]
     pub(crate) enum Timed<F> {

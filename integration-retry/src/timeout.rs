@@ -15,7 +15,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::InvalidTimeouts;
-use crate::timed::{Expiry, Timed};
+use crate::timed::{Expiry, Timed, instant_after};
 
 /// Checks that an attempt timeout fits inside a total deadline: both greater than zero and
 /// `attempt <= total`.
@@ -156,8 +156,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let now = Instant::now();
-        let attempt_end = now + self.timeout;
+        let attempt_end = instant_after(Instant::now(), self.timeout);
         let inner = match Deadline::of(&request) {
             Some(deadline) if deadline.is_expired() => Timed::expired(Expiry::Deadline),
             Some(deadline) if deadline.instant() < attempt_end => Timed::running(

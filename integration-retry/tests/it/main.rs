@@ -7,3 +7,4 @@ mod deadline;
 mod end_to_end;
 mod properties;
 mod retry;
+mod review;
