@@ -1,0 +1,811 @@
+//! The [`Client`]: named APIs, each with its assembled stack, swapped atomically on reload.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
+use integration_config::{Config, IntegrationConfig};
+use integration_core::ext::IntegrationName;
+use integration_core::{Body, BoxError, Error, ErrorKind};
+use tokio::sync::Notify;
+use tower::ServiceExt;
+use tower_service::Service;
+use url::Url;
+
+use crate::graphql::GraphQlRequest;
+use crate::path::BaseUrl;
+use crate::request::RequestBuilder;
+use crate::response::ResponseBody;
+use crate::stack::{HttpService, SharedHandles, SharedState, build_stack};
+use crate::transport::{Transport, TransportBuilder};
+use integration_log::redact::Redactor;
+
+/// One integration as the client holds it: its base URL, defaults, stack and state.
+pub(crate) struct ApiEntry {
+    pub(crate) name: IntegrationName,
+    pub(crate) base: BaseUrl,
+    pub(crate) default_headers: HeaderMap,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) service: HttpService,
+    /// The configuration it was built from; `None` for a stack given by the user.
+    pub(crate) config: Option<IntegrationConfig>,
+    pub(crate) state: Option<SharedState>,
+}
+
+impl fmt::Debug for ApiEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiEntry")
+            .field("name", &self.name)
+            .field("base_url", &self.base.as_url().as_str())
+            .field("max_response_bytes", &self.max_response_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+type Apis = HashMap<String, Arc<ApiEntry>>;
+
+/// Counts calls in flight so that [`Client::shutdown`] can wait for them.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held by a call while it runs; dropping it (call finished or cancelled) releases the count.
+#[derive(Debug)]
+pub(crate) struct InFlightGuard {
+    shared: Arc<ClientShared>,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let in_flight = &self.shared.in_flight;
+        if in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            in_flight.idle.notify_waiters();
+        }
+    }
+}
+
+pub(crate) struct ClientShared {
+    apis: ArcSwap<Apis>,
+    removed: ArcSwap<BTreeSet<String>>,
+    in_flight: InFlight,
+    closed: AtomicBool,
+    transport: TransportBuilder,
+    handles: SharedHandles,
+    /// Transports by connect timeout: integrations with the same settings share one pool, and the pool
+    /// survives reloads.
+    transports: Mutex<HashMap<Duration, Transport>>,
+    /// Serialises [`Client::update`] calls; never held across an `.await`.
+    updating: Mutex<()>,
+}
+
+impl fmt::Debug for ClientShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let apis = self.apis.load();
+        let mut names: Vec<&String> = apis.keys().collect();
+        names.sort();
+        f.debug_struct("ClientShared")
+            .field("apis", &names)
+            .field("in_flight", &self.in_flight.count.load(Ordering::Relaxed))
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientShared {
+    fn transport_for(&self, config: &IntegrationConfig) -> Result<Transport, Error> {
+        let mut transports = self.transports.lock().expect("transport cache poisoned");
+        if let Some(transport) = transports.get(&config.connect_timeout) {
+            return Ok(transport.clone());
+        }
+        let transport = self
+            .transport
+            .clone()
+            .connect_timeout(config.connect_timeout)
+            .build()?;
+        transports.insert(config.connect_timeout, transport.clone());
+        Ok(transport)
+    }
+
+    fn entry_from_config(
+        &self,
+        name: &str,
+        config: &IntegrationConfig,
+        previous: Option<&SharedState>,
+    ) -> Result<ApiEntry, Error> {
+        let transport = self.transport_for(config)?;
+        let state = SharedState::derive(name, config, previous, &self.handles, &transport)?;
+        let redirect_rule = Redactor::default().deny(config.log.redact_headers.iter());
+        let service = build_stack(config, &state, transport.with_redactor(redirect_rule))?;
+        let mut default_headers = HeaderMap::new();
+        if let Some(agent) = &config.user_agent {
+            let value = HeaderValue::from_str(agent).map_err(|e| {
+                config_error(format!(
+                    "integrations.{name}.user_agent: not a valid header value"
+                ))
+                .with_source(e)
+            })?;
+            default_headers.insert(http::header::USER_AGENT, value);
+        }
+        for (key, value) in &config.headers {
+            let header = HeaderName::from_bytes(key.as_bytes()).map_err(|e| {
+                config_error(format!(
+                    "integrations.{name}.headers: `{key}` is not a header name"
+                ))
+                .with_source(e)
+            })?;
+            let value = HeaderValue::from_str(value).map_err(|e| {
+                config_error(format!(
+                    "integrations.{name}.headers.{key}: not a valid header value"
+                ))
+                .with_source(e)
+            })?;
+            default_headers.append(header, value);
+        }
+        Ok(ApiEntry {
+            name: IntegrationName::new(name),
+            base: BaseUrl::new(&config.base_url).map_err(|e| {
+                config_error(format!("integrations.{name}.base_url: not usable")).with_source(e)
+            })?,
+            default_headers,
+            max_response_bytes: usize::try_from(config.max_response_bytes).unwrap_or(usize::MAX),
+            service,
+            config: Some(config.clone()),
+            state: Some(state),
+        })
+    }
+
+    pub(crate) fn entry(&self, name: &str) -> Result<Arc<ApiEntry>, Error> {
+        if let Some(entry) = self.apis.load().get(name) {
+            return Ok(entry.clone());
+        }
+        Err(self.unknown(name))
+    }
+
+    fn unknown(&self, name: &str) -> Error {
+        if self.removed.load().contains(name) {
+            return config_error(format!(
+                "integration `{name}` was removed from the configuration"
+            ))
+            .with_integration(name);
+        }
+        let apis = self.apis.load();
+        let mut known: Vec<&str> = apis.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        let known = if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        config_error(format!("no integration named `{name}` (known: {known})"))
+    }
+
+    pub(crate) fn enter(self: &Arc<Self>) -> Result<InFlightGuard, Error> {
+        self.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlightGuard {
+            shared: self.clone(),
+        };
+        if self.closed.load(Ordering::Acquire) {
+            // Dropping the guard releases the count again.
+            return Err(Error::new(ErrorKind::Cancelled)
+                .with_message("the client is shutting down and takes no new calls"));
+        }
+        Ok(guard)
+    }
+}
+
+pub(crate) fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+    Error::new(ErrorKind::Config).with_message(message)
+}
+
+/// One client for every configured third-party API.
+///
+/// Holds the named APIs, each with its own tower stack (logging, deadline, retries, circuit breaker,
+/// rate limit, auth, transport) assembled from its [`IntegrationConfig`]. Get a handle with
+/// [`api`](Client::api) and build requests from it.
+///
+/// ```
+/// use integration_client::{Client, ResponseBody};
+/// use integration_core::Body;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), integration_core::Error> {
+/// // A client over any tower service (here an in-memory one), as tests do.
+/// let upstream = tower::service_fn(|request: http::Request<Body>| async move {
+///     let body = format!("{{\"path\":\"{}\"}}", request.uri().path());
+///     Ok::<_, integration_core::BoxError>(http::Response::new(ResponseBody::from(body)))
+/// });
+/// let client = Client::from_service("echo", "https://echo.example/v1/", upstream)?;
+///
+/// let reply: serde_json::Value = client.api("echo")?.get("/users/42").send().await?.json().await?;
+/// assert_eq!(reply["path"], "/v1/users/42");
+///
+/// // An unknown name says which ones exist.
+/// let error = client.api("github").unwrap_err();
+/// assert!(error.is_config());
+/// assert!(error.to_string().contains("known: `echo`"));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Clone
+///
+/// Cheap: clones share the APIs, their state and the connection pools. `Client` is `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub(crate) shared: Arc<ClientShared>,
+}
+
+/// What [`Client::update`] did, by integration name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpdateReport {
+    /// New integrations.
+    pub added: Vec<String>,
+    /// Integrations whose configuration changed: rebuilt, with unchanged sections' state kept.
+    pub changed: Vec<String>,
+    /// Integrations no longer configured: new calls fail with a clear error.
+    pub removed: Vec<String>,
+    /// Integrations left exactly as they were.
+    pub unchanged: Vec<String>,
+}
+
+impl Client {
+    /// Starts a [`ClientBuilder`].
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A client for every integration of `config`, validated first.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] listing every problem with its path
+    /// (`integrations.stripe.retry.max_attempts: must be at least 1`), or when a stack cannot be built.
+    pub fn from_config(config: Config) -> Result<Self, Error> {
+        Self::builder().config(config).build()
+    }
+
+    /// Like [`from_config`](Client::from_config), first opening the `[redis]` section's connection
+    /// when there is one, for `store = "redis"` rate limits and tokens.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_config`](Client::from_config), and [`ErrorKind::Connect`] when Redis cannot be reached.
+    pub async fn connect(config: Config) -> Result<Self, Error> {
+        let mut builder = Self::builder();
+        if let Some(redis) = &config.redis {
+            use secrecy::ExposeSecret;
+            let client = redis::Client::open(redis.url.expose_secret())
+                .map_err(|e| config_error("redis.url: not a Redis URL").with_source(e))?;
+            let connection = client.get_connection_manager().await.map_err(|e| {
+                Error::new(ErrorKind::Connect)
+                    .with_message("Redis could not be reached")
+                    .with_source(e)
+            })?;
+            builder = builder.redis(connection, redis.key_prefix.clone());
+        }
+        builder.config(config).build()
+    }
+
+    /// A client with one API, `name`, whose requests go to `service` (any tower service) under
+    /// `base_url`. No layer is added: `service` is the whole stack. For tests and for users who
+    /// compose their own stack.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] when `base_url` is not an absolute `http(s)` URL.
+    pub fn from_service<S, B>(name: &str, base_url: &str, service: S) -> Result<Self, Error>
+    where
+        S: Service<Request<Body>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self::builder().service(name, base_url, service).build()
+    }
+
+    /// A handle on the API named `name`.
+    ///
+    /// The handle looks the API up again at each call, so it follows [`update`](Client::update)s.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] for an unknown name, listing the known ones.
+    pub fn api(&self, name: &str) -> Result<Api, Error> {
+        let entry = self.shared.entry(name)?;
+        Ok(Api {
+            client: self.clone(),
+            name: entry.name.clone(),
+        })
+    }
+
+    /// The names of the configured APIs, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.shared.apis.load().keys().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Calls in flight right now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.count.load(Ordering::Acquire)
+    }
+
+    /// Applies a new configuration: validates it, rebuilds only the integrations whose configuration
+    /// changed (keeping the state of their unchanged sections: rate limiter, retry budget, breaker,
+    /// token cache), and swaps them in atomically. Calls in flight finish on the stack they started
+    /// on; new calls take the new one. A removed integration answers new calls with a
+    /// [`ErrorKind::Config`] error naming it. APIs given as services (not from configuration) are kept.
+    ///
+    /// Nothing is applied when anything fails.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] with every validation problem and its path, or the first stack that could
+    /// not be built.
+    pub fn update(&self, config: Config) -> Result<UpdateReport, Error> {
+        validate(&config)?;
+        let _serial = self.shared.updating.lock().expect("update lock poisoned");
+        let current = self.shared.apis.load_full();
+        let mut next: Apis = HashMap::with_capacity(config.integrations.len());
+        let mut report = UpdateReport::default();
+        for (name, integration) in &config.integrations {
+            match current.get(name) {
+                Some(entry) if entry.config.as_ref() == Some(integration) => {
+                    next.insert(name.clone(), entry.clone());
+                    report.unchanged.push(name.clone());
+                }
+                Some(entry) => {
+                    let rebuilt =
+                        self.shared
+                            .entry_from_config(name, integration, entry.state.as_ref())?;
+                    next.insert(name.clone(), Arc::new(rebuilt));
+                    report.changed.push(name.clone());
+                }
+                None => {
+                    let built = self.shared.entry_from_config(name, integration, None)?;
+                    next.insert(name.clone(), Arc::new(built));
+                    report.added.push(name.clone());
+                }
+            }
+        }
+        for (name, entry) in current.iter() {
+            if next.contains_key(name) {
+                continue;
+            }
+            if entry.config.is_none() {
+                // Given as a service, not from configuration: a config update does not own it.
+                next.insert(name.clone(), entry.clone());
+            } else {
+                report.removed.push(name.clone());
+            }
+        }
+        report.removed.sort();
+        let mut removed: BTreeSet<String> = (**self.shared.removed.load()).clone();
+        removed.extend(report.removed.iter().cloned());
+        for name in next.keys() {
+            removed.remove(name);
+        }
+        self.shared.removed.store(Arc::new(removed));
+        self.shared.apis.store(Arc::new(next));
+        tracing::info!(
+            added = ?report.added,
+            changed = ?report.changed,
+            removed = ?report.removed,
+            "integration configuration applied"
+        );
+        Ok(report)
+    }
+
+    /// Follows a stream of configuration snapshots (for example [`PgStore::watch`]): applies the current
+    /// one, then every new one with [`update`](Client::update), in a background task.
+    ///
+    /// A snapshot the client cannot apply (a stack that cannot be built) is refused: the previous
+    /// configuration stays in force, the refusal is logged at warn and counted in
+    /// `integration.config.reloads{outcome="rejected"}`. The task ends when the sender is dropped or the
+    /// client is shut down.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use integration_client::Client;
+    /// use integration_config::{Config, IntegrationConfig, Snapshot};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let client = Client::from_config(Config::new()).unwrap();
+    /// let (publish, snapshots) = tokio::sync::watch::channel(Arc::new(Snapshot::new(Config::new())));
+    /// let follower = client.follow(snapshots);
+    ///
+    /// let api = IntegrationConfig::builder("https://api.example.com").build().unwrap();
+    /// publish.send(Arc::new(Snapshot::new(Config::new().with_integration("example", api)))).unwrap();
+    /// # tokio::time::timeout(std::time::Duration::from_secs(5), async {
+    /// #     while client.api("example").is_err() { tokio::task::yield_now().await; }
+    /// # }).await.unwrap();
+    /// assert!(client.api("example").is_ok());
+    /// drop(publish);
+    /// follower.await.unwrap();
+    /// # }
+    /// ```
+    ///
+    /// [`PgStore::watch`]: integration_config::PgStore::watch
+    pub fn follow(
+        &self,
+        mut snapshots: tokio::sync::watch::Receiver<Arc<integration_config::Snapshot>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let client = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if client.is_shut_down() {
+                    return;
+                }
+                let snapshot = snapshots.borrow_and_update().clone();
+                client.apply_snapshot(&snapshot);
+                if snapshots.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    fn apply_snapshot(&self, snapshot: &integration_config::Snapshot) {
+        use integration_core::names::{CONFIG_RELOADS, OUTCOME};
+        match self.update(snapshot.config().clone()) {
+            Ok(_) => {}
+            Err(error) => {
+                metrics::counter!(CONFIG_RELOADS, OUTCOME => "rejected").increment(1);
+                tracing::warn!(
+                    revision = snapshot.revision(),
+                    error = %error,
+                    "configuration snapshot refused; the previous configuration stays in force"
+                );
+            }
+        }
+    }
+
+    /// Stops taking calls (new ones fail with [`ErrorKind::Cancelled`]) and waits up to `timeout` for
+    /// the calls in flight to finish.
+    ///
+    /// Returns the number of calls still in flight when it gave up (0: all finished).
+    pub async fn shutdown(&self, timeout: Duration) -> usize {
+        self.shared.closed.store(true, Ordering::Release);
+        let wait = async {
+            loop {
+                let idle = self.shared.in_flight.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.in_flight() == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+        self.in_flight()
+    }
+
+    /// True once [`shutdown`](Client::shutdown) was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+fn validate(config: &Config) -> Result<(), Error> {
+    config
+        .validate()
+        .map_err(|errors| config_error(errors.to_string()).with_source(errors))
+}
+
+enum Pending {
+    Config(String, Box<IntegrationConfig>),
+    Service {
+        name: String,
+        base_url: String,
+        service: HttpService,
+    },
+}
+
+/// Builds a [`Client`] in code.
+///
+/// ```
+/// use integration_client::Client;
+/// use integration_config::IntegrationConfig;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder()
+///     .api("github", IntegrationConfig::builder("https://api.github.com").user_agent("acme/1.0").build()?)
+///     .api("stripe", IntegrationConfig::builder("https://api.stripe.com/v1/").max_attempts(5).build()?)
+///     .build()?;
+/// assert_eq!(client.names(), ["github", "stripe"]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Default)]
+#[must_use]
+pub struct ClientBuilder {
+    pending: Vec<Pending>,
+    config: Option<Config>,
+    transport: TransportBuilder,
+    handles: SharedHandles,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self
+            .pending
+            .iter()
+            .map(|p| match p {
+                Pending::Config(name, _) => name.as_str(),
+                Pending::Service { name, .. } => name.as_str(),
+            })
+            .collect();
+        f.debug_struct("ClientBuilder")
+            .field("apis", &names)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Adds an integration from its configuration.
+    pub fn api(mut self, name: impl Into<String>, config: IntegrationConfig) -> Self {
+        self.pending
+            .push(Pending::Config(name.into(), Box::new(config)));
+        self
+    }
+
+    /// Adds every integration of `config` (validated at [`build`](ClientBuilder::build)).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Adds an API whose stack is `service`, used as it is (no layer added).
+    pub fn service<S, B>(
+        mut self,
+        name: impl Into<String>,
+        base_url: impl Into<String>,
+        service: S,
+    ) -> Self
+    where
+        S: Service<Request<Body>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let service = HttpService::new(
+            service
+                .map_response(|response: http::Response<B>| response.map(ResponseBody::new))
+                .map_err(Into::into),
+        );
+        self.pending.push(Pending::Service {
+            name: name.into(),
+            base_url: base_url.into(),
+            service,
+        });
+        self
+    }
+
+    /// The transport settings (TLS roots, client certificate, pool, redirects) of every integration.
+    /// Each integration's `connect_timeout` overrides the one set here.
+    pub fn transport(mut self, transport: TransportBuilder) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Shares rate limits and tokens of `store = "redis"` sections through this connection, keys
+    /// under `key_prefix`. [`Client::connect`] opens it from the configuration's `[redis]` section.
+    pub fn redis(
+        mut self,
+        connection: redis::aio::ConnectionManager,
+        key_prefix: impl Into<String>,
+    ) -> Self {
+        self.handles = self.handles.with_redis(connection, key_prefix);
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`]: every validation problem with its path, a duplicate name, a base URL that
+    /// is not usable, TLS settings that do not load.
+    pub fn build(self) -> Result<Client, Error> {
+        let mut config = self.config.unwrap_or_default();
+        let mut services = Vec::new();
+        for pending in self.pending {
+            match pending {
+                Pending::Config(name, integration) => {
+                    if config.integrations.contains_key(&name) {
+                        return Err(config_error(format!(
+                            "integration `{name}` is defined twice"
+                        )));
+                    }
+                    config.integrations.insert(name, *integration);
+                }
+                Pending::Service {
+                    name,
+                    base_url,
+                    service,
+                } => services.push((name, base_url, service)),
+            }
+        }
+        validate(&config)?;
+        let shared = Arc::new(ClientShared {
+            apis: ArcSwap::from_pointee(HashMap::new()),
+            removed: ArcSwap::from_pointee(BTreeSet::new()),
+            in_flight: InFlight::default(),
+            closed: AtomicBool::new(false),
+            transport: self.transport,
+            handles: self.handles,
+            transports: Mutex::new(HashMap::new()),
+            updating: Mutex::new(()),
+        });
+        let mut apis: Apis = HashMap::new();
+        for (name, integration) in &config.integrations {
+            let entry = shared.entry_from_config(name, integration, None)?;
+            apis.insert(name.clone(), Arc::new(entry));
+        }
+        for (name, base_url, service) in services {
+            if apis.contains_key(&name) {
+                return Err(config_error(format!(
+                    "integration `{name}` is defined twice"
+                )));
+            }
+            let url = Url::parse(&base_url).map_err(|e| {
+                config_error(format!(
+                    "integration `{name}`: base URL is not an absolute URL"
+                ))
+                .with_source(e)
+            })?;
+            let base = BaseUrl::new(&url).map_err(|e| {
+                config_error(format!("integration `{name}`: base URL is not usable")).with_source(e)
+            })?;
+            let entry = ApiEntry {
+                name: IntegrationName::new(name.as_str()),
+                base,
+                default_headers: HeaderMap::new(),
+                max_response_bytes: usize::try_from(integration_config::DEFAULT_MAX_RESPONSE_BYTES)
+                    .unwrap_or(usize::MAX),
+                service,
+                config: None,
+                state: None,
+            };
+            apis.insert(name, Arc::new(entry));
+        }
+        shared.apis.store(Arc::new(apis));
+        Ok(Client { shared })
+    }
+}
+
+/// A handle on one named API of a [`Client`]: builds its requests.
+///
+/// ```
+/// # use integration_client::{Client, ResponseBody};
+/// # use integration_core::Body;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), integration_core::Error> {
+/// # let upstream = tower::service_fn(|_: http::Request<Body>| async {
+/// #     Ok::<_, integration_core::BoxError>(http::Response::new(ResponseBody::from("{\"id\":7}")))
+/// # });
+/// # let client = Client::from_service("billing", "https://billing.example/", upstream)?;
+/// let billing = client.api("billing")?;
+/// let invoice: serde_json::Value = billing
+///     .post("/invoices")
+///     .json(&serde_json::json!({ "amount": 100 }))
+///     .idempotency_key("order-7")
+///     .send()
+///     .await?
+///     .error_for_status()?
+///     .json()
+///     .await?;
+/// assert_eq!(invoice["id"], 7);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Clone
+///
+/// Cheap; clones refer to the same client.
+#[derive(Clone, Debug)]
+pub struct Api {
+    pub(crate) client: Client,
+    pub(crate) name: IntegrationName,
+}
+
+impl Api {
+    /// The API's name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The API's base URL as it is now (with a trailing `/`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] when the API was removed by an update.
+    pub fn base_url(&self) -> Result<Url, Error> {
+        Ok(self
+            .client
+            .shared
+            .entry(self.name.as_str())?
+            .base
+            .as_url()
+            .clone())
+    }
+
+    /// A request with `method` to `path`, joined under the base URL (see
+    /// [`RequestBuilder`] for the rules).
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), method, path)
+    }
+
+    /// A `GET` request.
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    /// A `POST` request.
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.request(Method::POST, path)
+    }
+
+    /// A `PUT` request.
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.request(Method::PUT, path)
+    }
+
+    /// A `PATCH` request.
+    pub fn patch(&self, path: &str) -> RequestBuilder {
+        self.request(Method::PATCH, path)
+    }
+
+    /// A `DELETE` request.
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.request(Method::DELETE, path)
+    }
+
+    /// A `HEAD` request.
+    pub fn head(&self, path: &str) -> RequestBuilder {
+        self.request(Method::HEAD, path)
+    }
+
+    /// A GraphQL request: `query` POSTed to `graphql` under the base URL (see [`GraphQlRequest`]).
+    pub fn graphql(&self, query: impl Into<String>) -> GraphQlRequest {
+        GraphQlRequest::new(self.clone(), query.into())
+    }
+
+    /// The assembled stack of this API as it is now, for users who compose their own calls: a
+    /// `tower::Service<http::Request<Body>>`. Requests sent through it should carry absolute URIs and
+    /// the [`IntegrationName`] extension; the [`RequestBuilder`] does this for you.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] when the API was removed by an update.
+    pub fn service(&self) -> Result<HttpService, Error> {
+        Ok(self
+            .client
+            .shared
+            .entry(self.name.as_str())?
+            .service
+            .clone())
+    }
+}

@@ -1,0 +1,343 @@
+//! Building and sending a request.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
+use integration_core::ext::{Deadline, IDEMPOTENCY_KEY, Idempotent};
+use integration_core::{Body, Error, ErrorKind};
+use serde::Serialize;
+use tower::ServiceExt;
+
+use crate::client::Api;
+use crate::response::Response;
+
+/// A request being built; send it with [`send`](RequestBuilder::send).
+///
+/// Mistakes made while building (a header value that is not valid, a body that does not serialize)
+/// are kept and returned by `send`, so the builder chains without `?` at every step.
+///
+/// # Paths
+///
+/// The path is joined under the API's base URL, prefix included (`https://api.example.com/v1/` +
+/// `/users` is `https://api.example.com/v1/users`). A path that would leave the base is refused with
+/// [`ErrorKind::Request`] before anything is sent: an absolute URL, a scheme-relative one (`//host`),
+/// a `.` or `..` segment (also percent-encoded), a backslash, a fragment. A `?query` in the path is
+/// kept; [`query`](RequestBuilder::query) adds more.
+#[must_use = "a request does nothing until it is sent"]
+pub struct RequestBuilder {
+    api: Api,
+    method: Method,
+    path: String,
+    query: Vec<String>,
+    headers: HeaderMap,
+    body: Body,
+    idempotent: Option<bool>,
+    timeout: Option<Duration>,
+    error: Option<Error>,
+}
+
+impl fmt::Debug for RequestBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the headers or the query: they may carry secrets.
+        f.debug_struct("RequestBuilder")
+            .field("api", &self.api.name())
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("body", &self.body)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestBuilder {
+    pub(crate) fn new(api: Api, method: Method, path: &str) -> Self {
+        Self {
+            api,
+            method,
+            path: path.to_owned(),
+            query: Vec::new(),
+            headers: HeaderMap::new(),
+            body: Body::empty(),
+            idempotent: None,
+            timeout: None,
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, error: Error) {
+        if self.error.is_none() {
+            self.error = Some(error.with_integration(self.api.name.clone()));
+        }
+    }
+
+    /// Adds query parameters, serialized with `serde_urlencoded` (a struct, a map, or a slice of
+    /// pairs).
+    ///
+    /// ```
+    /// # use integration_client::{Client, ResponseBody};
+    /// # use integration_core::Body;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), integration_core::Error> {
+    /// # let upstream = tower::service_fn(|r: http::Request<Body>| async move {
+    /// #     Ok::<_, integration_core::BoxError>(http::Response::new(ResponseBody::from(r.uri().to_string())))
+    /// # });
+    /// # let client = Client::from_service("search", "https://search.example/", upstream)?;
+    /// let url = client.api("search")?.get("/q").query(&[("term", "tower layers"), ("page", "2")]).send().await?.text().await?;
+    /// assert_eq!(url, "https://search.example/q?term=tower+layers&page=2");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn query<T: Serialize + ?Sized>(mut self, query: &T) -> Self {
+        match serde_urlencoded::to_string(query) {
+            Ok(encoded) if encoded.is_empty() => {}
+            Ok(encoded) => self.query.push(encoded),
+            Err(e) => self.fail(
+                Error::new(ErrorKind::Request)
+                    .with_message("query parameters do not serialize")
+                    .with_source(e),
+            ),
+        }
+        self
+    }
+
+    /// Adds a header (after the API's default headers, replacing a default of the same name).
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        K::Error: Into<http::Error>,
+        V: TryInto<HeaderValue>,
+        V::Error: Into<http::Error>,
+    {
+        let name = match name.try_into() {
+            Ok(name) => name,
+            Err(e) => {
+                self.fail(
+                    Error::new(ErrorKind::Request)
+                        .with_message("invalid header name")
+                        .with_source(e.into()),
+                );
+                return self;
+            }
+        };
+        match value.try_into() {
+            Ok(value) => {
+                self.headers.append(name, value);
+            }
+            Err(e) => self.fail(
+                Error::new(ErrorKind::Request)
+                    // The name is safe to show, the value is not.
+                    .with_message(format!("invalid value for header `{name}`"))
+                    .with_source(e.into()),
+            ),
+        }
+        self
+    }
+
+    /// Adds every header of `headers`.
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        let mut last: Option<HeaderName> = None;
+        for (name, value) in headers {
+            if let Some(name) = name {
+                last = Some(name);
+            }
+            if let Some(name) = &last {
+                self.headers.append(name.clone(), value);
+            }
+        }
+        self
+    }
+
+    /// Sends `value` as JSON (`Content-Type: application/json` unless set).
+    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => {
+                self.body = Body::from(bytes);
+                self.default_content_type("application/json");
+            }
+            Err(e) => self.fail(
+                Error::new(ErrorKind::Request)
+                    .with_message("body does not serialize to JSON")
+                    .with_source(e),
+            ),
+        }
+        self
+    }
+
+    /// Sends `value` as a form (`Content-Type: application/x-www-form-urlencoded` unless set).
+    pub fn form<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match serde_urlencoded::to_string(value) {
+            Ok(encoded) => {
+                self.body = Body::from(encoded);
+                self.default_content_type("application/x-www-form-urlencoded");
+            }
+            Err(e) => self.fail(
+                Error::new(ErrorKind::Request)
+                    .with_message("body does not serialize to a form")
+                    .with_source(e),
+            ),
+        }
+        self
+    }
+
+    /// Sends these bytes as the body. Bytes are replayable: a retry sends them again.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = Body::from(body.into());
+        self
+    }
+
+    /// Sends a streaming body; it is sent once, so the request is never retried after it may have
+    /// reached the upstream.
+    pub fn body_stream(mut self, body: Body) -> Self {
+        self.body = body;
+        self
+    }
+
+    fn default_content_type(&mut self, value: &'static str) {
+        if !self.headers.contains_key(CONTENT_TYPE) {
+            self.headers
+                .insert(CONTENT_TYPE, HeaderValue::from_static(value));
+        }
+    }
+
+    /// Sets the `Idempotency-Key` header: the upstream deduplicates, so a POST or PATCH becomes safe
+    /// to retry. The same key goes with every attempt.
+    pub fn idempotency_key(self, key: impl AsRef<str>) -> Self {
+        let key = key.as_ref().to_owned();
+        let mut this = self;
+        this.headers.remove(IDEMPOTENCY_KEY);
+        this.header(IDEMPOTENCY_KEY, key)
+    }
+
+    /// Sets a fresh random (UUID v4) `Idempotency-Key`.
+    pub fn with_idempotency_key(self) -> Self {
+        self.idempotency_key(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// States whether the request may be sent more than once, overriding what its method implies:
+    /// `true` for a POST the API documents as idempotent, `false` to never retry once it may have been
+    /// sent, even a GET.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
+        self
+    }
+
+    /// The total deadline of this call, every attempt and wait included; tightens the integration's
+    /// own `timeout` (the earlier wins).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Builds the `http::Request` that [`send`](RequestBuilder::send) would send, without sending it.
+    ///
+    /// # Errors
+    ///
+    /// The first mistake made while building, a refused path ([`ErrorKind::Request`]), or
+    /// [`ErrorKind::Config`] when the API was removed.
+    pub fn build(self) -> Result<Request<Body>, Error> {
+        let (request, _) = self.build_parts()?;
+        Ok(request)
+    }
+
+    fn build_parts(mut self) -> Result<(Request<Body>, BuiltFor), Error> {
+        let name = self.api.name.clone();
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        let entry = self.api.client.shared.entry(name.as_str())?;
+        let mut url = entry
+            .base
+            .join(&self.path)
+            .map_err(|e| e.with_integration(name.clone()))?;
+        if !self.query.is_empty() {
+            let mut query = url.query().map(str::to_owned).unwrap_or_default();
+            for part in &self.query {
+                if !query.is_empty() {
+                    query.push('&');
+                }
+                query.push_str(part);
+            }
+            url.set_query(Some(&query));
+        }
+        let uri: http::Uri = url.as_str().parse().map_err(|e| {
+            Error::new(ErrorKind::Request)
+                .with_message("the joined URL is not a valid URI")
+                .with_source(e)
+                .with_integration(name.clone())
+        })?;
+        // A request's own header replaces the API's default of the same name.
+        let mut headers = entry.default_headers.clone();
+        for key in self.headers.keys() {
+            headers.remove(key);
+        }
+        for (key, value) in &self.headers {
+            headers.append(key.clone(), value.clone());
+        }
+        let mut request = Request::new(self.body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let extensions = request.extensions_mut();
+        extensions.insert(name.clone());
+        if let Some(flag) = self.idempotent {
+            extensions.insert(Idempotent(flag));
+        }
+        let deadline = self.timeout.map(Deadline::after);
+        if let Some(deadline) = deadline {
+            extensions.insert(deadline);
+        }
+        Ok((request, BuiltFor { entry, deadline }))
+    }
+
+    /// Sends the request through the API's stack and waits for the response headers.
+    ///
+    /// # Errors
+    ///
+    /// An [`Error`] naming the integration (and the attempts, when a retry layer counted them): a
+    /// mistake made while building, a refused path ([`ErrorKind::Request`]), a removed API or a client
+    /// shutting down, or whatever the stack failed with (connect, timeout, deadline, rate limit,
+    /// circuit open, auth...). An error status is not an error here: see
+    /// [`Response::error_for_status`].
+    pub async fn send(self) -> Result<Response, Error> {
+        let name = self.api.name.clone();
+        let shared = self.api.client.shared.clone();
+        let guard = shared
+            .enter()
+            .map_err(|e| e.with_integration(name.clone()))?;
+        let (request, built) = self.build_parts()?;
+        let service = built.entry.service.clone();
+        let call = async move {
+            let response = service.oneshot(request).await;
+            drop(guard);
+            response
+        };
+        let outcome = match built.deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline.instant(), call).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(Error::from_boxed(Box::new(
+                        integration_core::error::DeadlineExceeded::new(),
+                    ))
+                    .with_integration(name));
+                }
+            },
+            None => call.await,
+        };
+        match outcome {
+            Ok(response) => Ok(Response::new(
+                response,
+                name,
+                built.entry.max_response_bytes,
+            )),
+            Err(error) => Err(Error::from_boxed(error).with_integration(name)),
+        }
+    }
+}
+
+struct BuiltFor {
+    entry: std::sync::Arc<crate::client::ApiEntry>,
+    deadline: Option<Deadline>,
+}

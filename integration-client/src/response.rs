@@ -1,0 +1,324 @@
+//! The response of a call: status, headers, attempts, and a body read whole under a cap or streamed.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Limited};
+use integration_core::error::BodyTooLarge;
+use integration_core::ext::{Attempts, IntegrationName};
+use integration_core::throttle::ThrottleSignal;
+use integration_core::{BoxError, Error, ErrorKind};
+use serde::de::DeserializeOwned;
+
+/// The response body type of every stack the facade assembles.
+///
+/// A boxed body, on purpose: the facade's stacks end in different services (the pooled transport, a
+/// test's `service_fn`, a user's own stack through [`Client::from_service`](crate::Client::from_service)),
+/// and layers such as logging wrap the body in their own types. One box per response, made once at the
+/// top of the stack, lets all of them hand back the same [`Response`] type. `Unsync` because a body is
+/// only ever polled by one task; requiring `Sync` would refuse some streaming bodies for no gain.
+pub struct ResponseBody {
+    inner: UnsyncBoxBody<Bytes, BoxError>,
+}
+
+impl ResponseBody {
+    /// Boxes any body with `Bytes` data.
+    pub fn new<B>(body: B) -> Self
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self {
+            inner: body.map_err(Into::into).boxed_unsync(),
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::new(http_body_util::Empty::new())
+    }
+}
+
+impl Default for ResponseBody {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl From<Bytes> for ResponseBody {
+    fn from(bytes: Bytes) -> Self {
+        Self::new(http_body_util::Full::new(bytes))
+    }
+}
+
+impl From<String> for ResponseBody {
+    fn from(text: String) -> Self {
+        Self::from(Bytes::from(text))
+    }
+}
+
+impl From<&'static str> for ResponseBody {
+    fn from(text: &'static str) -> Self {
+        Self::from(Bytes::from_static(text.as_bytes()))
+    }
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("size_hint", &self.inner.size_hint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The response of a call made with [`RequestBuilder::send`](crate::RequestBuilder::send).
+///
+/// The status is not checked: a 404 is a response. Call [`error_for_status`](Response::error_for_status)
+/// to turn 4xx and 5xx into an [`Error`]. Reading the body whole ([`bytes`](Response::bytes),
+/// [`text`](Response::text), [`json`](Response::json)) stops at the integration's
+/// `max_response_bytes` (10 MiB by default) with an [`ErrorKind::Body`] error; [`chunk`](Response::chunk)
+/// and [`into_body`](Response::into_body) stream without a cap.
+pub struct Response {
+    inner: http::Response<ResponseBody>,
+    integration: IntegrationName,
+    max_bytes: usize,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the headers: they may carry cookies or tokens.
+        f.debug_struct("Response")
+            .field("integration", &self.integration)
+            .field("status", &self.inner.status())
+            .field("version", &self.inner.version())
+            .field("attempts", &self.attempts())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Response {
+    pub(crate) fn new(
+        inner: http::Response<ResponseBody>,
+        integration: IntegrationName,
+        max_bytes: usize,
+    ) -> Self {
+        Self {
+            inner,
+            integration,
+            max_bytes,
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.inner.status()
+    }
+
+    /// The HTTP version the response came over (`HTTP/2.0` when the server chose it by ALPN).
+    pub fn version(&self) -> Version {
+        self.inner.version()
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        self.inner.headers()
+    }
+
+    /// The response extensions (the retry layer's [`Attempts`] record, among others).
+    pub fn extensions(&self) -> &http::Extensions {
+        self.inner.extensions()
+    }
+
+    /// The integration that answered.
+    pub fn integration(&self) -> &str {
+        self.integration.as_str()
+    }
+
+    /// Attempts the call took (1 when no retry layer recorded any).
+    pub fn attempts(&self) -> u32 {
+        self.inner
+            .extensions()
+            .get::<Attempts>()
+            .map_or(1, |a| a.count().max(1))
+    }
+
+    /// The cap applied by [`bytes`](Response::bytes), [`text`](Response::text) and
+    /// [`json`](Response::json).
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Turns a 4xx or 5xx response into an [`ErrorKind::Status`] error carrying the status, the
+    /// integration, the attempts and the server's `Retry-After` hint. The error never holds the body or
+    /// the headers.
+    ///
+    /// # Errors
+    ///
+    /// The status error, for 4xx and 5xx.
+    pub fn error_for_status(self) -> Result<Self, Error> {
+        let status = self.status();
+        if !(status.is_client_error() || status.is_server_error()) {
+            return Ok(self);
+        }
+        Err(self.status_error())
+    }
+
+    /// Like [`error_for_status`](Response::error_for_status), without consuming the response.
+    ///
+    /// # Errors
+    ///
+    /// The status error, for 4xx and 5xx.
+    pub fn error_for_status_ref(&self) -> Result<&Self, Error> {
+        let status = self.status();
+        if !(status.is_client_error() || status.is_server_error()) {
+            return Ok(self);
+        }
+        Err(self.status_error())
+    }
+
+    #[allow(clippy::disallowed_methods)] // `Retry-After` may be an HTTP-date: compared to the wall clock.
+    fn status_error(&self) -> Error {
+        let mut error = Error::status_error(self.status())
+            .with_integration(self.integration.clone())
+            .with_attempts(self.attempts());
+        let signal = ThrottleSignal::from_headers(self.headers(), SystemTime::now());
+        if let Some(wait) = signal.retry_after.or_else(|| signal.pause()) {
+            error = error.with_retry_after(wait);
+        }
+        error
+    }
+
+    fn body_error(&self, source: impl Into<BoxError>) -> Error {
+        Error::from_boxed(source.into())
+            .with_integration(self.integration.clone())
+            .with_attempts(self.attempts())
+    }
+
+    /// Reads the whole body, up to the cap.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Body`] past the cap (with [`BodyTooLarge`] as the source) or when the connection
+    /// breaks while reading.
+    pub async fn bytes(self) -> Result<Bytes, Error> {
+        let limit = self.max_bytes;
+        if let Some(length) = self.inner.body().size_hint().exact()
+            && length > limit as u64
+        {
+            return Err(self.body_error(BodyTooLarge::new(limit)));
+        }
+        let attempts = self.attempts();
+        let integration = self.integration.clone();
+        let context = move |e: Error| e.with_integration(integration).with_attempts(attempts);
+        match Limited::new(self.inner.into_body(), limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(context(
+                Error::from_boxed(Box::new(BodyTooLarge::new(limit))),
+            )),
+            Err(e) => {
+                let error = Error::from_boxed(e);
+                // A failure while reading is a body error whatever the transport said about it.
+                let error = if error.kind() == ErrorKind::Other {
+                    Error::new(ErrorKind::Body)
+                        .with_message("reading the response body failed")
+                        .with_source(error)
+                } else {
+                    error
+                };
+                Err(context(error))
+            }
+        }
+    }
+
+    /// Reads the whole body (up to the cap) as UTF-8 text; invalid sequences become `U+FFFD`.
+    ///
+    /// # Errors
+    ///
+    /// As [`bytes`](Response::bytes).
+    pub async fn text(self) -> Result<String, Error> {
+        let bytes = self.bytes().await?;
+        Ok(match String::from_utf8(bytes.to_vec()) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
+
+    /// Reads the whole body (up to the cap) and decodes it as JSON.
+    ///
+    /// # Errors
+    ///
+    /// As [`bytes`](Response::bytes), and [`ErrorKind::Body`] when the JSON does not decode into `T`
+    /// (the message gives the line and column, never the content).
+    pub async fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
+        let integration = self.integration.clone();
+        let attempts = self.attempts();
+        let bytes = self.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(ErrorKind::Body)
+                .with_message(format!("response is not the expected JSON ({e})"))
+                .with_integration(integration)
+                .with_attempts(attempts)
+        })
+    }
+
+    /// The next chunk of the body, streaming and uncapped; `None` at the end.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Body`] when the connection breaks while reading.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            match self.inner.body_mut().frame().await {
+                None => return Ok(None),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(Error::new(ErrorKind::Body)
+                        .with_message("reading the response body failed")
+                        .with_source(e)
+                        .with_integration(self.integration.clone())
+                        .with_attempts(self.attempts()));
+                }
+            }
+        }
+    }
+
+    /// The body, to stream it (it implements [`http_body::Body`]); no cap applies.
+    pub fn into_body(self) -> ResponseBody {
+        self.inner.into_body()
+    }
+
+    /// The underlying `http::Response`.
+    pub fn into_http(self) -> http::Response<ResponseBody> {
+        self.inner
+    }
+}

@@ -1,0 +1,524 @@
+//! Stack assembly: one function turns an integration's configuration into its tower stack.
+//!
+//! The order, outermost first (DESIGN.md, "One call"):
+//!
+//! ```text
+//! LogLayer              one span per logical call; outcome, total latency, metrics
+//! DeadlineLayer         total deadline written into the request
+//! RetryLayer            attempts, backoff, Retry-After, budget, idempotency rules
+//! CircuitBreakerLayer   fail fast while the upstream is known broken
+//! RateLimitLayer        one permit per attempt; server throttle pauses
+//! AuthLayer             fresh credential per attempt; 401 invalidates it
+//! AttemptLogLayer       one span per attempt
+//! AttemptTimeoutLayer   bound on one attempt
+//! Transport             pooled hyper-util client, rustls, h1/h2, decompression, safe redirects
+//! ```
+//!
+//! The stack is boxed once, at the top ([`HttpService`]): one allocation per call for the future, none
+//! per layer.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use http::{HeaderName, Request, Response};
+use integration_auth::{
+    ApiKey, AuthLayer, Basic, Bearer, ClientCredentials, CredentialProvider, JwtAssertion,
+    JwtClaims, JwtSigner, RedisTokenStore, RefreshToken, TokenCacheConfig, TokenTransport,
+};
+use integration_config::{
+    AuthConfig, BreakerConfig, BudgetConfig, IntegrationConfig, JwtAlgorithm, LogConfig, LogLevel,
+    RateLimitConfig, StoreKind,
+};
+use integration_core::{Body, BoxError, Error};
+use integration_log::redact::Redactor;
+use integration_log::{AttemptLogLayer, LogLayer, LogPolicy};
+use integration_ratelimit::{Quota, RateLimitLayer, RateLimitPolicy, RateLimiter, RedisOptions};
+use integration_retry::{
+    AttemptTimeoutLayer, Backoff, BreakerPolicy, BreakerRegistry, CircuitBreakerLayer,
+    DeadlineLayer, RetryBudget, RetryLayer, RetryPolicy,
+};
+use redis::aio::ConnectionManager;
+use secrecy::{ExposeSecret, SecretString};
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+
+use crate::client::config_error;
+use crate::response::ResponseBody;
+use crate::transport::Transport;
+
+/// The assembled stack of one integration, boxed once at the top.
+pub type HttpService = BoxCloneSyncService<Request<Body>, Response<ResponseBody>, BoxError>;
+
+/// Handles shared by every integration of a client: today the Redis connection used by
+/// `store = "redis"` sections.
+#[derive(Clone, Default)]
+pub struct SharedHandles {
+    redis: Option<(ConnectionManager, String)>,
+}
+
+impl fmt::Debug for SharedHandles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedHandles")
+            .field("redis", &self.redis.as_ref().map(|(_, prefix)| prefix))
+            .finish()
+    }
+}
+
+impl SharedHandles {
+    /// No shared handles: every state lives in memory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Shares rate limits and tokens through this Redis connection, keys under `prefix`.
+    #[must_use]
+    pub fn with_redis(mut self, connection: ConnectionManager, prefix: impl Into<String>) -> Self {
+        self.redis = Some((connection, prefix.into()));
+        self
+    }
+
+    fn redis(&self, path: &str) -> Result<(ConnectionManager, &str), Error> {
+        match &self.redis {
+            Some((connection, prefix)) => Ok((connection.clone(), prefix.as_str())),
+            None => Err(config_error(format!(
+                "{path}: store = \"redis\" needs a Redis connection (a [redis] section with \
+                 Client::connect, or ClientBuilder::redis)"
+            ))),
+        }
+    }
+}
+
+/// The state of one integration that outlives a rebuild of its stack, section by section: when a
+/// reload leaves a section's configuration unchanged, its state carries over, so a reload neither
+/// forgets a server's throttle pause nor refetches a token.
+///
+/// | section | state | on a change of the section |
+/// | --- | --- | --- |
+/// | `rate_limit` | the [`RateLimiter`] (quota counters, server pauses) | same store: the limiter is kept and its policy replaced; other store: a new limiter |
+/// | `retry.budget` | the [`RetryBudget`] | a new budget |
+/// | `circuit_breaker` | the [`BreakerRegistry`] | a new registry (closed) |
+/// | `auth` | the credential provider and its token cache | a new provider (fetches anew) |
+#[derive(Clone)]
+pub struct SharedState {
+    rate_limit: (RateLimitConfig, RateLimiter),
+    budget: (Option<BudgetConfig>, RetryBudget),
+    breaker: (BreakerConfig, BreakerRegistry),
+    auth: (AuthConfig, Option<Arc<dyn CredentialProvider>>),
+}
+
+impl fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedState")
+            .field("rate_limiter", &self.rate_limit.1)
+            .field("retry_budget", &self.budget.1)
+            .field("breaker", &self.breaker.1)
+            .field("auth", &self.auth.0.kind())
+            .finish()
+    }
+}
+
+impl SharedState {
+    /// The state for integration `name` with `config`, taking over each section of `previous` whose
+    /// configuration is unchanged. Token endpoints are reached through `transport`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`](integration_core::ErrorKind::Config) when a section's settings are refused
+    /// (a quota the limiter rejects, a JWT key that does not parse, a Redis store without a connection).
+    pub fn derive(
+        name: &str,
+        config: &IntegrationConfig,
+        previous: Option<&SharedState>,
+        shared: &SharedHandles,
+        transport: &Transport,
+    ) -> Result<Self, Error> {
+        let path = format!("integrations.{name}");
+        let policy = rate_limit_policy(&path, &config.rate_limit)?;
+        let rate_limit = match previous {
+            Some(prev) if prev.rate_limit.0 == config.rate_limit => prev.rate_limit.clone(),
+            Some(prev)
+                if prev.rate_limit.0.store == config.rate_limit.store
+                    && prev.rate_limit.0.expected_replicas
+                        == config.rate_limit.expected_replicas =>
+            {
+                // Same store: keep every key's state (server pauses included), change the quotas.
+                prev.rate_limit.1.set_policy(policy);
+                (config.rate_limit.clone(), prev.rate_limit.1.clone())
+            }
+            _ => {
+                let limiter = match config.rate_limit.store {
+                    StoreKind::Redis => {
+                        let (connection, prefix) =
+                            shared.redis(&format!("{path}.rate_limit.store"))?;
+                        let options = RedisOptions::new()
+                            .with_expected_replicas(config.rate_limit.expected_replicas)
+                            .with_integration(name);
+                        RateLimiter::redis(connection, format!("{prefix}:rl"), policy, options)
+                    }
+                    _ => RateLimiter::memory(policy),
+                };
+                (config.rate_limit.clone(), limiter)
+            }
+        };
+        let budget = match previous {
+            Some(prev) if prev.budget.0 == config.retry.budget => prev.budget.clone(),
+            _ => {
+                let budget = match &config.retry.budget {
+                    Some(b) => RetryBudget::new(b.window, b.min_per_second, b.ratio),
+                    None => RetryBudget::unlimited(),
+                };
+                (config.retry.budget.clone(), budget)
+            }
+        };
+        let breaker = match previous {
+            Some(prev) if prev.breaker.0 == config.circuit_breaker => prev.breaker.clone(),
+            _ => (config.circuit_breaker.clone(), BreakerRegistry::new()),
+        };
+        let auth = match previous {
+            Some(prev) if prev.auth.0 == config.auth => prev.auth.clone(),
+            _ => (
+                config.auth.clone(),
+                credential_provider(name, &path, &config.auth, shared, transport)?,
+            ),
+        };
+        Ok(Self {
+            rate_limit,
+            budget,
+            breaker,
+            auth,
+        })
+    }
+
+    /// The rate limiter (shared by every stack built from this state).
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.rate_limit.1
+    }
+
+    /// The retry budget.
+    pub fn retry_budget(&self) -> &RetryBudget {
+        &self.budget.1
+    }
+
+    /// The circuit breakers.
+    pub fn breakers(&self) -> &BreakerRegistry {
+        &self.breaker.1
+    }
+
+    /// The credential provider, when the integration authenticates.
+    pub fn credential_provider(&self) -> Option<&Arc<dyn CredentialProvider>> {
+        self.auth.1.as_ref()
+    }
+}
+
+fn secret(secret: &integration_config::Secret) -> SecretString {
+    SecretString::from(secret.expose_secret().to_owned())
+}
+
+fn rate_limit_policy(path: &str, config: &RateLimitConfig) -> Result<RateLimitPolicy, Error> {
+    let mut quotas = Vec::with_capacity(config.quotas.len());
+    for (i, quota) in config.quotas.iter().enumerate() {
+        let quota = Quota::new(quota.rate, quota.per, quota.effective_burst()).map_err(|e| {
+            config_error(format!("{path}.rate_limit.quotas[{i}]: {e}")).with_source(e)
+        })?;
+        quotas.push(quota);
+    }
+    Ok(RateLimitPolicy::new(quotas)
+        .with_max_wait(config.max_wait)
+        .with_max_server_pause(config.max_server_pause)
+        .with_max_concurrency(
+            config
+                .max_concurrency
+                .and_then(|n| NonZeroUsize::new(n as usize)),
+        ))
+}
+
+fn token_store(
+    store: StoreKind,
+    path: &str,
+    shared: &SharedHandles,
+) -> Result<Option<Arc<RedisTokenStore>>, Error> {
+    match store {
+        StoreKind::Redis => {
+            let (connection, prefix) = shared.redis(&format!("{path}.auth.store"))?;
+            Ok(Some(Arc::new(RedisTokenStore::new(
+                connection,
+                format!("{prefix}:token"),
+            ))))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn jwt_signer(path: &str, algorithm: JwtAlgorithm, key: &SecretString) -> Result<JwtSigner, Error> {
+    let signer = match algorithm {
+        JwtAlgorithm::HS256 => Ok(JwtSigner::hs256(key)),
+        JwtAlgorithm::RS256 => JwtSigner::rs256_pem(key),
+        JwtAlgorithm::ES256 => JwtSigner::es256_pem(key),
+        other => {
+            return Err(config_error(format!(
+                "{path}.auth.algorithm: {other:?} is not supported yet (HS256, RS256, ES256 are)"
+            )));
+        }
+    };
+    signer.map_err(|e| {
+        config_error(format!("{path}.auth.private_key: not a usable key")).with_source(e)
+    })
+}
+
+/// Turns an auth section into its provider (`None` for `type = "none"`).
+fn credential_provider(
+    name: &str,
+    path: &str,
+    auth: &AuthConfig,
+    shared: &SharedHandles,
+    transport: &Transport,
+) -> Result<Option<Arc<dyn CredentialProvider>>, Error> {
+    let tokens = || TokenTransport::new(transport.clone());
+    let provider: Arc<dyn CredentialProvider> = match auth {
+        AuthConfig::None => return Ok(None),
+        AuthConfig::ApiKey(a) => match (&a.header, &a.query) {
+            (_, Some(param)) if a.header.is_none() => {
+                Arc::new(ApiKey::query(param.as_str(), secret(&a.key)))
+            }
+            _ => {
+                let header = a.header_name().unwrap_or("x-api-key");
+                let header = HeaderName::from_bytes(header.as_bytes()).map_err(|e| {
+                    config_error(format!("{path}.auth.header: not a header name")).with_source(e)
+                })?;
+                Arc::new(ApiKey::header(header, secret(&a.key)))
+            }
+        },
+        AuthConfig::Basic(a) => Arc::new(Basic::new(a.username.clone(), secret(&a.password))),
+        AuthConfig::Bearer(a) => Arc::new(Bearer::new(secret(&a.token))),
+        AuthConfig::OAuth2ClientCredentials(a) => {
+            let mut provider = ClientCredentials::new(
+                a.token_url.clone(),
+                a.client_id.clone(),
+                secret(&a.client_secret),
+                tokens(),
+            )
+            .with_scopes(a.scopes.iter().cloned())
+            .with_client_auth(client_auth(a.client_auth))
+            .with_cache_config(
+                TokenCacheConfig::new()
+                    .with_skew(a.skew)
+                    .with_integration(name),
+            );
+            if let Some(audience) = &a.audience {
+                provider = provider.with_audience(audience.clone());
+            }
+            if let Some(resource) = &a.resource {
+                provider = provider.with_resource(resource.clone());
+            }
+            if let Some(store) = token_store(a.store, path, shared)? {
+                provider = provider.with_store(store);
+            }
+            Arc::new(provider)
+        }
+        AuthConfig::OAuth2RefreshToken(a) => {
+            let mut provider = RefreshToken::new(
+                a.token_url.clone(),
+                a.client_id.clone(),
+                secret(&a.refresh_token),
+                tokens(),
+            )
+            .with_scopes(a.scopes.iter().cloned())
+            .with_client_auth(client_auth(a.client_auth))
+            .with_cache_config(
+                TokenCacheConfig::new()
+                    .with_skew(a.skew)
+                    .with_integration(name),
+            );
+            if let Some(client_secret) = &a.client_secret {
+                provider = provider.with_client_secret(secret(client_secret));
+            }
+            if let Some(store) = token_store(a.store, path, shared)? {
+                provider = provider.with_store(store);
+            }
+            Arc::new(provider)
+        }
+        AuthConfig::Jwt(a) => {
+            let mut signer = jwt_signer(path, a.algorithm, &secret(&a.private_key))?;
+            if let Some(kid) = &a.key_id {
+                signer = signer.with_key_id(kid.clone());
+            }
+            let mut claims =
+                JwtClaims::new(a.issuer.clone().unwrap_or_default()).with_lifetime(a.ttl);
+            if let Some(subject) = &a.subject {
+                claims = claims.with_subject(subject.clone());
+            }
+            if let Some(audience) = &a.audience {
+                claims = claims.with_audience(audience.clone());
+            }
+            Arc::new(
+                JwtAssertion::new(signer, claims).with_cache_config(
+                    TokenCacheConfig::new()
+                        .with_skew(a.skew)
+                        .with_integration(name),
+                ),
+            )
+        }
+        AuthConfig::JwtBearerGrant(a) => {
+            let mut signer = jwt_signer(path, a.algorithm, &secret(&a.private_key))?;
+            if let Some(kid) = &a.key_id {
+                signer = signer.with_key_id(kid.clone());
+            }
+            let mut claims =
+                JwtClaims::new(a.issuer.clone().unwrap_or_default()).with_lifetime(a.ttl);
+            if let Some(subject) = &a.subject {
+                claims = claims.with_subject(subject.clone());
+            }
+            claims = claims.with_audience(
+                a.audience
+                    .clone()
+                    .unwrap_or_else(|| a.token_url.to_string()),
+            );
+            let mut provider = integration_auth::JwtBearerGrant::new(
+                a.token_url.clone(),
+                signer,
+                claims,
+                tokens(),
+            )
+            .with_scopes(a.scopes.iter().cloned())
+            .with_cache_config(
+                TokenCacheConfig::new()
+                    .with_skew(a.skew)
+                    .with_integration(name),
+            );
+            if let Some(store) = token_store(a.store, path, shared)? {
+                provider = provider.with_store(store);
+            }
+            Arc::new(provider)
+        }
+        other => {
+            return Err(config_error(format!(
+                "{path}.auth.type: `{}` is not supported by this client",
+                other.kind()
+            )));
+        }
+    };
+    Ok(Some(provider))
+}
+
+fn client_auth(auth: integration_config::ClientAuth) -> integration_auth::ClientAuth {
+    match auth {
+        integration_config::ClientAuth::Body => integration_auth::ClientAuth::RequestBody,
+        _ => integration_auth::ClientAuth::BasicHeader,
+    }
+}
+
+fn level(level: LogLevel) -> tracing::Level {
+    level.to_tracing().unwrap_or(tracing::Level::TRACE)
+}
+
+/// The redactor of an integration: the built-in rule, its `log.redact_*` deny lists and
+/// `log.allow_headers`. The transport uses the same rule (deny lists only) to decide which headers are
+/// credentials on a cross-origin redirect.
+pub(crate) fn redactor(log: &LogConfig) -> Redactor {
+    Redactor::default()
+        .deny(log.redact_headers.iter().chain(&log.redact_fields))
+        .allow(&log.allow_headers)
+}
+
+fn log_policy(log: &LogConfig) -> LogPolicy {
+    LogPolicy::new()
+        .with_redactor(redactor(log))
+        .with_success_level(level(log.success_level))
+        .with_headers(log.capture_headers)
+        .with_bodies(log.capture_bodies)
+        .with_body_limit(log.max_body_bytes)
+        .with_traceparent(log.propagate_traceparent)
+}
+
+fn retry_policy(config: &IntegrationConfig) -> RetryPolicy {
+    let retry = &config.retry;
+    let backoff = match retry.jitter {
+        integration_config::Jitter::Decorrelated => Backoff::DecorrelatedJitter,
+        _ => Backoff::FullJitter,
+    };
+    RetryPolicy::new()
+        .with_max_attempts(retry.max_attempts)
+        .with_base(retry.base)
+        .with_cap(retry.cap)
+        .with_throttle_base(retry.throttle_base)
+        .with_max_retry_after(retry.max_retry_after)
+        .with_backoff(backoff)
+        .with_idempotency_key(retry.idempotency_keys)
+}
+
+fn breaker_policy(breaker: &BreakerConfig) -> BreakerPolicy {
+    BreakerPolicy::new()
+        .with_failure_ratio(breaker.failure_ratio)
+        .with_window(breaker.window)
+        .with_min_throughput(breaker.min_requests)
+        .with_consecutive_failures(breaker.consecutive_failures)
+        .with_open_duration(breaker.open_for)
+}
+
+/// Builds the stack of an integration from its configuration, over `transport`, with the long-lived
+/// pieces taken from `state`, in the order of the module docs, boxed once.
+///
+/// This is the one place the order lives; [`Client`](crate::Client) calls it for every configured API
+/// and again on [`Client::update`](crate::Client::update).
+///
+/// ```
+/// use integration_client::stack::{SharedHandles, SharedState, build_stack};
+/// use integration_client::transport::Transport;
+/// use integration_config::IntegrationConfig;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = IntegrationConfig::builder("https://api.example.com/v1/").max_attempts(2).build()?;
+/// let transport = Transport::new()?;
+/// let handles = SharedHandles::new();
+/// let state = SharedState::derive("example", &config, None, &handles, &transport)?;
+/// let stack = build_stack(&config, &state, transport.clone())?; // a tower::Service<http::Request<Body>>
+///
+/// // A reload that changes only the retry attempts keeps the retry budget, the limiter, the breakers
+/// // and the token cache.
+/// let mut changed = config.clone();
+/// changed.retry.max_attempts = 3;
+/// let next = SharedState::derive("example", &changed, Some(&state), &handles, &transport)?;
+/// assert!(next.retry_budget().ptr_eq(state.retry_budget()));
+/// let rebuilt = build_stack(&changed, &next, transport)?;
+/// # let _ = (stack, rebuilt);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`ErrorKind::Config`](integration_core::ErrorKind::Config) when a layer refuses its settings (an
+/// attempt timeout longer than the total).
+pub fn build_stack(
+    config: &IntegrationConfig,
+    state: &SharedState,
+    transport: Transport,
+) -> Result<HttpService, Error> {
+    let policy = log_policy(&config.log);
+    let attempt_timeout =
+        AttemptTimeoutLayer::within(config.effective_attempt_timeout(), config.timeout)
+            .map_err(|e| config_error("attempt_timeout: must not exceed timeout").with_source(e))?;
+    let breaker = config.circuit_breaker.enabled.then(|| {
+        CircuitBreakerLayer::new(breaker_policy(&config.circuit_breaker))
+            .with_registry(state.breaker.1.clone())
+    });
+    // The facade's retry layer replays a 401 once; the auth layer must not replay it again.
+    let auth = state
+        .auth
+        .1
+        .clone()
+        .map(|provider| AuthLayer::from_arc(provider).replay_on_unauthorized(false));
+    let service = ServiceBuilder::new()
+        .map_response(|response: Response<_>| response.map(ResponseBody::new))
+        .layer(LogLayer::new(policy.clone()))
+        .layer(DeadlineLayer::new(config.timeout))
+        .layer(RetryLayer::new(retry_policy(config)).with_budget(state.budget.1.clone()))
+        .option_layer(breaker)
+        .layer(RateLimitLayer::new(state.rate_limit.1.clone()))
+        .option_layer(auth)
+        .layer(AttemptLogLayer::new(policy))
+        .layer(attempt_timeout)
+        .service(transport);
+    Ok(HttpService::new(service))
+}

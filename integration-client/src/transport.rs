@@ -1,0 +1,439 @@
+//! The transport: hyper-util's pooled client over rustls, with response decompression and safe redirects.
+//!
+//! [`Transport`] is the innermost service of every integration's stack. It speaks HTTP/1.1 and HTTP/2
+//! (chosen by ALPN), verifies certificates against the webpki roots by default (the platform's roots and
+//! extra CA certificates by option), presents a client certificate when configured (mTLS), decompresses
+//! gzip, deflate and brotli responses, and follows at most ten redirects, dropping credential headers when
+//! the origin changes and refusing a downgrade from `https` to `http`. There is no option to turn
+//! certificate checks off.
+//!
+//! ```
+//! use integration_client::transport::Transport;
+//! use std::time::Duration;
+//!
+//! # fn main() -> Result<(), integration_core::Error> {
+//! let transport = Transport::builder()
+//!     .connect_timeout(Duration::from_secs(5))
+//!     .pool_max_idle_per_host(16)
+//!     .max_redirects(5)
+//!     .build()?;
+//! # let _ = transport;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Clones share one connection pool. [`Transport::with_redactor`] gives a clone that also strips an
+//! integration's own credential headers on cross-origin redirects, still over the shared pool.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use integration_core::{Body, BoxError, Error, ErrorKind};
+use integration_log::redact::Redactor;
+use pin_project_lite::pin_project;
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::{ExposeSecret, SecretSlice};
+use tower::util::MapErr;
+use tower_http::decompression::{Decompression, DecompressionBody};
+use tower_http::follow_redirect::FollowRedirect;
+use tower_service::Service;
+
+pub use crate::redirect::DEFAULT_MAX_REDIRECTS;
+use crate::redirect::RedirectPolicy;
+
+/// The response body of the transport: the connection's body, decompressed when it was encoded.
+pub type TransportBody = DecompressionBody<Incoming>;
+
+type Pooled = HyperClient<HttpsConnector<HttpConnector>, Body>;
+type ErrFn = fn(hyper_util::client::legacy::Error) -> BoxError;
+type Inner = FollowRedirect<Decompression<MapErr<Pooled, ErrFn>>, RedirectPolicy>;
+
+/// A client certificate and its private key, presented for mutual TLS.
+///
+/// `Debug` never shows the key.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: SecretSlice<u8>,
+}
+
+impl ClientIdentity {
+    /// Reads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] when either holds no usable PEM item.
+    pub fn from_pem(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, Error> {
+        let chain = CertificateDer::pem_slice_iter(cert_chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| config_error("client certificate is not valid PEM").with_source(e))?;
+        if chain.is_empty() {
+            return Err(config_error("client certificate PEM holds no certificate"));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+            config_error("client key is not a valid PEM private key").with_source(e)
+        })?;
+        Ok(Self {
+            chain,
+            key: SecretSlice::from(key.secret_der().to_vec()),
+        })
+    }
+
+    fn key(&self) -> Result<PrivateKeyDer<'static>, Error> {
+        PrivateKeyDer::try_from(self.key.expose_secret().to_vec())
+            .map_err(|e| config_error(format!("client key: {e}")))
+    }
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("certificates", &self.chain.len())
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+    Error::new(ErrorKind::Config).with_message(message)
+}
+
+/// Settings of a [`Transport`]; start from [`Transport::builder`].
+#[derive(Debug, Clone)]
+pub struct TransportBuilder {
+    connect_timeout: Option<Duration>,
+    pool_idle_timeout: Option<Duration>,
+    pool_max_idle_per_host: usize,
+    tcp_keepalive: Option<Duration>,
+    tcp_nodelay: bool,
+    http2: bool,
+    webpki_roots: bool,
+    native_roots: bool,
+    extra_roots: Vec<CertificateDer<'static>>,
+    identity: Option<ClientIdentity>,
+    max_redirects: usize,
+    decompression: bool,
+}
+
+impl Default for TransportBuilder {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Some(Duration::from_secs(10)),
+            pool_idle_timeout: Some(Duration::from_secs(90)),
+            pool_max_idle_per_host: 32,
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            tcp_nodelay: true,
+            http2: true,
+            webpki_roots: true,
+            native_roots: false,
+            extra_roots: Vec::new(),
+            identity: None,
+            max_redirects: DEFAULT_MAX_REDIRECTS,
+            decompression: true,
+        }
+    }
+}
+
+impl TransportBuilder {
+    /// Bound on the TCP connect (DNS included). Default 10 s; `None` waits as long as the OS does.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.connect_timeout = timeout.into();
+        self
+    }
+
+    /// How long an idle pooled connection is kept. Default 90 s.
+    #[must_use]
+    pub fn pool_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.pool_idle_timeout = timeout.into();
+        self
+    }
+
+    /// Idle connections kept per host. Default 32.
+    #[must_use]
+    pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.pool_max_idle_per_host = max;
+        self
+    }
+
+    /// TCP keep-alive probe interval. Default 60 s; `None` turns keep-alive off.
+    #[must_use]
+    pub fn tcp_keepalive(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.tcp_keepalive = interval.into();
+        self
+    }
+
+    /// `TCP_NODELAY`. Default on.
+    #[must_use]
+    pub fn tcp_nodelay(mut self, nodelay: bool) -> Self {
+        self.tcp_nodelay = nodelay;
+        self
+    }
+
+    /// Offer HTTP/2 by ALPN on TLS connections (HTTP/1.1 is always offered). Default on.
+    #[must_use]
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.http2 = enabled;
+        self
+    }
+
+    /// Trust the webpki (Mozilla) roots. Default on.
+    #[must_use]
+    pub fn webpki_roots(mut self, enabled: bool) -> Self {
+        self.webpki_roots = enabled;
+        self
+    }
+
+    /// Also trust the platform's roots. Default off.
+    #[must_use]
+    pub fn native_roots(mut self, enabled: bool) -> Self {
+        self.native_roots = enabled;
+        self
+    }
+
+    /// Also trust the CA certificates in `pem` (one or more PEM `CERTIFICATE` blocks).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] when `pem` holds no certificate or is malformed.
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| config_error("CA certificate is not valid PEM").with_source(e))?;
+        if certs.is_empty() {
+            return Err(config_error("CA certificate PEM holds no certificate"));
+        }
+        self.extra_roots.extend(certs);
+        Ok(self)
+    }
+
+    /// Present this client certificate when the server asks for one (mutual TLS).
+    #[must_use]
+    pub fn client_identity(mut self, identity: ClientIdentity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Redirects followed per request before failing with [`ErrorKind::Request`]. Default 10; 0 turns
+    /// following off (the 3xx is an error).
+    #[must_use]
+    pub fn max_redirects(mut self, max: usize) -> Self {
+        self.max_redirects = max;
+        self
+    }
+
+    /// Decompress gzip, deflate and brotli responses (and say so in `Accept-Encoding`). Default on.
+    #[must_use]
+    pub fn decompression(mut self, enabled: bool) -> Self {
+        self.decompression = enabled;
+        self
+    }
+
+    fn tls_config(&self) -> Result<rustls::ClientConfig, Error> {
+        let mut roots = RootCertStore::empty();
+        if self.webpki_roots {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        if self.native_roots {
+            let native = rustls_native_certs::load_native_certs();
+            for error in &native.errors {
+                tracing::warn!(%error, "could not load a platform root certificate");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(native.certs);
+            tracing::debug!(added, ignored, "platform root certificates loaded");
+        }
+        for cert in &self.extra_roots {
+            roots
+                .add(cert.clone())
+                .map_err(|e| config_error("CA certificate rejected").with_source(e))?;
+        }
+        if roots.is_empty() {
+            return Err(config_error(
+                "no trusted root certificate: enable webpki or native roots, or add a CA",
+            ));
+        }
+        // ring, passed explicitly: with a second provider compiled in, the implicit default panics.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| config_error("TLS protocol versions").with_source(e))?
+            .with_root_certificates(roots);
+        match &self.identity {
+            Some(identity) => builder
+                .with_client_auth_cert(identity.chain.clone(), identity.key()?)
+                .map_err(|e| config_error("client certificate rejected").with_source(e)),
+            None => Ok(builder.with_no_client_auth()),
+        }
+    }
+
+    /// Builds the transport: one connection pool, shared by its clones.
+    ///
+    /// Must run inside a tokio runtime when the first request is sent (not when building).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] when the TLS settings are unusable (no root, a bad client key).
+    pub fn build(&self) -> Result<Transport, Error> {
+        let tls = self.tls_config()?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(self.connect_timeout);
+        http.set_keepalive(self.tcp_keepalive);
+        http.set_nodelay(self.tcp_nodelay);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1();
+        let connector = if self.http2 {
+            connector.enable_http2().wrap_connector(http)
+        } else {
+            connector.wrap_connector(http)
+        };
+        let mut pool = HyperClient::builder(TokioExecutor::new());
+        pool.pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_max_idle_per_host(self.pool_max_idle_per_host);
+        let pool: Pooled = pool.build(connector);
+        Ok(Transport::assemble(
+            pool,
+            self.decompression,
+            self.max_redirects,
+            Redactor::default(),
+        ))
+    }
+}
+
+/// The innermost service: sends a request on the pooled connection and returns the (decompressed)
+/// response.
+///
+/// # Clone
+///
+/// Clones share the connection pool.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Inner,
+    pool: Pooled,
+    decompression: bool,
+    max_redirects: usize,
+    redactor: Redactor,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("decompression", &self.decompression)
+            .field("max_redirects", &self.max_redirects)
+            .field("redactor", &self.redactor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// Settings with the defaults: webpki roots, HTTP/1.1 and HTTP/2, 10 s connect timeout, 90 s
+    /// idle timeout, 32 idle connections per host, decompression on, 10 redirects.
+    pub fn builder() -> TransportBuilder {
+        TransportBuilder::default()
+    }
+
+    /// A transport with the default settings.
+    ///
+    /// # Errors
+    ///
+    /// See [`TransportBuilder::build`].
+    pub fn new() -> Result<Self, Error> {
+        Self::builder().build()
+    }
+
+    /// A clone over the same pool whose redirects drop the headers `redactor` calls secret (an
+    /// integration's own API-key header, from its `log.redact_headers`) on a change of origin.
+    #[must_use]
+    pub fn with_redactor(&self, redactor: Redactor) -> Self {
+        Self::assemble(
+            self.pool.clone(),
+            self.decompression,
+            self.max_redirects,
+            redactor,
+        )
+    }
+
+    fn assemble(
+        pool: Pooled,
+        decompression: bool,
+        max_redirects: usize,
+        redactor: Redactor,
+    ) -> Self {
+        let map: ErrFn = |e| Box::new(e);
+        let decompress = Decompression::new(MapErr::new(pool.clone(), map))
+            .gzip(decompression)
+            .deflate(decompression)
+            .br(decompression);
+        let inner = FollowRedirect::with_policy(
+            decompress,
+            RedirectPolicy::new(max_redirects, redactor.clone()),
+        );
+        Self {
+            inner,
+            pool,
+            decompression,
+            max_redirects,
+            redactor,
+        }
+    }
+}
+
+impl Service<Request<Body>> for Transport {
+    type Response = Response<TransportBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The pool is always ready: it waits for a connection inside the call.
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> ResponseFuture {
+        ResponseFuture {
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Transport`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture {
+        #[pin]
+        inner: tower_http::follow_redirect::ResponseFuture<
+            Decompression<MapErr<Pooled, ErrFn>>,
+            Body,
+            RedirectPolicy,
+        >,
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<TransportBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(ready!(self.project().inner.poll(cx)))
+    }
+}

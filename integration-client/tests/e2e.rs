@@ -1,0 +1,861 @@
+//! End to end through the full stack (log, deadline, retry, breaker, rate limit, auth, transport)
+//! against wiremock upstreams.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use integration_client::{Client, GraphQlError};
+use integration_config::{Config, IntegrationConfig, Secret};
+use integration_core::ErrorKind;
+use integration_core::error::BodyTooLarge;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use wiremock::matchers::{
+    body_json, body_string, header, header_exists, method, path, query_param,
+};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// An integration at `server` with fast retries, so tests do not wait on real backoff.
+fn fast(server: &MockServer) -> IntegrationConfig {
+    let mut config = IntegrationConfig::builder(server.uri()).build().unwrap();
+    config.retry.base = Duration::from_millis(1);
+    config.retry.cap = Duration::from_millis(5);
+    config.retry.throttle_base = Duration::from_millis(1);
+    config.timeout = Duration::from_secs(10);
+    config
+}
+
+fn client(name: &str, config: IntegrationConfig) -> Client {
+    Client::builder().api(name, config).build().unwrap()
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Charge {
+    id: String,
+    amount: u64,
+}
+
+#[tokio::test]
+async fn json_request_and_response_round_trip() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/charges"))
+        .and(header("content-type", "application/json"))
+        .and(body_json(json!({ "amount": 100 })))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(json!({ "id": "ch_1", "amount": 100 })),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut config = fast(&server);
+    config.base_url = format!("{}/v1/", server.uri()).parse().unwrap();
+    let client = client("stripe", config);
+
+    let response = client
+        .api("stripe")
+        .unwrap()
+        .post("/charges")
+        .json(&json!({ "amount": 100 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.attempts(), 1);
+    assert_eq!(response.integration(), "stripe");
+    let charge: Charge = response.json().await.unwrap();
+    assert_eq!(
+        charge,
+        Charge {
+            id: "ch_1".into(),
+            amount: 100
+        }
+    );
+}
+
+#[tokio::test]
+async fn default_headers_user_agent_query_and_form_are_sent() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path("/items/7"))
+        .and(header("user-agent", "acme/1.0"))
+        .and(header("accept", "application/vnd.test+json"))
+        .and(header("x-override", "mine"))
+        .and(query_param("page", "2"))
+        .and(query_param("q", "a b"))
+        .and(header("content-type", "application/x-www-form-urlencoded"))
+        .and(body_string("name=widget&size=3"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut config = fast(&server);
+    config.user_agent = Some("acme/1.0".into());
+    config
+        .headers
+        .insert("accept".into(), "application/vnd.test+json".into());
+    config.headers.insert("x-override".into(), "default".into());
+    let client = client("items", config);
+    let text = client
+        .api("items")
+        .unwrap()
+        .put("/items/7?page=2")
+        .query(&[("q", "a b")])
+        .header("x-override", "mine")
+        .form(&[("name", "widget"), ("size", "3")])
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "ok");
+}
+
+#[tokio::test]
+async fn a_retried_call_reports_its_attempts() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/flaky"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/flaky"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("finally"))
+        .mount(&server)
+        .await;
+    let client = client("flaky", fast(&server));
+    let response = client
+        .api("flaky")
+        .unwrap()
+        .get("/flaky")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.attempts(), 2);
+    assert_eq!(response.text().await.unwrap(), "finally");
+}
+
+#[tokio::test]
+async fn errors_carry_the_integration_name_and_attempts() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "0"))
+        .mount(&server)
+        .await;
+    let mut config = fast(&server);
+    config.retry.max_attempts = 2;
+    config.circuit_breaker.enabled = false;
+    let client = client("billing", config);
+    let outcome = client.api("billing").unwrap().get("/invoices").send().await;
+    let error = match outcome {
+        Ok(response) => {
+            assert_eq!(response.attempts(), 2);
+            response.error_for_status().unwrap_err()
+        }
+        Err(error) => error,
+    };
+    assert_eq!(error.integration(), Some("billing"));
+    assert_eq!(error.attempts(), 2);
+    assert_eq!(error.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+    // The message names the integration and the attempt, never a header or a body.
+    let shown = error.to_string();
+    assert!(shown.contains("billing"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_client_error_is_not_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404).set_body_string("secret body"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client("github", fast(&server));
+    let response = client
+        .api("github")
+        .unwrap()
+        .get("/repos/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.attempts(), 1);
+    let error = response.error_for_status().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Status);
+    assert_eq!(error.status(), Some(http::StatusCode::NOT_FOUND));
+    assert!(!format!("{error:#}").contains("secret body"));
+}
+
+#[tokio::test]
+async fn post_is_retried_only_with_an_idempotency_key() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let mut config = fast(&server);
+    config.circuit_breaker.enabled = false;
+    let client = client("pay", config);
+    let api = client.api("pay").unwrap();
+
+    let plain = api.post("/payments").body("x").send().await.unwrap();
+    assert_eq!(
+        plain.attempts(),
+        1,
+        "a POST without a key may have been processed"
+    );
+
+    let keyed = api
+        .post("/payments")
+        .body("x")
+        .idempotency_key("order-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.attempts(), 3);
+    let requests = server.received_requests().await.unwrap();
+    let keys: Vec<_> = requests
+        .iter()
+        .filter_map(|r| r.headers.get("idempotency-key"))
+        .collect();
+    assert_eq!(keys.len(), 3, "the same key on every attempt");
+    assert!(keys.iter().all(|k| *k == "order-42"));
+}
+
+#[tokio::test]
+async fn a_connect_failure_is_a_connect_error_naming_the_integration() {
+    // A port nobody listens on: bind, read the port, drop the listener.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = IntegrationConfig::builder(format!("http://127.0.0.1:{port}/"))
+        .build()
+        .unwrap();
+    config.retry.base = Duration::from_millis(1);
+    config.retry.cap = Duration::from_millis(2);
+    let client = client("down", config);
+    let error = client
+        .api("down")
+        .unwrap()
+        .get("/")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(error.is_connect(), "{error:?}");
+    assert_eq!(error.integration(), Some("down"));
+    assert_eq!(
+        error.attempts(),
+        3,
+        "nothing was sent: every attempt is retried"
+    );
+}
+
+#[tokio::test]
+async fn the_body_cap_is_enforced() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("x".repeat(4096)))
+        .mount(&server)
+        .await;
+    let mut config = fast(&server);
+    config.max_response_bytes = 1024;
+    let client = client("big", config);
+    let api = client.api("big").unwrap();
+
+    let error = api
+        .get("/")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Body);
+    assert_eq!(error.integration(), Some("big"));
+    let cap = error
+        .source()
+        .and_then(|s| s.downcast_ref::<BodyTooLarge>())
+        .unwrap();
+    assert_eq!(cap.limit(), 1024);
+    assert!(
+        api.get("/")
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap_err()
+            .is_body()
+    );
+
+    // Streaming is not capped.
+    let mut response = api.get("/").send().await.unwrap();
+    let mut total = 0;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        total += chunk.len();
+    }
+    assert_eq!(total, 4096);
+}
+
+#[tokio::test]
+async fn a_path_leaving_the_base_is_refused_before_sending() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let mut config = fast(&server);
+    config.base_url = format!("{}/v1/", server.uri()).parse().unwrap();
+    let client = client("api", config);
+    let api = client.api("api").unwrap();
+    for bad in [
+        "http://169.254.169.254/latest",
+        "//evil.example/",
+        "/../admin",
+        "/%2e%2e/admin",
+        "/a\\..\\b",
+    ] {
+        let error = api.get(bad).send().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Request, "{bad}");
+        assert_eq!(error.integration(), Some("api"));
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_integration_lists_the_known_ones() {
+    let server = MockServer::start().await;
+    let client = Client::builder()
+        .api("stripe", fast(&server))
+        .api("github", fast(&server))
+        .build()
+        .unwrap();
+    let error = client.api("gitlab").unwrap_err();
+    assert!(error.is_config());
+    assert!(
+        error.to_string().contains("known: `github`, `stripe`"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_configuration_reports_every_path() {
+    let mut config = Config::new();
+    let mut a = IntegrationConfig::new("https://a.example/".parse().unwrap());
+    a.retry.max_attempts = 0;
+    let mut b = IntegrationConfig::new("https://b.example/".parse().unwrap());
+    b.timeout = Duration::ZERO;
+    config = config.with_integration("a", a).with_integration("b", b);
+    let error = Client::from_config(config).unwrap_err();
+    assert!(error.is_config());
+    let shown = error.to_string();
+    assert!(
+        shown.contains("integrations.a.retry.max_attempts"),
+        "{shown}"
+    );
+    assert!(shown.contains("integrations.b.timeout"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_per_call_timeout_is_a_deadline() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let client = client("slow", fast(&server));
+    let error = client
+        .api("slow")
+        .unwrap()
+        .get("/")
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error:?}");
+    assert_eq!(error.integration(), Some("slow"));
+}
+
+#[tokio::test]
+async fn api_key_auth_is_applied_on_every_attempt() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(header("x-api-key", "k-123"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let config = IntegrationConfig::builder(server.uri())
+        .api_key_header("x-api-key", Secret::new("k-123"))
+        .build()
+        .unwrap();
+    let client = client("keyed", config);
+    let response = client.api("keyed").unwrap().get("/").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn oauth_client_credentials_token_is_fetched_once_and_cached() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "tok-1", "token_type": "Bearer", "expires_in": 3600
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .and(header("authorization", "Bearer tok-1"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(5)
+        .mount(&server)
+        .await;
+    let text = format!(
+        r#"
+        [integrations.crm]
+        base_url = "{uri}"
+        [integrations.crm.auth]
+        type = "oauth2_client_credentials"
+        token_url = "{uri}/oauth/token"
+        client_id = "app"
+        client_secret = "s3cr3t"
+        "#,
+        uri = server.uri()
+    );
+    let client = Client::from_config(Config::from_toml_str(&text).unwrap()).unwrap();
+    let api = client.api("crm").unwrap();
+    let calls = (0..5).map(|_| api.get("/me").send());
+    for response in futures_util::future::join_all(calls).await {
+        assert_eq!(response.unwrap().status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn graphql_errors_become_a_typed_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/graphql"))
+        .and(header_exists("content-type"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": { "user": null },
+            "errors": [
+                { "message": "Could not resolve to a User", "path": ["user"], "extensions": { "code": "NOT_FOUND" } },
+                { "message": "Rate limited", "extensions": { "code": "RATE_LIMITED" } }
+            ]
+        })))
+        .mount(&server)
+        .await;
+    let client = client("github", fast(&server));
+    let error = client
+        .api("github")
+        .unwrap()
+        .graphql("query($login: String!) { user(login: $login) { name } }")
+        .variables(&json!({ "login": "nobody" }))
+        .send::<serde_json::Value>()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Status);
+    assert_eq!(error.integration(), Some("github"));
+    let graphql = error
+        .source()
+        .and_then(|s| s.downcast_ref::<GraphQlError>())
+        .unwrap();
+    assert_eq!(graphql.codes(), ["NOT_FOUND", "RATE_LIMITED"]);
+    assert_eq!(
+        graphql.errors()[0].path.as_deref(),
+        Some(&[json!("user")][..])
+    );
+    assert_eq!(graphql.data(), Some(&json!({ "user": null })));
+    // The request carried the variables.
+    let sent: serde_json::Value = server.received_requests().await.unwrap()[0]
+        .body_json()
+        .unwrap();
+    assert_eq!(sent["variables"]["login"], "nobody");
+}
+
+#[tokio::test]
+async fn graphql_data_decodes_and_queries_retry_but_mutations_do_not() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "data": { "viewer": { "login": "ana" } } })),
+        )
+        .mount(&server)
+        .await;
+    let mut config = fast(&server);
+    config.circuit_breaker.enabled = false;
+    let client = client("gh", config);
+    let api = client.api("gh").unwrap();
+
+    #[derive(Deserialize)]
+    struct Viewer {
+        viewer: Login,
+    }
+    #[derive(Deserialize)]
+    struct Login {
+        login: String,
+    }
+    // The first answer is a 503: a query is retried and succeeds.
+    let data: Viewer = api.graphql("{ viewer { login } }").send().await.unwrap();
+    assert_eq!(data.viewer.login, "ana");
+
+    server.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let error = api
+        .graphql("mutation { addStar(input: {starrableId: \"x\"}) { clientMutationId } }")
+        .send::<serde_json::Value>()
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(error.attempts(), 1, "a mutation is not retried");
+}
+
+#[tokio::test]
+async fn update_swaps_changed_integrations_and_removes_old_ones() {
+    let first = MockServer::start().await;
+    let second = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("first"))
+        .mount(&first)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("second"))
+        .mount(&second)
+        .await;
+    let client = Client::builder()
+        .api("a", fast(&first))
+        .api("b", fast(&first))
+        .build()
+        .unwrap();
+    let a = client.api("a").unwrap();
+    assert_eq!(
+        a.get("/").send().await.unwrap().text().await.unwrap(),
+        "first"
+    );
+
+    let config = Config::new().with_integration("a", fast(&second));
+    let report = client.update(config.clone()).unwrap();
+    assert_eq!(report.changed, ["a"]);
+    assert_eq!(report.removed, ["b"]);
+    // The handle taken before the update follows it.
+    assert_eq!(
+        a.get("/").send().await.unwrap().text().await.unwrap(),
+        "second"
+    );
+    let error = client.api("b").unwrap_err();
+    assert!(error.is_config());
+    assert!(error.to_string().contains("removed"), "{error}");
+
+    let report = client.update(config).unwrap();
+    assert_eq!(report.unchanged, ["a"]);
+    assert!(report.changed.is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_calls_in_flight_and_refuses_new_ones() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(300)))
+        .mount(&server)
+        .await;
+    let client = client("slow", fast(&server));
+    let api = client.api("slow").unwrap();
+    let in_flight = tokio::spawn({
+        let api = api.clone();
+        async move { api.get("/").send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(client.in_flight(), 1);
+    let left = client.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(left, 0);
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        200,
+        "the call in flight finished"
+    );
+    let error = api.get("/").send().await.unwrap_err();
+    assert!(error.is_cancelled());
+}
+
+#[tokio::test]
+async fn a_401_fetches_a_fresh_token_and_replays_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "tok", "token_type": "Bearer", "expires_in": 3600
+        })))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/orders"))
+        .respond_with(ResponseTemplate::new(401))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/orders"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let text = format!(
+        r#"
+        [integrations.shop]
+        base_url = "{uri}"
+        auth = {{ type = "oauth2_client_credentials", token_url = "{uri}/oauth/token", client_id = "app", client_secret = "s" }}
+        "#,
+        uri = server.uri()
+    );
+    let client = Client::from_config(Config::from_toml_str(&text).unwrap()).unwrap();
+    // A POST without a key: the 401 came before the upstream acted, so it is replayed anyway.
+    let response = client
+        .api("shop")
+        .unwrap()
+        .post("/orders")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
+#[tokio::test]
+async fn update_keeps_the_token_cache_when_auth_is_unchanged() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "tok", "token_type": "Bearer", "expires_in": 3600
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let text = |attempts: u32| {
+        format!(
+            r#"
+            [integrations.crm]
+            base_url = "{uri}"
+            retry = {{ max_attempts = {attempts} }}
+            auth = {{ type = "oauth2_client_credentials", token_url = "{uri}/oauth/token", client_id = "app", client_secret = "s" }}
+            "#,
+            uri = server.uri()
+        )
+    };
+    let client = Client::from_config(Config::from_toml_str(&text(3)).unwrap()).unwrap();
+    let api = client.api("crm").unwrap();
+    assert_eq!(api.get("/a").send().await.unwrap().status(), 200);
+    let report = client
+        .update(Config::from_toml_str(&text(5)).unwrap())
+        .unwrap();
+    assert_eq!(report.changed, ["crm"]);
+    // Rebuilt with a new retry section, the same token: no second fetch (the mock expects one).
+    assert_eq!(api.get("/b").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_call_in_flight_finishes_on_the_stack_it_started_on() {
+    let old = MockServer::start().await;
+    let new = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("old")
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&old)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("new"))
+        .mount(&new)
+        .await;
+    let client = client("svc", fast(&old));
+    let api = client.api("svc").unwrap();
+    let in_flight = tokio::spawn({
+        let api = api.clone();
+        async move { api.get("/").send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client
+        .update(Config::new().with_integration("svc", fast(&new)))
+        .unwrap();
+    assert_eq!(
+        api.get("/").send().await.unwrap().text().await.unwrap(),
+        "new"
+    );
+    assert_eq!(in_flight.await.unwrap(), "old");
+}
+
+#[tokio::test]
+async fn a_client_over_any_service_serves_requests() {
+    use integration_client::ResponseBody;
+    let upstream = tower::service_fn(
+        |request: http::Request<integration_core::Body>| async move {
+            let reply = format!("{} {}", request.method(), request.uri());
+            Ok::<_, integration_core::BoxError>(http::Response::new(ResponseBody::from(reply)))
+        },
+    );
+    let client = Client::from_service("fake", "https://fake.example/v2/", upstream).unwrap();
+    let api = client.api("fake").unwrap();
+    let text = api
+        .delete("/things/1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "DELETE https://fake.example/v2/things/1");
+    // The stack is available to compose with.
+    use tower::ServiceExt;
+    let request = api.get("/x").build().unwrap();
+    let response = api.service().unwrap().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_status_error_carries_the_retry_after_hint_but_no_header_or_body() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "7")
+                .insert_header("set-cookie", "session=s3cr3t")
+                .set_body_string("quota exceeded for key s3cr3t"),
+        )
+        .mount(&server)
+        .await;
+    let mut config = fast(&server);
+    config.retry.max_attempts = 1;
+    let client = client("quota", config);
+    let error = client
+        .api("quota")
+        .unwrap()
+        .get("/")
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap_err();
+    assert!(error.is_status());
+    assert_eq!(error.status(), Some(http::StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+    assert_eq!(error.attempts(), 1);
+    let shown = format!("{error:#} {error:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+}
+
+#[tokio::test]
+async fn compressed_responses_are_decompressed() {
+    // `gzip.compress(b"hello from gzip, hello from gzip, hello from gzip", mtime=0)` and
+    // `zlib.compress(b"hello deflate")`, made once with Python: no compression crate needed here.
+    const GZIP: &[u8] = &[
+        31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 203, 72, 205, 201, 201, 87, 72, 43, 202, 207, 85, 72, 175,
+        202, 44, 208, 81, 200, 32, 32, 0, 0, 42, 133, 95, 125, 49, 0, 0, 0,
+    ];
+    const DEFLATE: &[u8] = &[
+        120, 218, 203, 72, 205, 201, 201, 87, 72, 73, 77, 203, 73, 44, 73, 5, 0, 35, 12, 5, 10,
+    ];
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/gzip"))
+        .and(wiremock::matchers::header_regex("accept-encoding", "gzip"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-encoding", "gzip")
+                .set_body_raw(GZIP, "text/plain"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/deflate"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-encoding", "deflate")
+                .set_body_raw(DEFLATE, "text/plain"),
+        )
+        .mount(&server)
+        .await;
+    let client = client("zip", fast(&server));
+    let api = client.api("zip").unwrap();
+    let text = api.get("/gzip").send().await.unwrap().text().await.unwrap();
+    assert_eq!(text, "hello from gzip, hello from gzip, hello from gzip");
+    let text = api
+        .get("/deflate")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "hello deflate");
+    let sent = &server.received_requests().await.unwrap()[0];
+    let accepted = sent
+        .headers
+        .get("accept-encoding")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        accepted.contains("br") && accepted.contains("deflate"),
+        "{accepted}"
+    );
+}
+
+#[test]
+fn the_public_handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Client>();
+    send_sync::<integration_client::Api>();
+    send::<integration_client::Response>();
+    send::<integration_client::RequestBuilder>();
+}
+
+#[tokio::test]
+async fn a_rejected_update_changes_nothing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let client = client("svc", fast(&server));
+    let mut bad = fast(&server);
+    bad.retry.max_attempts = 0;
+    let error = client
+        .update(Config::new().with_integration("other", bad))
+        .unwrap_err();
+    assert!(error.is_config());
+    assert!(
+        error
+            .to_string()
+            .contains("integrations.other.retry.max_attempts"),
+        "{error}"
+    );
+    assert_eq!(client.names(), ["svc"]);
+    let response = client.api("svc").unwrap().get("/").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}

@@ -1,0 +1,153 @@
+//! Redirects: bounded, credentials dropped when the origin changes, kept on the same origin.
+
+use std::time::Duration;
+
+use integration_client::Client;
+use integration_config::IntegrationConfig;
+use integration_core::ErrorKind;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn client(server: &MockServer) -> Client {
+    let mut config = IntegrationConfig::builder(server.uri()).build().unwrap();
+    config.retry.max_attempts = 1;
+    config.timeout = Duration::from_secs(10);
+    Client::builder().api("api", config).build().unwrap()
+}
+
+#[tokio::test]
+async fn a_cross_origin_redirect_drops_credentials() {
+    let origin = MockServer::start().await;
+    let other = MockServer::start().await; // same host, another port: another origin
+    Mock::given(method("GET"))
+        .and(path("/start"))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("location", format!("{}/landing", other.uri())),
+        )
+        .mount(&origin)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/landing"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("landed"))
+        .expect(1)
+        .mount(&other)
+        .await;
+
+    let response = client(&origin)
+        .api("api")
+        .unwrap()
+        .get("/start")
+        .header("authorization", "Bearer s3cr3t")
+        .header("cookie", "session=abc")
+        .header("x-api-key", "k-1")
+        .header("proxy-authorization", "Basic eA==")
+        .header("x-trace", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "landed");
+
+    let sent = &other.received_requests().await.unwrap()[0];
+    for name in [
+        "authorization",
+        "cookie",
+        "x-api-key",
+        "proxy-authorization",
+    ] {
+        assert!(
+            !sent.headers.contains_key(name),
+            "{name} leaked to another origin"
+        );
+    }
+    assert_eq!(sent.headers.get("x-trace").unwrap(), "kept");
+}
+
+#[tokio::test]
+async fn a_same_origin_redirect_keeps_credentials() {
+    let origin = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/old"))
+        .respond_with(ResponseTemplate::new(301).insert_header("location", "/new"))
+        .mount(&origin)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/new"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&origin)
+        .await;
+    let response = client(&origin)
+        .api("api")
+        .unwrap()
+        .get("/old")
+        .header("authorization", "Bearer s3cr3t")
+        .header("cookie", "session=abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let requests = origin.received_requests().await.unwrap();
+    let landed = requests.iter().find(|r| r.url.path() == "/new").unwrap();
+    assert_eq!(
+        landed.headers.get("authorization").unwrap(),
+        "Bearer s3cr3t"
+    );
+    assert_eq!(landed.headers.get("cookie").unwrap(), "session=abc");
+}
+
+#[tokio::test]
+async fn credentials_dropped_once_stay_dropped_on_the_way_back() {
+    let origin = MockServer::start().await;
+    let other = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/start"))
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("location", format!("{}/bounce", other.uri())),
+        )
+        .mount(&origin)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/bounce"))
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("location", format!("{}/back", origin.uri())),
+        )
+        .mount(&other)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/back"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&origin)
+        .await;
+    let response = client(&origin)
+        .api("api")
+        .unwrap()
+        .get("/start")
+        .header("authorization", "Bearer s3cr3t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let requests = origin.received_requests().await.unwrap();
+    let back = requests.iter().find(|r| r.url.path() == "/back").unwrap();
+    assert!(!back.headers.contains_key("authorization"));
+}
+
+#[tokio::test]
+async fn redirects_are_bounded() {
+    let origin = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "/loop"))
+        .mount(&origin)
+        .await;
+    let error = client(&origin)
+        .api("api")
+        .unwrap()
+        .get("/loop")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Request);
+    assert!(error.to_string().contains("too many redirects"), "{error}");
+    // The first request and ten redirects.
+    assert_eq!(origin.received_requests().await.unwrap().len(), 11);
+}

@@ -1,0 +1,273 @@
+//! TLS against a loopback server whose CA is generated at test time (rcgen), with the ring provider:
+//! untrusted certificates fail, a configured CA passes, mTLS works, HTTP/2 is negotiated by ALPN, and
+//! a redirect from https to http is refused.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use integration_client::Client;
+use integration_client::transport::{ClientIdentity, Transport};
+use integration_config::IntegrationConfig;
+use integration_core::ErrorKind;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `names`, signed by this CA: (certificate DER, key).
+    fn leaf(&self, names: &[&str]) -> (CertificateDer<'static>, String, KeyPair) {
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.der().clone(), cert.pem(), key)
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Server config for 127.0.0.1 signed by `ca`; with `client_ca`, a client certificate signed by it
+/// is required.
+fn server_config(ca: &Ca, client_ca: Option<&Ca>, alpn_h2: bool) -> Arc<rustls::ServerConfig> {
+    let (cert, _, key) = ca.leaf(&["127.0.0.1", "localhost"]);
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(client_ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let der = CertificateDer::from_pem_slice(client_ca.pem.as_bytes()).unwrap();
+            roots.add(der).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(vec![cert], key).unwrap();
+    config.alpn_protocols = if alpn_h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Arc::new(config)
+}
+
+/// Serves TLS on 127.0.0.1: `/version` answers the HTTP version it saw, `/downgrade` redirects to
+/// `http://127.0.0.1:{port}/`.
+async fn serve(config: Arc<rustls::ServerConfig>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(move |request: Request<Incoming>| async move {
+                        let response = match request.uri().path() {
+                            "/downgrade" => Response::builder()
+                                .status(StatusCode::FOUND)
+                                .header(
+                                    "location",
+                                    format!("http://127.0.0.1:{}/version", addr.port()),
+                                )
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                            _ => Response::new(Full::new(Bytes::from(format!(
+                                "{:?}",
+                                request.version()
+                            )))),
+                        };
+                        Ok::<_, Infallible>(response)
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn client_for(
+    addr: SocketAddr,
+    transport: integration_client::transport::TransportBuilder,
+) -> Client {
+    let mut config = IntegrationConfig::builder(format!("https://127.0.0.1:{}/", addr.port()))
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    config.circuit_breaker.enabled = false;
+    Client::builder()
+        .transport(transport)
+        .api("tls", config)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_fails_with_a_connect_error() {
+    let ca = Ca::new("test CA");
+    let addr = serve(server_config(&ca, None, true)).await;
+    // Only the webpki roots: the test CA is unknown.
+    let client = client_for(addr, Transport::builder());
+    let error = client
+        .api("tls")
+        .unwrap()
+        .get("/version")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Connect, "{error:#}");
+    assert_eq!(error.integration(), Some("tls"));
+    let chain = format!("{error:#}");
+    assert!(chain.to_lowercase().contains("certificate"), "{chain}");
+}
+
+#[tokio::test]
+async fn a_configured_ca_is_trusted_and_http2_is_negotiated() {
+    let ca = Ca::new("test CA");
+    let addr = serve(server_config(&ca, None, true)).await;
+    let transport = Transport::builder()
+        .add_root_certificates_pem(ca.pem.as_bytes())
+        .unwrap();
+    let client = client_for(addr, transport);
+    let response = client
+        .api("tls")
+        .unwrap()
+        .get("/version")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.text().await.unwrap(), "HTTP/2.0");
+}
+
+#[tokio::test]
+async fn http1_is_used_when_the_server_offers_only_http1() {
+    let ca = Ca::new("test CA");
+    let addr = serve(server_config(&ca, None, false)).await;
+    let transport = Transport::builder()
+        .add_root_certificates_pem(ca.pem.as_bytes())
+        .unwrap();
+    let client = client_for(addr, transport);
+    let response = client
+        .api("tls")
+        .unwrap()
+        .get("/version")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn mutual_tls_presents_the_client_certificate() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let addr = serve(server_config(&server_ca, Some(&client_ca), true)).await;
+
+    // Without a client certificate the server refuses the handshake.
+    let transport = Transport::builder()
+        .add_root_certificates_pem(server_ca.pem.as_bytes())
+        .unwrap();
+    let error = client_for(addr, transport.clone())
+        .api("tls")
+        .unwrap()
+        .get("/version")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.kind(), ErrorKind::Connect | ErrorKind::Other),
+        "{error:#}"
+    );
+
+    // With one signed by the client CA it passes.
+    let (_, cert_pem, key) = client_ca.leaf(&["client.example"]);
+    let identity =
+        ClientIdentity::from_pem(cert_pem.as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+    assert!(!format!("{identity:?}").contains("PRIVATE"));
+    let client = client_for(addr, transport.client_identity(identity));
+    let response = client
+        .api("tls")
+        .unwrap()
+        .get("/version")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_redirect_from_https_to_http_is_refused() {
+    let ca = Ca::new("test CA");
+    let addr = serve(server_config(&ca, None, true)).await;
+    let transport = Transport::builder()
+        .add_root_certificates_pem(ca.pem.as_bytes())
+        .unwrap();
+    let client = client_for(addr, transport);
+    let error = client
+        .api("tls")
+        .unwrap()
+        .get("/downgrade")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Request, "{error:#}");
+    assert!(error.to_string().contains("https to http"), "{error}");
+}
+
+#[test]
+fn bad_pem_is_a_config_error() {
+    let error = Transport::builder()
+        .add_root_certificates_pem(b"not a pem")
+        .unwrap_err();
+    assert!(error.is_config());
+    let error = ClientIdentity::from_pem(b"", b"").unwrap_err();
+    assert!(error.is_config());
+}
