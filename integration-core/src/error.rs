@@ -27,6 +27,7 @@ use http::StatusCode;
 
 use crate::classify::RetryReason;
 use crate::ext::IntegrationName;
+use crate::redact;
 
 /// The boxed error every tower layer here speaks: `Box<dyn Error + Send + Sync>`.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -134,9 +135,24 @@ impl fmt::Display for ErrorKind {
 /// ([`integration()`](Error::integration), [`attempts()`](Error::attempts), [`status()`](Error::status),
 /// [`retry_after()`](Error::retry_after)) and walk [`source()`](std::error::Error::source) for the cause.
 ///
-/// `Display` says which integration, which attempt and why, in one line. The alternate form (`{:#}`)
-/// appends the chain of causes. Neither ever prints a header, a body or a URL query, so no secret can
-/// leak through an error message.
+/// `Display` says which integration, which attempt and why, in one line, from our own words only. The
+/// alternate form (`{:#}`) appends the chain of causes, and `Debug` shows the cause's own `Debug`.
+/// A foreign cause (the transport's, a user's service's) may put anything in its message, so its text
+/// goes through the [text rule](crate::redact#what-is-redacted-where) of the one redaction engine
+/// first: a URL's userinfo and secret query parameters, `Bearer <token>` credentials and
+/// `password=...`-style pairs are shown as `[REDACTED]`. Our typed errors' messages hold no secret and
+/// are shown as they are.
+///
+/// ```
+/// use integration_core::{Error, ErrorKind};
+/// use std::io;
+///
+/// let cause = io::Error::other("connect to https://app:hunter2@db.example.com failed");
+/// let error = Error::new(ErrorKind::Connect).with_source(cause);
+/// assert_eq!(error.to_string(), "could not connect");
+/// assert_eq!(format!("{error:#}"), "could not connect: connect to https://[REDACTED]@db.example.com failed");
+/// assert!(!format!("{error:?}").contains("hunter2"));
+/// ```
 pub struct Error {
     inner: Box<Inner>,
 }
@@ -349,9 +365,33 @@ impl fmt::Debug for Error {
             d.field("message", message);
         }
         if let Some(source) = &self.inner.source {
-            d.field("source", source);
+            d.field("source", &RedactedDebug(&**source));
         }
         d.finish()
+    }
+}
+
+/// True for the errors whose messages are ours, and so hold no secret: [`Error`] (which redacts its
+/// own causes) and the typed errors of this module.
+fn is_ours(error: &(dyn StdError + 'static)) -> bool {
+    error.is::<Error>() || typed_facts(error).is_some()
+}
+
+/// A cause's `Debug`, through the default text rule when the cause is foreign.
+struct RedactedDebug<'a>(&'a (dyn StdError + 'static));
+
+impl fmt::Debug for RedactedDebug<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if is_ours(self.0) {
+            return fmt::Debug::fmt(self.0, f);
+        }
+        // The whole `Debug` at once: a foreign error's `Debug` usually nests its own causes'.
+        let text = if f.alternate() {
+            format!("{:#?}", self.0)
+        } else {
+            format!("{:?}", self.0)
+        };
+        f.write_str(&redact::default_text(&text))
     }
 }
 
@@ -382,7 +422,11 @@ impl fmt::Display for Error {
             while let Some(cause) = source {
                 let text = cause.to_string();
                 if inner.message.as_deref() != Some(text.as_str()) {
-                    write!(f, ": {text}")?;
+                    if is_ours(cause) {
+                        write!(f, ": {text}")?;
+                    } else {
+                        write!(f, ": {}", redact::default_text(&text))?;
+                    }
                 }
                 source = cause.source();
             }
@@ -953,6 +997,113 @@ mod tests {
             format!("{error:#}"),
             "integration `stripe`, attempt 1: deadline exceeded: the next attempt would have to wait past it (upstream answered 429 Too Many Requests); retry after 3600s"
         );
+    }
+
+    /// A foreign error with a chain of its own: `Display` holds only its own words, `Debug` nests.
+    #[derive(Debug)]
+    struct Transport {
+        message: String,
+        cause: io::Error,
+    }
+
+    impl fmt::Display for Transport {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.message)
+        }
+    }
+
+    impl StdError for Transport {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.cause)
+        }
+    }
+
+    /// The shapes in which a secret turns up in a transport's or a user's error message.
+    fn leaky_messages(secret: &str) -> Vec<String> {
+        vec![
+            format!(
+                "error sending request for url (https://x.test/v1/items?api_key={secret}&page=2)"
+            ),
+            format!("GET https://x.test/?access_token={secret} failed"),
+            format!("connect to https://app:{secret}@db.x.test:5432/main failed"),
+            format!("postgres://{secret}@db.x.test/main unreachable"),
+            format!("upstream rejected Authorization: Bearer {secret}"),
+            format!("invalid header value Bearer {secret}"),
+            format!("login failed with password={secret}; giving up"),
+            format!(r#"body was {{"client_secret": "{secret}", "id": 1}}"#),
+        ]
+    }
+
+    /// The errors a foreign message reaches `Error` in: directly, deep in a foreign chain, and
+    /// under an `Error` wrapped by another.
+    fn carriers(message: &str) -> Vec<Error> {
+        let transport = || Transport {
+            message: "transport failed".to_owned(),
+            cause: io::Error::other(message.to_owned()),
+        };
+        vec![
+            Error::from(boxed(io::Error::other(message.to_owned()))),
+            Error::new(ErrorKind::Other)
+                .with_integration("x")
+                .with_attempts(2)
+                .with_source(io::Error::new(io::ErrorKind::ConnectionReset, message)),
+            Error::from(boxed(Transport {
+                message: message.to_owned(),
+                cause: io::Error::from(io::ErrorKind::ConnectionRefused),
+            })),
+            Error::from(boxed(transport())),
+            Error::new(ErrorKind::Request).with_source(Error::from(boxed(transport()))),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Rule: no secret is ever printed by an `Error`, whatever a foreign cause put in its message.
+        #[test]
+        fn a_secret_in_a_foreign_cause_is_never_printed(
+            secret in "[A-Za-z0-9][A-Za-z0-9._~-]{11,40}",
+        ) {
+            for message in leaky_messages(&secret) {
+                for error in carriers(&message) {
+                    for shown in [
+                        error.to_string(),
+                        format!("{error:#}"),
+                        format!("{error:?}"),
+                        format!("{error:#?}"),
+                    ] {
+                        proptest::prop_assert!(!shown.contains(&secret), "{message:?} shown as {shown}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn foreign_causes_are_redacted_and_ours_shown_as_they_are() {
+        let error = Error::new(ErrorKind::Other)
+            .with_integration("github")
+            .with_source(io::Error::other(
+                "GET https://api.test/u?token=SECRET1&page=2: Authorization: Bearer SECRET2",
+            ));
+        assert_eq!(
+            format!("{error:#}"),
+            "integration `github`: request failed: GET https://api.test/u?token=[REDACTED]&page=2: \
+             Authorization: [REDACTED]"
+        );
+        assert_eq!(
+            format!("{error:?}"),
+            r#"Error { kind: Other, integration: "github", source: Custom { kind: Other, error: "GET https://api.test/u?token=[REDACTED]&page=2: Authorization: [REDACTED]" } }"#
+        );
+        // Our typed errors' words are kept whole, even those the text rule would take for a
+        // credential (`Token <8+ characters>`).
+        let error = Error::from(boxed(AuthFailed::transient("Token revocation pending")));
+        assert_eq!(
+            format!("{error:#}"),
+            "authentication failed: Token revocation pending"
+        );
+        assert!(format!("{error:?}").contains("Token revocation pending"));
+        // Display's first line is ours only: the foreign text never reaches it.
+        let error = Error::from(boxed(io::Error::other("password=SECRET3")));
+        assert_eq!(error.to_string(), "request failed");
     }
 
     #[test]

@@ -52,15 +52,35 @@
 //! assert_eq!(signal.pause(), Some(Duration::from_secs(30)));
 //! ```
 //!
+//! # Redacting secrets
+//!
+//! [`redact::Redactor`] is the one redaction engine: the logging layer re-exports it, and
+//! [`Error`] runs every foreign cause through its text rule before showing it.
+//!
+//! ```
+//! use integration_core::{Error, ErrorKind};
+//! use std::io;
+//!
+//! let cause = io::Error::other("GET https://api.example.com/v1?api_key=s3cr3t failed; Authorization: Bearer eyJhbGc");
+//! let error = Error::new(ErrorKind::Other).with_integration("stripe").with_source(cause);
+//! assert_eq!(
+//!     format!("{error:#}"),
+//!     "integration `stripe`: request failed: GET https://api.example.com/v1?api_key=[REDACTED] failed; Authorization: [REDACTED]"
+//! );
+//! assert!(!format!("{error:?}").contains("s3cr3t"));
+//! ```
+//!
 //! # Feature flags
 //!
-//! This crate has no optional features.
+//! - `test-util` (off): `redact::Redactor::calls`, a count of redactions, for tests that show a
+//!   disabled log level formats nothing. Meant for dev-dependencies only.
 
 pub mod body;
 pub mod classify;
 pub mod error;
 pub mod ext;
 pub mod names;
+pub mod redact;
 pub mod throttle;
 
 pub use body::{Body, TryCloneBody};

@@ -9,8 +9,8 @@
 //!   `http.client.request.duration` histogram.
 //! - [`AttemptLogLayer`]: the same for each attempt, as a child span, with `integration.attempt.duration`
 //!   and optional W3C `traceparent` propagation ([`traceparent`]).
-//! - [`redact::Redactor`]: the one redaction engine, used by every log path here and by the facade's
-//!   error paths.
+//! - [`redact::Redactor`]: the one redaction engine (re-exported from `integration_core::redact`, where
+//!   `integration_core::Error` uses it too), used by every log path here and by the facade.
 //!
 //! Nothing is formatted when its level is off: URLs, headers and bodies are redacted and formatted
 //! lazily, when a subscriber records them, and a response body is teed only when its event is enabled.

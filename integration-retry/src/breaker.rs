@@ -9,7 +9,9 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use http::{Extensions, Method, Request, Response, Uri};
-use integration_core::classify::{Classification, Classify, DefaultClassifier, RequestMeta};
+use integration_core::classify::{
+    Classification, Classify, DefaultClassifier, RequestMeta, RetryReason,
+};
 use integration_core::error::CircuitOpen;
 use integration_core::ext::IntegrationName;
 use integration_core::{BoxError, names};
@@ -86,10 +88,28 @@ pub fn default_key(uri: &Uri, extensions: &Extensions) -> String {
 /// | [`key`](Self::with_key) | [`default_key`]: integration and host |
 /// | [`classifier`](Self::with_classifier) | [`DefaultClassifier`] |
 ///
-/// Only failures the classifier calls retryable count (5xx that mean "try again", 408, 429, connect
-/// errors, resets, timeouts), judged as if every request were idempotent: the upstream's health does
-/// not depend on the method. Other answers (404, 422...) prove the upstream is up and count as
-/// successes; errors of our own layers (a local rate limit) and 401s count as neither.
+/// # What counts
+///
+/// Each call is judged by the [classifier](Self::with_classifier) as if every request were
+/// idempotent: the upstream's health does not depend on the method.
+///
+/// | outcome | counts as |
+/// | --- | --- |
+/// | retryable failures: 500, 502, 503, 504, 408, connect errors, resets, timeouts | failure |
+/// | a 503 *with* `Retry-After` | failure: overload or maintenance is a reason to back off |
+/// | throttling: 429, with or without `Retry-After` ([`RetryReason::Throttled`]) | neither |
+/// | a 401 (re-authentication), errors of our own layers (a local rate limit) | neither |
+/// | any other answer (2xx, 404, 422...) | success: the upstream is up |
+///
+/// A 429 means the upstream is healthy and asks *this client* to slow down: the rate-limit layer
+/// obeys it by pausing the key, and the retry layer by waiting as asked. Counting it as a failure
+/// would turn a throttle into an outage, refusing calls the upstream would serve, for an open period
+/// longer than it asked for (Envoy's outlier detection and most breakers count only 5xx and
+/// connection failures). It does not count as a success either, nor reset the consecutive-failure
+/// count: a throttled call says nothing about whether the upstream can serve it. A half-open probe
+/// answered with a 429 leaves the breaker half-open, and the next call probes again.
+///
+/// [`RetryReason::Throttled`]: integration_core::classify::RetryReason::Throttled
 ///
 /// ```
 /// use integration_retry::BreakerPolicy;
@@ -818,6 +838,12 @@ where
                         Err(error) => classifier.classify_error(&meta, &**error),
                     };
                     let outcome = match classification {
+                        // The upstream is up and asks us to slow down: the rate limiter's business,
+                        // not the breaker's (see `BreakerPolicy`, "What counts").
+                        Classification::Retry {
+                            reason: RetryReason::Throttled,
+                            ..
+                        } => Outcome::Neutral,
                         Classification::Retry { .. } => Outcome::Failure,
                         Classification::Reauthenticate => Outcome::Neutral,
                         Classification::Success => Outcome::Success,

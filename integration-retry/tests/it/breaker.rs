@@ -243,8 +243,75 @@ async fn only_retryable_failures_count() {
         .call_with(github("POST"), status(503))
         .await
         .unwrap();
-    harness.call_with(github("GET"), status(429)).await.unwrap();
+    harness.call_with(github("GET"), status(504)).await.unwrap();
     assert_eq!(harness.state(), Some(BreakerState::Open));
+}
+
+/// Rule: a throttling answer (429) is neither a success nor a failure. The upstream is healthy and
+/// asks us to slow down; the rate limiter pauses the key, the breaker stays out of it.
+#[tokio::test(start_paused = true)]
+async fn a_429_does_not_open_the_breaker() {
+    // By the consecutive trigger: a long run of 429s, with and without Retry-After.
+    let mut harness = Harness::new(policy().with_consecutive_failures(2));
+    for _ in 0..10 {
+        harness.call_with(github("GET"), status(429)).await.unwrap();
+        harness
+            .call_with(github("GET"), status_retry_after(429, 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(harness.state(), Some(BreakerState::Closed));
+
+    // Neither a success: a 429 between two failures does not reset the consecutive count.
+    harness.call_with(github("GET"), status(503)).await.unwrap();
+    harness.call_with(github("GET"), status(429)).await.unwrap();
+    harness.call_with(github("GET"), status(503)).await.unwrap();
+    assert_eq!(harness.state(), Some(BreakerState::Open));
+
+    // By the ratio: 429s are not calls of the window. 4 failures in 10 calls (40 %) stay closed
+    // however many 429s come; counted as failures, the second 429 would make it 6 in 12 and open it.
+    let policy = policy()
+        .with_consecutive_failures(0)
+        .with_failure_ratio(0.5)
+        .with_min_throughput(10);
+    let mut harness = Harness::new(policy);
+    for _ in 0..4 {
+        harness.call_with(github("GET"), status(500)).await.unwrap();
+    }
+    for _ in 0..6 {
+        harness.call_with(github("GET"), status(200)).await.unwrap();
+    }
+    for _ in 0..50 {
+        harness.call_with(github("GET"), status(429)).await.unwrap();
+    }
+    assert_eq!(harness.state(), Some(BreakerState::Closed));
+}
+
+/// A 503 with `Retry-After` is overload or maintenance, not a throttle of this client: it counts.
+#[tokio::test(start_paused = true)]
+async fn a_503_with_retry_after_counts_as_a_failure() {
+    let mut harness = Harness::new(policy().with_consecutive_failures(2));
+    for _ in 0..2 {
+        harness
+            .call_with(github("GET"), status_retry_after(503, 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(harness.state(), Some(BreakerState::Open));
+}
+
+/// A half-open probe answered 429 proves nothing either way: the breaker stays half-open and the
+/// next call probes.
+#[tokio::test(start_paused = true)]
+async fn a_probe_answered_429_leaves_the_breaker_half_open() {
+    let mut harness = Harness::new(policy().with_consecutive_failures(1));
+    harness.call_with(github("GET"), status(503)).await.unwrap();
+    assert_eq!(harness.state(), Some(BreakerState::Open));
+    tokio::time::advance(Duration::from_secs(11)).await;
+    harness.call_with(github("GET"), status(429)).await.unwrap();
+    assert_eq!(harness.state(), Some(BreakerState::HalfOpen));
+    harness.call_with(github("GET"), status(200)).await.unwrap();
+    assert_eq!(harness.state(), Some(BreakerState::Closed));
 }
 
 #[tokio::test(start_paused = true)]
