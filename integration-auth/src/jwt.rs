@@ -475,11 +475,16 @@ impl JwtBearerGrant {
     }
 
     fn build(source: &BearerGrantSource, setup: &CacheSetup) -> TokenCache {
+        // Everything that shapes the token: with domain-wide delegation the subject is the user the
+        // service account acts for, and two subjects must never share a token.
         let key = format!(
-            "jwt_bearer:{}:{}:{}",
+            "jwt_bearer:{}:{}:{}:{}:{}:{}",
             source.token_url,
             source.claims.issuer,
-            source.scopes.join(" ")
+            source.claims.subject.as_deref().unwrap_or(""),
+            source.claims.audience.as_deref().unwrap_or(""),
+            source.scopes.join(" "),
+            crate::oauth::params_key(&source.params)
         );
         setup.build(source.clone(), key)
     }
@@ -516,7 +521,8 @@ impl JwtBearerGrant {
         self.rebuilt()
     }
 
-    /// Names the token in the store.
+    /// Names the token in the store (default: token URL, issuer, subject, audience, scopes and extra
+    /// parameters).
     #[must_use]
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.setup.key = Some(key.into());

@@ -187,6 +187,28 @@ impl CacheSetup {
     }
 }
 
+/// The extra token-request parameters as a store-key part (`audience=a&resource=r`): they shape the
+/// token (an Auth0 `audience`, an Azure `resource`), so two providers that differ in them must not
+/// share one.
+pub(crate) fn params_key(params: &[(String, String)]) -> String {
+    params
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A short one-way fingerprint of a secret (the first 8 bytes of its SHA-256, in hex), for a store
+/// key: the same secret names the same tokens in every replica, different secrets (two users'
+/// refresh tokens) never do, and the key, which appears in logs and in Redis, reveals nothing.
+pub(crate) fn fingerprint(secret: &SecretString) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, secret.expose_secret().as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// OAuth 2.0 client credentials grant (RFC 6749 §4.4): the service's own token, cached and refreshed
 /// once for everyone.
 ///
@@ -248,10 +270,11 @@ impl ClientCredentials {
 
     fn build(settings: &OAuthSettings, setup: &CacheSetup) -> TokenCache {
         let key = format!(
-            "client_credentials:{}:{}:{}",
+            "client_credentials:{}:{}:{}:{}",
             settings.token_url,
             settings.client_id,
-            settings.scopes.join(" ")
+            settings.scopes.join(" "),
+            params_key(&settings.params)
         );
         setup.build(ClientCredentialsSource(settings.clone()), key)
     }
@@ -307,7 +330,8 @@ impl ClientCredentials {
         self.rebuilt()
     }
 
-    /// Names the token in the store (default: grant, token URL, client id and scopes).
+    /// Names the token in the store (default: grant, token URL, client id, scopes and extra
+    /// parameters).
     #[must_use]
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.setup.key = Some(key.into());
@@ -498,9 +522,16 @@ impl RefreshToken {
     }
 
     fn build(settings: &OAuthSettings, initial: &SecretString, setup: &CacheSetup) -> TokenCache {
+        // The refresh token stands for one user's grant: two providers of one client (two tenants,
+        // two users) must not share tokens, so its fingerprint is part of the key. The initial token
+        // is the one configured, so the key stays the same after rotations.
         let key = format!(
-            "refresh_token:{}:{}",
-            settings.token_url, settings.client_id
+            "refresh_token:{}:{}:{}:{}:{}",
+            settings.token_url,
+            settings.client_id,
+            settings.scopes.join(" "),
+            params_key(&settings.params),
+            fingerprint(initial)
         );
         setup.build(
             RefreshTokenSource {
@@ -558,7 +589,8 @@ impl RefreshToken {
         self.rebuilt()
     }
 
-    /// Names the tokens in the store (default: grant, token URL and client id).
+    /// Names the tokens in the store (default: grant, token URL, client id, scopes, extra parameters
+    /// and a one-way fingerprint of the initial refresh token).
     #[must_use]
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.setup.key = Some(key.into());

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use integration_client::Client;
 use integration_config::Config;
 use integration_core::ext::Attempts;
+use integration_core::names;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -34,6 +37,17 @@ use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
 use tracing_subscriber::fmt::time::{FormatTime, Uptime};
 use tracing_subscriber::registry::LookupSpan;
+
+/// The duration histograms of the stack, in seconds.
+const DURATION_METRICS: [&str; 3] = [
+    names::HTTP_CLIENT_REQUEST_DURATION,
+    names::ATTEMPT_DURATION,
+    names::THROTTLE_WAIT,
+];
+/// OpenTelemetry's advised bucket boundaries for `http.client.request.duration`, in seconds.
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// Calls in the burst.
 const CALLS: usize = 200;
@@ -226,7 +240,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Sums the samples of a Prometheus counter (or a summary's `_count`) across label sets.
+/// Sums the samples of a Prometheus counter (or a histogram's `_count`) across label sets.
 fn metric_sum(exposition: &str, name: &str) -> u64 {
     let total: f64 = exposition
         .lines()
@@ -243,6 +257,8 @@ fn metric_sum(exposition: &str, name: &str) -> u64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
+        // Colours only on a terminal: piped or redirected output stays free of escape codes.
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -251,7 +267,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .init();
     // The metrics of every layer, rendered at the end (no HTTP listener).
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    // Durations are histograms with OpenTelemetry's advised boundaries for
+    // `http.client.request.duration`, not client-side summaries (which cannot be aggregated).
+    let mut prometheus = PrometheusBuilder::new();
+    for name in DURATION_METRICS {
+        prometheus =
+            prometheus.set_buckets_for_metric(Matcher::Full(name.to_owned()), DURATION_BUCKETS)?;
+    }
+    let metrics = prometheus.install_recorder()?;
 
     let upstream = Arc::new(Upstream::default());
     let addr = start_upstream(upstream.clone()).await?;

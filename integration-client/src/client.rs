@@ -23,7 +23,6 @@ use crate::request::RequestBuilder;
 use crate::response::ResponseBody;
 use crate::stack::{HttpService, SharedHandles, SharedState, build_stack};
 use crate::transport::{Transport, TransportBuilder};
-use integration_log::redact::Redactor;
 
 /// One integration as the client holds it: its base URL, defaults, stack and state.
 pub(crate) struct ApiEntry {
@@ -121,8 +120,11 @@ impl ClientShared {
     ) -> Result<ApiEntry, Error> {
         let transport = self.transport_for(config)?;
         let state = SharedState::derive(name, config, previous, &self.handles, &transport)?;
-        let redirect_rule = Redactor::default().deny(config.log.redact_headers.iter());
-        let service = build_stack(config, &state, transport.with_redactor(redirect_rule))?;
+        let service = build_stack(
+            config,
+            &state,
+            transport.with_redactor(crate::stack::redirect_redactor(&config.log)),
+        )?;
         let mut default_headers = HeaderMap::new();
         if let Some(agent) = &config.user_agent {
             let value = HeaderValue::from_str(agent).map_err(|e| {
@@ -191,11 +193,15 @@ impl ClientShared {
     }
 
     pub(crate) fn enter(self: &Arc<Self>) -> Result<InFlightGuard, Error> {
-        self.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        // SeqCst here and in `shutdown`: each side writes one atomic and then reads the other's
+        // (count then `closed`; `closed` then count). With acquire/release only, both reads may miss
+        // both writes (store-load reordering), so a call could start after `shutdown` saw no call in
+        // flight. With SeqCst one of the two sees the other.
+        self.in_flight.count.fetch_add(1, Ordering::SeqCst);
         let guard = InFlightGuard {
             shared: self.clone(),
         };
-        if self.closed.load(Ordering::Acquire) {
+        if self.closed.load(Ordering::SeqCst) {
             // Dropping the guard releases the count again.
             return Err(Error::new(ErrorKind::Cancelled)
                 .with_message("the client is shutting down and takes no new calls"));
@@ -392,6 +398,13 @@ impl Client {
                 report.removed.push(name.clone());
             }
         }
+        // Every stack was built: only now may kept limiters take their new quotas (a failure above
+        // left the running stacks untouched).
+        for name in &report.changed {
+            if let Some(state) = next.get(name).and_then(|entry| entry.state.as_ref()) {
+                state.commit();
+            }
+        }
         report.removed.sort();
         let mut removed: BTreeSet<String> = (**self.shared.removed.load()).clone();
         removed.extend(report.removed.iter().cloned());
@@ -485,13 +498,14 @@ impl Client {
     ///
     /// Returns the number of calls still in flight when it gave up (0: all finished).
     pub async fn shutdown(&self, timeout: Duration) -> usize {
-        self.shared.closed.store(true, Ordering::Release);
+        // SeqCst: see `ClientShared::enter`.
+        self.shared.closed.store(true, Ordering::SeqCst);
         let wait = async {
             loop {
                 let idle = self.shared.in_flight.idle.notified();
                 tokio::pin!(idle);
                 idle.as_mut().enable();
-                if self.in_flight() == 0 {
+                if self.shared.in_flight.count.load(Ordering::SeqCst) == 0 {
                     return;
                 }
                 idle.await;

@@ -41,11 +41,15 @@ pub struct RequestBuilder {
 
 impl fmt::Debug for RequestBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never the headers or the query: they may carry secrets.
+        // Never the headers or the query (the path's own `?query` included): they may carry secrets.
+        let path = self
+            .path
+            .split_once('?')
+            .map_or(&*self.path, |(path, _)| path);
         f.debug_struct("RequestBuilder")
             .field("api", &self.api.name())
             .field("method", &self.method)
-            .field("path", &self.path)
+            .field("path", &path)
             .field("body", &self.body)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()

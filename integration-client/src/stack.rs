@@ -9,7 +9,7 @@
 //! CircuitBreakerLayer   fail fast while the upstream is known broken
 //! RateLimitLayer        one permit per attempt; server throttle pauses
 //! AuthLayer             fresh credential per attempt; 401 invalidates it
-//! AttemptLogLayer       one span per attempt
+//! AttemptLogLayer       one span per attempt; a failed attempt logs at WARN (the call logs the outcome)
 //! AttemptTimeoutLayer   bound on one attempt
 //! Transport             pooled hyper-util client, rustls, h1/h2, decompression, safe redirects
 //! ```
@@ -99,9 +99,15 @@ impl SharedHandles {
 /// | `retry.budget` | the [`RetryBudget`] | a new budget |
 /// | `circuit_breaker` | the [`BreakerRegistry`] | a new registry (closed) |
 /// | `auth` | the credential provider and its token cache | a new provider (fetches anew) |
+///
+/// A kept limiter is shared with the running stack, so its new quotas are not applied by
+/// [`derive`](SharedState::derive) but by [`commit`](SharedState::commit), once every stack of the
+/// reload was built: a reload that fails half-way changes nothing.
 #[derive(Clone)]
 pub struct SharedState {
     rate_limit: (RateLimitConfig, RateLimiter),
+    /// The policy a kept limiter takes at [`commit`](SharedState::commit).
+    pending_policy: Option<RateLimitPolicy>,
     budget: (Option<BudgetConfig>, RetryBudget),
     breaker: (BreakerConfig, BreakerRegistry),
     auth: (AuthConfig, Option<Arc<dyn CredentialProvider>>),
@@ -135,6 +141,7 @@ impl SharedState {
     ) -> Result<Self, Error> {
         let path = format!("integrations.{name}");
         let policy = rate_limit_policy(&path, &config.rate_limit)?;
+        let mut pending_policy = None;
         let rate_limit = match previous {
             Some(prev) if prev.rate_limit.0 == config.rate_limit => prev.rate_limit.clone(),
             Some(prev)
@@ -142,8 +149,9 @@ impl SharedState {
                     && prev.rate_limit.0.expected_replicas
                         == config.rate_limit.expected_replicas =>
             {
-                // Same store: keep every key's state (server pauses included), change the quotas.
-                prev.rate_limit.1.set_policy(policy);
+                // Same store: keep every key's state (server pauses included), change the quotas,
+                // at `commit`: the limiter serves the running stack until the reload succeeds.
+                pending_policy = Some(policy);
                 (config.rate_limit.clone(), prev.rate_limit.1.clone())
             }
             _ => {
@@ -184,10 +192,21 @@ impl SharedState {
         };
         Ok(Self {
             rate_limit,
+            pending_policy,
             budget,
             breaker,
             auth,
         })
+    }
+
+    /// Applies what [`derive`](SharedState::derive) kept for later: the new quotas of a limiter taken
+    /// over from the previous state. Call it once the stacks built from this state replace the old
+    /// ones ([`Client::update`](crate::Client::update) does, after every integration was built).
+    /// Calling it again changes nothing.
+    pub fn commit(&self) {
+        if let Some(policy) = &self.pending_policy {
+            self.rate_limit.1.set_policy(policy.clone());
+        }
     }
 
     /// The rate limiter (shared by every stack built from this state).
@@ -412,13 +431,19 @@ fn level(level: LogLevel) -> tracing::Level {
     level.to_tracing().unwrap_or(tracing::Level::TRACE)
 }
 
-/// The redactor of an integration: the built-in rule, its `log.redact_*` deny lists and
-/// `log.allow_headers`. The transport uses the same rule (deny lists only) to decide which headers are
-/// credentials on a cross-origin redirect.
-pub(crate) fn redactor(log: &LogConfig) -> Redactor {
+/// The redactor of an integration's logs: the built-in rule, its `log.redact_*` deny lists and
+/// `log.allow_headers`. The transport uses [`redirect_redactor`] instead.
+fn redactor(log: &LogConfig) -> Redactor {
     Redactor::default()
         .deny(log.redact_headers.iter().chain(&log.redact_fields))
         .allow(&log.allow_headers)
+}
+
+/// The rule that decides which headers are credentials, dropped on a cross-origin redirect: the
+/// built-in rule and `log.redact_headers`. Not `log.allow_headers`: a header shown in logs is still
+/// not sent to another origin.
+pub(crate) fn redirect_redactor(log: &LogConfig) -> Redactor {
+    Redactor::default().deny(log.redact_headers.iter())
 }
 
 fn log_policy(log: &LogConfig) -> LogPolicy {
@@ -429,6 +454,18 @@ fn log_policy(log: &LogConfig) -> LogPolicy {
         .with_bodies(log.capture_bodies)
         .with_body_limit(log.max_body_bytes)
         .with_traceparent(log.propagate_traceparent)
+}
+
+/// The attempt layer's policy: the call's, except that a failed attempt (an error status, a transport
+/// error, a timeout) logs at most at `WARN`. An attempt's failure is not the call's outcome, since the
+/// retry layer may replay it; the call span logs the outcome at the configured levels (a final 5xx at
+/// `ERROR`), so one failed call is one `ERROR` line, not one per attempt.
+fn attempt_log_policy(call: &LogPolicy) -> LogPolicy {
+    // `tracing::Level` orders verbosity: `max` keeps a level already below `WARN`.
+    call.clone()
+        .with_client_error_level(call.client_error_level().max(tracing::Level::WARN))
+        .with_server_error_level(call.server_error_level().max(tracing::Level::WARN))
+        .with_error_level(call.error_level().max(tracing::Level::WARN))
 }
 
 fn retry_policy(config: &IntegrationConfig) -> RetryPolicy {
@@ -481,6 +518,7 @@ fn breaker_policy(breaker: &BreakerConfig) -> BreakerPolicy {
 /// let next = SharedState::derive("example", &changed, Some(&state), &handles, &transport)?;
 /// assert!(next.retry_budget().ptr_eq(state.retry_budget()));
 /// let rebuilt = build_stack(&changed, &next, transport)?;
+/// next.commit(); // the rebuilt stack takes over: apply changed quotas to the kept limiter
 /// # let _ = (stack, rebuilt);
 /// # Ok(())
 /// # }
@@ -517,7 +555,7 @@ pub fn build_stack(
         .option_layer(breaker)
         .layer(RateLimitLayer::new(state.rate_limit.1.clone()))
         .option_layer(auth)
-        .layer(AttemptLogLayer::new(policy))
+        .layer(AttemptLogLayer::new(attempt_log_policy(&policy)))
         .layer(attempt_timeout)
         .service(transport);
     Ok(HttpService::new(service))

@@ -5,7 +5,9 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use integration_client::{Client, GraphQlError};
-use integration_config::{Config, IntegrationConfig, Secret};
+use integration_config::{
+    ApiKeyAuth, AuthConfig, Config, IntegrationConfig, QuotaConfig, RedisConfig, Secret, StoreKind,
+};
 use integration_core::ErrorKind;
 use integration_core::error::BodyTooLarge;
 use serde::{Deserialize, Serialize};
@@ -858,4 +860,199 @@ async fn a_rejected_update_changes_nothing() {
     assert_eq!(client.names(), ["svc"]);
     let response = client.api("svc").unwrap().get("/").send().await.unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// DESIGN.md: "Every attempt (not only the first) goes through rate limiting and auth." A quota of
+/// two permits with no wait: the first two attempts reach the upstream, the third is refused by the
+/// limiter. Were the limiter outside the retry layer, all three attempts would reach the upstream.
+#[tokio::test]
+async fn every_attempt_takes_a_rate_limit_permit() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let mut config = fast(&server);
+    config.retry.max_attempts = 3;
+    config.rate_limit.quotas = vec![QuotaConfig::new(2, Duration::from_secs(3600))];
+    config.rate_limit.max_wait = Duration::ZERO;
+    let client = client("metered", config);
+    let error = client
+        .api("metered")
+        .unwrap()
+        .get("/")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(error.is_rate_limited(), "{error:?}");
+}
+
+/// DESIGN.md: every attempt goes through auth. The retried attempt must carry the key too: a request
+/// without it matches no mock (404, not retried) and the call fails.
+#[tokio::test]
+async fn api_key_auth_is_applied_on_the_retried_attempt_too() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(header("x-api-key", "k-123"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(header("x-api-key", "k-123"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut config = fast(&server);
+    config.auth = AuthConfig::ApiKey(ApiKeyAuth::new(Secret::new("k-123")));
+    let client = client("keyed", config);
+    let response = client.api("keyed").unwrap().get("/").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.attempts(), 2);
+}
+
+/// DESIGN.md: "A 401 gets exactly one replay after the credential is invalidated." Through the
+/// facade, the retry layer replays and the auth layer's own replay is off: an upstream that always
+/// answers 401 sees exactly two requests (four if both layers replayed), and two token fetches.
+#[tokio::test]
+async fn a_persistent_401_gets_exactly_one_replay_through_the_facade() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "tok", "token_type": "Bearer", "expires_in": 3600
+        })))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .and(header("authorization", "Bearer tok"))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let text = format!(
+        r#"
+        [integrations.shop]
+        base_url = "{uri}"
+        retry = {{ max_attempts = 5, base = "1ms", cap = "5ms" }}
+        auth = {{ type = "oauth2_client_credentials", token_url = "{uri}/oauth/token", client_id = "app", client_secret = "s" }}
+        "#,
+        uri = server.uri()
+    );
+    let client = Client::from_config(Config::from_toml_str(&text).unwrap()).unwrap();
+    let response = client.api("shop").unwrap().get("/me").send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.attempts(), 2);
+}
+
+/// DESIGN.md: "`invalid_grant` is final." Through the facade (three attempts allowed) the token
+/// endpoint is asked once, the API never, and the call fails at once as an auth error.
+#[tokio::test]
+async fn invalid_grant_is_final_through_the_facade() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error": "invalid_grant", "error_description": "refresh token revoked"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let text = format!(
+        r#"
+        [integrations.crm]
+        base_url = "{uri}"
+        retry = {{ max_attempts = 3, base = "1ms", cap = "5ms" }}
+        auth = {{ type = "oauth2_refresh_token", token_url = "{uri}/oauth/token", client_id = "app", refresh_token = "rt-secret-1" }}
+        "#,
+        uri = server.uri()
+    );
+    let client = Client::from_config(Config::from_toml_str(&text).unwrap()).unwrap();
+    let error = client
+        .api("crm")
+        .unwrap()
+        .get("/me")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(error.is_auth(), "{error:?}");
+    assert!(error.attempts() <= 1, "not retried: {error:?}");
+    assert!(!format!("{error:?} {error:#}").contains("rt-secret-1"));
+}
+
+/// Regression: `RequestBuilder`'s Debug printed the path with its `?query`, where an API key passed
+/// as a query parameter would show.
+#[test]
+fn a_request_builder_never_prints_the_query_written_in_its_path() {
+    let config = IntegrationConfig::builder("https://api.example.com/v1/")
+        .build()
+        .unwrap();
+    let client = client("debugged", config);
+    let request = client
+        .api("debugged")
+        .unwrap()
+        .get("/search?api_key=s3cr3t-key&q=x")
+        .query(&[("token", "other-s3cr3t")]);
+    let printed = format!("{request:?}");
+    assert!(!printed.contains("s3cr3t"), "{printed}");
+    assert!(printed.contains("/search"), "{printed}");
+}
+
+/// Regression: `Client::update` promises "nothing is applied when anything fails", but a changed
+/// quota was written into the running limiter while the reload was still being built; when a later
+/// integration then failed, the update was refused and yet the live stack ran on the new quota.
+#[tokio::test]
+async fn a_reload_that_fails_later_leaves_the_running_quota_alone() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let mut generous = fast(&server);
+    generous.rate_limit.quotas = vec![QuotaConfig::new(100, Duration::from_secs(3600))];
+    generous.rate_limit.max_wait = Duration::ZERO;
+    let client = client("svc", generous.clone());
+
+    // `svc` tightened to one call an hour (same store: the limiter is kept), and `zzz` (built after
+    // `svc`) needs a Redis connection this client does not have: the update fails.
+    let mut tight = generous.clone();
+    tight.rate_limit.quotas = vec![QuotaConfig::new(1, Duration::from_secs(3600))];
+    let mut needs_redis = fast(&server);
+    needs_redis.rate_limit.store = StoreKind::Redis;
+    let update = Config::new()
+        .with_redis(RedisConfig::new(Secret::new("redis://127.0.0.1:1")))
+        .with_integration("svc", tight)
+        .with_integration("zzz", needs_redis);
+    let error = client.update(update).unwrap_err();
+    assert!(error.is_config(), "{error:?}");
+
+    let api = client.api("svc").unwrap();
+    for call in 0..3 {
+        let response = api.get("/").send().await;
+        assert!(
+            response.is_ok(),
+            "call {call} refused: the rejected reload changed the quota: {response:?}"
+        );
+    }
+
+    // The same change alone succeeds and takes effect on the kept limiter (its 3 calls count).
+    let mut tight = generous;
+    tight.rate_limit.quotas = vec![QuotaConfig::new(1, Duration::from_secs(3600))];
+    let report = client
+        .update(Config::new().with_integration("svc", tight))
+        .unwrap();
+    assert_eq!(report.changed, ["svc"]);
+    let error = api.get("/").send().await.unwrap_err();
+    assert!(error.is_rate_limited(), "{error:?}");
 }

@@ -46,6 +46,40 @@ async fn connect(config: Config) -> Client {
     }
 }
 
+/// Deletes the keys this test created, all under its own `prefix` (never FLUSHDB: the instance is
+/// shared). SCAN, not KEYS, so a large shared instance is not blocked.
+async fn delete_keys_under(prefix: &str) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    // Every key of the prefix is hash-tagged: `{<prefix>:...}...`.
+    let pattern = format!("{{{prefix}:*");
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    if !keys.is_empty() {
+        redis::cmd("DEL")
+            .arg(&keys)
+            .query_async::<()>(&mut connection)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn replicas_share_the_quota_and_the_token_through_redis() {
     let server = MockServer::start().await;
@@ -115,6 +149,7 @@ async fn replicas_share_the_quota_and_the_token_through_redis() {
         })
         .count();
     assert_eq!(authorized, 2);
+    delete_keys_under(&prefix).await;
 }
 
 #[tokio::test]

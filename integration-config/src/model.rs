@@ -1258,7 +1258,9 @@ impl LogLevel {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LogConfig {
-    /// Level of the line logged for a successful call (failures log at `warn`). Default `debug`.
+    /// Level of the line logged for a successful call. Default `debug`. The others are fixed: a call
+    /// that ends in a 4xx logs at `warn`, in a 5xx or an error at `error`, a success after retries at
+    /// `info`; a failed attempt that is retried logs at `warn`.
     pub success_level: LogLevel,
     /// Log request and response headers (redacted). Default true.
     pub capture_headers: bool,

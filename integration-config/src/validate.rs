@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use integration_core::redact::Redactor;
 use secrecy::ExposeSecret;
 use url::Url;
 
@@ -267,9 +268,21 @@ pub(crate) fn integration(
     {
         cx.err("user_agent", "is not a valid header value");
     }
+    // A credential in plain `headers` is a plaintext secret: printed by `Debug`, stored as it is in
+    // PostgreSQL, out of reach of rotation. Credentials belong in `auth`, as secret references. The
+    // rule is the redaction rule of the logs (`log.allow_headers` included), so what is refused here
+    // is exactly what the logs would hide.
+    let credentials = Redactor::new().allow(&c.log.allow_headers);
     for (name, value) in &c.headers {
         let field = format!("headers.{name}");
         cx.header_name(&field, name);
+        if credentials.is_sensitive(name) {
+            cx.err(
+                &field,
+                "carries a credential; put it in the auth section (type = \"api_key\" with \
+                 header = ..., or bearer, basic...), where it is a secret reference and redacted",
+            );
+        }
         if HeaderValue::from_str(value).is_err() {
             cx.err(&field, "is not a valid header value");
         }

@@ -722,3 +722,27 @@ fn plaintext_secrets_in_defaults_never_print_or_serialize() {
     let json = serde_json::to_string(&config).unwrap();
     assert!(!json.contains("defaults-literal"), "{json}");
 }
+
+/// Regression: a credential written in plain `headers` (`Authorization = "Bearer ..."`) passed
+/// validation, so it was printed by `Debug`, stored as plaintext in PostgreSQL (where only secret
+/// references are allowed) and bypassed the auth section. It is refused with its path, by the same rule
+/// the logs redact by; `log.allow_headers` is the escape hatch for a header that only looks secret.
+#[test]
+fn a_credential_in_plain_headers_is_refused_with_its_path() {
+    let paths = invalid_paths(Config::from_toml_str(
+        r#"
+        [integrations.crm]
+        base_url = "https://crm.example.com/"
+        headers = { Authorization = "Bearer plain-token", X-Api-Key = "plain-key", X-Session-Token = "t", Accept = "application/json" }
+        log = { allow_headers = ["x-session-token"] }
+        "#,
+    ));
+    let expected = [
+        "integrations.crm.headers.Authorization: carries a credential; put it in the auth section (type = \"api_key\" with header = ..., or bearer, basic...), where it is a secret reference and redacted",
+        "integrations.crm.headers.X-Api-Key: carries a credential; put it in the auth section (type = \"api_key\" with header = ..., or bearer, basic...), where it is a secret reference and redacted",
+    ];
+    assert_eq!(paths, expected);
+    for path in &paths {
+        assert!(!path.contains("plain-"), "no value in the error: {path}");
+    }
+}

@@ -1,0 +1,137 @@
+//! The levels the facade logs at: a failed attempt that the retry layer replays is a WARN line of the
+//! attempt span; the call span logs the call's outcome at the configured levels.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use integration_client::Client;
+use integration_config::IntegrationConfig;
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// One `integration_log` event: its level, whether it was inside an attempt span (two spans deep: the
+/// call's and the attempt's) and its message.
+#[derive(Debug, Clone, PartialEq)]
+struct Line {
+    level: Level,
+    attempt: bool,
+    message: String,
+}
+
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<Line>>>);
+
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for Lines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if event.metadata().target() != "integration_log" {
+            return;
+        }
+        let depth = ctx.event_scope(event).map_or(0, |scope| scope.count());
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        self.0.lock().unwrap().push(Line {
+            level: *event.metadata().level(),
+            attempt: depth >= 2,
+            message: message.0,
+        });
+    }
+}
+
+fn client(server: &MockServer, attempts: u32) -> Client {
+    let mut config = IntegrationConfig::builder(server.uri()).build().unwrap();
+    config.retry.max_attempts = attempts;
+    config.retry.base = Duration::from_millis(1);
+    config.retry.cap = Duration::from_millis(5);
+    Client::builder().api("partner", config).build().unwrap()
+}
+
+/// Regression: a 503 on an attempt that is then retried logged at ERROR through `AttemptLogLayer`,
+/// so a call that succeeded on its second attempt left an ERROR line behind.
+#[tokio::test]
+async fn a_retried_503_logs_at_warn_on_the_attempt_and_no_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let lines = Lines::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(lines.clone()));
+    let response = client(&server, 2)
+        .api("partner")
+        .unwrap()
+        .get("/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let lines = lines.0.lock().unwrap().clone();
+    let failed_attempts: Vec<&Line> = lines
+        .iter()
+        .filter(|l| l.attempt && l.level <= Level::WARN)
+        .collect();
+    assert_eq!(failed_attempts.len(), 1, "{lines:#?}");
+    assert_eq!(failed_attempts[0].level, Level::WARN, "{lines:#?}");
+    assert!(
+        lines.iter().all(|l| l.level != Level::ERROR),
+        "no ERROR line for a call that succeeded: {lines:#?}"
+    );
+}
+
+/// The call span keeps the outcome levels: a call whose every attempt got 503 logs one ERROR line, at
+/// the call level, and a WARN line per attempt.
+#[tokio::test]
+async fn a_failed_call_logs_error_once_at_the_call_level() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let lines = Lines::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(lines.clone()));
+    let response = client(&server, 2)
+        .api("partner")
+        .unwrap()
+        .get("/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let lines = lines.0.lock().unwrap().clone();
+    let errors: Vec<&Line> = lines.iter().filter(|l| l.level == Level::ERROR).collect();
+    assert_eq!(errors.len(), 1, "{lines:#?}");
+    assert!(
+        !errors[0].attempt,
+        "the ERROR line is the call's: {lines:#?}"
+    );
+    let attempt_warnings = lines
+        .iter()
+        .filter(|l| l.attempt && l.level == Level::WARN)
+        .count();
+    assert_eq!(attempt_warnings, 2, "{lines:#?}");
+}
