@@ -38,6 +38,21 @@ impl IntegrationName {
         &self.0
     }
 
+    /// The name as the shared string it is stored in: clone it for a key or a metric label that
+    /// keeps the name, with no new allocation.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use integration_core::ext::IntegrationName;
+    ///
+    /// let name = IntegrationName::new("github");
+    /// let label: Arc<str> = name.as_arc().clone();
+    /// assert!(Arc::ptr_eq(&label, name.as_arc()));
+    /// ```
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
+    }
+
     /// The name carried by a request, if any.
     pub fn of<B>(request: &http::Request<B>) -> Option<&IntegrationName> {
         request.extensions().get::<IntegrationName>()

@@ -247,32 +247,61 @@ impl Redactor {
     /// assert_eq!(Redactor::default().redact_url(&uri), "https://api.example.com/search?q=rust&access_token=[REDACTED]");
     /// ```
     pub fn redact_url(&self, uri: &Uri) -> String {
-        self.count();
         let mut out = String::with_capacity(128);
+        // Writing into a `String` cannot fail.
+        let _ = self.write_url(uri, &mut out);
+        out
+    }
+
+    /// [`redact_url`](Self::redact_url) written straight into `out` (a formatter, a buffer), with no
+    /// intermediate `String`: what a `Display` wrapper formatting the URL for a log line wants.
+    ///
+    /// ```
+    /// # use integration_core::redact::Redactor;
+    /// use std::fmt;
+    ///
+    /// struct Url<'a>(&'a Redactor, &'a http::Uri);
+    /// impl fmt::Display for Url<'_> {
+    ///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    ///         self.0.write_url(self.1, f)
+    ///     }
+    /// }
+    /// let uri: http::Uri = "https://user:pw@api.example.com/v1?api_key=abc&page=2".parse().unwrap();
+    /// assert_eq!(
+    ///     Url(&Redactor::default(), &uri).to_string(),
+    ///     "https://[REDACTED]:[REDACTED]@api.example.com/v1?api_key=[REDACTED]&page=2"
+    /// );
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Only those of `out`.
+    pub fn write_url(&self, uri: &Uri, out: &mut impl fmt::Write) -> fmt::Result {
+        self.count();
         if let Some(scheme) = uri.scheme_str() {
-            out.push_str(scheme);
-            out.push_str("://");
+            out.write_str(scheme)?;
+            out.write_str("://")?;
         }
         if let Some(authority) = uri.authority() {
             let authority = authority.as_str();
             match authority.rfind('@') {
                 Some(at) => {
-                    out.push_str(REDACTED);
+                    out.write_str(REDACTED)?;
                     if authority[..at].contains(':') {
-                        out.push(':');
-                        out.push_str(REDACTED);
+                        out.write_char(':')?;
+                        out.write_str(REDACTED)?;
                     }
-                    out.push_str(&authority[at..]);
+                    out.write_str(&authority[at..])?;
                 }
-                None => out.push_str(authority),
+                None => out.write_str(authority)?,
             }
         }
-        out.push_str(uri.path());
+        out.write_str(uri.path())?;
         if let Some(query) = uri.query() {
-            out.push('?');
-            self.redact_pairs_into(query, &mut out);
+            out.write_char('?')?;
+            self.redact_pairs_into(query, out)?;
         }
-        out
+        Ok(())
     }
 
     /// The headers, each value redacted by [`redact_header_value`](Self::redact_header_value), as a
@@ -339,7 +368,8 @@ impl Redactor {
             Some(BodyKind::Form) => {
                 let text = String::from_utf8_lossy(body);
                 let mut out = String::with_capacity(text.len());
-                self.redact_pairs_into(&text, &mut out);
+                // Writing into a `String` cannot fail.
+                let _ = self.redact_pairs_into(&text, &mut out);
                 out
             }
             Some(BodyKind::Text) => self.text_cow(&String::from_utf8_lossy(body)).into_owned(),
@@ -392,31 +422,32 @@ impl Redactor {
     // ---- internals ----
 
     /// `name=value&...` (query strings, form bodies) with secret values replaced.
-    fn redact_pairs_into(&self, pairs: &str, out: &mut String) {
+    fn redact_pairs_into(&self, pairs: &str, out: &mut impl fmt::Write) -> fmt::Result {
         for (i, pair) in pairs.split('&').enumerate() {
             if i > 0 {
-                out.push('&');
+                out.write_char('&')?;
             }
             match pair.split_once('=') {
                 Some((name, _)) if self.is_sensitive(&percent_decode(name)) => {
-                    out.push_str(name);
-                    out.push('=');
-                    out.push_str(REDACTED);
+                    out.write_str(name)?;
+                    out.write_char('=')?;
+                    out.write_str(REDACTED)?;
                 }
                 // An innocent name may still carry a URL or a query of its own (`next=/cb?token=..`,
                 // a webhook URL): its value, decoded, goes through the text rule, and is shown
                 // decoded and redacted only when that removed something.
                 Some((name, value)) => match self.text_cow(&percent_decode(value)) {
                     Cow::Owned(redacted) => {
-                        out.push_str(name);
-                        out.push('=');
-                        out.push_str(&redacted);
+                        out.write_str(name)?;
+                        out.write_char('=')?;
+                        out.write_str(&redacted)?;
                     }
-                    Cow::Borrowed(_) => out.push_str(pair),
+                    Cow::Borrowed(_) => out.write_str(pair)?,
                 },
-                None => out.push_str(pair),
+                None => out.write_str(pair)?,
             }
         }
+        Ok(())
     }
 
     fn text_cow<'t>(&self, text: &'t str) -> Cow<'t, str> {

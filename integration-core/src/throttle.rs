@@ -69,7 +69,7 @@ use std::cmp::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{DATE, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use sfv::{BareItem, Dictionary, Item, List, ListEntry, Parser};
 
 /// The longest delay a throttle field may state: ten years of 365.25 days.
@@ -157,6 +157,11 @@ impl ThrottleSignal {
     /// ```
     #[must_use]
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> ThrottleSignal {
+        // Most responses carry no signal at all: one pass over their few header names settles it,
+        // without the Date parse and the lookups of every family below.
+        if !headers.keys().any(may_signal) {
+            return ThrottleSignal::default();
+        }
         let date = headers
             .get(DATE)
             .and_then(|value| value.to_str().ok())
@@ -270,6 +275,15 @@ pub fn parse_retry_after(
     }
     let at = httpdate::parse_http_date(text).ok()?;
     delay_until(at, date.unwrap_or(now))
+}
+
+/// Whether a header of this name may be read by a family's parser: every name read in this module
+/// (`retry-after`, `retry-after-ms`, `x-ms-retry-after-ms`, `ratelimit*`, `x-ratelimit-*`,
+/// `x-rate-limit-*`, `x-shopify-shop-api-call-limit`) contains `rate`, `retry` or `limit`. Header
+/// names in a `HeaderMap` are lowercase.
+fn may_signal(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.contains("rate") || name.contains("retry") || name.contains("limit")
 }
 
 /// The longest of every `Retry-After`, `retry-after-ms` and `x-ms-retry-after-ms` line.
@@ -742,6 +756,55 @@ mod tests {
 
     fn retry(value: &str) -> Option<Duration> {
         parse_retry_after(&HeaderValue::from_str(value).unwrap(), None, at(JULY_1))
+    }
+
+    /// The fast path of `from_headers` (no signal header, no parse) must never skip a family: each
+    /// family alone, with the headers of an ordinary response beside it, is still read.
+    #[test]
+    fn fast_path_skips_only_responses_without_a_signal() {
+        let ordinary = [
+            ("date", JULY_1_HTTP),
+            ("content-type", "application/json"),
+            ("content-length", "84"),
+            ("cache-control", "no-store"),
+        ];
+        assert_eq!(signal(&ordinary, at(JULY_1)), ThrottleSignal::default());
+        let families: &[&[(&str, &str)]] = &[
+            &[("retry-after", "7")],
+            &[("Retry-After-Ms", "7000")],
+            &[("x-ms-retry-after-ms", "7000")],
+            &[
+                ("ratelimit-policy", r#""burst";q=100;w=60"#),
+                ("ratelimit", r#""burst";r=0;t=7"#),
+            ],
+            &[
+                ("ratelimit-limit", "100"),
+                ("ratelimit-remaining", "0"),
+                ("ratelimit-reset", "7"),
+            ],
+            &[("ratelimit", "limit=100, remaining=0, reset=7")],
+            &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "7")],
+            &[("x-ratelimit-limit", "100"), ("x-ratelimit-used", "100")],
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset-after", "7"),
+            ],
+            &[("x-rate-limit-remaining", "0"), ("x-rate-limit-reset", "7")],
+            &[("x-shopify-shop-api-call-limit", "40/40")],
+        ];
+        for family in families {
+            let mut pairs = ordinary.to_vec();
+            pairs.extend_from_slice(family);
+            assert_ne!(
+                signal(&pairs, at(JULY_1)),
+                ThrottleSignal::default(),
+                "{family:?} must be read"
+            );
+            for (name, _) in *family {
+                let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+                assert!(may_signal(&name), "{name} must be looked at");
+            }
+        }
     }
 
     #[test]

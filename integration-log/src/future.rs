@@ -1,17 +1,18 @@
 //! The response future of [`Log`](crate::Log).
 
+use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Method, Response, StatusCode, Uri};
 use integration_core::ext::{Attempts, IntegrationName};
 use integration_core::{BoxError, Error, ErrorKind, names};
-use metrics::Label;
+use metrics::{Key, Label, Metadata, SharedString};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tracing::Span;
@@ -96,7 +97,7 @@ pub(crate) struct Pending {
     pub(crate) policy: Arc<LogPolicy>,
     pub(crate) scope: Scope,
     pub(crate) method: Method,
-    pub(crate) host: Option<String>,
+    pub(crate) host: Option<Arc<str>>,
     pub(crate) integration: Option<IntegrationName>,
     /// For the failure events.
     pub(crate) uri: Uri,
@@ -151,21 +152,22 @@ impl Pending {
                 "http.response.headers" = headers,
                 "response"
             );
-            match capturable_type(response.headers()) {
-                Some(content_type)
-                    if policy.capture_bodies
-                        && !response.body().is_end_stream()
-                        && enabled_at!(level) =>
-                {
-                    Some(Capture::new(
-                        content_type.to_owned(),
-                        policy.body_limit,
-                        level,
-                        policy.redactor.clone(),
-                        self.span.clone(),
-                        self.integration.clone(),
-                    ))
-                }
+            // The cheap checks first: with the level off (the default for a success), the headers
+            // are not even looked at.
+            let wanted =
+                policy.capture_bodies && !response.body().is_end_stream() && enabled_at!(level);
+            match wanted
+                .then(|| capturable_type(response.headers()))
+                .flatten()
+            {
+                Some(content_type) => Some(Capture::new(
+                    content_type.to_owned(),
+                    policy.body_limit,
+                    level,
+                    policy.redactor.clone(),
+                    self.span.clone(),
+                    self.integration.clone(),
+                )),
                 _ => None,
             }
         };
@@ -242,12 +244,54 @@ impl Pending {
         status: Option<StatusCode>,
         error_type: Option<&str>,
     ) {
+        let method = method_attribute(&self.method);
+        let host = self.host.as_deref();
+        let code = status.map(|status| status.as_u16());
+        let integration = self.integration.as_ref().map(IntegrationName::as_str);
+        let record = |key: &Key| {
+            metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
+                .record(elapsed.as_secs_f64());
+        };
+        // A failure's label set is built afresh (failures are rare, and `error.type` varies); a
+        // success reuses the key this thread built last time for the same labels.
+        if error_type.is_none() {
+            let cached = RECENT_KEYS.with_borrow(|keys| {
+                keys.iter()
+                    .find(|(parts, _)| parts.matches(self.scope, method, host, code, integration))
+                    .map(|(_, key)| key.clone())
+            });
+            let key = cached.unwrap_or_else(|| {
+                let key = self.key(status, None);
+                RECENT_KEYS.with_borrow_mut(|keys| {
+                    if keys.len() >= RECENT_KEYS_MAX {
+                        keys.clear();
+                    }
+                    let parts = KeyParts {
+                        scope: self.scope,
+                        method,
+                        host: self.host.clone(),
+                        code,
+                        integration: self.integration.clone(),
+                    };
+                    keys.push((parts, key.clone()));
+                });
+                key
+            });
+            record(&key);
+        } else {
+            record(&self.key(status, error_type));
+        }
+    }
+
+    /// The metric key (name and labels) of this call's duration.
+    fn key(&self, status: Option<StatusCode>, error_type: Option<&str>) -> Key {
         let name = match self.scope {
             Scope::Call => names::HTTP_CLIENT_REQUEST_DURATION,
             Scope::Attempt => names::ATTEMPT_DURATION,
         };
+        // Every label value is static or shares an allocation the call already has.
         let mut labels = Vec::with_capacity(5);
-        labels.push(Label::new(
+        labels.push(Label::from_static_parts(
             names::HTTP_REQUEST_METHOD,
             method_attribute(&self.method),
         ));
@@ -257,19 +301,58 @@ impl Pending {
         if let Some(status) = status {
             labels.push(Label::new(
                 names::HTTP_RESPONSE_STATUS_CODE,
-                status.as_str().to_owned(),
+                status_label(status),
             ));
         }
         if let Some(error_type) = error_type {
             labels.push(Label::new(names::ERROR_TYPE, error_type.to_owned()));
         }
         if let Some(integration) = &self.integration {
-            labels.push(Label::new(
-                names::INTEGRATION,
-                integration.as_str().to_owned(),
-            ));
+            labels.push(Label::new(names::INTEGRATION, integration.as_arc().clone()));
         }
-        metrics::histogram!(name, labels).record(elapsed.as_secs_f64());
+        Key::from_parts(name, labels)
+    }
+}
+
+/// What the histograms of this crate are registered with (what `metrics::histogram!` would give).
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// Label sets kept per thread; past this many the table starts over (it holds one entry per
+/// integration, host, method and status seen lately, a handful in practice).
+const RECENT_KEYS_MAX: usize = 64;
+
+thread_local! {
+    /// The metric keys of recent successes on this thread, so that a call with the same labels as
+    /// an earlier one builds no label set, copies no label and rehashes nothing (a `Key` keeps its
+    /// hash). Keys are plain values: whichever recorder is installed, each call still registers its
+    /// key with it, so a cached key never sends a sample to the wrong recorder.
+    static RECENT_KEYS: RefCell<Vec<(KeyParts, Key)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The label values a cached key was built from.
+struct KeyParts {
+    scope: Scope,
+    method: &'static str,
+    host: Option<Arc<str>>,
+    code: Option<u16>,
+    integration: Option<IntegrationName>,
+}
+
+impl KeyParts {
+    fn matches(
+        &self,
+        scope: Scope,
+        method: &str,
+        host: Option<&str>,
+        code: Option<u16>,
+        integration: Option<&str>,
+    ) -> bool {
+        self.scope == scope
+            && self.code == code
+            && self.method == method
+            && self.host.as_deref() == host
+            && self.integration.as_ref().map(IntegrationName::as_str) == integration
     }
 }
 
@@ -298,5 +381,19 @@ struct LazyError<'a>(&'a Redactor, &'a (dyn StdError + 'static));
 impl fmt::Display for LazyError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0.redact_error(self.1))
+    }
+}
+
+/// The `http.response.status_code` label of `status`: a shared string made once per code.
+fn status_label(status: StatusCode) -> SharedString {
+    static CODES: OnceLock<Box<[Arc<str>]>> = OnceLock::new();
+    let codes = CODES.get_or_init(|| {
+        (100..1000u16)
+            .map(|code| Arc::from(code.to_string()))
+            .collect()
+    });
+    match codes.get(usize::from(status.as_u16()).wrapping_sub(100)) {
+        Some(code) => SharedString::from(code.clone()),
+        None => SharedString::from(status.as_str().to_owned()),
     }
 }

@@ -111,29 +111,23 @@ where
         };
         let target = Target::of(&request);
 
-        let span = make_span(self.scope, policy.span_level, request.method());
-        if !span.is_disabled() {
-            span.record(
-                names::HTTP_REQUEST_METHOD,
-                method_attribute(request.method()),
-            );
-            if let Some(host) = &target.host {
-                span.record(names::SERVER_ADDRESS, host.as_str());
-            }
-            if let Some(port) = target.port {
-                span.record(names::SERVER_PORT, port);
-            }
-            span.record(
-                names::URL_FULL,
-                display(LazyUrl(&policy.redactor, request.uri())),
-            );
-            if let Some(name) = &integration {
-                span.record(names::INTEGRATION, name.as_str());
-            }
-            if self.scope == Scope::Attempt {
-                span.record(names::HTTP_REQUEST_RESEND_COUNT, attempt.get() - 1);
-            }
-        }
+        // Every field known now is given at creation: one `new_span` for the subscriber to format,
+        // rather than one `record` (and one more formatting pass) per field. The values are built
+        // only when the span is enabled; the URL is redacted only when a subscriber formats it.
+        let resend_count = (self.scope == Scope::Attempt).then(|| attempt.get() - 1);
+        let span = make_span(
+            self.scope,
+            policy.span_level,
+            request.method(),
+            SpanFields {
+                method: method_attribute(request.method()),
+                host: target.host.as_deref(),
+                port: target.port,
+                url: display(LazyUrl(&policy.redactor, request.uri())),
+                integration: integration.as_ref().map(IntegrationName::as_str),
+                resend_count,
+            },
+        );
 
         // A failure's event carries its URL itself: the line must stand alone even when the span's
         // level is filtered out (a cheap clone: the URI's parts are reference-counted).
@@ -162,7 +156,7 @@ where
 /// What the metrics and spans need to know about where a request goes.
 struct Target {
     method: Method,
-    host: Option<String>,
+    host: Option<Arc<str>>,
     port: Option<u16>,
 }
 
@@ -171,16 +165,16 @@ impl Target {
         let uri = request.uri();
         let (host, port) = match uri.host() {
             Some(host) => (
-                Some(host.to_owned()),
+                Some(Arc::from(host)),
                 uri.port_u16().or_else(|| default_port(uri)),
             ),
             // A relative URI: the `Host` header says where it goes.
             None => match request.headers().get(HOST).and_then(|h| h.to_str().ok()) {
                 Some(value) => match value.rsplit_once(':') {
                     Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
-                        (Some(host.to_owned()), port.parse().ok())
+                        (Some(Arc::from(host)), port.parse().ok())
                     }
-                    _ => (Some(value.to_owned()), None),
+                    _ => (Some(Arc::from(value)), None),
                 },
                 None => (None, None),
             },
@@ -223,7 +217,7 @@ pub(crate) struct LazyUrl<'a>(pub(crate) &'a Redactor, pub(crate) &'a Uri);
 
 impl fmt::Display for LazyUrl<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.redact_url(self.1))
+        self.0.write_url(self.1, f)
     }
 }
 
@@ -292,19 +286,29 @@ fn log_request<B: BodyBytes>(
     );
 }
 
+/// The values of a span's fields known when the call starts.
+struct SpanFields<'a> {
+    method: &'static str,
+    host: Option<&'a str>,
+    port: Option<u16>,
+    url: tracing::field::DisplayValue<LazyUrl<'a>>,
+    integration: Option<&'a str>,
+    resend_count: Option<u32>,
+}
+
 macro_rules! span_at {
-    ($level:ident, $name:literal, $kind:literal) => {
+    ($level:ident, $name:literal, $kind:literal, $fields:ident) => {
         tracing::span!(
             target: "integration_log",
             Level::$level,
             $name,
             otel.kind = $kind,
-            { names::HTTP_REQUEST_METHOD } = Empty,
-            { names::SERVER_ADDRESS } = Empty,
-            { names::SERVER_PORT } = Empty,
-            { names::URL_FULL } = Empty,
-            { names::INTEGRATION } = Empty,
-            { names::HTTP_REQUEST_RESEND_COUNT } = Empty,
+            { names::HTTP_REQUEST_METHOD } = $fields.method,
+            { names::SERVER_ADDRESS } = $fields.host,
+            { names::SERVER_PORT } = $fields.port,
+            { names::URL_FULL } = $fields.url,
+            { names::INTEGRATION } = $fields.integration,
+            { names::HTTP_REQUEST_RESEND_COUNT } = $fields.resend_count,
             { names::HTTP_RESPONSE_STATUS_CODE } = Empty,
             { names::ERROR_TYPE } = Empty,
             otel.status_code = Empty,
@@ -313,30 +317,30 @@ macro_rules! span_at {
 }
 
 macro_rules! span_by_level {
-    ($level:expr, $name:literal, $kind:literal) => {
+    ($level:expr, $name:literal, $kind:literal, $fields:ident) => {
         match $level {
-            Level::ERROR => span_at!(ERROR, $name, $kind),
-            Level::WARN => span_at!(WARN, $name, $kind),
-            Level::INFO => span_at!(INFO, $name, $kind),
-            Level::DEBUG => span_at!(DEBUG, $name, $kind),
-            _ => span_at!(TRACE, $name, $kind),
+            Level::ERROR => span_at!(ERROR, $name, $kind, $fields),
+            Level::WARN => span_at!(WARN, $name, $kind, $fields),
+            Level::INFO => span_at!(INFO, $name, $kind, $fields),
+            Level::DEBUG => span_at!(DEBUG, $name, $kind, $fields),
+            _ => span_at!(TRACE, $name, $kind, $fields),
         }
     };
 }
 
 macro_rules! span_by_method {
-    ($level:expr, $method:expr, $kind:literal) => {
+    ($level:expr, $method:expr, $kind:literal, $fields:ident) => {
         match method_attribute($method) {
-            "GET" => span_by_level!($level, "GET", $kind),
-            "HEAD" => span_by_level!($level, "HEAD", $kind),
-            "POST" => span_by_level!($level, "POST", $kind),
-            "PUT" => span_by_level!($level, "PUT", $kind),
-            "DELETE" => span_by_level!($level, "DELETE", $kind),
-            "CONNECT" => span_by_level!($level, "CONNECT", $kind),
-            "OPTIONS" => span_by_level!($level, "OPTIONS", $kind),
-            "TRACE" => span_by_level!($level, "TRACE", $kind),
-            "PATCH" => span_by_level!($level, "PATCH", $kind),
-            _ => span_by_level!($level, "HTTP", $kind),
+            "GET" => span_by_level!($level, "GET", $kind, $fields),
+            "HEAD" => span_by_level!($level, "HEAD", $kind, $fields),
+            "POST" => span_by_level!($level, "POST", $kind, $fields),
+            "PUT" => span_by_level!($level, "PUT", $kind, $fields),
+            "DELETE" => span_by_level!($level, "DELETE", $kind, $fields),
+            "CONNECT" => span_by_level!($level, "CONNECT", $kind, $fields),
+            "OPTIONS" => span_by_level!($level, "OPTIONS", $kind, $fields),
+            "TRACE" => span_by_level!($level, "TRACE", $kind, $fields),
+            "PATCH" => span_by_level!($level, "PATCH", $kind, $fields),
+            _ => span_by_level!($level, "HTTP", $kind, $fields),
         }
     };
 }
@@ -345,10 +349,10 @@ macro_rules! span_by_method {
 /// methods). Span names must be static in `tracing`, hence one callsite per method and level.
 ///
 /// The call span is OpenTelemetry's logical `internal` parent; each attempt is a `client` span.
-fn make_span(scope: Scope, level: Level, method: &Method) -> Span {
+fn make_span(scope: Scope, level: Level, method: &Method, fields: SpanFields<'_>) -> Span {
     match scope {
-        Scope::Call => span_by_method!(level, method, "internal"),
-        Scope::Attempt => span_by_method!(level, method, "client"),
+        Scope::Call => span_by_method!(level, method, "internal", fields),
+        Scope::Attempt => span_by_method!(level, method, "client", fields),
     }
 }
 

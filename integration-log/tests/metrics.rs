@@ -168,3 +168,62 @@ fn attempt_duration_is_recorded_per_attempt() {
     assert_eq!(name, names::ATTEMPT_DURATION);
     assert_eq!(values, &vec![0.1, 0.1, 0.1]);
 }
+
+/// The label sets of successes are reused per thread: each call must still carry its own labels
+/// (another integration, host, status or scope is never recorded under a reused key), and a reused
+/// key goes to the recorder in force at the time, not to the one that saw it first.
+#[test]
+fn reused_label_sets_keep_each_calls_labels_and_follow_the_recorder() {
+    async fn calls() {
+        let service = ServiceBuilder::new()
+            .layer(LogLayer::new(LogPolicy::default()))
+            .service_fn(|request: Request<String>| async move {
+                let mut response = Response::new(String::new());
+                if request.uri().path() == "/created" {
+                    *response.status_mut() = StatusCode::CREATED;
+                }
+                Ok::<_, Infallible>(response)
+            });
+        for (uri, integration) in [
+            ("https://api.stripe.test/v1", "stripe"),
+            ("https://api.stripe.test/v1", "stripe"),
+            ("https://api.stripe.test/created", "stripe"),
+            ("https://api.github.test/v1", "stripe"),
+            ("https://api.stripe.test/v1", "github"),
+        ] {
+            let mut request = Request::get(uri).body(String::new()).unwrap();
+            request
+                .extensions_mut()
+                .insert(IntegrationName::new(integration));
+            service.clone().oneshot(request).await.unwrap();
+        }
+    }
+    let expected = |host: &str, status: &str, integration: &str| {
+        labels(&[
+            (names::HTTP_REQUEST_METHOD, "GET"),
+            (names::SERVER_ADDRESS, host),
+            (names::HTTP_RESPONSE_STATUS_CODE, status),
+            (names::INTEGRATION, integration),
+        ])
+    };
+    let mut want = vec![
+        (expected("api.github.test", "200", "stripe"), 1),
+        (expected("api.stripe.test", "200", "github"), 1),
+        (expected("api.stripe.test", "200", "stripe"), 2),
+        (expected("api.stripe.test", "201", "stripe"), 1),
+    ];
+    want.sort();
+    // Twice on the same thread, each time under a fresh recorder: the second run reuses the keys of
+    // the first and must still land in its own recorder, complete.
+    for run in 0..2 {
+        let mut got: Vec<_> = record(calls)
+            .into_iter()
+            .map(|(name, labels, values)| {
+                assert_eq!(name, names::HTTP_CLIENT_REQUEST_DURATION);
+                (labels, values.len())
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "run {run}");
+    }
+}

@@ -67,8 +67,9 @@ impl From<String> for RateLimitKey {
 }
 
 impl From<&IntegrationName> for RateLimitKey {
+    /// The key shares the name's string (no copy).
     fn from(name: &IntegrationName) -> Self {
-        Self::new(name.as_str())
+        Self(name.as_arc().clone())
     }
 }
 

@@ -115,7 +115,7 @@ where
             return ResponseFuture::unlimited(ready, request);
         };
         let label = match IntegrationName::of(&request) {
-            Some(name) => name.as_str().into(),
+            Some(name) => name.as_arc().clone(),
             None => key.shared(),
         };
         let policy = self.limiter.policy();

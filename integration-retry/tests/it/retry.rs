@@ -604,6 +604,27 @@ async fn the_budget_is_shared_by_clones_and_rebuilt_layers() {
     assert!(error_of(call.await.unwrap()).is_budget_exhausted());
 }
 
+/// The attempts counter reuses its key per thread: each integration is still counted under its own
+/// label, and a later recorder on the same thread gets its own counts, complete.
+#[tokio::test(start_paused = true)]
+async fn attempts_are_counted_per_integration_into_the_recorder_in_force() {
+    for run in 0..2 {
+        let recorder = recorder();
+        let _guard = metrics::set_default_local_recorder(recorder);
+        for name in ["github", "stripe", "github"] {
+            let mut request = request("GET");
+            request.extensions_mut().insert(IntegrationName::new(name));
+            let (call, mut handle) = spawn_call(layer(half()), request);
+            answer(&mut handle, status(200)).await;
+            call.await.unwrap().unwrap();
+        }
+        let github = recorder.counter(names::ATTEMPTS, &[(names::INTEGRATION, "github")]);
+        let stripe = recorder.counter(names::ATTEMPTS, &[(names::INTEGRATION, "stripe")]);
+        assert_eq!((github, stripe), (2, 1), "run {run}");
+        assert_eq!(recorder.counter(names::ATTEMPTS, &[]), 3, "run {run}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn attempts_and_retries_are_counted_by_reason() {
     let recorder = recorder();
