@@ -26,19 +26,19 @@ enum Step {
     Test,
     /// `cargo doc` with rustdoc warnings denied.
     Doc,
+    /// `cargo xtask bench --smoke`: every benchmark scenario briefly, so the benchmark never rots.
+    BenchSmoke,
 }
 
 /// Every step, in the order they run: the checks that take seconds (formatting, and the services,
 /// so a missing Redis fails before the long build) come first.
-const STEPS: [Step; 5] = [
+const STEPS: [Step; 6] = [
     Step::Fmt,
     Step::Services,
     Step::Clippy,
     Step::Test,
     Step::Doc,
-    // HOOK bench-smoke: once `cargo xtask bench` has a smoke mode, add a `Step::BenchSmoke` here,
-    // after `Doc`, running it through `cargo_step`. Until then there is deliberately no step: one
-    // that does nothing would read as coverage in the summary.
+    Step::BenchSmoke,
 ];
 
 impl Step {
@@ -49,6 +49,7 @@ impl Step {
             Step::Clippy => "clippy",
             Step::Test => "test",
             Step::Doc => "doc",
+            Step::BenchSmoke => "bench-smoke",
         }
     }
 
@@ -70,6 +71,7 @@ impl Step {
             // the lib, bin, integration-test and example targets' tests and then the doc tests.
             Step::Test => &["test", "--workspace", "--all-features"],
             Step::Doc => &["doc", "--workspace", "--no-deps", "--all-features"],
+            Step::BenchSmoke => &["xtask", "bench", "--smoke"],
         })
     }
 
@@ -77,7 +79,7 @@ impl Step {
     fn env(self) -> Vec<(&'static str, String, String)> {
         match self {
             // Every test sees the addresses the services step checked, defaults filled in.
-            Step::Test => services::ALL
+            Step::Test | Step::BenchSmoke => services::ALL
                 .into_iter()
                 .filter_map(|service: Service| {
                     let url = services::configured_url(service).ok()?;
@@ -106,6 +108,7 @@ impl Step {
             Step::Clippy => "Fix the warnings above (clippy runs with -D warnings).",
             Step::Test => "See the failing tests above.",
             Step::Doc => "Fix the rustdoc warnings above (RUSTDOCFLAGS has -D warnings).",
+            Step::BenchSmoke => "A benchmark scenario failed or made no call: see above.",
         }
     }
 
@@ -253,7 +256,10 @@ mod tests {
     #[test]
     fn steps_run_in_the_documented_order() {
         let names: Vec<_> = STEPS.iter().map(|s| s.name()).collect();
-        assert_eq!(names, ["fmt", "services", "clippy", "test", "doc"]);
+        assert_eq!(
+            names,
+            ["fmt", "services", "clippy", "test", "doc", "bench-smoke"]
+        );
     }
 
     #[test]

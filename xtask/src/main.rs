@@ -2,15 +2,18 @@
 //! `.cargo/config.toml`).
 //!
 //! - `cargo xtask ci`: everything the CI checks, in order, stopping at the first failure: `fmt`,
-//!   `services`, `clippy`, `test` (unit, integration and doc tests) and `doc`.
+//!   `services`, `clippy`, `test` (unit, integration and doc tests), `doc` and `bench-smoke`.
 //! - `cargo xtask services`: whether the Redis at `REDIS_URL` and the PostgreSQL at `DATABASE_URL`
 //!   answer; a server that is down at its default loopback address is started when installed.
+//! - `cargo xtask bench [--smoke]`: the benchmark against the raw client and the peer stack (see
+//!   `bench.rs`); `--smoke` is the short run that `ci` ends with.
 //!
 //! Dependency-free on purpose: xtask compiles in seconds on a fresh machine, before the workspace.
 
 use std::env;
 use std::process::ExitCode;
 
+mod bench;
 mod ci;
 mod probe;
 mod service_url;
@@ -25,9 +28,13 @@ Usage: cargo xtask <command>
 
 Commands:
   ci        run every CI check in order, stopping at the first failure:
-            fmt, services, clippy, test (unit, integration and doc tests), doc
+            fmt, services, clippy, test (unit, integration and doc tests), doc, bench-smoke
   services  check that Redis (REDIS_URL) and PostgreSQL (DATABASE_URL) answer;
             a server down at its default loopback address is started if installed
+  bench     the benchmark (release, by hand): writes BENCHMARKS.md and benchmarks.json;
+            arguments are passed on to it (--rounds N, --duration SECS, --scenarios a,b)
+  bench --smoke
+            every scenario for a fraction of a second, no file written (the last ci step)
   help      print this text
 
 Environment:
@@ -41,7 +48,7 @@ fn main() -> ExitCode {
         print!("{USAGE}");
         return ExitCode::SUCCESS;
     };
-    if args.len() > 1 && command != "help" {
+    if args.len() > 1 && command != "help" && command != "bench" {
         eprintln!(
             "xtask: `{command}` takes no arguments, got: {}\n",
             args[1..].join(" ")
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
     match command.as_str() {
         "ci" => ci::run(),
         "services" => services::run(),
+        "bench" => bench::run(&args[1..]),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             ExitCode::SUCCESS

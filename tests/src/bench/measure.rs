@@ -1,0 +1,116 @@
+//! Resource usage of the calling process.
+//!
+//! CPU time is `ru_utime + ru_stime` of `getrusage(RUSAGE_SELF)`: every thread of the process, user
+//! and kernel time, at microsecond resolution. A driver reads it before and after its measurement
+//! window and divides the difference by the calls completed in that window, which gives *client*
+//! CPU microseconds per call (the server runs in another process).
+//!
+//! Memory is the resident set: [`rss_kib`] reads `VmRSS` (now) and `VmHWM` (the high-water mark) from
+//! `/proc/self/status`. Each scenario runs in its own worker process, so the high-water mark at the
+//! end of a worker is that scenario's peak; the resident set taken just before the client is built
+//! is its baseline (runtime, subscriber, binary), the same for every scenario.
+
+use std::io;
+use std::time::Duration;
+
+/// A reading of the process's CPU time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CpuTime(Duration);
+
+impl CpuTime {
+    /// User plus system CPU time of every thread of this process so far.
+    ///
+    /// # Errors
+    ///
+    /// Returns the `errno` of `getrusage(2)` as an I/O error (it does not fail for `RUSAGE_SELF`).
+    pub fn now() -> io::Result<Self> {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let usage = getrusage(UsageWho::RUSAGE_SELF).map_err(io::Error::from)?;
+        let micros = |tv: nix::sys::time::TimeVal| {
+            Duration::from_secs(tv.tv_sec().max(0) as u64)
+                + Duration::from_micros(tv.tv_usec().max(0) as u64)
+        };
+        Ok(Self(
+            micros(usage.user_time()) + micros(usage.system_time()),
+        ))
+    }
+
+    /// The CPU time spent between `earlier` and `self`.
+    pub fn since(self, earlier: CpuTime) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// The reading as a duration since the process started.
+    pub fn as_duration(self) -> Duration {
+        self.0
+    }
+}
+
+/// The resident set of this process, from `/proc/self/status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rss {
+    /// `VmRSS`: resident now, in KiB.
+    pub current_kib: u64,
+    /// `VmHWM`: the highest resident set so far, in KiB.
+    pub peak_kib: u64,
+}
+
+/// Reads [`Rss`] for this process.
+///
+/// # Errors
+///
+/// Fails when `/proc/self/status` cannot be read or lacks `VmRSS`/`VmHWM` (not Linux).
+pub fn rss_kib() -> io::Result<Rss> {
+    parse_status(&std::fs::read_to_string("/proc/self/status")?)
+}
+
+fn parse_status(status: &str) -> io::Result<Rss> {
+    let field = |name: &str| -> io::Result<u64> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| io::Error::other(format!("no {name} in /proc/self/status")))
+    };
+    Ok(Rss {
+        current_kib: field("VmRSS:")?,
+        peak_kib: field("VmHWM:")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let before = CpuTime::now().unwrap();
+        let mut x = 0u64;
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let spent = CpuTime::now().unwrap().since(before);
+        assert!(spent >= Duration::from_millis(10), "spent {spent:?}");
+    }
+
+    #[test]
+    fn rss_reads_both_fields() {
+        let rss = rss_kib().unwrap();
+        assert!(rss.current_kib > 0);
+        assert!(rss.peak_kib >= rss.current_kib);
+    }
+
+    #[test]
+    fn status_parsing_takes_kib_values() {
+        let status = "Name:\tbench\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
+        assert_eq!(
+            parse_status(status).unwrap(),
+            Rss {
+                current_kib: 10240,
+                peak_kib: 20480
+            }
+        );
+        assert!(parse_status("Name:\tbench\n").is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! The end-to-end benchmark harness.
+//!
+//! # How a run is laid out
+//!
+//! - [`server`]: a minimal hyper 1 HTTP/1.1 keep-alive server on `127.0.0.1:0` that answers a small
+//!   fixed JSON body. [`server::ServerProcess`] runs it in a child process, so the server's CPU is
+//!   never counted as the client's.
+//! - [`scenario`]: the clients under test ([`scenario::Scenario`]), built with the same pool
+//!   settings ([`scenario::PoolSettings`]) where each allows, all sending the same request.
+//! - [`load`]: the drivers. [`load::ClosedLoop`] keeps a fixed number of calls in flight and counts
+//!   completions (throughput); [`load::OpenLoop`] sends at a fixed rate on a precomputed schedule and
+//!   measures each latency from the time the call was *due*, so a slow client cannot hide its delay
+//!   by sending less (no coordinated omission).
+//! - [`measure`]: CPU time and peak resident memory of the calling process (`getrusage(2)`,
+//!   `/proc/self/status`).
+//! - [`worker`]: one scenario measured in its own process: the observability every worker
+//!   installs, the client, the closed loop then the open loop.
+//! - [`report`]: what one worker measured ([`worker::WorkerReport`]), the medians across rounds,
+//!   the ratios against the raw client and the peer stack, and the Markdown and JSON files.
+//!
+//! Each scenario of each round runs in a fresh worker process (the `bench` binary started with
+//! `worker`), so that one scenario's tracing subscriber, metrics recorder, allocator state or peak
+//! memory never leaks into the next.
+
+pub mod load;
+pub mod measure;
+pub mod report;
+pub mod scenario;
+pub mod server;
+pub mod worker;
+
+/// The error type every scenario's call returns: whatever the client under test failed with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,712 @@
+//! The run's report: medians across rounds, ratios, the machine, and the Markdown and JSON files.
+
+use super::scenario::{PoolSettings, Scenario};
+use super::worker::WorkerReport;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+/// The machine the run measured on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// `model name` from `/proc/cpuinfo`.
+    pub cpu_model: String,
+    /// Logical CPUs available to the process (what `nproc` prints).
+    pub logical_cpus: usize,
+    /// `MemTotal` from `/proc/meminfo`, MiB.
+    pub memory_mib: u64,
+    /// The kernel release.
+    pub kernel: String,
+}
+
+impl Machine {
+    /// Reads the machine's description from `/proc`; unknown fields read `unknown`/0.
+    pub fn detect() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name"))
+            .and_then(|rest| rest.split_once(':'))
+            .map_or_else(
+                || "unknown".to_owned(),
+                |(_, model)| model.trim().to_owned(),
+            );
+        let memory_mib = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |kib| kib / 1024);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(
+            |_| "unknown".to_owned(),
+            |release| release.trim().to_owned(),
+        );
+        Self {
+            cpu_model,
+            logical_cpus: std::thread::available_parallelism().map_or(0, usize::from),
+            memory_mib,
+            kernel,
+        }
+    }
+}
+
+/// How the run was configured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Rounds; each round runs every scenario once, in a rotated order.
+    pub rounds: usize,
+    /// Calls in flight in the closed loop.
+    pub concurrency: usize,
+    /// Offered rate of the open loop, calls per second.
+    pub rate: f64,
+    /// Warm-up before each window, seconds.
+    pub warmup_s: f64,
+    /// Each window, seconds.
+    pub duration_s: f64,
+    /// Worker threads of the client's tokio runtime.
+    pub client_threads: usize,
+    /// Worker threads of the server's tokio runtime.
+    pub server_threads: usize,
+    /// Pool settings of every client.
+    pub pool: PoolSettings,
+    /// The tracing filter installed in every worker.
+    pub log_filter: String,
+    /// The cargo profile the binary was built with.
+    pub profile: String,
+}
+
+/// One scenario's medians across rounds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// What it runs.
+    pub description: String,
+    /// Rounds measured.
+    pub rounds: usize,
+    /// Median closed-loop throughput, calls per second.
+    pub throughput_per_s: f64,
+    /// Median client CPU microseconds per call, closed loop.
+    pub cpu_us_per_call: f64,
+    /// Lowest and highest of the rounds' CPU microseconds per call, closed loop: the noise.
+    pub cpu_us_per_call_range: (f64, f64),
+    /// Median client CPU microseconds per call at the open loop's offered rate.
+    pub cpu_us_per_call_at_rate: f64,
+    /// Median of the rounds' p50 latency, microseconds.
+    pub p50_us: f64,
+    /// Median of the rounds' p99 latency, microseconds.
+    pub p99_us: f64,
+    /// Median of the rounds' p99.9 latency, microseconds.
+    pub p999_us: f64,
+    /// Median peak resident set of the worker process, KiB.
+    pub peak_rss_kib: u64,
+    /// Median resident set before the client was built, KiB.
+    pub rss_baseline_kib: u64,
+    /// Failed or unfinished calls, summed over every round.
+    pub failures: u64,
+}
+
+/// The 1, 5 and 15 minute load averages from `/proc/loadavg`, or `unknown`.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".to_owned(),
+        |text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
+    )
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 when empty.
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().collect();
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// Groups `reports` by scenario (in [`Scenario`] order) and takes the medians.
+pub fn summarize(reports: &[WorkerReport]) -> Vec<Summary> {
+    let mut scenarios: Vec<Scenario> = reports.iter().map(|report| report.scenario).collect();
+    scenarios.sort();
+    scenarios.dedup();
+    scenarios
+        .into_iter()
+        .map(|scenario| {
+            let runs: Vec<&WorkerReport> =
+                reports.iter().filter(|r| r.scenario == scenario).collect();
+            let med = |f: fn(&WorkerReport) -> f64| median(runs.iter().map(|r| f(r)));
+            Summary {
+                scenario,
+                description: scenario.describe().to_owned(),
+                rounds: runs.len(),
+                throughput_per_s: med(|r| r.throughput.per_second),
+                cpu_us_per_call: med(|r| r.throughput.cpu_us_per_call),
+                cpu_us_per_call_range: runs
+                    .iter()
+                    .map(|r| r.throughput.cpu_us_per_call)
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), v| {
+                        (low.min(v), high.max(v))
+                    }),
+                cpu_us_per_call_at_rate: med(|r| r.latency.cpu_us_per_call),
+                p50_us: med(|r| r.latency.p50_us),
+                p99_us: med(|r| r.latency.p99_us),
+                p999_us: med(|r| r.latency.p999_us),
+                peak_rss_kib: med(|r| r.peak_rss_kib as f64) as u64,
+                rss_baseline_kib: med(|r| r.rss_baseline_kib as f64) as u64,
+                failures: runs.iter().map(|r| r.failures()).sum(),
+            }
+        })
+        .collect()
+}
+
+/// One scenario's figures divided by a reference scenario's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ratios {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The reference it is divided by.
+    pub reference: Scenario,
+    /// Throughput ratio (above 1: more calls per second than the reference).
+    pub throughput: f64,
+    /// CPU-per-call ratio (below 1: cheaper than the reference).
+    pub cpu_per_call: f64,
+    /// CPU microseconds per call added over the reference (negative: fewer).
+    pub cpu_us_added: f64,
+    /// p50 latency ratio.
+    pub p50: f64,
+    /// p99 latency ratio.
+    pub p99: f64,
+    /// p99.9 latency ratio.
+    pub p999: f64,
+}
+
+/// The ratios of every summary against `reference`, if it was measured.
+pub fn ratios(summaries: &[Summary], reference: Scenario) -> Vec<Ratios> {
+    let Some(base) = summaries.iter().find(|s| s.scenario == reference) else {
+        return Vec::new();
+    };
+    let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    summaries
+        .iter()
+        .map(|s| Ratios {
+            scenario: s.scenario,
+            reference,
+            throughput: div(s.throughput_per_s, base.throughput_per_s),
+            cpu_per_call: div(s.cpu_us_per_call, base.cpu_us_per_call),
+            cpu_us_added: s.cpu_us_per_call - base.cpu_us_per_call,
+            p50: div(s.p50_us, base.p50_us),
+            p99: div(s.p99_us, base.p99_us),
+            p999: div(s.p999_us, base.p999_us),
+        })
+        .collect()
+}
+
+/// The criterion id of the middleware bench's floor: the same call with no layer.
+pub const INNER_BENCH: &str = "middleware/inner";
+
+/// One criterion benchmark of the middleware bench: its id and median time per call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MiddlewareCost {
+    /// Criterion's full id, `group/function`.
+    pub id: String,
+    /// Median nanoseconds per call.
+    pub median_ns: f64,
+}
+
+#[derive(Deserialize)]
+struct CriterionBenchmark {
+    full_id: String,
+}
+
+#[derive(Deserialize)]
+struct CriterionEstimates {
+    median: CriterionEstimate,
+}
+
+#[derive(Deserialize)]
+struct CriterionEstimate {
+    point_estimate: f64,
+}
+
+/// Reads the latest criterion results under `dir` (criterion's `target/criterion`), sorted by id.
+///
+/// # Errors
+///
+/// When a `new/benchmark.json` or `new/estimates.json` found there cannot be read or parsed; a
+/// missing `dir` reads as no results.
+pub fn read_criterion(dir: &Path) -> io::Result<Vec<MiddlewareCost>> {
+    let mut found = Vec::new();
+    if dir.is_dir() {
+        collect_criterion(dir, &mut found)?;
+    }
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(found)
+}
+
+fn collect_criterion(dir: &Path, found: &mut Vec<MiddlewareCost>) -> io::Result<()> {
+    let new = dir.join("new");
+    let (benchmark, estimates) = (new.join("benchmark.json"), new.join("estimates.json"));
+    if benchmark.is_file() && estimates.is_file() {
+        let benchmark: CriterionBenchmark = serde_json::from_slice(&std::fs::read(&benchmark)?)?;
+        let estimates: CriterionEstimates = serde_json::from_slice(&std::fs::read(&estimates)?)?;
+        found.push(MiddlewareCost {
+            id: benchmark.full_id,
+            median_ns: estimates.median.point_estimate,
+        });
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() && path.file_name().is_some_and(|name| name != "report") {
+            collect_criterion(&path, found)?;
+        }
+    }
+    Ok(())
+}
+
+/// Everything a run produced: what `benchmarks.json` holds and `BENCHMARKS.md` renders.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// When the run finished (HTTP date, UTC).
+    pub date: String,
+    /// The command that produced it.
+    pub command: String,
+    /// The machine.
+    pub machine: Machine,
+    /// The settings.
+    pub settings: Settings,
+    /// Medians per scenario.
+    pub summaries: Vec<Summary>,
+    /// Ratios against scenario 1 (the raw client) and scenario 4 (the peer stack).
+    pub ratios: Vec<Ratios>,
+    /// Criterion's middleware costs, when that bench ran first.
+    pub middleware: Vec<MiddlewareCost>,
+    /// Scenarios of the issue left out of this run, and why.
+    pub left_out: Vec<String>,
+    /// The machine's load averages (1, 5, 15 min, from `/proc/loadavg`) when the run started and
+    /// when it ended: other work on the machine is the main source of noise.
+    pub load_average: Vec<String>,
+    /// Every worker's raw figures, round by round.
+    pub rounds: Vec<WorkerReport>,
+}
+
+impl BenchReport {
+    /// Builds the report from the workers' figures.
+    pub fn new(
+        date: String,
+        command: String,
+        settings: Settings,
+        rounds: Vec<WorkerReport>,
+        middleware: Vec<MiddlewareCost>,
+        left_out: Vec<String>,
+    ) -> Self {
+        let summaries = summarize(&rounds);
+        let mut all_ratios = ratios(&summaries, Scenario::RawHyper);
+        all_ratios.extend(ratios(&summaries, Scenario::PeerStack));
+        Self {
+            date,
+            command,
+            machine: Machine::detect(),
+            settings,
+            summaries,
+            ratios: all_ratios,
+            middleware,
+            left_out,
+            load_average: Vec::new(),
+            rounds,
+        }
+    }
+
+    fn ratio(&self, scenario: Scenario, reference: Scenario) -> Option<&Ratios> {
+        self.ratios
+            .iter()
+            .find(|r| r.scenario == scenario && r.reference == reference)
+    }
+
+    /// The report as Markdown: machine, command, date, the tables, and how each figure is measured.
+    pub fn to_markdown(&self) -> String {
+        let s = &self.settings;
+        let m = &self.machine;
+        let mut out = String::new();
+        let x = |value: Option<f64>| match value {
+            Some(v) if v.is_finite() => format!("{v:.2}×"),
+            _ => "n/a".to_owned(),
+        };
+        let _ = writeln!(out, "# Benchmarks\n");
+        let _ = writeln!(
+            out,
+            "Generated by `{}` on {}. Do not edit by hand: rerun the command.\n",
+            self.command, self.date
+        );
+        let _ = writeln!(out, "## Machine\n");
+        let _ = writeln!(
+            out,
+            "- CPU: {} ({} logical CPUs, `nproc`), {} MiB memory, Linux {}",
+            m.cpu_model, m.logical_cpus, m.memory_mib, m.kernel
+        );
+        let _ = writeln!(
+            out,
+            "- Build profile: `{}`; client runtime {} worker thread(s), server runtime {} in its own process",
+            s.profile, s.client_threads, s.server_threads
+        );
+        let _ = writeln!(
+            out,
+            "- {} rounds, scenarios rotated each round (ABC, BCA, ...); every figure is the median across rounds",
+            s.rounds
+        );
+        let _ = writeln!(
+            out,
+            "- Each phase: {:.1} s warm-up, then a {:.1} s window; pool: {} idle connections per host, {} s idle timeout, TCP_NODELAY {}",
+            s.warmup_s,
+            s.duration_s,
+            s.pool.max_idle_per_host,
+            s.pool.idle_timeout.as_secs(),
+            if s.pool.nodelay { "on" } else { "off" }
+        );
+        let _ = writeln!(
+            out,
+            "- Every worker installs a `tracing-subscriber` fmt subscriber at `{}` (formatting into a sink) and the Prometheus `metrics` recorder",
+            s.log_filter
+        );
+        if !self.load_average.is_empty() {
+            let _ = writeln!(
+                out,
+                "- Load average (1, 5, 15 min) at the start and the end of the run: {}. The machine is shared: other work on it is the main source of noise, hence the median of several rounds and the range shown",
+                self.load_average.join(" → ")
+            );
+        }
+        let _ = writeln!(out);
+
+        let _ = writeln!(
+            out,
+            "## Throughput and CPU (closed loop, {} calls in flight)\n",
+            s.concurrency
+        );
+        let _ = writeln!(
+            out,
+            "| # | scenario | calls/s | vs raw (1) | vs peer (4) | CPU µs/call | rounds' range | added µs vs raw | CPU vs peer (4) | CPU µs/call at {:.0}/s |",
+            s.rate
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for summary in &self.summaries {
+            let raw = self.ratio(summary.scenario, Scenario::RawHyper);
+            let peer = self.ratio(summary.scenario, Scenario::PeerStack);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {} | {} | {:.1} | {:.1}–{:.1} | {} | {} | {:.1} |",
+                summary.scenario.number(),
+                summary.description,
+                summary.throughput_per_s,
+                x(raw.map(|r| r.throughput)),
+                x(peer.map(|r| r.throughput)),
+                summary.cpu_us_per_call,
+                summary.cpu_us_per_call_range.0,
+                summary.cpu_us_per_call_range.1,
+                raw.map_or_else(|| "n/a".to_owned(), |r| format!("{:+.1}", r.cpu_us_added)),
+                x(peer.map(|r| r.cpu_per_call)),
+                summary.cpu_us_per_call_at_rate,
+            );
+        }
+
+        let _ = writeln!(
+            out,
+            "\n## Latency (open loop, {:.0} calls/s offered, measured from each call's due time)\n",
+            s.rate
+        );
+        let _ = writeln!(
+            out,
+            "| # | scenario | p50 µs | p99 µs | p99.9 µs | p99 vs raw (1) | p99 vs peer (4) | peak RSS MiB | RSS before client MiB |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        for summary in &self.summaries {
+            let raw = self.ratio(summary.scenario, Scenario::RawHyper);
+            let peer = self.ratio(summary.scenario, Scenario::PeerStack);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} | {:.1} |",
+                summary.scenario.number(),
+                summary.description,
+                summary.p50_us,
+                summary.p99_us,
+                summary.p999_us,
+                x(raw.map(|r| r.p99)),
+                x(peer.map(|r| r.p99)),
+                summary.peak_rss_kib as f64 / 1024.0,
+                summary.rss_baseline_kib as f64 / 1024.0,
+            );
+        }
+        let failures: u64 = self.summaries.iter().map(|s| s.failures).sum();
+        let _ = writeln!(
+            out,
+            "\nFailed or unfinished calls over the whole run: {failures}."
+        );
+
+        if !self.left_out.is_empty() {
+            let _ = writeln!(out, "\nLeft out of this run:\n");
+            for reason in &self.left_out {
+                let _ = writeln!(out, "- {reason}");
+            }
+        }
+
+        if !self.middleware.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n## Middleware cost (criterion, in-memory inner service, no I/O)\n"
+            );
+            let _ = writeln!(
+                out,
+                "Each call builds a request, calls through the layer and reads the body; `{INNER_BENCH}` is the same call with no layer, so a layer's own cost is its time minus that floor.\n"
+            );
+            let floor = self
+                .middleware
+                .iter()
+                .find(|cost| cost.id == INNER_BENCH)
+                .map(|cost| cost.median_ns);
+            let _ = writeln!(
+                out,
+                "| benchmark | median ns/call | added over `{INNER_BENCH}` |"
+            );
+            let _ = writeln!(out, "|---|---:|---:|");
+            for cost in &self.middleware {
+                let added = match floor {
+                    Some(floor) if cost.id != INNER_BENCH => {
+                        format!("{:+.0}", cost.median_ns - floor)
+                    }
+                    _ => "".to_owned(),
+                };
+                let _ = writeln!(out, "| {} | {:.0} | {added} |", cost.id, cost.median_ns);
+            }
+        }
+
+        let _ = writeln!(out, "\n## What each scenario runs\n");
+        let _ = writeln!(
+            out,
+            "- Every scenario sends `GET {}` with `Accept: application/json` and reads the whole body; a call fails unless it gets `200` and the full body.",
+            super::server::PATH
+        );
+        let _ = writeln!(
+            out,
+            "- 2 and 3 are built by the facade from configuration (`integration_tests::bench::scenario::full_stack_toml`) and called as documented, `client.api(\"bench\")?.get(..).send().await?.bytes().await?`: API-key auth, a quota of {} per second (never reached: its bookkeeping is measured, not a wait) in memory or in Redis, 3 attempts with the default retry budget, a 30 s deadline and a 10 s attempt timeout, the circuit breaker, the log layer at its defaults (spans at `info`, the line of a successful call at `debug`).",
+            super::scenario::QUOTA_PER_SECOND
+        );
+        let _ = writeln!(
+            out,
+            "- 4 is assembled as its README shows: `TracingMiddleware::default()` then `RetryTransientMiddleware` with exponential backoff and 2 retries (3 attempts); reqwest is built without default features (plain HTTP, no TLS)."
+        );
+        let _ = writeln!(
+            out,
+            "- 6 and 7 (when run) break scenario 2 down: the facade's transport alone as a tower service, then the facade's client and request builder over it with no layer; scenario 2 minus 7 is what the layers cost in a real call."
+        );
+
+        let _ = writeln!(out, "\n## How each figure is measured\n");
+        let _ = writeln!(
+            out,
+            "- The server is a minimal hyper 1 HTTP/1.1 keep-alive server answering a fixed {}-byte JSON body, in its own process: its CPU is never counted as the client's.",
+            super::server::BODY.len()
+        );
+        let _ = writeln!(
+            out,
+            "- Each scenario of each round runs in a fresh worker process: the closed loop, then the open loop, on the same client."
+        );
+        let _ = writeln!(
+            out,
+            "- Throughput: successful calls completed in the window with a fixed number in flight (closed loop)."
+        );
+        let _ = writeln!(
+            out,
+            "- CPU µs/call: user + system CPU of the whole worker process (`getrusage(RUSAGE_SELF)`) over the window, divided by the calls completed in it; the driver's own cost is in every scenario alike."
+        );
+        let _ = writeln!(
+            out,
+            "- CPU µs/call at the offered rate: the same over the open-loop window. At a low rate most of it is waking the runtime for each call (the pacing thread, the reactor), the same for every scenario: compare the differences, not the totals."
+        );
+        let _ = writeln!(
+            out,
+            "- Latency: calls are due on a fixed schedule and sent by a pacing thread; each latency runs from the due time to the end of the body, so a stall is charged to every call due during it (no coordinated omission). Percentiles from an HdrHistogram (3 significant digits)."
+        );
+        let _ = writeln!(
+            out,
+            "- Memory: the worker's peak resident set (`VmHWM`) at its end; the resident set before the client is built (runtime, subscriber, recorder) is shown beside it, the same binary for every scenario."
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::worker::{LatencyReport, ThroughputReport};
+
+    fn report(scenario: Scenario, per_second: f64, cpu: f64, p99: f64) -> WorkerReport {
+        WorkerReport {
+            scenario,
+            throughput: ThroughputReport {
+                calls: 100,
+                errors: 0,
+                seconds: 1.0,
+                per_second,
+                cpu_us_per_call: cpu,
+            },
+            latency: LatencyReport {
+                offered_rate: 1000.0,
+                calls: 100,
+                errors: 0,
+                unfinished: 0,
+                p50_us: p99 / 2.0,
+                p90_us: p99 / 1.5,
+                p99_us: p99,
+                p999_us: p99 * 2.0,
+                max_us: p99 * 3.0,
+                cpu_us_per_call: cpu * 2.0,
+            },
+            rss_baseline_kib: 1000,
+            peak_rss_kib: 2000,
+            first_error: None,
+        }
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median([3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median([]), 0.0);
+    }
+
+    #[test]
+    fn summaries_take_the_median_across_rounds() {
+        let rounds = vec![
+            report(Scenario::Reqwest, 100.0, 10.0, 50.0),
+            report(Scenario::RawHyper, 300.0, 5.0, 30.0),
+            report(Scenario::Reqwest, 900.0, 30.0, 70.0),
+            report(Scenario::Reqwest, 200.0, 20.0, 60.0),
+        ];
+        let summaries = summarize(&rounds);
+        assert_eq!(summaries.len(), 2);
+        assert_eq!(summaries[0].scenario, Scenario::RawHyper);
+        let reqwest = &summaries[1];
+        assert_eq!(reqwest.rounds, 3);
+        assert_eq!(reqwest.throughput_per_s, 200.0);
+        assert_eq!(reqwest.cpu_us_per_call, 20.0);
+        assert_eq!(reqwest.cpu_us_per_call_range, (10.0, 30.0));
+        assert_eq!(reqwest.p99_us, 60.0);
+    }
+
+    #[test]
+    fn ratios_divide_by_the_reference() {
+        let summaries = summarize(&[
+            report(Scenario::RawHyper, 400.0, 5.0, 30.0),
+            report(Scenario::Reqwest, 200.0, 10.0, 60.0),
+        ]);
+        let against_raw = ratios(&summaries, Scenario::RawHyper);
+        let reqwest = against_raw
+            .iter()
+            .find(|r| r.scenario == Scenario::Reqwest)
+            .unwrap();
+        assert_eq!(reqwest.throughput, 0.5);
+        assert_eq!(reqwest.cpu_per_call, 2.0);
+        assert_eq!(reqwest.cpu_us_added, 5.0);
+        assert_eq!(reqwest.p99, 2.0);
+        assert!(ratios(&summaries, Scenario::PeerStack).is_empty());
+    }
+
+    #[test]
+    fn markdown_names_the_machine_the_command_and_every_scenario() {
+        let settings = Settings {
+            rounds: 1,
+            concurrency: 32,
+            rate: 2000.0,
+            warmup_s: 0.5,
+            duration_s: 3.0,
+            client_threads: 1,
+            server_threads: 1,
+            pool: PoolSettings::default(),
+            log_filter: "info".into(),
+            profile: "release".into(),
+        };
+        let report = BenchReport::new(
+            "Wed, 25 Nov 2026 12:00:00 GMT".into(),
+            "cargo xtask bench".into(),
+            settings,
+            vec![
+                report(Scenario::RawHyper, 400.0, 5.0, 30.0),
+                report(Scenario::PeerStack, 300.0, 8.0, 40.0),
+            ],
+            vec![
+                MiddlewareCost {
+                    id: INNER_BENCH.into(),
+                    median_ns: 100.0,
+                },
+                MiddlewareCost {
+                    id: "middleware/log".into(),
+                    median_ns: 123.0,
+                },
+            ],
+            vec!["3. our full stack, rate limit in Redis: not selected".into()],
+        );
+        let mut report = report;
+        report.load_average = vec!["1.00 0.50 0.25".into(), "2.00 1.00 0.50".into()];
+        let markdown = report.to_markdown();
+        assert!(markdown.contains("1.00 0.50 0.25 → 2.00 1.00 0.50"));
+        assert!(markdown.contains("`cargo xtask bench`"));
+        assert!(markdown.contains("Wed, 25 Nov 2026"));
+        assert!(markdown.contains(&report.machine.cpu_model));
+        assert!(markdown.contains(Scenario::RawHyper.describe()));
+        assert!(markdown.contains(Scenario::PeerStack.describe()));
+        // A layer's own cost is its time over the no-layer floor.
+        assert!(markdown.contains("| middleware/log | 123 | +23 |"));
+        assert!(markdown.contains("- 3. our full stack, rate limit in Redis: not selected"));
+        // Peer throughput against raw: 300 / 400.
+        assert!(markdown.contains("0.75×"));
+        let json = serde_json::to_string(&report).unwrap();
+        let back: BenchReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn criterion_results_are_read_from_their_directories() {
+        let dir = std::env::temp_dir().join(format!("bench-criterion-{}", std::process::id()));
+        let bench = dir.join("layer").join("log").join("new");
+        std::fs::create_dir_all(&bench).unwrap();
+        std::fs::write(
+            bench.join("benchmark.json"),
+            r#"{"full_id":"layer/log","group_id":"layer"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            bench.join("estimates.json"),
+            r#"{"median":{"point_estimate":41.5,"standard_error":1.0},"mean":{"point_estimate":42.0}}"#,
+        )
+        .unwrap();
+        let found = read_criterion(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            found,
+            vec![MiddlewareCost {
+                id: "layer/log".into(),
+                median_ns: 41.5
+            }]
+        );
+        assert!(
+            read_criterion(Path::new("/nonexistent/criterion"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,558 @@
+//! The clients under test, each behind the same [`Caller`] contract: `GET` [`PATH`] on the
+//! loopback server with `Accept: application/json`, read the whole body, fail on anything but
+//! `200` with the expected body length.
+
+use super::BoxError;
+use super::load::Caller;
+use super::server::{BODY, PATH};
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The `Accept` header every scenario sends.
+pub const ACCEPT_JSON: &str = "application/json";
+
+/// The benchmark's scenarios, numbered as in the issue and the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// 1. The raw hyper-util legacy client: the ceiling.
+    RawHyper,
+    /// 2. Our full stack through the facade, every layer on, rate limits in memory.
+    FullStack,
+    /// 3. The same with the rate limits in Redis (`REDIS_URL`, a private key prefix).
+    FullStackRedis,
+    /// 4. The peer stack users would pick: reqwest with reqwest-middleware, reqwest-retry and
+    ///    reqwest-tracing.
+    PeerStack,
+    /// 5. The peer `reqwest` alone.
+    Reqwest,
+    /// 6. Breakdown: our facade's transport alone (pooled hyper-util client with its tower-http
+    ///    decompression and redirect handling), called as a tower service, no layer, no facade.
+    OurTransport,
+    /// 7. Breakdown: the facade's client and request builder over that transport, no layer.
+    FacadeNoLayers,
+}
+
+impl Scenario {
+    /// Every scenario, in the order of the report.
+    pub const ALL: [Scenario; 7] = [
+        Scenario::RawHyper,
+        Scenario::FullStack,
+        Scenario::FullStackRedis,
+        Scenario::PeerStack,
+        Scenario::Reqwest,
+        Scenario::OurTransport,
+        Scenario::FacadeNoLayers,
+    ];
+
+    /// The scenario's number in the issue and the report.
+    pub fn number(self) -> u8 {
+        match self {
+            Scenario::RawHyper => 1,
+            Scenario::FullStack => 2,
+            Scenario::FullStackRedis => 3,
+            Scenario::PeerStack => 4,
+            Scenario::Reqwest => 5,
+            Scenario::OurTransport => 6,
+            Scenario::FacadeNoLayers => 7,
+        }
+    }
+
+    /// The short name used on the command line and in the JSON file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::RawHyper => "raw-hyper",
+            Scenario::FullStack => "full-stack",
+            Scenario::FullStackRedis => "full-stack-redis",
+            Scenario::PeerStack => "peer-stack",
+            Scenario::Reqwest => "reqwest",
+            Scenario::OurTransport => "our-transport",
+            Scenario::FacadeNoLayers => "facade-no-layers",
+        }
+    }
+
+    /// What the scenario runs, for the report's table.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scenario::RawHyper => "raw hyper-util legacy client (ceiling)",
+            Scenario::FullStack => "our full stack, rate limit in memory",
+            Scenario::FullStackRedis => "our full stack, rate limit in Redis",
+            Scenario::PeerStack => "reqwest + reqwest-middleware + reqwest-retry + reqwest-tracing",
+            Scenario::Reqwest => "reqwest alone",
+            Scenario::OurTransport => "breakdown: our transport alone, no layer",
+            Scenario::FacadeNoLayers => "breakdown: our facade over our transport, no layer",
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of parsing an unknown scenario name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownScenario(String);
+
+impl fmt::Display for UnknownScenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let known: Vec<_> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        write!(
+            f,
+            "unknown scenario `{}` (known: {})",
+            self.0,
+            known.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownScenario {}
+
+impl FromStr for Scenario {
+    type Err = UnknownScenario;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Scenario::ALL
+            .into_iter()
+            .find(|scenario| scenario.name() == name)
+            .ok_or_else(|| UnknownScenario(name.to_owned()))
+    }
+}
+
+/// Connection pool settings applied to every client that lets us set them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolSettings {
+    /// Idle keep-alive connections kept per host (above the concurrency, so none is closed).
+    pub max_idle_per_host: usize,
+    /// How long an idle connection is kept.
+    pub idle_timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// `TCP_NODELAY` on every connection.
+    pub nodelay: bool,
+}
+
+impl Default for PoolSettings {
+    /// 64 idle connections, 90 s idle timeout (hyper-util's and reqwest's default), 1 s connect
+    /// timeout, `TCP_NODELAY` on (reqwest's default).
+    fn default() -> Self {
+        Self {
+            max_idle_per_host: 64,
+            idle_timeout: Duration::from_secs(90),
+            connect_timeout: Duration::from_secs(1),
+            nodelay: true,
+        }
+    }
+}
+
+fn check(status: StatusCode, body: &[u8]) -> Result<(), BoxError> {
+    if status != StatusCode::OK {
+        return Err(format!("unexpected status {status}").into());
+    }
+    if body.len() != BODY.len() {
+        return Err(format!("unexpected body of {} bytes", body.len()).into());
+    }
+    Ok(())
+}
+
+fn target(addr: SocketAddr) -> String {
+    format!("http://{addr}{PATH}")
+}
+
+/// Scenario 1: hyper-util's legacy client over a plain `HttpConnector`, no layer at all.
+#[derive(Clone, Debug)]
+pub struct RawHyper {
+    client: Client<HttpConnector, Empty<Bytes>>,
+    uri: Uri,
+}
+
+impl RawHyper {
+    /// A client for the server at `addr`.
+    pub fn new(addr: SocketAddr, pool: &PoolSettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(pool.nodelay);
+        connector.set_connect_timeout(Some(pool.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(pool.idle_timeout)
+            .pool_max_idle_per_host(pool.max_idle_per_host)
+            .build(connector);
+        let uri = target(addr)
+            .parse()
+            .expect("a socket address makes a valid URI");
+        Self { client, uri }
+    }
+}
+
+impl Caller for RawHyper {
+    async fn call(&self) -> Result<(), BoxError> {
+        let request = Request::get(self.uri.clone())
+            .header(header::ACCEPT, ACCEPT_JSON)
+            .body(Empty::new())?;
+        let response = self.client.request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        check(status, &body)
+    }
+}
+
+fn reqwest_client(pool: &PoolSettings) -> Result<reqwest::Client, BoxError> {
+    Ok(reqwest::Client::builder()
+        .pool_idle_timeout(pool.idle_timeout)
+        .pool_max_idle_per_host(pool.max_idle_per_host)
+        .connect_timeout(pool.connect_timeout)
+        .tcp_nodelay(pool.nodelay)
+        .http1_only()
+        .no_proxy()
+        .build()?)
+}
+
+/// Scenario 5: `reqwest` alone, built without default features (plain HTTP).
+#[derive(Clone, Debug)]
+pub struct Reqwest {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl Reqwest {
+    /// A client for the server at `addr`.
+    ///
+    /// # Errors
+    ///
+    /// When reqwest cannot build its client.
+    pub fn new(addr: SocketAddr, pool: &PoolSettings) -> Result<Self, BoxError> {
+        Ok(Self {
+            client: reqwest_client(pool)?,
+            url: reqwest::Url::parse(&target(addr))?,
+        })
+    }
+}
+
+impl Caller for Reqwest {
+    async fn call(&self) -> Result<(), BoxError> {
+        let response = self
+            .client
+            .get(self.url.clone())
+            .header(header::ACCEPT, ACCEPT_JSON)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        check(status, &body)
+    }
+}
+
+/// Scenario 4: the peer stack, as its README assembles it: reqwest-tracing's `TracingMiddleware`
+/// outermost, then reqwest-retry's `RetryTransientMiddleware` with exponential backoff and two
+/// retries (three attempts, as our default).
+#[derive(Clone, Debug)]
+pub struct PeerStack {
+    client: reqwest_middleware::ClientWithMiddleware,
+    url: reqwest::Url,
+}
+
+impl PeerStack {
+    /// A client for the server at `addr`.
+    ///
+    /// # Errors
+    ///
+    /// When reqwest cannot build its client.
+    pub fn new(addr: SocketAddr, pool: &PoolSettings) -> Result<Self, BoxError> {
+        use reqwest_retry::{RetryTransientMiddleware, policies::ExponentialBackoff};
+        use reqwest_tracing::TracingMiddleware;
+        let retry = ExponentialBackoff::builder().build_with_max_retries(2);
+        let client = reqwest_middleware::ClientBuilder::new(reqwest_client(pool)?)
+            .with(TracingMiddleware::default())
+            .with(RetryTransientMiddleware::new_with_policy(retry))
+            .build();
+        Ok(Self {
+            client,
+            url: reqwest::Url::parse(&target(addr))?,
+        })
+    }
+}
+
+impl Caller for PeerStack {
+    async fn call(&self) -> Result<(), BoxError> {
+        let response = self
+            .client
+            .get(self.url.clone())
+            .header(header::ACCEPT, ACCEPT_JSON)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        check(status, &body)
+    }
+}
+
+/// The integration's name in the full-stack scenarios.
+pub const API_NAME: &str = "bench";
+
+/// The API key the full-stack scenarios send (the server does not check it; the auth layer's work
+/// is the same).
+pub const API_KEY: &str = "bench-api-key-5f0c2a9e";
+
+/// The quota of the full-stack scenarios: far above any load the benchmark offers, so the limiter
+/// does all its bookkeeping (and, with Redis, its round trip) but never makes a call wait.
+pub const QUOTA_PER_SECOND: u32 = 1_000_000;
+
+/// The configuration of the full-stack scenarios, as a user would write it: API-key auth, a quota
+/// with its counters in `store` (`memory` or `redis`), three attempts with the default retry budget,
+/// a 30 s deadline and a 10 s attempt timeout, the circuit breaker on, logging at its defaults.
+pub fn full_stack_toml(addr: SocketAddr, pool: &PoolSettings, store: &RateLimitStore) -> String {
+    full_stack_toml_with_quota(
+        addr,
+        pool,
+        store,
+        &format!("rate = {QUOTA_PER_SECOND}, per = \"1s\""),
+        "5s",
+    )
+}
+
+/// [`full_stack_toml`] with another quota (`rate = 5, per = "60s"`, the inside of a TOML inline
+/// table) and longest wait for a permit (`"0s"` fails fast).
+pub fn full_stack_toml_with_quota(
+    addr: SocketAddr,
+    pool: &PoolSettings,
+    store: &RateLimitStore,
+    quota: &str,
+    max_wait: &str,
+) -> String {
+    let (store_name, redis_section) = match store {
+        RateLimitStore::Memory => ("memory", String::new()),
+        RateLimitStore::Redis { url, key_prefix } => (
+            "redis",
+            format!("[redis]\nurl = \"{url}\"\nkey_prefix = \"{key_prefix}\"\n"),
+        ),
+    };
+    format!(
+        r#"{redis_section}
+[integrations.{API_NAME}]
+base_url = "http://{addr}/"
+timeout = "30s"
+attempt_timeout = "10s"
+connect_timeout = "{connect_ms}ms"
+
+[integrations.{API_NAME}.auth]
+type = "api_key"
+key = "{API_KEY}"
+
+[integrations.{API_NAME}.rate_limit]
+quotas = [{{ {quota} }}]
+max_wait = "{max_wait}"
+store = "{store_name}"
+
+[integrations.{API_NAME}.retry]
+max_attempts = 3
+budget = {{ ratio = 0.2, window = "10s", min_per_second = 10 }}
+
+[integrations.{API_NAME}.circuit_breaker]
+enabled = true
+"#,
+        connect_ms = pool.connect_timeout.as_millis(),
+    )
+}
+
+/// Where the full-stack scenario keeps its rate-limit counters.
+#[derive(Clone, Debug)]
+pub enum RateLimitStore {
+    /// In this process.
+    Memory,
+    /// In the Redis at `url`, under `key_prefix`.
+    Redis {
+        /// The Redis URL (`REDIS_URL`).
+        url: String,
+        /// A prefix private to this run.
+        key_prefix: String,
+    },
+}
+
+/// Scenarios 2 and 3: our full stack, built through the facade's public API from configuration,
+/// called the documented way: `client.api("bench")?.get(PATH).send().await?.bytes().await?`.
+#[derive(Clone, Debug)]
+pub struct FullStack {
+    client: integration_client::Client,
+}
+
+impl FullStack {
+    /// A client for the server at `addr`, with the transport's pool set as [`PoolSettings`] says
+    /// (HTTP/1.1 only, as the peers here).
+    ///
+    /// # Errors
+    ///
+    /// When the configuration does not validate, or Redis cannot be reached (the error names it).
+    pub async fn new(
+        addr: SocketAddr,
+        pool: &PoolSettings,
+        store: RateLimitStore,
+    ) -> Result<Self, BoxError> {
+        Self::from_toml(&full_stack_toml(addr, pool, &store), pool, store).await
+    }
+
+    /// A client from a configuration of [`API_NAME`] (see [`full_stack_toml_with_quota`]); `store`
+    /// must match its `rate_limit.store`.
+    ///
+    /// # Errors
+    ///
+    /// As [`FullStack::new`].
+    pub async fn from_toml(
+        toml: &str,
+        pool: &PoolSettings,
+        store: RateLimitStore,
+    ) -> Result<Self, BoxError> {
+        let config = integration_config::Config::from_toml_str(toml)?;
+        let transport = integration_client::transport::Transport::builder()
+            .pool_max_idle_per_host(pool.max_idle_per_host)
+            .pool_idle_timeout(pool.idle_timeout)
+            .tcp_nodelay(pool.nodelay)
+            .http2(false);
+        let mut builder = integration_client::Client::builder()
+            .transport(transport)
+            .config(config);
+        // What `Client::connect` does with the `[redis]` section, here with our transport settings.
+        if let RateLimitStore::Redis { url, key_prefix } = store {
+            let connection = async {
+                redis::Client::open(url.as_str())?
+                    .get_connection_manager()
+                    .await
+            }
+            .await
+            .map_err(|error| format!("Redis at {url} is unreachable (set REDIS_URL): {error}"))?;
+            builder = builder.redis(connection, key_prefix);
+        }
+        Ok(Self {
+            client: builder.build()?,
+        })
+    }
+}
+
+impl Caller for FullStack {
+    async fn call(&self) -> Result<(), BoxError> {
+        let response = self
+            .client
+            .api(API_NAME)?
+            .get(PATH)
+            .header(header::ACCEPT, ACCEPT_JSON)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        check(status, &body)
+    }
+}
+
+fn our_transport(
+    pool: &PoolSettings,
+) -> Result<integration_client::transport::Transport, BoxError> {
+    Ok(integration_client::transport::Transport::builder()
+        .pool_max_idle_per_host(pool.max_idle_per_host)
+        .pool_idle_timeout(pool.idle_timeout)
+        .connect_timeout(pool.connect_timeout)
+        .tcp_nodelay(pool.nodelay)
+        .http2(false)
+        .build()?)
+}
+
+/// Scenario 6: the facade's transport alone, as a tower service: what our stack stands on, without
+/// any layer or the facade's request and response types.
+#[derive(Clone, Debug)]
+pub struct OurTransport {
+    transport: integration_client::transport::Transport,
+    uri: Uri,
+}
+
+impl OurTransport {
+    /// A transport for the server at `addr`.
+    ///
+    /// # Errors
+    ///
+    /// When the transport cannot be built.
+    pub fn new(addr: SocketAddr, pool: &PoolSettings) -> Result<Self, BoxError> {
+        Ok(Self {
+            transport: our_transport(pool)?,
+            uri: target(addr).parse()?,
+        })
+    }
+}
+
+impl Caller for OurTransport {
+    async fn call(&self) -> Result<(), BoxError> {
+        use tower::ServiceExt;
+        let request = Request::get(self.uri.clone())
+            .header(header::ACCEPT, ACCEPT_JSON)
+            .body(integration_core::Body::empty())?;
+        let response = self.transport.clone().oneshot(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        check(status, &body)
+    }
+}
+
+/// Scenario 7: the facade's `Client`, `Api` and request builder over our transport with no layer
+/// (`ClientBuilder::service`), called as in scenario 2: the facade's own cost.
+#[derive(Clone, Debug)]
+pub struct FacadeNoLayers {
+    client: integration_client::Client,
+}
+
+impl FacadeNoLayers {
+    /// A client for the server at `addr`.
+    ///
+    /// # Errors
+    ///
+    /// When the transport or the client cannot be built.
+    pub fn new(addr: SocketAddr, pool: &PoolSettings) -> Result<Self, BoxError> {
+        let client = integration_client::Client::builder()
+            .service(API_NAME, format!("http://{addr}/"), our_transport(pool)?)
+            .build()?;
+        Ok(Self { client })
+    }
+}
+
+impl Caller for FacadeNoLayers {
+    async fn call(&self) -> Result<(), BoxError> {
+        let response = self
+            .client
+            .api(API_NAME)?
+            .get(PATH)
+            .header(header::ACCEPT, ACCEPT_JSON)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        check(status, &body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_round_trip() {
+        for scenario in Scenario::ALL {
+            assert_eq!(scenario.name().parse::<Scenario>(), Ok(scenario));
+            let json = serde_json::to_string(&scenario).unwrap();
+            assert_eq!(json, format!("\"{}\"", scenario.name()));
+        }
+        assert!("nope".parse::<Scenario>().is_err());
+    }
+
+    #[test]
+    fn only_ok_with_the_full_body_passes() {
+        assert!(check(StatusCode::OK, BODY.as_bytes()).is_ok());
+        assert!(check(StatusCode::NOT_FOUND, BODY.as_bytes()).is_err());
+        assert!(check(StatusCode::OK, b"{}").is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! One scenario measured in its own process: the worker half of the `bench` binary.
+
+use super::BoxError;
+use super::load::{Caller, ClosedLoop, LatencyRun, OpenLoop, Throughput};
+use super::measure::rss_kib;
+use super::scenario::{
+    FacadeNoLayers, FullStack, OurTransport, PeerStack, PoolSettings, RateLimitStore, RawHyper,
+    Reqwest, Scenario,
+};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What a worker runs: one scenario, a closed-loop phase then an open-loop phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    /// The scenario to measure.
+    pub scenario: Scenario,
+    /// The loopback server.
+    pub addr: SocketAddr,
+    /// Calls in flight in the closed loop.
+    pub concurrency: usize,
+    /// Offered rate of the open loop, calls per second.
+    pub rate: f64,
+    /// Warm-up before each phase's window.
+    pub warmup: Duration,
+    /// Length of each phase's window.
+    pub duration: Duration,
+    /// Pool settings for every client.
+    pub pool: PoolSettings,
+    /// The tracing filter of the subscriber every worker installs (`info`: the level of the log
+    /// layer's spans, and of reqwest-tracing's).
+    pub log_filter: String,
+    /// The Redis of scenario 3.
+    pub redis_url: String,
+    /// The key prefix of scenario 3, private to this run.
+    pub redis_prefix: String,
+}
+
+/// The closed-loop figures of a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThroughputReport {
+    /// Successful calls in the window.
+    pub calls: u64,
+    /// Failed calls in the window.
+    pub errors: u64,
+    /// The window's length, seconds.
+    pub seconds: f64,
+    /// Successful calls per second.
+    pub per_second: f64,
+    /// Client process CPU microseconds per call.
+    pub cpu_us_per_call: f64,
+}
+
+impl From<&Throughput> for ThroughputReport {
+    fn from(run: &Throughput) -> Self {
+        Self {
+            calls: run.calls,
+            errors: run.errors,
+            seconds: run.elapsed.as_secs_f64(),
+            per_second: run.per_second(),
+            cpu_us_per_call: run.cpu_us_per_call(),
+        }
+    }
+}
+
+/// The open-loop figures of a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyReport {
+    /// The offered rate, calls per second.
+    pub offered_rate: f64,
+    /// Successful calls due in the window.
+    pub calls: u64,
+    /// Failed calls due in the window.
+    pub errors: u64,
+    /// Calls due in the window that had not finished after the drain timeout.
+    pub unfinished: u64,
+    /// Median latency from the due time, microseconds.
+    pub p50_us: f64,
+    /// 90th percentile, microseconds.
+    pub p90_us: f64,
+    /// 99th percentile, microseconds.
+    pub p99_us: f64,
+    /// 99.9th percentile, microseconds.
+    pub p999_us: f64,
+    /// Largest latency, microseconds.
+    pub max_us: f64,
+    /// Client process CPU microseconds per call at this rate.
+    pub cpu_us_per_call: f64,
+}
+
+impl LatencyReport {
+    fn new(offered_rate: f64, run: &LatencyRun) -> Self {
+        Self {
+            offered_rate,
+            calls: run.calls,
+            errors: run.errors,
+            unfinished: run.unfinished,
+            p50_us: run.quantile_us(0.5),
+            p90_us: run.quantile_us(0.9),
+            p99_us: run.quantile_us(0.99),
+            p999_us: run.quantile_us(0.999),
+            max_us: run.histogram.max() as f64 / 1e3,
+            cpu_us_per_call: run.cpu_us_per_call(),
+        }
+    }
+}
+
+/// Everything one worker measured; printed by the worker as one JSON line on stdout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// The scenario measured.
+    pub scenario: Scenario,
+    /// Closed loop.
+    pub throughput: ThroughputReport,
+    /// Open loop.
+    pub latency: LatencyReport,
+    /// Resident set before the client was built (runtime, subscriber, recorder, binary), KiB.
+    pub rss_baseline_kib: u64,
+    /// Peak resident set of the worker process at its end (`VmHWM`), KiB.
+    pub peak_rss_kib: u64,
+    /// The first error of either phase, with its sources.
+    pub first_error: Option<String>,
+}
+
+impl WorkerReport {
+    /// The calls that failed or never finished, over both phases.
+    pub fn failures(&self) -> u64 {
+        self.throughput.errors + self.latency.errors + self.latency.unfinished
+    }
+}
+
+/// Installs what every worker has, whatever its scenario, so that logging is really on where a
+/// stack logs: a `tracing-subscriber` `fmt` subscriber filtered at `filter`, formatting every event
+/// into a sink (the formatting cost is paid, the terminal is not), and the Prometheus `metrics`
+/// recorder with its periodic upkeep (every 5 s, on a thread of its own).
+///
+/// # Errors
+///
+/// When `filter` does not parse, or a subscriber or recorder is already installed.
+pub fn install_observability(filter: &str) -> Result<(), BoxError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(io::sink)
+        .try_init()?;
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    // What the exporter's own `install` does in production: drain the histograms every few seconds,
+    // on a thread of its own rather than on the client's runtime.
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                handle.run_upkeep();
+            }
+        })?;
+    Ok(())
+}
+
+/// Runs one worker: observability, the client, the closed loop, the open loop.
+///
+/// # Errors
+///
+/// When the client cannot be built or resources cannot be read; failed calls are counted in the
+/// report, not returned.
+pub async fn run(config: &WorkerConfig) -> Result<WorkerReport, BoxError> {
+    install_observability(&config.log_filter)?;
+    let baseline = rss_kib()?;
+    let (addr, pool, base) = (config.addr, &config.pool, baseline.current_kib);
+    match config.scenario {
+        Scenario::RawHyper => measure(config, base, RawHyper::new(addr, pool)).await,
+        Scenario::FullStack => {
+            let caller = FullStack::new(addr, pool, RateLimitStore::Memory).await?;
+            measure(config, base, caller).await
+        }
+        Scenario::FullStackRedis => {
+            let store = RateLimitStore::Redis {
+                url: config.redis_url.clone(),
+                key_prefix: config.redis_prefix.clone(),
+            };
+            let caller = FullStack::new(addr, pool, store).await?;
+            measure(config, base, caller).await
+        }
+        Scenario::PeerStack => measure(config, base, PeerStack::new(addr, pool)?).await,
+        Scenario::Reqwest => measure(config, base, Reqwest::new(addr, pool)?).await,
+        Scenario::OurTransport => measure(config, base, OurTransport::new(addr, pool)?).await,
+        Scenario::FacadeNoLayers => measure(config, base, FacadeNoLayers::new(addr, pool)?).await,
+    }
+}
+
+async fn measure<C: Caller>(
+    config: &WorkerConfig,
+    rss_baseline_kib: u64,
+    caller: C,
+) -> Result<WorkerReport, BoxError> {
+    let throughput = ClosedLoop::new(config.concurrency, config.warmup, config.duration)
+        .run(&caller)
+        .await?;
+    let latency = OpenLoop::new(config.rate, config.warmup, config.duration)
+        .run(&caller)
+        .await?;
+    let rss = rss_kib()?;
+    Ok(WorkerReport {
+        scenario: config.scenario,
+        throughput: ThroughputReport::from(&throughput),
+        latency: LatencyReport::new(config.rate, &latency),
+        rss_baseline_kib,
+        peak_rss_kib: rss.peak_kib,
+        first_error: throughput.first_error.or(latency.first_error),
+    })
+}

@@ -1,0 +1,361 @@
+//! The end-to-end benchmark: the full stack against the raw client and the peer stack.
+//!
+//! ```text
+//! bench [--smoke] [--rounds N] [--duration SECS] [--warmup SECS] [--concurrency N] [--rate PER_SEC]
+//!       [--client-threads N] [--server-threads N] [--scenarios a,b,..] [--out DIR]
+//!       [--log-filter FILTER] [--criterion DIR] [--command TEXT]
+//! bench serve [--threads N]          the loopback server (started by the benchmark itself)
+//! bench worker [--threads N] JSON    one scenario in its own process (started by the benchmark)
+//! ```
+//!
+//! Without `--out` the report is printed, not written. `--smoke` runs every scenario once for a
+//! fraction of a second and fails unless each completed calls without a single error.
+
+use integration_tests::bench::BoxError;
+use integration_tests::bench::report::{BenchReport, Settings, read_criterion};
+use integration_tests::bench::scenario::{PoolSettings, Scenario};
+use integration_tests::bench::server::{READY_PREFIX, ServerProcess, serve};
+use integration_tests::bench::worker::{self, WorkerConfig, WorkerReport};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+/// `bench --help`.
+const USAGE: &str = "\
+The end-to-end benchmark: the full stack against the raw client and the peer stack.
+
+Usage: bench [OPTIONS]           run every scenario, print the report (or write it with --out)
+       bench serve [--threads N] the loopback server (the benchmark starts it itself)
+       bench worker JSON         one scenario in its own process (the benchmark starts it itself)
+
+Options:
+  --smoke               every scenario briefly; fail unless each completed calls with no error
+  --rounds N            rounds, each running every scenario once in a rotated order [5]
+  --duration SECS       each phase's measurement window [3]
+  --warmup SECS         warm-up before each window [0.5]
+  --concurrency N       calls in flight in the closed loop [32]
+  --rate PER_SEC        offered rate of the open loop [2000]
+  --client-threads N    worker threads of each client's runtime [1]
+  --server-threads N    worker threads of the server's runtime [1]
+  --scenarios a,b       which scenarios (raw-hyper, full-stack, full-stack-redis, peer-stack,
+                        reqwest, our-transport, facade-no-layers) [all]
+  --log-filter FILTER   the tracing filter installed in every worker [info]
+  --out DIR             write BENCHMARKS.md and benchmarks.json there
+  --criterion DIR       add criterion's middleware results found there (target/criterion)
+  --command TEXT        the command recorded in the report
+
+Environment:
+  REDIS_URL             the Redis of scenario 3 [redis://127.0.0.1:6379]
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("serve") => run_server(&args[1..]),
+        Some("worker") => run_worker(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => orchestrate(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Takes the value after `flag` out of `args`.
+fn take_value(args: &mut Vec<String>, flag: &str) -> Result<Option<String>, BoxError> {
+    let Some(index) = args.iter().position(|arg| arg == flag) else {
+        return Ok(None);
+    };
+    if index + 1 >= args.len() {
+        return Err(format!("{flag} needs a value").into());
+    }
+    let value = args.remove(index + 1);
+    args.remove(index);
+    Ok(Some(value))
+}
+
+fn take_parsed<T>(args: &mut Vec<String>, flag: &str, default: T) -> Result<T, BoxError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    match take_value(args, flag)? {
+        Some(value) => value
+            .parse()
+            .map_err(|error| format!("{flag} {value}: {error}").into()),
+        None => Ok(default),
+    }
+}
+
+fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
+    let before = args.len();
+    args.retain(|arg| arg != flag);
+    args.len() != before
+}
+
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+}
+
+fn run_server(args: &[String]) -> Result<(), BoxError> {
+    let mut args = args.to_vec();
+    let threads = take_parsed(&mut args, "--threads", 1usize)?;
+    let runtime = runtime(threads)?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{READY_PREFIX}{addr}")?;
+        stdout.flush()?;
+        drop(stdout);
+        // The benchmark holds our stdin: when it ends, for whatever reason, so do we.
+        std::thread::spawn(|| {
+            let mut sink = String::new();
+            while std::io::stdin()
+                .lock()
+                .read_line(&mut sink)
+                .is_ok_and(|read| read > 0)
+            {
+                sink.clear();
+            }
+            std::process::exit(0);
+        });
+        serve(listener).await?;
+        Ok(())
+    })
+}
+
+fn run_worker(args: &[String]) -> Result<(), BoxError> {
+    let mut args = args.to_vec();
+    let threads = take_parsed(&mut args, "--threads", 1usize)?;
+    let [config] = args.as_slice() else {
+        return Err("worker takes one JSON configuration".into());
+    };
+    let config: WorkerConfig = serde_json::from_str(config)?;
+    let report = runtime(threads)?.block_on(worker::run(&config))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+#[allow(clippy::disallowed_methods)] // The report's date is wall-clock time by nature.
+fn now_http_date() -> String {
+    httpdate::fmt_http_date(std::time::SystemTime::now())
+}
+
+fn orchestrate(args: &[String]) -> Result<(), BoxError> {
+    let mut args = args.to_vec();
+    let smoke = take_flag(&mut args, "--smoke");
+    let (rounds, duration, warmup) = if smoke { (1, 0.2, 0.05) } else { (5, 3.0, 0.5) };
+    let rounds = take_parsed(&mut args, "--rounds", rounds)?;
+    let duration = take_parsed(&mut args, "--duration", duration)?;
+    let warmup = take_parsed(&mut args, "--warmup", warmup)?;
+    let concurrency = take_parsed(&mut args, "--concurrency", 32usize)?;
+    // The smoke run is a debug build: offer a rate every scenario sustains there.
+    let rate = take_parsed(&mut args, "--rate", if smoke { 200.0 } else { 2000.0 })?;
+    let client_threads = take_parsed(&mut args, "--client-threads", 1usize)?;
+    let server_threads = take_parsed(&mut args, "--server-threads", 1usize)?;
+    let scenarios: Vec<Scenario> = match take_value(&mut args, "--scenarios")? {
+        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
+        None => Scenario::ALL.to_vec(),
+    };
+    let out = take_value(&mut args, "--out")?.map(PathBuf::from);
+    let criterion = take_value(&mut args, "--criterion")?.map(PathBuf::from);
+    let command = take_value(&mut args, "--command")?
+        .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
+    // `info` by default: the level of our log layer's spans and of reqwest-tracing's.
+    let log_filter = take_value(&mut args, "--log-filter")?.unwrap_or_else(|| "info".to_owned());
+    if !args.is_empty() {
+        return Err(format!("unknown arguments: {}", args.join(" ")).into());
+    }
+    if rounds == 0 || scenarios.is_empty() {
+        return Err("nothing to run: no rounds or no scenarios".into());
+    }
+
+    let load_before = integration_tests::bench::report::load_average();
+    let exe = std::env::current_exe()?;
+    let server = ServerProcess::spawn(&exe, server_threads)?;
+    let pool = PoolSettings::default();
+    let redis_url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    // A prefix of our own: the shared Redis is never flushed, our keys expire on their own.
+    let redis_prefix = format!(
+        "integration-bench-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    );
+    eprintln!(
+        "bench: server on {} (pid {}), {} round(s) of {} scenario(s), {duration} s windows",
+        server.addr(),
+        server.id(),
+        rounds,
+        scenarios.len()
+    );
+
+    let mut reports = Vec::new();
+    for round in 0..rounds {
+        // Rotate the order each round, so no scenario always runs first or last.
+        let mut order = scenarios.clone();
+        order.rotate_left(round % scenarios.len());
+        for scenario in order {
+            let config = WorkerConfig {
+                scenario,
+                addr: server.addr(),
+                concurrency,
+                rate,
+                warmup: Duration::from_secs_f64(warmup),
+                duration: Duration::from_secs_f64(duration),
+                pool: pool.clone(),
+                log_filter: log_filter.clone(),
+                redis_url: redis_url.clone(),
+                redis_prefix: redis_prefix.clone(),
+            };
+            let report = spawn_worker(&exe, client_threads, &config)?;
+            eprintln!(
+                "bench: round {}/{rounds} {:<18} {:>8.0} calls/s  {:>6.1} µs CPU/call  p50 {:>6.0} µs  p99 {:>6.0} µs  p99.9 {:>6.0} µs  peak {:>6.1} MiB  failures {}",
+                round + 1,
+                scenario.name(),
+                report.throughput.per_second,
+                report.throughput.cpu_us_per_call,
+                report.latency.p50_us,
+                report.latency.p99_us,
+                report.latency.p999_us,
+                report.peak_rss_kib as f64 / 1024.0,
+                report.failures(),
+            );
+            reports.push(report);
+        }
+    }
+    drop(server);
+
+    if smoke {
+        return check_smoke(&reports);
+    }
+    let middleware = match &criterion {
+        Some(dir) => read_criterion(dir)?,
+        None => Vec::new(),
+    };
+    let settings = Settings {
+        rounds,
+        concurrency,
+        rate,
+        warmup_s: warmup,
+        duration_s: duration,
+        client_threads,
+        server_threads,
+        pool,
+        log_filter,
+        profile: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+        .to_owned(),
+    };
+    let left_out = Scenario::ALL
+        .into_iter()
+        .filter(|scenario| !scenarios.contains(scenario))
+        .map(|scenario| {
+            format!(
+                "{}. {}: not selected (--scenarios)",
+                scenario.number(),
+                scenario.describe()
+            )
+        })
+        .collect();
+    let mut report = BenchReport::new(
+        now_http_date(),
+        command,
+        settings,
+        reports,
+        middleware,
+        left_out,
+    );
+    report.load_average = vec![
+        load_before,
+        integration_tests::bench::report::load_average(),
+    ];
+    let markdown = report.to_markdown();
+    match out {
+        Some(dir) => {
+            std::fs::write(dir.join("BENCHMARKS.md"), &markdown)?;
+            std::fs::write(
+                dir.join("benchmarks.json"),
+                serde_json::to_string_pretty(&report)? + "\n",
+            )?;
+            eprintln!(
+                "bench: wrote {} and {}",
+                dir.join("BENCHMARKS.md").display(),
+                dir.join("benchmarks.json").display()
+            );
+        }
+        None => print!("{markdown}"),
+    }
+    Ok(())
+}
+
+fn spawn_worker(
+    exe: &std::path::Path,
+    threads: usize,
+    config: &WorkerConfig,
+) -> Result<WorkerReport, BoxError> {
+    let output = Command::new(exe)
+        .args([
+            "worker",
+            "--threads",
+            &threads.to_string(),
+            &serde_json::to_string(config)?,
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !output.status.success() {
+        return Err(format!("the {} worker failed ({})", config.scenario, output.status).into());
+    }
+    let stdout = String::from_utf8(output.stdout)?;
+    let line = stdout
+        .lines()
+        .last()
+        .ok_or_else(|| format!("the {} worker printed nothing", config.scenario))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// The smoke run's only assertion: every scenario completed calls in both phases, none failed.
+fn check_smoke(reports: &[WorkerReport]) -> Result<(), BoxError> {
+    let mut broken = Vec::new();
+    for report in reports {
+        if report.throughput.calls == 0 || report.latency.calls == 0 || report.failures() > 0 {
+            broken.push(format!(
+                "{}: {} + {} calls, {} failed or unfinished{}",
+                report.scenario,
+                report.throughput.calls,
+                report.latency.calls,
+                report.failures(),
+                report
+                    .first_error
+                    .as_deref()
+                    .map(|error| format!(" (first error: {error})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    if broken.is_empty() {
+        eprintln!(
+            "bench: smoke passed: {} scenario(s) completed calls with no error",
+            reports.len()
+        );
+        Ok(())
+    } else {
+        Err(format!("smoke failed:\n  {}", broken.join("\n  ")).into())
+    }
+}

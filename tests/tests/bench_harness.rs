@@ -1,0 +1,118 @@
+//! The benchmark harness end to end: the server in its own process, and every scenario's client
+//! completing calls against it. Speed is not asserted here (DESIGN.md: benchmarks measure it);
+//! `cargo xtask bench --smoke` runs the drivers themselves.
+
+use integration_tests::bench::load::Caller;
+use integration_tests::bench::scenario::{
+    FacadeNoLayers, FullStack, OurTransport, PeerStack, PoolSettings, RateLimitStore, RawHyper,
+    Reqwest, full_stack_toml_with_quota,
+};
+use integration_tests::bench::server::{BODY, ServerProcess};
+use std::path::Path;
+
+fn server() -> ServerProcess {
+    ServerProcess::spawn(Path::new(env!("CARGO_BIN_EXE_bench")), 1)
+        .expect("the bench server starts")
+}
+
+async fn calls_succeed(caller: impl Caller, name: &str) {
+    for _ in 0..5 {
+        if let Err(error) = caller.call().await {
+            panic!("{name}: {error}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_server_runs_in_its_own_process_and_answers_the_fixed_body() {
+    let server = server();
+    assert_ne!(server.id(), std::process::id());
+    let url = format!("http://{}/v1/item", server.addr());
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), BODY);
+    let missing = reqwest::get(format!("http://{}/elsewhere", server.addr()))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_server_process_ends_with_its_handle() {
+    let server = server();
+    let pid = server.id();
+    drop(server);
+    // Killed and reaped: nothing is left behind, not even a zombie.
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "server {pid} outlived its handle"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn every_peer_scenario_completes_calls() {
+    let server = server();
+    let pool = PoolSettings::default();
+    calls_succeed(RawHyper::new(server.addr(), &pool), "raw-hyper").await;
+    calls_succeed(Reqwest::new(server.addr(), &pool).unwrap(), "reqwest").await;
+    calls_succeed(PeerStack::new(server.addr(), &pool).unwrap(), "peer-stack").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_breakdown_scenarios_complete_calls() {
+    let server = server();
+    let pool = PoolSettings::default();
+    calls_succeed(
+        OurTransport::new(server.addr(), &pool).unwrap(),
+        "our-transport",
+    )
+    .await;
+    calls_succeed(
+        FacadeNoLayers::new(server.addr(), &pool).unwrap(),
+        "facade-no-layers",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_full_stack_scenarios_complete_calls_in_memory_and_in_redis() {
+    let server = server();
+    let pool = PoolSettings::default();
+    let memory = FullStack::new(server.addr(), &pool, RateLimitStore::Memory)
+        .await
+        .unwrap();
+    calls_succeed(memory, "full-stack").await;
+
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let store = || RateLimitStore::Redis {
+        url: url.clone(),
+        key_prefix: format!("integration-tests-bench-{:08x}", fastrand::u32(..)),
+    };
+    let redis = FullStack::new(server.addr(), &pool, store())
+        .await
+        .unwrap_or_else(|error| panic!("Redis at {url} must be running for this test: {error}"));
+    calls_succeed(redis, "full-stack-redis").await;
+
+    // The limiter really goes to Redis, with no silent local fallback: two clients (two replicas)
+    // on one prefix share a quota of 3 a minute, so the second client is refused at once.
+    let shared = store();
+    let toml = full_stack_toml_with_quota(
+        server.addr(),
+        &pool,
+        &shared,
+        "rate = 3, per = \"60s\"",
+        "0s",
+    );
+    let first = FullStack::from_toml(&toml, &pool, shared.clone())
+        .await
+        .unwrap();
+    let second = FullStack::from_toml(&toml, &pool, shared).await.unwrap();
+    for _ in 0..3 {
+        first.call().await.unwrap();
+    }
+    let refused = second.call().await.unwrap_err();
+    let error = refused
+        .downcast_ref::<integration_core::Error>()
+        .unwrap_or_else(|| panic!("not a facade error: {refused}"));
+    assert!(error.is_rate_limited(), "{error}");
+}
