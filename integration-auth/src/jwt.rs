@@ -513,44 +513,13 @@ impl JwtBearerGrant {
         self.source.params.push((name.into(), value.into()));
         self.rebuilt()
     }
-
-    /// Keeps tokens in `store` (Redis: shared by every replica).
-    #[must_use]
-    pub fn with_store(mut self, store: Arc<dyn TokenStore>) -> Self {
-        self.setup.store = store;
-        self.rebuilt()
-    }
-
-    /// Names the token in the store (default: token URL, issuer, subject, audience, scopes and extra
-    /// parameters).
-    #[must_use]
-    pub fn with_key(mut self, key: impl Into<String>) -> Self {
-        self.setup.key = Some(key.into());
-        self.rebuilt()
-    }
-
-    /// Cache behaviour: skew, jitter, cool-down, background refresh.
-    #[must_use]
-    pub fn with_cache_config(mut self, config: TokenCacheConfig) -> Self {
-        self.setup.config = config;
-        self.rebuilt()
-    }
-
-    /// The token cache (shared by clones).
-    pub fn cache(&self) -> &TokenCache {
-        &self.cache
-    }
 }
 
-impl CredentialProvider for JwtBearerGrant {
-    fn credential(&self, ctx: &AuthContext) -> CredentialFuture {
-        self.cache.get(ctx)
-    }
-
-    fn invalidate(&self, rejected: &Credential) {
-        self.cache.invalidate(rejected);
-    }
-}
+cached_grant!(
+    JwtBearerGrant,
+    store: "Keeps tokens in `store` (Redis: shared by every replica).",
+    key: "Names the token in the store (default: token URL, issuer, subject, audience, scopes and extra parameters).",
+);
 
 impl fmt::Debug for JwtBearerGrant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

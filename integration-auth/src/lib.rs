@@ -87,6 +87,8 @@
 //! `jsonwebtoken` with the `rust_crypto` backend, `redis` with tokio, and `ring` for AES-256-GCM
 //! encryption of tokens at rest in Redis ([`RedisTokenStore::with_encryption_key`]).
 
+#[macro_use]
+mod macros;
 mod basic;
 pub mod cache;
 mod credential;

@@ -14,7 +14,6 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::cache::{FetchFuture, FetchedToken, TokenCache, TokenCacheConfig, TokenSource};
-use crate::credential::{AuthContext, Credential, CredentialFuture, CredentialProvider};
 use crate::error::{sanitize, token_error};
 use crate::store::{MemoryTokenStore, TokenStore};
 use crate::transport::{TokenTransport, TransportError};
@@ -322,44 +321,13 @@ impl ClientCredentials {
         self.settings.client_auth = client_auth;
         self.rebuilt()
     }
-
-    /// Keeps tokens in `store` (Redis: shared by every replica).
-    #[must_use]
-    pub fn with_store(mut self, store: Arc<dyn TokenStore>) -> Self {
-        self.setup.store = store;
-        self.rebuilt()
-    }
-
-    /// Names the token in the store (default: grant, token URL, client id, scopes and extra
-    /// parameters).
-    #[must_use]
-    pub fn with_key(mut self, key: impl Into<String>) -> Self {
-        self.setup.key = Some(key.into());
-        self.rebuilt()
-    }
-
-    /// Cache behaviour: skew, jitter, cool-down, background refresh.
-    #[must_use]
-    pub fn with_cache_config(mut self, config: TokenCacheConfig) -> Self {
-        self.setup.config = config;
-        self.rebuilt()
-    }
-
-    /// The token cache (shared by clones).
-    pub fn cache(&self) -> &TokenCache {
-        &self.cache
-    }
 }
 
-impl CredentialProvider for ClientCredentials {
-    fn credential(&self, ctx: &AuthContext) -> CredentialFuture {
-        self.cache.get(ctx)
-    }
-
-    fn invalidate(&self, rejected: &Credential) {
-        self.cache.invalidate(rejected);
-    }
-}
+cached_grant!(
+    ClientCredentials,
+    store: "Keeps tokens in `store` (Redis: shared by every replica).",
+    key: "Names the token in the store (default: grant, token URL, client id, scopes and extra parameters).",
+);
 
 impl fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -581,44 +549,13 @@ impl RefreshToken {
         self.settings.params.push((name.into(), value.into()));
         self.rebuilt()
     }
-
-    /// Keeps tokens and the rotated refresh token in `store`.
-    #[must_use]
-    pub fn with_store(mut self, store: Arc<dyn TokenStore>) -> Self {
-        self.setup.store = store;
-        self.rebuilt()
-    }
-
-    /// Names the tokens in the store (default: grant, token URL, client id, scopes, extra parameters
-    /// and a one-way fingerprint of the initial refresh token).
-    #[must_use]
-    pub fn with_key(mut self, key: impl Into<String>) -> Self {
-        self.setup.key = Some(key.into());
-        self.rebuilt()
-    }
-
-    /// Cache behaviour: skew, jitter, cool-down, background refresh.
-    #[must_use]
-    pub fn with_cache_config(mut self, config: TokenCacheConfig) -> Self {
-        self.setup.config = config;
-        self.rebuilt()
-    }
-
-    /// The token cache (shared by clones).
-    pub fn cache(&self) -> &TokenCache {
-        &self.cache
-    }
 }
 
-impl CredentialProvider for RefreshToken {
-    fn credential(&self, ctx: &AuthContext) -> CredentialFuture {
-        self.cache.get(ctx)
-    }
-
-    fn invalidate(&self, rejected: &Credential) {
-        self.cache.invalidate(rejected);
-    }
-}
+cached_grant!(
+    RefreshToken,
+    store: "Keeps tokens and the rotated refresh token in `store`.",
+    key: "Names the tokens in the store (default: grant, token URL, client id, scopes, extra parameters and a one-way fingerprint of the initial refresh token).",
+);
 
 impl fmt::Debug for RefreshToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
