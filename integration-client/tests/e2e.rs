@@ -31,6 +31,19 @@ fn client(name: &str, config: IntegrationConfig) -> Client {
     Client::builder().api(name, config).build().unwrap()
 }
 
+/// An OAuth token endpoint at `/oauth/token` that hands out `token` (valid for an hour) and must be
+/// asked exactly `expected` times.
+async fn mount_token_endpoint(server: &MockServer, token: &str, expected: u64) {
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": token, "token_type": "Bearer", "expires_in": 3600
+        })))
+        .expect(expected)
+        .mount(server)
+        .await;
+}
+
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Charge {
     id: String,
@@ -406,14 +419,7 @@ async fn api_key_auth_is_applied_on_every_attempt() {
 #[tokio::test]
 async fn oauth_client_credentials_token_is_fetched_once_and_cached() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": "tok-1", "token_type": "Bearer", "expires_in": 3600
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_token_endpoint(&server, "tok-1", 1).await;
     Mock::given(method("GET"))
         .and(path("/me"))
         .and(header("authorization", "Bearer tok-1"))
@@ -600,14 +606,7 @@ async fn shutdown_waits_for_calls_in_flight_and_refuses_new_ones() {
 #[tokio::test]
 async fn a_401_fetches_a_fresh_token_and_replays_once() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": "tok", "token_type": "Bearer", "expires_in": 3600
-        })))
-        .expect(2)
-        .mount(&server)
-        .await;
+    mount_token_endpoint(&server, "tok", 2).await;
     Mock::given(method("POST"))
         .and(path("/orders"))
         .respond_with(ResponseTemplate::new(401))
@@ -644,14 +643,7 @@ async fn a_401_fetches_a_fresh_token_and_replays_once() {
 #[tokio::test]
 async fn update_keeps_the_token_cache_when_auth_is_unchanged() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": "tok", "token_type": "Bearer", "expires_in": 3600
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_token_endpoint(&server, "tok", 1).await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(200))
         .mount(&server)
@@ -920,14 +912,7 @@ async fn api_key_auth_is_applied_on_the_retried_attempt_too() {
 #[tokio::test]
 async fn a_persistent_401_gets_exactly_one_replay_through_the_facade() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": "tok", "token_type": "Bearer", "expires_in": 3600
-        })))
-        .expect(2)
-        .mount(&server)
-        .await;
+    mount_token_endpoint(&server, "tok", 2).await;
     Mock::given(method("GET"))
         .and(path("/me"))
         .and(header("authorization", "Bearer tok"))
