@@ -6,10 +6,11 @@
 
 use std::env;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use crate::bench::{target_dir, workspace_root};
+use crate::disk;
 use crate::services::{self, Service};
 use crate::timing::{now, secs};
 
@@ -133,12 +134,6 @@ impl Step {
     }
 }
 
-/// The workspace root: xtask lives one level below it.
-fn workspace_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
-}
-
 /// Runs one step. `Err` carries the message for the `FAILED:` line.
 fn run_step(step: Step) -> Result<(), String> {
     let Some(args) = step.cargo_args() else {
@@ -198,9 +193,32 @@ fn summary(outcomes: &[(Step, Outcome)], total: Duration) -> String {
     out
 }
 
+/// Says how much room the build has, and warns when a cold build may not fit: a full disk fails
+/// the build far from its cause.
+fn report_disk() {
+    let target = target_dir(&workspace_root());
+    let Some(free) = disk::free_bytes(&target) else {
+        return;
+    };
+    println!(
+        "ci: disk: {} free for {}",
+        disk::human(free),
+        target.display()
+    );
+    if free < disk::COLD_BUILD_BYTES {
+        println!(
+            "ci: WARNING: a cold build writes about {} into the target directory; with {} free \
+             the build may fail with `No space left on device`",
+            disk::human(disk::COLD_BUILD_BYTES),
+            disk::human(free)
+        );
+    }
+}
+
 /// `cargo xtask ci`.
 pub(crate) fn run() -> ExitCode {
     let started = now();
+    report_disk();
     let mut outcomes: Vec<(Step, Outcome)> = STEPS.iter().map(|s| (*s, Outcome::NotRun)).collect();
     let mut failure = None;
     for (step, outcome) in &mut outcomes {

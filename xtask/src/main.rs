@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod ci;
+mod disk;
 mod probe;
 mod service_url;
 mod services;
