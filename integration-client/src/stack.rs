@@ -454,6 +454,7 @@ fn log_policy(log: &LogConfig) -> LogPolicy {
         .with_bodies(log.capture_bodies)
         .with_body_limit(log.max_body_bytes)
         .with_traceparent(log.propagate_traceparent)
+        .with_metrics(log.metrics)
 }
 
 /// The attempt layer's policy: the call's, except that a failed attempt (an error status, a transport
@@ -559,4 +560,23 @@ pub fn build_stack(
         .layer(attempt_timeout)
         .service(transport);
     Ok(HttpService::new(service))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_config_reaches_the_log_policies() {
+        let mut log = LogConfig::default();
+        assert!(log_policy(&log).records_metrics());
+        log.metrics = false;
+        log.propagate_traceparent = true;
+        let call = log_policy(&log);
+        assert!(!call.records_metrics());
+        assert!(call.propagates_traceparent());
+        let attempt = attempt_log_policy(&call);
+        assert!(!attempt.records_metrics());
+        assert_eq!(attempt.server_error_level(), tracing::Level::WARN);
+    }
 }

@@ -1279,6 +1279,10 @@ pub struct LogConfig {
     pub redact_fields: Vec<String>,
     /// Send a W3C `traceparent` header from the current span. Default false.
     pub propagate_traceparent: bool,
+    /// Record the duration histograms of calls and attempts (`http.client.request.duration`).
+    /// Default true; turn off where no metrics recorder collects them, so that a call with its log
+    /// level filtered out costs nothing in the log layers.
+    pub metrics: bool,
 }
 
 impl Default for LogConfig {
@@ -1292,6 +1296,7 @@ impl Default for LogConfig {
             allow_headers: Vec::new(),
             redact_fields: Vec::new(),
             propagate_traceparent: false,
+            metrics: true,
         }
     }
 }

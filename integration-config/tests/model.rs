@@ -60,6 +60,7 @@ redact_headers = ["x-internal"]
 allow_headers = []
 redact_fields = ["ssn"]
 propagate_traceparent = false
+metrics = true
 
 [integrations.stripe]
 base_url = "https://api.stripe.com/v1/"
@@ -146,6 +147,7 @@ fn defaults_match_the_design() {
     assert!(api.circuit_breaker.enabled);
     assert_eq!(api.log.max_body_bytes, 4096);
     assert!(!api.log.capture_bodies);
+    assert!(api.log.metrics, "duration metrics are on by default");
 
     let oauth = one(
         r#"auth = { type = "oauth2_client_credentials", token_url = "https://auth.example.com/token", client_id = "id", client_secret = "s" }"#,

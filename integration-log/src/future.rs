@@ -51,6 +51,14 @@ impl<F> ResponseFuture<F> {
             pending: Some(pending),
         }
     }
+
+    /// A future that records nothing: logs and metrics are both off.
+    pub(crate) fn passthrough(inner: F) -> Self {
+        Self {
+            inner,
+            pending: None,
+        }
+    }
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
@@ -75,10 +83,15 @@ where
             let _entered = this.pending.as_ref().map(|p| p.span.enter());
             ready!(this.inner.poll(cx))
         };
-        let pending = this
-            .pending
-            .take()
-            .expect("ResponseFuture polled after completion");
+        let Some(pending) = this.pending.take() else {
+            // Nothing to record (or, against the `Future` contract, polled after completion: the
+            // inner future's own answer to that is passed on).
+            return Poll::Ready(
+                result
+                    .map(|response| response.map(|body| LogBody::new(body, None)))
+                    .map_err(Into::into),
+            );
+        };
         Poll::Ready(match result {
             Ok(response) => Ok(pending.on_response(response)),
             Err(error) => {
@@ -99,8 +112,8 @@ pub(crate) struct Pending {
     pub(crate) method: Method,
     pub(crate) host: Option<Arc<str>>,
     pub(crate) integration: Option<IntegrationName>,
-    /// For the failure events.
-    pub(crate) uri: Uri,
+    /// For the failure events; `None` when no event can be recorded.
+    pub(crate) uri: Option<Uri>,
 }
 
 impl Pending {
@@ -111,7 +124,13 @@ impl Pending {
         let retries = attempts.map_or(0, Attempts::retries);
         let failed = status.is_client_error() || status.is_server_error();
         let error_type = failed.then(|| status.as_str());
-        self.record_duration(elapsed, Some(status), error_type);
+        if self.policy.metrics {
+            self.record_duration(elapsed, Some(status), error_type);
+        }
+        let Some(uri) = &self.uri else {
+            // No span or event can be recorded: nothing more to do, and nothing to capture.
+            return response.map(|body| LogBody::new(body, None));
+        };
         if !self.span.is_disabled() {
             self.span
                 .record(names::HTTP_RESPONSE_STATUS_CODE, status.as_u16());
@@ -138,7 +157,7 @@ impl Pending {
                 level,
                 { names::INTEGRATION } = self.integration.as_ref().map(IntegrationName::as_str),
                 { names::HTTP_REQUEST_METHOD } = method_attribute(&self.method),
-                { names::URL_FULL } = failed.then(|| display(LazyUrl(&policy.redactor, &self.uri))),
+                { names::URL_FULL } = failed.then(|| display(LazyUrl(&policy.redactor, uri))),
                 { names::HTTP_RESPONSE_STATUS_CODE } = status.as_u16(),
                 { names::ERROR_TYPE } = error_type,
                 elapsed_ms = millis(elapsed),
@@ -185,7 +204,12 @@ impl Pending {
             (ErrorKind::Status, Some(status)) => status.as_str(),
             _ => kind.as_str(),
         };
-        self.record_duration(elapsed, status, Some(error_type));
+        if self.policy.metrics {
+            self.record_duration(elapsed, status, Some(error_type));
+        }
+        let Some(uri) = &self.uri else {
+            return;
+        };
         if !self.span.is_disabled() {
             if let Some(status) = status {
                 self.span
@@ -212,7 +236,7 @@ impl Pending {
             level,
             { names::INTEGRATION } = self.integration.as_ref().map(IntegrationName::as_str),
             { names::HTTP_REQUEST_METHOD } = method_attribute(&self.method),
-            { names::URL_FULL } = display(LazyUrl(&policy.redactor, &self.uri)),
+            { names::URL_FULL } = display(LazyUrl(&policy.redactor, uri)),
             { names::ERROR_TYPE } = error_type,
             error = display(LazyError(&policy.redactor, error)),
             elapsed_ms = millis(elapsed),
@@ -224,7 +248,12 @@ impl Pending {
     fn on_cancel(self) {
         let elapsed = self.start.elapsed();
         let error_type = ErrorKind::Cancelled.as_str();
-        self.record_duration(elapsed, None, Some(error_type));
+        if self.policy.metrics {
+            self.record_duration(elapsed, None, Some(error_type));
+        }
+        if self.uri.is_none() {
+            return;
+        }
         if !self.span.is_disabled() {
             self.span.record(names::ERROR_TYPE, error_type);
         }

@@ -14,6 +14,12 @@
 //!
 //! Nothing is formatted when its level is off: URLs, headers and bodies are redacted and formatted
 //! lazily, when a subscriber records them, and a response body is teed only when its event is enabled.
+//! When no span or event of the policy can be recorded at all (the global maximum level, then the
+//! callsites, say so) the layer creates no span, copies no URL and captures nothing; with
+//! [`LogPolicy::with_metrics`]`(false)` as well it does not even read the clock. Measured by
+//! `cargo bench -p integration-tests --bench middleware -- 'middleware/(inner|log)'`: the fully
+//! disabled layer adds about 0.1 µs to a call (`log/off-no-metrics`), the duration histogram into
+//! a Prometheus recorder about 0.6 µs (`log/off`).
 //!
 //! # Example
 //!

@@ -26,3 +26,29 @@ macro_rules! enabled_at {
         }
     };
 }
+
+/// Whether an event (not a span) of this crate at a level chosen at run time would be recorded.
+macro_rules! event_enabled_at {
+    ($level:expr) => {
+        match $level {
+            tracing::Level::ERROR => tracing::event_enabled!(target: "integration_log", tracing::Level::ERROR),
+            tracing::Level::WARN => tracing::event_enabled!(target: "integration_log", tracing::Level::WARN),
+            tracing::Level::INFO => tracing::event_enabled!(target: "integration_log", tracing::Level::INFO),
+            tracing::Level::DEBUG => tracing::event_enabled!(target: "integration_log", tracing::Level::DEBUG),
+            _ => tracing::event_enabled!(target: "integration_log", tracing::Level::TRACE),
+        }
+    };
+}
+
+/// Whether a span of this crate at a level chosen at run time would be recorded.
+macro_rules! span_enabled_at {
+    ($level:expr) => {
+        match $level {
+            tracing::Level::ERROR => tracing::span_enabled!(target: "integration_log", tracing::Level::ERROR),
+            tracing::Level::WARN => tracing::span_enabled!(target: "integration_log", tracing::Level::WARN),
+            tracing::Level::INFO => tracing::span_enabled!(target: "integration_log", tracing::Level::INFO),
+            tracing::Level::DEBUG => tracing::span_enabled!(target: "integration_log", tracing::Level::DEBUG),
+            _ => tracing::span_enabled!(target: "integration_log", tracing::Level::TRACE),
+        }
+    };
+}

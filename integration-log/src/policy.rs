@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 use tracing::Level;
+use tracing::level_filters::LevelFilter;
 
 use crate::redact::Redactor;
 
@@ -27,6 +28,11 @@ pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024;
 /// | headers captured | yes (redacted) |
 /// | bodies captured | yes (redacted, textual types only, capped at [`DEFAULT_BODY_LIMIT`]) |
 /// | `traceparent` propagation | off |
+/// | duration metrics | on |
+///
+/// When no span or event of the policy can be recorded (every level filtered out) and metrics are
+/// off, a call through the layer does no logging work at all: no clock read, no span, no copy of
+/// the URL, no capture (see [`LogPolicy::with_metrics`]).
 ///
 /// ```
 /// use integration_log::{LogPolicy, redact::Redactor};
@@ -54,6 +60,7 @@ pub struct LogPolicy {
     pub(crate) capture_bodies: bool,
     pub(crate) body_limit: usize,
     pub(crate) propagate_traceparent: bool,
+    pub(crate) metrics: bool,
     pub(crate) ids: IdSource,
 }
 
@@ -72,6 +79,7 @@ impl Default for LogPolicy {
             capture_bodies: true,
             body_limit: DEFAULT_BODY_LIMIT,
             propagate_traceparent: false,
+            metrics: true,
             ids: IdSource::Thread,
         }
     }
@@ -168,6 +176,16 @@ impl LogPolicy {
         self
     }
 
+    /// Whether the duration histograms (`http.client.request.duration` per call, the attempt
+    /// duration per attempt) are recorded. On by default; with no `metrics` recorder installed they
+    /// go to a no-op recorder, which still costs a clock read and a label lookup per call: turn them
+    /// off where nothing collects them.
+    #[must_use]
+    pub fn with_metrics(mut self, record: bool) -> Self {
+        self.metrics = record;
+        self
+    }
+
     /// Generates trace and span ids from a seeded generator (deterministic tests) instead of the
     /// thread-local one.
     #[must_use]
@@ -236,6 +254,33 @@ impl LogPolicy {
         self.propagate_traceparent
     }
 
+    /// True when the duration histograms are recorded.
+    pub fn records_metrics(&self) -> bool {
+        self.metrics
+    }
+
+    /// Whether the current subscriber could record any span or event of this policy.
+    ///
+    /// The global maximum level is read first (one atomic load); only when it lets the policy's
+    /// most severe level through are the span and event callsites asked, each answering from
+    /// tracing's cached interest. Filters are taken to be monotonic in level, as tracing's are: an
+    /// event at the policy's most severe level is recorded if any of its events is.
+    pub(crate) fn logs_enabled(&self) -> bool {
+        let most_severe_event = self
+            .request_level
+            .min(self.success_level)
+            .min(self.retried_level)
+            .min(self.client_error_level)
+            .min(self.server_error_level)
+            .min(self.error_level)
+            // The cancellation event's fixed level.
+            .min(Level::DEBUG);
+        if most_severe_event.min(self.span_level) > LevelFilter::current() {
+            return false;
+        }
+        span_enabled_at!(self.span_level) || event_enabled_at!(most_severe_event)
+    }
+
     /// The level of a response with `status` after `retries` retries.
     pub fn level_for_status(&self, status: StatusCode, retries: u32) -> Level {
         if status.is_server_error() {
@@ -265,6 +310,7 @@ impl fmt::Debug for LogPolicy {
             .field("capture_bodies", &self.capture_bodies)
             .field("body_limit", &self.body_limit)
             .field("propagate_traceparent", &self.propagate_traceparent)
+            .field("metrics", &self.metrics)
             .finish_non_exhaustive()
     }
 }

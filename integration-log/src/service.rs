@@ -98,6 +98,14 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let policy = &*self.policy;
+        // Whether any span or event of the call can be recorded: when not, nothing below is
+        // formatted, copied or timed for the logs.
+        let logs = policy.logs_enabled();
+        if !logs && !policy.metrics && !policy.propagate_traceparent {
+            // The disabled path: the inner call, untouched, and a body wrapper that passes frames
+            // through.
+            return ResponseFuture::passthrough(self.inner.call(request));
+        }
         let start = Instant::now();
         let attempt = Attempt::of(&request);
         let integration = IntegrationName::of(&request).cloned();
@@ -114,27 +122,34 @@ where
         // Every field known now is given at creation: one `new_span` for the subscriber to format,
         // rather than one `record` (and one more formatting pass) per field. The values are built
         // only when the span is enabled; the URL is redacted only when a subscriber formats it.
-        let resend_count = (self.scope == Scope::Attempt).then(|| attempt.get() - 1);
-        let span = make_span(
-            self.scope,
-            policy.span_level,
-            request.method(),
-            SpanFields {
-                method: method_attribute(request.method()),
-                host: target.host.as_deref(),
-                port: target.port,
-                url: display(LazyUrl(&policy.redactor, request.uri())),
-                integration: integration.as_ref().map(IntegrationName::as_str),
-                resend_count,
-            },
-        );
+        let span = if logs {
+            let resend_count = (self.scope == Scope::Attempt).then(|| attempt.get() - 1);
+            make_span(
+                self.scope,
+                policy.span_level,
+                request.method(),
+                SpanFields {
+                    method: method_attribute(request.method()),
+                    host: target.host.as_deref(),
+                    port: target.port,
+                    url: display(LazyUrl(&policy.redactor, request.uri())),
+                    integration: integration.as_ref().map(IntegrationName::as_str),
+                    resend_count,
+                },
+            )
+        } else {
+            Span::none()
+        };
 
         // A failure's event carries its URL itself: the line must stand alone even when the span's
-        // level is filtered out (a cheap clone: the URI's parts are reference-counted).
-        let uri = request.uri().clone();
-        let inner = {
+        // level is filtered out (a cheap clone: the URI's parts are reference-counted). Without
+        // logs there is no event to carry it.
+        let uri = logs.then(|| request.uri().clone());
+        let inner = if logs {
             let _entered = span.enter();
             log_request(policy, &request, attempt, trace);
+            self.inner.call(request)
+        } else {
             self.inner.call(request)
         };
         ResponseFuture::new(

@@ -1,0 +1,51 @@
+//! The disabled path under a global subscriber at `OFF`: the global maximum level alone (one atomic
+//! load) switches the layer off. In its own test binary, because the maximum level is process-wide
+//! and the other tests install subscribers of their own.
+
+mod support;
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use integration_log::{LogLayer, LogPolicy, redact::Redactor};
+use tower::{ServiceBuilder, ServiceExt};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
+
+use support::{CaptureLayer, Captured};
+
+#[tokio::test]
+async fn a_subscriber_at_off_switches_the_layer_off() {
+    let captured = Captured::default();
+    tracing_subscriber::registry()
+        .with(CaptureLayer(captured.clone()).with_filter(LevelFilter::OFF))
+        .init();
+    assert_eq!(LevelFilter::current(), LevelFilter::OFF);
+
+    let redactor = Redactor::default();
+    let policy = LogPolicy::default()
+        .with_bodies(true)
+        .with_metrics(false)
+        .with_redactor(redactor.clone());
+    let service = ServiceBuilder::new()
+        .layer(LogLayer::new(policy))
+        .service_fn(|_: Request<String>| async {
+            let mut response = Response::new(Full::new(Bytes::from_static(br#"{"token":"t"}"#)));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            Ok::<_, Infallible>(response)
+        });
+    let request = Request::get("https://api.example.test/v1?api_key=abc")
+        .body(String::new())
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert!(!response.body().is_capturing());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], br#"{"token":"t"}"#);
+    assert!(captured.spans().is_empty() && captured.events().is_empty());
+    assert_eq!(redactor.calls(), 0, "nothing was formatted");
+}
