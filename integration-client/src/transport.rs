@@ -45,7 +45,6 @@ use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretSlice};
-use tower::util::MapErr;
 use tower_http::decompression::{Decompression, DecompressionBody};
 use tower_http::follow_redirect::FollowRedirect;
 use tower_service::Service;
@@ -57,8 +56,50 @@ use crate::redirect::RedirectPolicy;
 pub type TransportBody = DecompressionBody<Incoming>;
 
 type Pooled = HyperClient<HttpsConnector<HttpConnector>, Body>;
-type ErrFn = fn(hyper_util::client::legacy::Error) -> BoxError;
-type Inner = FollowRedirect<Decompression<MapErr<Pooled, ErrFn>>, RedirectPolicy>;
+type Inner = FollowRedirect<Decompression<SharedPool>, RedirectPolicy>;
+
+/// hyper-util's pooled client behind one pointer.
+///
+/// Every layer above the transport that must call it later keeps a clone of the service below it,
+/// and the redirect follower clones the transport into each call's future: with the client held by
+/// value, each of those clones copied hyper-util's client (over 700 bytes with the decompression
+/// and redirect wrappers) and bumped a dozen reference counts. Behind an `Arc`, a clone is one
+/// increment. hyper-util's client sends through `&self`, so sharing it changes nothing else.
+#[derive(Clone)]
+struct SharedPool(Arc<Pooled>);
+
+impl Service<Request<Body>> for SharedPool {
+    type Response = Response<Incoming>;
+    type Error = BoxError;
+    type Future = PoolFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // What hyper-util's own `poll_ready` answers: the pool waits for a connection in the call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> PoolFuture {
+        PoolFuture {
+            inner: self.0.request(request),
+        }
+    }
+}
+
+pin_project! {
+    /// hyper-util's response future, its error boxed.
+    struct PoolFuture {
+        #[pin]
+        inner: hyper_util::client::legacy::ResponseFuture,
+    }
+}
+
+impl Future for PoolFuture {
+    type Output = Result<Response<Incoming>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(ready!(self.project().inner.poll(cx)).map_err(BoxError::from))
+    }
+}
 
 /// A client certificate and its private key, presented for mutual TLS.
 ///
@@ -306,7 +347,7 @@ impl TransportBuilder {
             .timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host);
-        let pool: Pooled = pool.build(connector);
+        let pool = SharedPool(Arc::new(pool.build(connector)));
         Ok(Transport::assemble(
             pool,
             self.decompression,
@@ -325,7 +366,7 @@ impl TransportBuilder {
 #[derive(Clone)]
 pub struct Transport {
     inner: Inner,
-    pool: Pooled,
+    pool: SharedPool,
     decompression: bool,
     max_redirects: usize,
     redactor: Redactor,
@@ -370,13 +411,12 @@ impl Transport {
     }
 
     fn assemble(
-        pool: Pooled,
+        pool: SharedPool,
         decompression: bool,
         max_redirects: usize,
         redactor: Redactor,
     ) -> Self {
-        let map: ErrFn = |e| Box::new(e);
-        let decompress = Decompression::new(MapErr::new(pool.clone(), map))
+        let decompress = Decompression::new(pool.clone())
             .gzip(decompression)
             .deflate(decompression)
             .br(decompression);
@@ -417,7 +457,7 @@ pin_project! {
     pub struct ResponseFuture {
         #[pin]
         inner: tower_http::follow_redirect::ResponseFuture<
-            Decompression<MapErr<Pooled, ErrFn>>,
+            Decompression<SharedPool>,
             Body,
             RedirectPolicy,
         >,
@@ -435,5 +475,29 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Poll::Ready(ready!(self.project().inner.poll(cx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each layer above the transport that calls it later keeps a clone of the service below it,
+    /// and the redirect follower clones the transport into every call's future. Holding hyper-util's
+    /// client by value made the transport 752 bytes, copied several times per call (and the futures
+    /// that hold those clones as large). Shared behind an `Arc`, it stays a few words.
+    #[test]
+    fn a_transport_clone_is_a_few_words_not_a_client() {
+        let size = std::mem::size_of::<Transport>();
+        assert!(size <= 128, "Transport is {size} bytes");
+    }
+
+    #[tokio::test]
+    async fn clones_and_redactor_variants_share_one_pool() {
+        let transport = Transport::new().unwrap();
+        let clone = transport.clone();
+        let variant = transport.with_redactor(Redactor::default().deny(["x-api-key"]));
+        assert!(Arc::ptr_eq(&transport.pool.0, &clone.pool.0));
+        assert!(Arc::ptr_eq(&transport.pool.0, &variant.pool.0));
     }
 }
