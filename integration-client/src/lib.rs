@@ -73,7 +73,7 @@
 //! | `CircuitBreakerLayer` | `integration-retry` | fail fast while the upstream is known broken |
 //! | `RateLimitLayer` | `integration-ratelimit` | one permit per attempt; server throttle pauses |
 //! | `AuthLayer` | `integration-auth` | a fresh credential per attempt; a 401 invalidates it |
-//! | `AttemptLogLayer` | `integration-log` | one span per attempt |
+//! | `AttemptLogLayer` | `integration-log` | one span per attempt (at `debug` by default: `log.attempt_span_level`) |
 //! | `AttemptTimeoutLayer` | `integration-retry` | bound on one attempt (`attempt_timeout`) |
 //! | [`Transport`](transport::Transport) | here | pooled hyper-util client, rustls, HTTP/1.1 and HTTP/2, decompression, safe redirects |
 //!

@@ -449,6 +449,7 @@ pub(crate) fn redirect_redactor(log: &LogConfig) -> Redactor {
 fn log_policy(log: &LogConfig) -> LogPolicy {
     LogPolicy::new()
         .with_redactor(redactor(log))
+        .with_span_level(level(log.span_level))
         .with_success_level(level(log.success_level))
         .with_headers(log.capture_headers)
         .with_bodies(log.capture_bodies)
@@ -461,9 +462,10 @@ fn log_policy(log: &LogConfig) -> LogPolicy {
 /// error, a timeout) logs at most at `WARN`. An attempt's failure is not the call's outcome, since the
 /// retry layer may replay it; the call span logs the outcome at the configured levels (a final 5xx at
 /// `ERROR`), so one failed call is one `ERROR` line, not one per attempt.
-fn attempt_log_policy(call: &LogPolicy) -> LogPolicy {
+fn attempt_log_policy(call: &LogPolicy, log: &LogConfig) -> LogPolicy {
     // `tracing::Level` orders verbosity: `max` keeps a level already below `WARN`.
     call.clone()
+        .with_span_level(level(log.attempt_span_level))
         .with_client_error_level(call.client_error_level().max(tracing::Level::WARN))
         .with_server_error_level(call.server_error_level().max(tracing::Level::WARN))
         .with_error_level(call.error_level().max(tracing::Level::WARN))
@@ -556,7 +558,10 @@ pub fn build_stack(
         .option_layer(breaker)
         .layer(RateLimitLayer::new(state.rate_limit.1.clone()))
         .option_layer(auth)
-        .layer(AttemptLogLayer::new(attempt_log_policy(&policy)))
+        .layer(AttemptLogLayer::new(attempt_log_policy(
+            &policy,
+            &config.log,
+        )))
         .layer(attempt_timeout)
         .service(transport);
     Ok(HttpService::new(service))
@@ -575,8 +580,15 @@ mod tests {
         let call = log_policy(&log);
         assert!(!call.records_metrics());
         assert!(call.propagates_traceparent());
-        let attempt = attempt_log_policy(&call);
+        let attempt = attempt_log_policy(&call, &log);
         assert!(!attempt.records_metrics());
         assert_eq!(attempt.server_error_level(), tracing::Level::WARN);
+        assert_eq!(call.span_level(), tracing::Level::INFO);
+        assert_eq!(attempt.span_level(), tracing::Level::DEBUG);
+        log.attempt_span_level = LogLevel::Info;
+        assert_eq!(
+            attempt_log_policy(&call, &log).span_level(),
+            tracing::Level::INFO
+        );
     }
 }

@@ -1258,6 +1258,15 @@ impl LogLevel {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LogConfig {
+    /// Level of the span of each call (OpenTelemetry's logical parent, with the method, server,
+    /// redacted URL, integration, resend count, status and `error.type`). Default `info`; `off` is
+    /// `trace`.
+    pub span_level: LogLevel,
+    /// Level of the child span of each attempt (OpenTelemetry's `client` span). Default `debug`: at
+    /// `info` a call is one span whose `http.request.resend_count` says how many attempts it took,
+    /// and the per-attempt detail costs nothing; set `info` to export every attempt as its own
+    /// client span. A failed attempt's line is logged at `warn` whatever this level.
+    pub attempt_span_level: LogLevel,
     /// Level of the line logged for a successful call. Default `debug`. The others are fixed: a call
     /// that ends in a 4xx logs at `warn`, in a 5xx or an error at `error`, a success after retries at
     /// `info`; a failed attempt that is retried logs at `warn`.
@@ -1288,6 +1297,8 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
+            span_level: LogLevel::Info,
+            attempt_span_level: LogLevel::Debug,
             success_level: LogLevel::Debug,
             capture_headers: true,
             capture_bodies: false,

@@ -52,6 +52,8 @@ consecutive_failures = 5
 open_for = "30s"
 
 [integrations.github.log]
+span_level = "info"
+attempt_span_level = "info"
 success_level = "debug"
 capture_headers = true
 capture_bodies = false
@@ -148,6 +150,8 @@ fn defaults_match_the_design() {
     assert_eq!(api.log.max_body_bytes, 4096);
     assert!(!api.log.capture_bodies);
     assert!(api.log.metrics, "duration metrics are on by default");
+    assert_eq!(api.log.span_level, LogLevel::Info);
+    assert_eq!(api.log.attempt_span_level, LogLevel::Debug);
 
     let oauth = one(
         r#"auth = { type = "oauth2_client_credentials", token_url = "https://auth.example.com/token", client_id = "id", client_secret = "s" }"#,

@@ -503,7 +503,7 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "- 2 and 3 are built by the facade from configuration (`integration_tests::bench::scenario::full_stack_toml`) and called as documented, `client.api(\"bench\")?.get(..).send().await?.bytes().await?`: API-key auth, a quota of {} per second (never reached: its bookkeeping is measured, not a wait) in memory or in Redis, 3 attempts with the default retry budget, a 30 s deadline and a 10 s attempt timeout, the circuit breaker, the log layer at its defaults (spans at `info`, the line of a successful call at `debug`).",
+            "- 2 and 3 are built by the facade from configuration (`integration_tests::bench::scenario::full_stack_toml`) and called as documented, `client.api(\"bench\")?.get(..).send().await?.bytes().await?`: API-key auth, a quota of {} per second (never reached: its bookkeeping is measured, not a wait) in memory or in Redis, 3 attempts with the default retry budget, a 30 s deadline and a 10 s attempt timeout, the circuit breaker, the log layers at their defaults (the call span at `info`, attempt spans at `debug`, so filtered out, the line of a successful call at `debug`, the duration histograms on).",
             super::scenario::QUOTA_PER_SECOND
         );
         let _ = writeln!(
