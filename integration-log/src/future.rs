@@ -1,6 +1,5 @@
 //! The response future of [`Log`](crate::Log).
 
-use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
@@ -12,13 +11,14 @@ use std::time::Duration;
 use http::{Method, Response, StatusCode, Uri};
 use integration_core::ext::{Attempts, IntegrationName};
 use integration_core::{BoxError, Error, ErrorKind, names};
-use metrics::{Key, Label, Metadata, SharedString};
+use metrics::{Key, Label, SharedString};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tracing::Span;
 use tracing::field::display;
 
 use crate::body::{Capture, LogBody};
+use crate::handles::{Handles, Labels};
 use crate::policy::LogPolicy;
 use crate::redact::Redactor;
 use crate::service::{LazyUrl, Scope, capturable_type, method_attribute};
@@ -273,43 +273,23 @@ impl Pending {
         status: Option<StatusCode>,
         error_type: Option<&str>,
     ) {
-        let method = method_attribute(&self.method);
-        let host = self.host.as_deref();
-        let code = status.map(|status| status.as_u16());
-        let integration = self.integration.as_ref().map(IntegrationName::as_str);
-        let record = |key: &Key| {
-            metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
-                .record(elapsed.as_secs_f64());
-        };
-        // A failure's label set is built afresh (failures are rare, and `error.type` varies); a
-        // success reuses the key this thread built last time for the same labels.
-        if error_type.is_none() {
-            let cached = RECENT_KEYS.with_borrow(|keys| {
-                keys.iter()
-                    .find(|(parts, _)| parts.matches(self.scope, method, host, code, integration))
-                    .map(|(_, key)| key.clone())
-            });
-            let key = cached.unwrap_or_else(|| {
-                let key = self.key(status, None);
-                RECENT_KEYS.with_borrow_mut(|keys| {
-                    if keys.len() >= RECENT_KEYS_MAX {
-                        keys.clear();
-                    }
-                    let parts = KeyParts {
-                        scope: self.scope,
-                        method,
-                        host: self.host.clone(),
-                        code,
-                        integration: self.integration.clone(),
-                    };
-                    keys.push((parts, key.clone()));
-                });
-                key
-            });
-            record(&key);
-        } else {
-            record(&self.key(status, error_type));
+        let value = elapsed.as_secs_f64();
+        // A failure's label set is registered afresh (failures are rare, and `error.type` varies);
+        // a success's handle is kept by the policy.
+        if error_type.is_some() {
+            Handles::record_uncached(value, &self.key(status, error_type));
+            return;
         }
+        let labels = Labels {
+            scope: self.scope,
+            method: method_attribute(&self.method),
+            host: self.host.as_ref(),
+            code: status.map(|status| status.as_u16()),
+            integration: self.integration.as_ref(),
+        };
+        self.policy
+            .handles
+            .record(&labels, value, || self.key(status, None));
     }
 
     /// The metric key (name and labels) of this call's duration.
@@ -340,48 +320,6 @@ impl Pending {
             labels.push(Label::new(names::INTEGRATION, integration.as_arc().clone()));
         }
         Key::from_parts(name, labels)
-    }
-}
-
-/// What the histograms of this crate are registered with (what `metrics::histogram!` would give).
-static METADATA: Metadata<'static> =
-    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
-
-/// Label sets kept per thread; past this many the table starts over (it holds one entry per
-/// integration, host, method and status seen lately, a handful in practice).
-const RECENT_KEYS_MAX: usize = 64;
-
-thread_local! {
-    /// The metric keys of recent successes on this thread, so that a call with the same labels as
-    /// an earlier one builds no label set, copies no label and rehashes nothing (a `Key` keeps its
-    /// hash). Keys are plain values: whichever recorder is installed, each call still registers its
-    /// key with it, so a cached key never sends a sample to the wrong recorder.
-    static RECENT_KEYS: RefCell<Vec<(KeyParts, Key)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The label values a cached key was built from.
-struct KeyParts {
-    scope: Scope,
-    method: &'static str,
-    host: Option<Arc<str>>,
-    code: Option<u16>,
-    integration: Option<IntegrationName>,
-}
-
-impl KeyParts {
-    fn matches(
-        &self,
-        scope: Scope,
-        method: &str,
-        host: Option<&str>,
-        code: Option<u16>,
-        integration: Option<&str>,
-    ) -> bool {
-        self.scope == scope
-            && self.code == code
-            && self.method == method
-            && self.host.as_deref() == host
-            && self.integration.as_ref().map(IntegrationName::as_str) == integration
     }
 }
 

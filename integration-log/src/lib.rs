@@ -131,6 +131,7 @@ mod macros;
 
 pub mod body;
 pub mod future;
+mod handles;
 mod layer;
 mod policy;
 pub mod redact;

@@ -7,6 +7,7 @@ use http::StatusCode;
 use tracing::Level;
 use tracing::level_filters::LevelFilter;
 
+use crate::handles::Handles;
 use crate::redact::Redactor;
 
 /// The default cap of a body capture, in bytes.
@@ -62,6 +63,8 @@ pub struct LogPolicy {
     pub(crate) propagate_traceparent: bool,
     pub(crate) metrics: bool,
     pub(crate) ids: IdSource,
+    /// The duration histograms' handles, shared by the clones of the policy.
+    pub(crate) handles: Arc<Handles>,
 }
 
 impl Default for LogPolicy {
@@ -81,6 +84,7 @@ impl Default for LogPolicy {
             propagate_traceparent: false,
             metrics: true,
             ids: IdSource::Thread,
+            handles: Arc::default(),
         }
     }
 }

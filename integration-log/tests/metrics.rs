@@ -227,3 +227,56 @@ fn reused_label_sets_keep_each_calls_labels_and_follow_the_recorder() {
         assert_eq!(got, want, "run {run}");
     }
 }
+
+/// Values of the call-duration histogram in a debugging snapshot.
+fn call_durations(snapshotter: &metrics_util::debugging::Snapshotter) -> Vec<f64> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == names::HTTP_CLIENT_REQUEST_DURATION)
+        .flat_map(|(.., value)| match value {
+            DebugValue::Histogram(values) => values.into_iter().map(|v| v.into_inner()).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// The policy keeps each label set's histogram handle, per recorder: one layer that outlives a
+/// recorder switch (a recorder installed after the first calls, or local recorders in tests) still
+/// sends each sample to the recorder current at the call, and the kept handle records every call.
+#[test]
+fn kept_handles_follow_the_current_recorder() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(LogLayer::new(LogPolicy::default()))
+        .service_fn(|_: Request<String>| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok::<_, Infallible>(Response::new(String::new()))
+        });
+    let call = || {
+        runtime
+            .block_on(
+                service
+                    .clone()
+                    .oneshot(request("https://api.stripe.test/v1/charges")),
+            )
+            .unwrap();
+    };
+    let first = DebuggingRecorder::new();
+    let second = DebuggingRecorder::new();
+    // Before any recorder: the no-op recorder, nothing kept for it.
+    call();
+    metrics::with_local_recorder(&first, || {
+        call();
+        call();
+    });
+    metrics::with_local_recorder(&second, call);
+    metrics::with_local_recorder(&first, call);
+    assert_eq!(call_durations(&first.snapshotter()), vec![0.01; 3]);
+    assert_eq!(call_durations(&second.snapshotter()), vec![0.01]);
+}
