@@ -15,7 +15,9 @@
 //!   store's refresh lock (with a TTL), reads again, and only then asks the token endpoint. The new
 //!   token is saved in the store before it is used; a rotated refresh token was saved before that.
 //! * A failed refresh starts a short cool-down (default 1 s) during which lookups fail at once with
-//!   the same error: a broken token endpoint is not hammered by every request.
+//!   the same error: a broken token endpoint is not hammered by every request. A transient error
+//!   carries what is left of the cool-down as its `retry_after`, so the retry layer tries the call
+//!   again once a refresh may be made (the request was never sent, so any method may).
 
 use std::fmt;
 use std::future::Future;
@@ -419,10 +421,21 @@ fn outcome_of(error: &AuthFailed) -> &'static str {
     }
 }
 
+/// `error`, telling the retry layer when the next refresh may be tried; a permanent failure is
+/// final whatever the wait, so it carries none.
+fn cooled(error: &AuthFailed, wait: Duration) -> AuthFailed {
+    if error.is_permanent() {
+        error.clone()
+    } else {
+        error.clone().with_retry_after(wait)
+    }
+}
+
 impl CacheInner {
     fn cooling_down(&self, now: Instant) -> Option<AuthFailed> {
         match &*lock(&self.failure) {
-            Some((until, error)) if now < *until => Some(error.clone()),
+            // The retry layer waits out what is left of the cool-down before trying again.
+            Some((until, error)) if now < *until => Some(cooled(error, *until - now)),
             _ => None,
         }
     }
@@ -474,7 +487,7 @@ impl CacheInner {
             }
             Err(error) => {
                 *lock(&self.failure) = Some((Instant::now() + self.config.cooldown, error.clone()));
-                Err(error)
+                Err(cooled(&error, self.config.cooldown))
             }
         }
     }

@@ -63,7 +63,9 @@
 //!   [`TokenStore`] shared by replicas, a lock with a TTL before the refresh and a second read after
 //!   taking it.
 //! * Optional background refresh before expiry ([`TokenCacheConfig::with_background_refresh`]).
-//! * After a failed refresh, a cool-down (1 s by default) during which lookups fail at once.
+//! * After a failed refresh, a cool-down (1 s by default) during which lookups fail at once; a
+//!   transient failure carries the cool-down left as its `retry_after`, and the facade's retry layer
+//!   tries the call again after it (no credential means nothing was sent, whatever the method).
 //! * `invalid_grant`, `invalid_client` (and the other RFC 6749 §5.2 codes) are final:
 //!   [`AuthFailed::permanent`](integration_core::error::AuthFailed::permanent) with the provider's
 //!   code. Descriptions from the token endpoint are sanitised: no secret is ever echoed.

@@ -129,12 +129,17 @@ async fn a_failed_refresh_cools_down_before_the_endpoint_is_asked_again() {
         !failed.to_string().contains("html"),
         "the body is never shown"
     );
+    // The retry layer is told when a refresh may be tried again: the cool-down, then what is left.
+    assert_eq!(failed.retry_after(), Some(Duration::from_secs(1)));
+    tokio::time::advance(Duration::from_millis(400)).await;
+    let error = provider.credential(&ctx).await.unwrap_err();
+    let cooling = error.downcast_ref::<AuthFailed>().unwrap();
+    assert_eq!(cooling.retry_after(), Some(Duration::from_millis(600)));
     for _ in 0..10 {
         assert!(provider.credential(&ctx).await.is_err());
     }
     assert_eq!(endpoint.requests(), 1, "no request during the cool-down");
-
-    tokio::time::advance(Duration::from_secs(1)).await;
+    tokio::time::advance(Duration::from_millis(600)).await;
     endpoint.failing.store(false, Ordering::SeqCst);
     assert_eq!(bearer(&provider).await, "Bearer tok-2");
     assert_eq!(endpoint.requests(), 2);

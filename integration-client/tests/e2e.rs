@@ -976,6 +976,58 @@ async fn invalid_grant_is_final_through_the_facade() {
     assert!(!format!("{error:?} {error:#}").contains("rt-secret-1"));
 }
 
+/// Regression: a token endpoint that answered 503 once failed the call, though nothing had been
+/// sent. Now the retry layer waits out the auth cool-down (1 s) and the call succeeds: a POST too,
+/// since no credential means no request reached the API.
+#[tokio::test]
+async fn a_token_endpoint_blip_is_retried_after_the_cool_down() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_token_endpoint(&server, "tok-after-blip", 1).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/orders"))
+        .and(header("authorization", "Bearer tok-after-blip"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let text = format!(
+        r#"
+        [integrations.crm]
+        base_url = "{uri}"
+        retry = {{ max_attempts = 3, base = "1ms", cap = "5ms" }}
+        [integrations.crm.auth]
+        type = "oauth2_client_credentials"
+        token_url = "{uri}/oauth/token"
+        client_id = "app"
+        client_secret = "s3cr3t"
+        "#,
+        uri = server.uri()
+    );
+    let client = Client::from_config(Config::from_toml_str(&text).unwrap()).unwrap();
+    let started = tokio::time::Instant::now();
+    let response = client
+        .api("crm")
+        .unwrap()
+        .post("/v1/orders")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.attempts(), 2);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "no refresh during the cool-down: {:?}",
+        started.elapsed()
+    );
+}
+
 /// Regression: `RequestBuilder`'s Debug printed the path with its `?query`, where an API key passed
 /// as a query parameter would show.
 #[test]

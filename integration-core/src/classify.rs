@@ -5,6 +5,8 @@
 //! | outcome | idempotent request | POST/PATCH without key |
 //! | --- | --- | --- |
 //! | failed to connect (nothing sent) | retry | retry |
+//! | no credential: a transient auth failure (nothing sent), after its cool-down | retry | retry |
+//! | no credential: a permanent auth failure (`invalid_grant`...) | fail | fail |
 //! | connection reset before a response, attempt timeout | retry | fail |
 //! | 408, 429, 500, 502, 503, 504 | retry | fail |
 //! | 401 | re-authenticate, replay once | re-authenticate, replay once |
@@ -102,6 +104,10 @@ pub enum RetryReason {
     ServerError,
     /// The upstream refused the credential (401) and a fresh one was fetched.
     Unauthorized,
+    /// No credential could be obtained for the attempt (the token endpoint was down or answered
+    /// with a transient error): the request was never sent, so any method may try again, no sooner
+    /// than the auth layer's cool-down.
+    CredentialUnavailable,
 }
 
 impl RetryReason {
@@ -115,12 +121,16 @@ impl RetryReason {
             RetryReason::Throttled => "throttled",
             RetryReason::ServerError => "server_error",
             RetryReason::Unauthorized => "unauthorized",
+            RetryReason::CredentialUnavailable => "credential_unavailable",
         }
     }
 
     /// True when nothing reached the upstream, so any method may be retried.
     pub fn nothing_was_sent(self) -> bool {
-        matches!(self, RetryReason::Connect)
+        matches!(
+            self,
+            RetryReason::Connect | RetryReason::CredentialUnavailable
+        )
     }
 }
 
@@ -521,6 +531,28 @@ mod tests {
     }
 
     type BoxedStd = Box<dyn StdError + 'static>;
+
+    /// Regression: a token endpoint that failed once made the call fail, though the request was
+    /// never sent and the next refresh might have worked.
+    #[test]
+    fn a_transient_auth_failure_is_retried_for_any_method_after_its_cool_down() {
+        let error = AuthFailed::transient("token endpoint answered 503")
+            .with_retry_after(Duration::from_millis(700));
+        for method in ALL_METHODS {
+            let outcome = DefaultClassifier::new().classify_error(&meta(method), &error);
+            assert_eq!(
+                outcome,
+                Classification::Retry {
+                    reason: RetryReason::CredentialUnavailable,
+                    retry_after: Some(Duration::from_millis(700)),
+                },
+                "{method}"
+            );
+        }
+        let wrapped = crate::Error::from(crate::BoxError::from(error));
+        assert_eq!(wrapped.kind(), ErrorKind::Auth);
+        assert_eq!(wrapped.retry_after(), Some(Duration::from_millis(700)));
+    }
 
     #[test]
     fn layer_errors_are_final() {

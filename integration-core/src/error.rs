@@ -575,8 +575,15 @@ fn typed_facts(e: &(dyn StdError + 'static)) -> Option<Facts> {
             retry_after: None,
         });
     }
-    if e.is::<AuthFailed>() {
-        return Some(facts(ErrorKind::Auth, None, None));
+    if let Some(e) = e.downcast_ref::<AuthFailed>() {
+        // No credential, so the request was never sent: a transient failure may pass (the retry
+        // layer waits for the cool-down it carries); a permanent one cannot.
+        return Some(Facts {
+            kind: ErrorKind::Auth,
+            retry: (!e.permanent).then_some(RetryReason::CredentialUnavailable),
+            status: None,
+            retry_after: e.retry_after,
+        });
     }
     if e.is::<BodyTooLarge>() {
         return Some(facts(ErrorKind::Body, None, None));
@@ -774,6 +781,7 @@ pub struct AuthFailed {
     code: Option<Cow<'static, str>>,
     description: Cow<'static, str>,
     permanent: bool,
+    retry_after: Option<Duration>,
 }
 
 impl AuthFailed {
@@ -783,6 +791,7 @@ impl AuthFailed {
             code: None,
             description: description.into(),
             permanent: false,
+            retry_after: None,
         }
     }
 
@@ -796,7 +805,22 @@ impl AuthFailed {
             code: Some(code.into()),
             description: description.into(),
             permanent: true,
+            retry_after: None,
         }
+    }
+
+    /// The same failure, with when a new attempt to get a credential may be made (the auth
+    /// layer's cool-down after a failed refresh). A transient failure is retried by the retry
+    /// layer, no sooner than this.
+    #[must_use]
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
+    }
+
+    /// When a new attempt to get a credential may be made, when known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 
     /// The provider's error code, when it gave one.

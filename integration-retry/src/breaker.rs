@@ -99,6 +99,7 @@ pub fn default_key(uri: &Uri, extensions: &Extensions) -> String {
 /// | a 503 *with* `Retry-After` | failure: overload or maintenance is a reason to back off |
 /// | throttling: 429, with or without `Retry-After` ([`RetryReason::Throttled`]) | neither |
 /// | a 401 (re-authentication), errors of our own layers (a local rate limit) | neither |
+/// | no credential could be obtained ([`RetryReason::CredentialUnavailable`]): nothing was sent | neither |
 /// | any other answer (2xx, 404, 422...) | success: the upstream is up |
 ///
 /// A 429 means the upstream is healthy and asks *this client* to slow down: the rate-limit layer
@@ -110,6 +111,7 @@ pub fn default_key(uri: &Uri, extensions: &Extensions) -> String {
 /// answered with a 429 leaves the breaker half-open, and the next call probes again.
 ///
 /// [`RetryReason::Throttled`]: integration_core::classify::RetryReason::Throttled
+/// [`RetryReason::CredentialUnavailable`]: integration_core::classify::RetryReason::CredentialUnavailable
 ///
 /// ```
 /// use integration_retry::BreakerPolicy;
@@ -842,6 +844,11 @@ where
                         // not the breaker's (see `BreakerPolicy`, "What counts").
                         Classification::Retry {
                             reason: RetryReason::Throttled,
+                            ..
+                        } => Outcome::Neutral,
+                        // No credential, so nothing reached the upstream: its health is unknown.
+                        Classification::Retry {
+                            reason: RetryReason::CredentialUnavailable,
                             ..
                         } => Outcome::Neutral,
                         Classification::Retry { .. } => Outcome::Failure,

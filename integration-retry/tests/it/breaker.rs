@@ -237,6 +237,17 @@ async fn only_retryable_failures_count() {
         .await
         .unwrap();
     harness.call_with(github("GET"), status(401)).await.unwrap();
+    // No credential: nothing reached the upstream, which says nothing of its health.
+    for _ in 0..3 {
+        let service = harness.layer.layer(harness.service.clone());
+        let call = tokio::spawn(service.oneshot(github("GET")));
+        fail(
+            &mut harness.handle,
+            integration_core::error::AuthFailed::transient("token endpoint down"),
+        )
+        .await;
+        call.await.unwrap().unwrap_err();
+    }
     assert_eq!(harness.state(), Some(BreakerState::Closed));
     // A POST's 503 counts too: the upstream's health does not depend on the method.
     harness

@@ -708,3 +708,42 @@ async fn retry_decisions_are_traced_without_headers_or_bodies() {
     assert!(!logs.contains("secret-token"), "{logs}");
     assert!(!logs.contains("hunter2"), "{logs}");
 }
+
+/// Regression: a token endpoint that failed once failed the call, though the request was never
+/// sent. A transient auth failure is retried, whatever the method, no sooner than the cool-down it
+/// carries; a permanent one is final.
+#[tokio::test(start_paused = true)]
+async fn a_transient_auth_failure_is_retried_after_its_cool_down_for_any_method() {
+    use integration_core::error::AuthFailed;
+    let (call, mut handle) = spawn_call(layer(half()), request("POST"));
+    let start = Instant::now();
+    fail(
+        &mut handle,
+        AuthFailed::transient("token endpoint answered 503")
+            .with_retry_after(Duration::from_millis(900)),
+    )
+    .await;
+    answer(&mut handle, status(201)).await;
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        attempts_of(&response).reasons(),
+        &[RetryReason::CredentialUnavailable]
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "waited {:?}",
+        start.elapsed()
+    );
+
+    let (call, mut handle) = spawn_call(layer(half()), request("GET"));
+    fail(
+        &mut handle,
+        AuthFailed::permanent("invalid_grant", "refresh token revoked"),
+    )
+    .await;
+    let error = error_of(call.await.unwrap());
+    assert_eq!(error.kind(), ErrorKind::Auth);
+    assert_eq!(error.attempts(), 1);
+    assert_no_more_attempts(&mut handle).await;
+}
