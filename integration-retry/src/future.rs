@@ -105,6 +105,10 @@ where
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
+                    // The attempt begins: counted now, not when it was planned, so a call
+                    // cancelled during the backoff reports no attempt it never began. (Idempotent:
+                    // readiness may take several polls.)
+                    this.retry.commit_retry();
                     if let Err(error) = ready!(this.service.poll_ready(cx)) {
                         return Poll::Ready(Err(this.retry.finish_error(error.into())));
                     }
@@ -154,6 +158,8 @@ pub(crate) struct RetryState<B> {
     retries: u32,
     previous: Option<Duration>,
     reauthenticated: bool,
+    /// The retry decided and not sent yet: its reason and wait.
+    planned: Option<(RetryReason, Duration)>,
     integration: Option<IntegrationName>,
     deadline: Option<Deadline>,
     label: SharedString,
@@ -176,6 +182,7 @@ impl<B> RetryState<B> {
             retries: 0,
             previous: None,
             reauthenticated: false,
+            planned: None,
             integration,
             deadline,
             label,
@@ -308,15 +315,10 @@ impl<B> RetryState<B> {
         Plan::Retry(wait)
     }
 
+    /// A retry is decided: logged now, counted when it is sent ([`Self::commit_retry`]).
     fn record(&mut self, reason: RetryReason, wait: Duration) {
         let attempt = self.attempts.count();
-        self.attempts.record_retry(reason, wait);
-        metrics::counter!(
-            names::RETRIES,
-            names::INTEGRATION => self.label.clone(),
-            names::REASON => reason.as_str()
-        )
-        .increment(1);
+        self.planned = Some((reason, wait));
         tracing::debug!(
             attempt,
             next_attempt = attempt + 1,
@@ -324,6 +326,19 @@ impl<B> RetryState<B> {
             wait_ms = millis(wait),
             "retrying"
         );
+    }
+
+    /// The planned retry begins: it joins the call's [`Attempts`] and the retry metric.
+    fn commit_retry(&mut self) {
+        if let Some((reason, wait)) = self.planned.take() {
+            self.attempts.record_retry(reason, wait);
+            metrics::counter!(
+                names::RETRIES,
+                names::INTEGRATION => self.label.clone(),
+                names::REASON => reason.as_str()
+            )
+            .increment(1);
+        }
     }
 
     fn finish_response<ResB>(&mut self, mut response: Response<ResB>) -> Response<ResB> {

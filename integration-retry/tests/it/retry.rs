@@ -747,3 +747,25 @@ async fn a_transient_auth_failure_is_retried_after_its_cool_down_for_any_method(
     assert_eq!(error.attempts(), 1);
     assert_no_more_attempts(&mut handle).await;
 }
+
+/// Regression: a retry was counted (in `Attempts` and the retries metric) when it was planned, so a
+/// call cancelled during its backoff reported a retry that never began.
+#[tokio::test(start_paused = true)]
+async fn a_call_cancelled_during_its_backoff_counts_no_retry() {
+    let recorder = recorder();
+    let _guard = metrics::set_default_local_recorder(recorder);
+    let mut request = request("GET");
+    request
+        .extensions_mut()
+        .insert(IntegrationName::new("github"));
+    let (call, mut handle) = spawn_call(layer(half()), request);
+    answer(&mut handle, status(503)).await;
+    // The retry waits its backoff (half of 100 ms); the caller gives up first.
+    tokio::time::advance(Duration::from_millis(10)).await;
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    let github = (names::INTEGRATION, "github");
+    assert_eq!(recorder.counter(names::ATTEMPTS, &[github]), 1);
+    assert_eq!(recorder.counter(names::RETRIES, &[github]), 0);
+    assert_no_more_attempts(&mut handle).await;
+}
