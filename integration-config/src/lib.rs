@@ -39,7 +39,8 @@
 //! # Sources
 //!
 //! - [`Config::from_toml_str`], [`Config::from_file`], and [`ConfigDocument`] for environment overrides
-//!   (`APP_INTEGRATIONS__STRIPE__RETRY__MAX_ATTEMPTS=5`) applied to the tree before typing.
+//!   (`APP_INTEGRATIONS__STRIPE__RETRY__MAX_ATTEMPTS=5`) applied to the tree before typing; an
+//!   existing integration is matched ignoring case and with `_` for `-` (`MY_API` reaches `my-api`).
 //! - [`PgStore`]: versioned rows in PostgreSQL with a history table, optimistic concurrency, and a
 //!   [`watch`](PgStore::watch) of validated [`Snapshot`]s fed by LISTEN/NOTIFY and a periodic poll.
 //!

@@ -165,7 +165,9 @@ impl ConfigDocument {
     /// A variable applies when its name starts with `prefix` and the rest starts with `INTEGRATIONS__`,
     /// `DEFAULTS__` or `REDIS__`. The rest is split on `__` (double underscore) into keys, lowercased:
     /// `APP_INTEGRATIONS__STRIPE__RETRY__MAX_ATTEMPTS=5` sets `integrations.stripe.retry.max_attempts`.
-    /// Integration names are therefore reached in lowercase, and single underscores stay inside a key.
+    /// Single underscores stay inside a key. An existing integration is matched ignoring case and
+    /// with `_` standing for `-` (a variable name cannot hold `-`): `APP_INTEGRATIONS__MY_API__TIMEOUT`
+    /// reaches `[integrations.my-api]`; two integrations that only differ so are an error.
     ///
     /// The value is read as a TOML value when it is one (`5`, `true`, `0.5`, `[{ rate = 10, per = "1s" }]`,
     /// `"quoted text"`), and as a plain string otherwise (`30s`, `https://example.com`,
@@ -203,7 +205,10 @@ impl ConfigDocument {
             overrides.push((name.to_owned(), keys, value.as_ref().to_owned()));
         }
         overrides.sort();
-        for (name, keys, value) in overrides {
+        for (name, mut keys, value) in overrides {
+            if keys[0] == "integrations" {
+                keys[1] = self.integration_named_by_env(&name, &keys[1])?;
+            }
             let value = parse_env_value(&value);
             let (last, parents) = keys.split_last().expect("at least two keys");
             let mut table = &mut self.table;
@@ -224,6 +229,40 @@ impl ConfigDocument {
             table.insert(last.clone(), value);
         }
         Ok(self)
+    }
+
+    /// The integration an environment key names. A variable name holds neither `-` nor lowercase
+    /// letters that mean anything, so an existing integration is found ignoring case and taking `_`
+    /// for `-`: `APP_INTEGRATIONS__MY_API__TIMEOUT` reaches `[integrations.my-api]` (and
+    /// `[integrations.GitHub]` is reached as `GITHUB`). A key that matches none names a new one.
+    fn integration_named_by_env(&self, variable: &str, key: &str) -> Result<String, ConfigError> {
+        let Some(toml::Value::Table(integrations)) = self.table.get("integrations") else {
+            return Ok(key.to_owned());
+        };
+        if integrations.contains_key(key) {
+            return Ok(key.to_owned());
+        }
+        let normalized = |name: &str| name.to_ascii_lowercase().replace('-', "_");
+        let matches: Vec<&String> = integrations
+            .keys()
+            .filter(|name| normalized(name) == key)
+            .collect();
+        match matches.as_slice() {
+            [] => Ok(key.to_owned()),
+            [one] => Ok((*one).clone()),
+            several => Err(ConfigError::Env {
+                name: variable.to_owned(),
+                message: format!(
+                    "`{key}` could name any of the integrations {}; rename one so that names \
+                     differ by more than case and `-`/`_`",
+                    several
+                        .iter()
+                        .map(|name| format!("`{name}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
     }
 
     /// Types the tree (resolving secret references) and validates it.

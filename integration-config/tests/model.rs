@@ -471,6 +471,51 @@ fn env_overrides_apply_to_the_tree_before_typing() {
     assert_eq!(config.integrations["new"].base_url.path(), "/v2/");
 }
 
+/// Regression: a variable name cannot hold `-`, so `[integrations.my-api]` (or a name with capitals)
+/// could not be reached: the override created a new integration `my_api` beside it.
+#[test]
+fn env_overrides_reach_hyphenated_and_capitalised_integration_names() {
+    let config = ConfigDocument::from_toml_str(
+        "[integrations.my-api]\nbase_url = \"https://a.example.com\"\n\
+         [integrations.GitHub]\nbase_url = \"https://api.github.com\"\n",
+    )
+    .unwrap()
+    .apply_env_vars(
+        "APP_",
+        [
+            ("APP_INTEGRATIONS__MY_API__TIMEOUT", "7s"),
+            ("APP_INTEGRATIONS__GITHUB__RETRY__MAX_ATTEMPTS", "4"),
+        ],
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    assert_eq!(config.integrations.len(), 2, "no integration was added");
+    assert_eq!(
+        config.integrations["my-api"].timeout,
+        Duration::from_secs(7)
+    );
+    assert_eq!(config.integrations["GitHub"].retry.max_attempts, 4);
+
+    // Two names that only differ by `-` and `_` cannot be told apart from a variable name.
+    let err = ConfigDocument::from_toml_str(
+        "[integrations.my-api]\nbase_url = \"https://a\"\n\
+         [integrations.My_Api]\nbase_url = \"https://b\"\n",
+    )
+    .unwrap()
+    .apply_env_vars("", [("INTEGRATIONS__MY_API__TIMEOUT", "7s")])
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(&err, ConfigError::Env { name, .. } if name == "INTEGRATIONS__MY_API__TIMEOUT"),
+        "{message}"
+    );
+    assert!(
+        message.contains("`my-api`") && message.contains("`My_Api`"),
+        "{message}"
+    );
+}
+
 #[test]
 fn env_override_errors_name_the_variable() {
     let err = ConfigDocument::from_toml_str("[integrations.a]\nbase_url = \"https://a\"\n")
