@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
-use integration_config::{Config, IntegrationConfig};
+use integration_config::{Config, IntegrationConfig, TlsConfig};
 use integration_core::ext::IntegrationName;
 use integration_core::{Body, BoxError, Error, ErrorKind};
 use tokio::sync::Notify;
@@ -22,7 +22,7 @@ use crate::path::BaseUrl;
 use crate::request::RequestBuilder;
 use crate::response::ResponseBody;
 use crate::stack::{HttpService, SharedHandles, SharedState, build_stack};
-use crate::transport::{Transport, TransportBuilder};
+use crate::transport::{ClientIdentity, Transport, TransportBuilder};
 
 /// One integration as the client holds it: its base URL, defaults, stack and state.
 pub(crate) struct ApiEntry {
@@ -77,9 +77,9 @@ pub(crate) struct ClientShared {
     closed: AtomicBool,
     transport: TransportBuilder,
     handles: SharedHandles,
-    /// Transports by connect timeout: integrations with the same settings share one pool, and the pool
-    /// survives reloads.
-    transports: Mutex<HashMap<Duration, Transport>>,
+    /// Transports by connect timeout and TLS settings: integrations with the same settings share one
+    /// pool, and the pool survives reloads.
+    transports: Mutex<HashMap<(Duration, TlsConfig), Transport>>,
     /// Serialises [`Client::update`] calls; never held across an `.await`.
     updating: Mutex<()>,
 }
@@ -98,17 +98,23 @@ impl fmt::Debug for ClientShared {
 }
 
 impl ClientShared {
-    fn transport_for(&self, config: &IntegrationConfig) -> Result<Transport, Error> {
+    fn transport_for(&self, name: &str, config: &IntegrationConfig) -> Result<Transport, Error> {
+        let key = (config.connect_timeout, config.tls.clone());
         let mut transports = self.transports.lock().expect("transport cache poisoned");
-        if let Some(transport) = transports.get(&config.connect_timeout) {
+        if let Some(transport) = transports.get(&key) {
             return Ok(transport.clone());
         }
-        let transport = self
+        let builder = self
             .transport
             .clone()
-            .connect_timeout(config.connect_timeout)
-            .build()?;
-        transports.insert(config.connect_timeout, transport.clone());
+            .connect_timeout(config.connect_timeout);
+        let transport = with_tls(builder, name, &config.tls)?.build().map_err(|e| {
+            config_error(format!(
+                "integrations.{name}.tls: the TLS settings are unusable"
+            ))
+            .with_source(e)
+        })?;
+        transports.insert(key, transport.clone());
         Ok(transport)
     }
 
@@ -118,7 +124,7 @@ impl ClientShared {
         config: &IntegrationConfig,
         previous: Option<&SharedState>,
     ) -> Result<ApiEntry, Error> {
-        let transport = self.transport_for(config)?;
+        let transport = self.transport_for(name, config)?;
         let state = SharedState::derive(name, config, previous, &self.handles, &transport)?;
         let service = build_stack(
             config,
@@ -208,6 +214,61 @@ impl ClientShared {
         }
         Ok(guard)
     }
+}
+
+/// The client's transport settings with an integration's TLS section added. The section adds to
+/// what the code set on [`ClientBuilder::transport`]: a default section changes nothing, and roots
+/// and a client certificate from files come on top.
+fn with_tls(
+    mut builder: TransportBuilder,
+    name: &str,
+    tls: &TlsConfig,
+) -> Result<TransportBuilder, Error> {
+    if tls.is_default() {
+        return Ok(builder);
+    }
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            config_error(format!(
+                "integrations.{name}.tls.{field}: cannot read {}: {e}",
+                path.display()
+            ))
+        })
+    };
+    if !tls.webpki_roots {
+        builder = builder.webpki_roots(false);
+    }
+    if tls.native_roots {
+        builder = builder.native_roots(true);
+    }
+    for (i, path) in tls.ca_files.iter().enumerate() {
+        let field = format!("ca_files[{i}]");
+        builder = builder
+            .add_root_certificates_pem(&read(&field, path)?)
+            .map_err(|e| {
+                config_error(format!(
+                    "integrations.{name}.tls.{field}: {} holds no usable certificate",
+                    path.display()
+                ))
+                .with_source(e)
+            })?;
+    }
+    if let (Some(cert), Some(key)) = (&tls.client_cert_file, &tls.client_key_file) {
+        let identity = ClientIdentity::from_pem(
+            &read("client_cert_file", cert)?,
+            &read("client_key_file", key)?,
+        )
+        .map_err(|e| {
+            config_error(format!(
+                "integrations.{name}.tls: the client certificate {} or its key {} is unusable",
+                cert.display(),
+                key.display()
+            ))
+            .with_source(e)
+        })?;
+        builder = builder.client_identity(identity);
+    }
+    Ok(builder)
 }
 
 pub(crate) fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {

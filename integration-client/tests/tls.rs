@@ -271,3 +271,117 @@ fn bad_pem_is_a_config_error() {
     let error = ClientIdentity::from_pem(b"", b"").unwrap_err();
     assert!(error.is_config());
 }
+
+/// A directory of this test's own under the system temp dir, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("integration-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn write(&self, file: &str, contents: &str) -> String {
+        let path = self.0.join(file);
+        std::fs::write(&path, contents).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `tls` section of the configuration: a private CA and a client certificate from files, for one
+/// integration; another integration to the same server, with the default roots, is refused.
+#[tokio::test]
+async fn the_tls_section_trusts_a_private_ca_and_presents_a_client_certificate() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let addr = serve(server_config(&server_ca, Some(&client_ca), true)).await;
+    let dir = TempDir::new("section");
+    let ca_file = dir.write("ca.pem", &server_ca.pem);
+    let (_, cert_pem, key) = client_ca.leaf(&["client.example"]);
+    let cert_file = dir.write("client.pem", &cert_pem);
+    let key_file = dir.write("client.key", &key.serialize_pem());
+    let text = format!(
+        r#"
+        [integrations.bank]
+        base_url = "https://127.0.0.1:{port}/"
+        retry = {{ max_attempts = 1 }}
+        [integrations.bank.tls]
+        ca_files = ["{ca_file}"]
+        client_cert_file = "{cert_file}"
+        client_key_file = "{key_file}"
+
+        [integrations.plain]
+        base_url = "https://127.0.0.1:{port}/"
+        retry = {{ max_attempts = 1 }}
+        "#,
+        port = addr.port()
+    );
+    let config = integration_config::Config::from_toml_str(&text).unwrap();
+    let client = Client::from_config(config).unwrap();
+    let response = client
+        .api("bank")
+        .unwrap()
+        .get("/version")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let error = client
+        .api("plain")
+        .unwrap()
+        .get("/version")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Connect, "{error:#}");
+}
+
+/// A TLS file that cannot be read fails the build with the field's path and the file's, and a key
+/// file's contents never reach the error.
+#[test]
+fn an_unreadable_tls_file_names_its_field_and_path() {
+    let dir = TempDir::new("unreadable");
+    let missing = dir.0.join("missing-ca.pem").display().to_string();
+    let text = format!(
+        r#"
+        [integrations.bank]
+        base_url = "https://bank.example.com/"
+        tls = {{ ca_files = ["{missing}"] }}
+        "#
+    );
+    let config = integration_config::Config::from_toml_str(&text).unwrap();
+    let error = Client::from_config(config).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("integrations.bank.tls.ca_files[0]") && message.contains(&missing),
+        "{message}"
+    );
+
+    let key_file = dir.write(
+        "client.key",
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleQ==\n-----END PRIVATE KEY-----\n",
+    );
+    let cert_file = dir.write("client.pem", "not a certificate");
+    let text = format!(
+        r#"
+        [integrations.bank]
+        base_url = "https://bank.example.com/"
+        tls = {{ client_cert_file = "{cert_file}", client_key_file = "{key_file}" }}
+        "#
+    );
+    let config = integration_config::Config::from_toml_str(&text).unwrap();
+    let error = Client::from_config(config).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    let message = format!("{error:#} {error:?}");
+    assert!(message.contains("integrations.bank.tls"), "{message}");
+    assert!(!message.contains("c2VjcmV0LWtleQ"), "{message}");
+}

@@ -71,7 +71,7 @@ pub use model::{
     DEFAULT_MAX_WAIT, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_SKEW, DEFAULT_TIMEOUT, IntegrationConfig,
     IntegrationConfigBuilder, Jitter, JwtAlgorithm, JwtAuth, JwtBearerGrant, LogConfig, LogLevel,
     OAuth2ClientCredentials, OAuth2RefreshToken, QuotaConfig, RateLimitConfig, RedisConfig,
-    RetryConfig, StoreKind,
+    RetryConfig, StoreKind, TlsConfig,
 };
 pub use secret::{REDACTED_MARKER, Secret, SecretError, SecretSource};
 pub use snapshot::Snapshot;

@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::model::{
     AuthConfig, BreakerConfig, Config, IntegrationConfig, JwtAlgorithm, LogConfig, RateLimitConfig,
-    RedisConfig, RetryConfig, StoreKind,
+    RedisConfig, RetryConfig, StoreKind, TlsConfig,
 };
 use crate::secret::Secret;
 
@@ -307,6 +307,7 @@ pub(crate) fn integration(
     retry(&c.retry, &mut cx);
     breaker(&c.circuit_breaker, &mut cx);
     log(&c.log, &mut cx);
+    tls(&c.tls, &mut cx);
 }
 
 fn scopes(cx: &mut Ctx<'_>, scopes: &[String]) {
@@ -447,6 +448,23 @@ fn log(l: &LogConfig, cx: &mut Ctx<'_>) {
     }
     for (i, f) in l.redact_fields.iter().enumerate() {
         cx.not_blank(&format!("log.redact_fields[{i}]"), f);
+    }
+}
+
+fn tls(t: &TlsConfig, cx: &mut Ctx<'_>) {
+    if !t.webpki_roots && !t.native_roots && t.ca_files.is_empty() {
+        cx.err(
+            "tls",
+            "trusts no root: keep webpki_roots or native_roots, or give ca_files",
+        );
+    }
+    match (&t.client_cert_file, &t.client_key_file) {
+        (Some(_), None) => cx.err("tls.client_key_file", "is required with client_cert_file"),
+        (None, Some(_)) => cx.err("tls.client_cert_file", "is required with client_key_file"),
+        _ => {}
+    }
+    for (i, path) in t.ca_files.iter().enumerate() {
+        cx.not_blank(&format!("tls.ca_files[{i}]"), &path.to_string_lossy());
     }
 }
 

@@ -64,6 +64,11 @@ redact_fields = ["ssn"]
 propagate_traceparent = false
 metrics = true
 
+[integrations.github.tls]
+webpki_roots = true
+native_roots = true
+ca_files = ["/etc/ssl/private-ca.pem"]
+
 [integrations.stripe]
 base_url = "https://api.stripe.com/v1/"
 auth = { type = "basic", username = "sk_user", password = "${file:/etc/hostname}" }
@@ -513,6 +518,50 @@ fn env_overrides_reach_hyphenated_and_capitalised_integration_names() {
     assert!(
         message.contains("`my-api`") && message.contains("`My_Api`"),
         "{message}"
+    );
+}
+
+#[test]
+fn the_tls_section_is_validated_with_its_paths() {
+    let err = one(
+        r#"
+        [integrations.a]
+        base_url = "https://a.example.com"
+        tls = { webpki_roots = false, client_cert_file = "/etc/a/client.pem" }
+        "#,
+    )
+    .unwrap_err();
+    let paths: Vec<String> = err
+        .validation_errors()
+        .unwrap()
+        .errors()
+        .iter()
+        .map(|e| format!("{}: {}", e.path, e.message))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "integrations.a.tls: trusts no root: keep webpki_roots or native_roots, or give ca_files",
+            "integrations.a.tls.client_key_file: is required with client_cert_file",
+        ]
+    );
+    let ok = one(
+        r#"
+        [integrations.a]
+        base_url = "https://a.example.com"
+        tls = { webpki_roots = false, ca_files = ["/etc/a/ca.pem"] }
+        "#,
+    )
+    .unwrap();
+    let tls = &ok.integrations["a"].tls;
+    assert!(!tls.webpki_roots && !tls.is_default());
+    assert_eq!(tls.ca_files, [std::path::PathBuf::from("/etc/a/ca.pem")]);
+    assert!(
+        IntegrationConfig::builder("https://b.example.com")
+            .build()
+            .unwrap()
+            .tls
+            .is_default()
     );
 }
 
