@@ -28,16 +28,25 @@ pub use crate::timeout::AttemptTimeoutFuture;
 pin_project! {
     /// The future of [`Retry`](crate::Retry): one logical call, every attempt and wait included.
     #[must_use = "futures do nothing unless polled"]
-    pub struct ResponseFuture<S, B>
+    pub struct ResponseFuture<S, B, ResB>
     where
         S: Service<Request<B>>,
     {
         #[pin]
         state: State<S::Future>,
+        // The body of a retried answer (a 503, say), read to its end during the backoff so that
+        // its connection goes back to the pool instead of being closed.
+        #[pin]
+        drain: Option<ResB>,
+        drained: usize,
         service: S,
         retry: RetryState<B>,
     }
 }
+
+/// The most of a retried answer's body read (and discarded) to keep its connection: a longer body
+/// is dropped, which closes the connection, as reading it would cost more than a new one.
+const DRAIN_LIMIT: usize = 64 * 1024;
 
 pin_project! {
     #[project = StateProj]
@@ -51,20 +60,22 @@ pin_project! {
     }
 }
 
-impl<S, B> ResponseFuture<S, B>
+impl<S, B, ResB> ResponseFuture<S, B, ResB>
 where
     S: Service<Request<B>>,
 {
     pub(crate) fn new(future: S::Future, service: S, retry: RetryState<B>) -> Self {
         Self {
             state: State::Called { future },
+            drain: None,
+            drained: 0,
             service,
             retry,
         }
     }
 }
 
-impl<S, B> fmt::Debug for ResponseFuture<S, B>
+impl<S, B, ResB> fmt::Debug for ResponseFuture<S, B, ResB>
 where
     S: Service<Request<B>>,
 {
@@ -75,11 +86,12 @@ where
     }
 }
 
-impl<S, B, ResB> Future for ResponseFuture<S, B>
+impl<S, B, ResB> Future for ResponseFuture<S, B, ResB>
 where
     S: Service<Request<B>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
     B: TryCloneBody,
+    ResB: http_body::Body,
 {
     type Output = Result<Response<ResB>, BoxError>;
 
@@ -92,19 +104,33 @@ where
                         Ok(response) => this.retry.on_response(response),
                         Err(error) => this.retry.on_error(error.into()),
                     };
-                    match next {
+                    let wait = match next {
                         Next::Return(output) => return Poll::Ready(output),
-                        Next::Retry(wait) if wait.is_zero() => this.state.set(State::Ready),
-                        Next::Retry(wait) => this.state.set(State::Waiting {
+                        Next::Retry(wait) => wait,
+                        Next::RetryAfter(wait, response) => {
+                            if !wait.is_zero() && !response.body().is_end_stream() {
+                                *this.drained = 0;
+                                this.drain.set(Some(response.into_body()));
+                            }
+                            wait
+                        }
+                    };
+                    if wait.is_zero() {
+                        this.state.set(State::Ready);
+                    } else {
+                        this.state.set(State::Waiting {
                             sleep: tokio::time::sleep(wait),
-                        }),
+                        });
                     }
                 }
                 StateProj::Waiting { sleep } => {
+                    drain(this.drain.as_mut(), this.drained, cx);
                     ready!(sleep.poll(cx));
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
+                    // What is left of the last answer's body: dropped (its connection closed).
+                    this.drain.set(None);
                     // The attempt begins: counted now, not when it was planned, so a call
                     // cancelled during the backoff reports no attempt it never began. (Idempotent:
                     // readiness may take several polls.)
@@ -132,10 +158,39 @@ where
     }
 }
 
+/// Reads a retried answer's body while the backoff runs, discarding it, until its end (the
+/// connection can be pooled), an error or [`DRAIN_LIMIT`] (then it is dropped, as before).
+fn drain<ResB: http_body::Body>(
+    mut body: Pin<&mut Option<ResB>>,
+    drained: &mut usize,
+    cx: &mut Context<'_>,
+) {
+    loop {
+        let Some(inner) = body.as_mut().as_pin_mut() else {
+            return;
+        };
+        match inner.poll_frame(cx) {
+            Poll::Pending => return,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *drained = drained.saturating_add(bytes::Buf::remaining(data));
+                }
+                if *drained > DRAIN_LIMIT {
+                    body.set(None);
+                }
+            }
+            // The end (the connection is free again) or a broken body: nothing more to read.
+            Poll::Ready(None | Some(Err(_))) => body.set(None),
+        }
+    }
+}
+
 /// What happens after an attempt.
 enum Next<T> {
     Return(Result<T, BoxError>),
     Retry(Duration),
+    /// A retry after an answer, whose body is read out during the wait.
+    RetryAfter(Duration, T),
 }
 
 /// What to do with a retryable outcome.
@@ -218,7 +273,7 @@ impl<B> RetryState<B> {
                 reason,
                 retry_after,
             } => match self.plan(reason, retry_after, Some(status)) {
-                Plan::Retry(wait) => Next::Retry(wait),
+                Plan::Retry(wait) => Next::RetryAfter(wait, response),
                 Plan::GiveUp => Next::Return(Ok(self.finish_response(response))),
                 Plan::Fail(error) => Next::Return(Err(self.finish_error(error))),
             },

@@ -54,7 +54,8 @@
 //! - **Only what is safe.** GET, HEAD, OPTIONS, TRACE, PUT and DELETE are retried; POST and PATCH
 //!   only with an `Idempotency-Key` header (the policy can add a UUID one, the same on every attempt)
 //!   or an [`Idempotent(true)`](integration_core::ext::Idempotent) extension. A failure to connect
-//!   (nothing was sent) is retried for every method.
+//!   (nothing was sent) is retried for every method, and so is a call whose credential could not be
+//!   obtained (a transient auth failure), after the auth layer's cool-down.
 //! - **Only what may pass.** Connect errors, resets, attempt timeouts, 408, 429, 500, 502, 503 and
 //!   504 are retried; other answers are handed back as they are (the classifier is replaceable).
 //! - **A 401 once.** A 401 whose response carries
@@ -78,6 +79,9 @@
 //!   [`attempts()`](integration_core::Error::attempts).
 //! - **Streaming bodies are sent once.** A request whose body cannot be copied
 //!   ([`TryCloneBody`](integration_core::TryCloneBody) says `None`) is never retried.
+//! - **Connections are kept.** The body of a retried answer (a 503's page) is read out and discarded
+//!   during the backoff, up to 64 KiB, so its keep-alive connection goes back to the pool instead
+//!   of being closed: under an outage, retries do not pay a new connection (and TLS handshake) each.
 //!
 //! # Metrics and events
 //!

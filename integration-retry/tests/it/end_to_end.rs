@@ -157,3 +157,91 @@ async fn a_refused_connection_is_retried_then_reported_as_connect() {
         "connect failures retry for every method"
     );
 }
+
+/// A keep-alive HTTP/1.1 server on loopback, by hand: answers each request in turn with the
+/// next of `answers` (the last one forever), sending each answer's head, then its body 20 ms later
+/// (split at the blank line), and counts the connections it accepted.
+async fn counting_server(
+    answers: Vec<&'static str>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let served = served.clone();
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    // One request: headers only (GET, no body).
+                    while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buffer.drain(..end);
+                    let n = served.fetch_add(1, Ordering::SeqCst);
+                    let answer = answers[n.min(answers.len() - 1)];
+                    let split = answer.find("\r\n\r\n").unwrap() + 4;
+                    if stream.write_all(&answer.as_bytes()[..split]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if stream.write_all(&answer.as_bytes()[split..]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// Regression: the body of a retried answer (a 503) was dropped unread, so hyper closed its
+/// connection and every retry opened a new one (a new TLS handshake in production). The body is
+/// now read out during the backoff and the retry reuses the connection.
+#[tokio::test]
+async fn a_retried_answer_gives_its_connection_back_to_the_pool() {
+    let (addr, connections) = counting_server(vec![
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 22\r\ncontent-type: text/plain\r\n\r\nupstream is restarting",
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    ])
+    .await;
+    // A backoff of ~100 ms: the body, 20 ms behind its head, arrives during it.
+    let policy = RetryPolicy::default()
+        .with_base(Duration::from_millis(100))
+        .with_throttle_base(Duration::from_millis(100))
+        .with_jitter(integration_retry::Jitter::fixed(0.99));
+    let response = stack(policy)
+        .oneshot(
+            Request::get(format!("http://{addr}/"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.extensions().get::<Attempts>().unwrap().count(), 2);
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the retry reused the first connection"
+    );
+}
