@@ -523,13 +523,11 @@ fn env_overrides_reach_hyphenated_and_capitalised_integration_names() {
 
 #[test]
 fn the_tls_section_is_validated_with_its_paths() {
-    let err = one(
-        r#"
+    let err = one(r#"
         [integrations.a]
         base_url = "https://a.example.com"
         tls = { webpki_roots = false, client_cert_file = "/etc/a/client.pem" }
-        "#,
-    )
+        "#)
     .unwrap_err();
     let paths: Vec<String> = err
         .validation_errors()
@@ -545,13 +543,11 @@ fn the_tls_section_is_validated_with_its_paths() {
             "integrations.a.tls.client_key_file: is required with client_cert_file",
         ]
     );
-    let ok = one(
-        r#"
+    let ok = one(r#"
         [integrations.a]
         base_url = "https://a.example.com"
         tls = { webpki_roots = false, ca_files = ["/etc/a/ca.pem"] }
-        "#,
-    )
+        "#)
     .unwrap();
     let tls = &ok.integrations["a"].tls;
     assert!(!tls.webpki_roots && !tls.is_default());

@@ -138,11 +138,12 @@ impl Pending {
                 self.span.record(names::ERROR_TYPE, error_type);
                 self.span.record("otel.status_code", "ERROR");
             }
+            // OpenTelemetry: set only when the request was resent (one record, one formatting
+            // pass of the subscriber, fewer per call).
             if self.scope == Scope::Call
-                && let Some(attempts) = attempts
+                && let Some(retries) = attempts.map(Attempts::retries).filter(|&n| n > 0)
             {
-                self.span
-                    .record(names::HTTP_REQUEST_RESEND_COUNT, attempts.retries());
+                self.span.record(names::HTTP_REQUEST_RESEND_COUNT, retries);
             }
         }
 
@@ -218,7 +219,7 @@ impl Pending {
             self.span.record(names::ERROR_TYPE, error_type);
             self.span.record("otel.status_code", "ERROR");
             if self.scope == Scope::Call
-                && let Some(attempts) = attempts
+                && let Some(attempts) = attempts.filter(|&n| n > 1)
             {
                 self.span
                     .record(names::HTTP_REQUEST_RESEND_COUNT, attempts - 1);

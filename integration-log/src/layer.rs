@@ -64,7 +64,9 @@ impl<S> Layer<S> for LogLayer {
 /// layer, so each attempt (and the credential it carried, redacted) is seen.
 ///
 /// The span is a child of the call span of [`LogLayer`], named after the method, with
-/// `http.request.resend_count` from the request's [`Attempt`](integration_core::ext::Attempt); the
+/// `http.request.resend_count` from the request's [`Attempt`](integration_core::ext::Attempt) (set
+/// on a resent request only, as OpenTelemetry asks; the call span's says how many resends the call
+/// took, also only when there were any); the
 /// layer records [`ATTEMPT_DURATION`](integration_core::names::ATTEMPT_DURATION) and, with
 /// propagation on, gives each attempt its own `traceparent` span id.
 ///

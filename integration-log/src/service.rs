@@ -123,7 +123,9 @@ where
         // rather than one `record` (and one more formatting pass) per field. The values are built
         // only when the span is enabled; the URL is redacted only when a subscriber formats it.
         let span = if logs {
-            let resend_count = (self.scope == Scope::Attempt).then(|| attempt.get() - 1);
+            // OpenTelemetry sets `http.request.resend_count` only on a resent request.
+            let resend_count =
+                (self.scope == Scope::Attempt && attempt.get() > 1).then(|| attempt.get() - 1);
             make_span(
                 self.scope,
                 policy.span_level,

@@ -97,7 +97,8 @@ async fn error_type_names_every_kind_of_failure() {
             },
             s("deadline_exceeded"),
             s("429"),
-            s("0"),
+            // One attempt: not resent, so no resend count (OpenTelemetry).
+            None,
             Level::WARN,
         ),
         (
