@@ -79,6 +79,7 @@ pub mod body;
 pub mod classify;
 pub mod error;
 pub mod ext;
+pub mod kept;
 pub mod names;
 pub mod redact;
 pub mod throttle;

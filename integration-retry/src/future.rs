@@ -148,8 +148,7 @@ where
                     request
                         .extensions_mut()
                         .insert(Attempt::new(this.retry.attempts.count()));
-                    metrics::counter!(names::ATTEMPTS, names::INTEGRATION => this.retry.label.clone())
-                        .increment(1);
+                    this.retry.shared.count_attempt(&this.retry.label);
                     let future = this.service.call(request);
                     this.state.set(State::Called { future });
                 }

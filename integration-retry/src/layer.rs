@@ -80,10 +80,7 @@ impl<S> Layer<S> for RetryLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Retry::from_shared(
             inner,
-            Arc::new(Shared {
-                policy: self.policy.clone(),
-                budget: self.budget.clone(),
-            }),
+            Arc::new(Shared::new(self.policy.clone(), self.budget.clone())),
         )
     }
 }

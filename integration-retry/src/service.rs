@@ -8,7 +8,9 @@ use http::{HeaderValue, Method, Request, Response};
 use integration_core::body::{TryCloneBody, try_clone_request};
 use integration_core::classify::RequestMeta;
 use integration_core::ext::{Attempt, Deadline, IDEMPOTENCY_KEY, IntegrationName};
+use integration_core::kept::Kept;
 use integration_core::{BoxError, names};
+use metrics::{Counter, Key, Label, Metadata, SharedString};
 use tower_service::Service;
 
 use crate::budget::RetryBudget;
@@ -20,6 +22,39 @@ use crate::policy::RetryPolicy;
 pub(crate) struct Shared {
     pub(crate) policy: RetryPolicy,
     pub(crate) budget: RetryBudget,
+    /// The attempts counter of each integration label, kept per recorder (registering it per
+    /// attempt cost the recorder's registry lookup every time).
+    attempts: Kept<SharedString, Counter>,
+}
+
+/// What the counters of this crate are registered with (what `metrics::counter!` would give).
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+impl Shared {
+    pub(crate) fn new(policy: RetryPolicy, budget: RetryBudget) -> Self {
+        Self {
+            policy,
+            budget,
+            attempts: Kept::new(),
+        }
+    }
+
+    /// One more attempt of the integration `label`.
+    pub(crate) fn count_attempt(&self, label: &SharedString) {
+        self.attempts.with(
+            |kept| kept == label,
+            || label.clone(),
+            |recorder| {
+                let key = Key::from_parts(
+                    names::ATTEMPTS,
+                    vec![Label::new(names::INTEGRATION, label.clone())],
+                );
+                recorder.register_counter(&key, &METADATA)
+            },
+            |counter| counter.increment(1),
+        );
+    }
 }
 
 /// Retries attempts that failed in a way worth repeating. Built by [`RetryLayer`](crate::RetryLayer).
@@ -52,7 +87,7 @@ pub struct Retry<S> {
 impl<S> Retry<S> {
     /// Wraps `inner` with `policy`, spending from `budget`.
     pub fn new(inner: S, policy: RetryPolicy, budget: RetryBudget) -> Self {
-        Self::from_shared(inner, Arc::new(Shared { policy, budget }))
+        Self::from_shared(inner, Arc::new(Shared::new(policy, budget)))
     }
 
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
@@ -140,7 +175,7 @@ where
         self.shared.budget.deposit();
 
         let label = crate::integration_label(integration.as_ref());
-        metrics::counter!(names::ATTEMPTS, names::INTEGRATION => label.clone()).increment(1);
+        self.shared.count_attempt(&label);
 
         // `self.inner` was driven to readiness by `poll_ready`, so the first attempt uses it. Later
         // attempts use this clone, which the future drives to readiness again before each call (as
