@@ -77,9 +77,9 @@ pub(crate) struct ClientShared {
     closed: AtomicBool,
     transport: TransportBuilder,
     handles: SharedHandles,
-    /// Transports by connect timeout and TLS settings: integrations with the same settings share one
-    /// pool, and the pool survives reloads.
-    transports: Mutex<HashMap<(Duration, TlsConfig), Transport>>,
+    /// Transports by connect timeout, TLS settings and a digest of the TLS files' contents:
+    /// integrations with the same settings share one pool, and the pool survives reloads.
+    transports: Mutex<HashMap<(Duration, TlsConfig, u64), Transport>>,
     /// Serialises [`Client::update`] calls; never held across an `.await`.
     updating: Mutex<()>,
 }
@@ -99,16 +99,19 @@ impl fmt::Debug for ClientShared {
 
 impl ClientShared {
     fn transport_for(&self, name: &str, config: &IntegrationConfig) -> Result<Transport, Error> {
-        let key = (config.connect_timeout, config.tls.clone());
-        let mut transports = self.transports.lock().expect("transport cache poisoned");
-        if let Some(transport) = transports.get(&key) {
-            return Ok(transport.clone());
-        }
+        // The files are read on every build of the integration, and their contents are part of the
+        // key: a rebuild after the files changed gets a transport with the new certificates.
         let builder = self
             .transport
             .clone()
             .connect_timeout(config.connect_timeout);
-        let transport = with_tls(builder, name, &config.tls)?.build().map_err(|e| {
+        let (builder, contents) = with_tls(builder, name, &config.tls)?;
+        let key = (config.connect_timeout, config.tls.clone(), contents);
+        let mut transports = self.transports.lock().expect("transport cache poisoned");
+        if let Some(transport) = transports.get(&key) {
+            return Ok(transport.clone());
+        }
+        let transport = builder.build().map_err(|e| {
             config_error(format!(
                 "integrations.{name}.tls: the TLS settings are unusable"
             ))
@@ -216,24 +219,29 @@ impl ClientShared {
     }
 }
 
-/// The client's transport settings with an integration's TLS section added. The section adds to
-/// what the code set on [`ClientBuilder::transport`]: a default section changes nothing, and roots
-/// and a client certificate from files come on top.
+/// The client's transport settings with an integration's TLS section added, and a digest of the
+/// files read (0 for none). The section adds to what the code set on [`ClientBuilder::transport`]:
+/// a default section changes nothing, and roots and a client certificate from files come on top.
 fn with_tls(
     mut builder: TransportBuilder,
     name: &str,
     tls: &TlsConfig,
-) -> Result<TransportBuilder, Error> {
+) -> Result<(TransportBuilder, u64), Error> {
+    use std::hash::{Hash, Hasher};
     if tls.is_default() {
-        return Ok(builder);
+        return Ok((builder, 0));
     }
+    // A digest, not the bytes: the key's contents are not kept beside the transport.
+    let digest = std::cell::RefCell::new(std::collections::hash_map::DefaultHasher::new());
     let read = |field: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| {
+        let bytes = std::fs::read(path).map_err(|e| {
             config_error(format!(
                 "integrations.{name}.tls.{field}: cannot read {}: {e}",
                 path.display()
             ))
-        })
+        })?;
+        bytes.hash(&mut *digest.borrow_mut());
+        Ok::<_, Error>(bytes)
     };
     if !tls.webpki_roots {
         builder = builder.webpki_roots(false);
@@ -268,7 +276,8 @@ fn with_tls(
         })?;
         builder = builder.client_identity(identity);
     }
-    Ok(builder)
+    let digest = digest.into_inner().finish();
+    Ok((builder, digest))
 }
 
 pub(crate) fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {

@@ -385,3 +385,35 @@ fn an_unreadable_tls_file_names_its_field_and_path() {
     assert!(message.contains("integrations.bank.tls"), "{message}");
     assert!(!message.contains("c2VjcmV0LWtleQ"), "{message}");
 }
+
+/// Certificates rotated in place are taken up when the integration is next rebuilt: the files'
+/// contents, not only their paths, decide which transport (and pool) an integration gets.
+#[tokio::test]
+async fn rotated_tls_files_are_read_again_when_the_integration_is_rebuilt() {
+    let server_ca = Ca::new("server CA");
+    let addr = serve(server_config(&server_ca, None, true)).await;
+    let dir = TempDir::new("rotation");
+    let stale = Ca::new("an old CA");
+    let ca_file = dir.write("ca.pem", &stale.pem);
+    let config = |timeout: &str| {
+        let text = format!(
+            r#"
+            [integrations.bank]
+            base_url = "https://127.0.0.1:{port}/"
+            timeout = "{timeout}"
+            retry = {{ max_attempts = 1 }}
+            tls = {{ webpki_roots = false, ca_files = ["{ca_file}"] }}
+            "#,
+            port = addr.port()
+        );
+        integration_config::Config::from_toml_str(&text).unwrap()
+    };
+    let client = Client::from_config(config("30s")).unwrap();
+    let call = || async { client.api("bank").unwrap().get("/version").send().await };
+    assert_eq!(call().await.unwrap_err().kind(), ErrorKind::Connect);
+
+    // The CA file is replaced in place; the next rebuild (any change of the integration) reads it.
+    dir.write("ca.pem", &server_ca.pem);
+    client.update(config("31s")).unwrap();
+    assert_eq!(call().await.unwrap().status(), 200);
+}

@@ -320,9 +320,10 @@ pub struct IntegrationConfig {
 /// TLS of one integration: the roots it trusts and the client certificate it presents (mutual
 /// TLS). Certificate checks are always on; there is no setting to turn them off.
 ///
-/// Files are read when the integration is built (at start and at each reload): a file that cannot
-/// be read or parsed fails that build with its path, and a running integration keeps its previous
-/// transport. Integrations with the same TLS settings and connect timeout share one connection pool.
+/// Files are read each time the integration is built: at start, and on a reload that changes its
+/// configuration (certificates rotated in place are taken up then, or at a restart). A file that
+/// cannot be read or parsed fails that build with its path, and a running integration keeps its
+/// previous transport. Integrations with the same TLS settings and files share one connection pool.
 ///
 /// ```toml
 /// [integrations.bank.tls]
