@@ -293,7 +293,12 @@ impl<B> RetryState<B> {
             } => match self.plan(reason, retry_after, None) {
                 Plan::Retry(wait) => Next::Retry(wait),
                 Plan::GiveUp => Next::Return(Err(self.finish_error(error))),
-                Plan::Fail(refusal) => Next::Return(Err(self.finish_error(refusal))),
+                Plan::Fail(refusal) => {
+                    // The refusal says why there is no retry; the attempt's error, kept as its
+                    // cause, says why one was wanted (a refused connection, a token endpoint down).
+                    let refusal = Error::from_boxed(refusal).with_source(error);
+                    Next::Return(Err(self.finish_error(Box::new(refusal))))
+                }
             },
             _ => Next::Return(Err(self.finish_error(error))),
         }

@@ -769,3 +769,34 @@ async fn a_call_cancelled_during_its_backoff_counts_no_retry() {
     assert_eq!(recorder.counter(names::RETRIES, &[github]), 0);
     assert_no_more_attempts(&mut handle).await;
 }
+
+/// Regression: when the retry layer refused to retry after an error (budget spent, no time left
+/// before the deadline), the attempt's own error was dropped: the caller read "retry budget
+/// exhausted" without learning that the connection had been refused.
+#[tokio::test(start_paused = true)]
+async fn a_refused_retry_keeps_the_attempts_error_as_its_cause() {
+    let budget = RetryBudget::new(Duration::from_secs(10), 0, 0.0);
+    let layer = RetryLayer::new(half()).with_budget(budget);
+    let (call, mut handle) = spawn_call(layer, request("GET"));
+    fail(
+        &mut handle,
+        io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "connection refused by upstream",
+        ),
+    )
+    .await;
+    let error = error_of(call.await.unwrap());
+    assert_eq!(error.kind(), ErrorKind::BudgetExhausted);
+    assert_eq!(error.attempts(), 1);
+    let chain = format!("{error:#}");
+    assert!(
+        chain.contains("retry budget exhausted")
+            && chain.contains("connection refused by upstream"),
+        "{chain}"
+    );
+    assert!(
+        std::error::Error::source(&error).is_some_and(|cause| cause.is::<io::Error>()),
+        "{error:?}"
+    );
+}
