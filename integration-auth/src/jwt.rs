@@ -22,7 +22,8 @@ use crate::oauth::CacheSetup;
 use crate::store::TokenStore;
 use crate::transport::TokenTransport;
 
-/// A private key (RS256, ES256) or shared secret (HS256) that signs JWTs.
+/// A private key (RSA, EC, Ed25519) or shared secret (HMAC) that signs JWTs: [`JwtSigner::new`] for
+/// every algorithm, the `hs256`/`rs256_pem`/`es256_pem` shorthands for the common ones.
 ///
 /// # Clone
 ///
@@ -70,6 +71,50 @@ impl JwtSigner {
             invalid_key("invalid ES256 key: expected a P-256 private key in PKCS#8 PEM")
         })?;
         Ok(Self::from_key(key, Algorithm::ES256))
+    }
+
+    /// A signer for any algorithm jsonwebtoken's `rust_crypto` backend signs with: `key` is the
+    /// shared secret for HS256/384/512, an RSA private key in PEM (PKCS#1 or PKCS#8) for
+    /// RS256/384/512 and PS256/384/512, an EC private key in PKCS#8 PEM for ES256 (P-256) and
+    /// ES384 (P-384), an Ed25519 private key in PKCS#8 PEM for EdDSA.
+    ///
+    /// ```
+    /// use integration_auth::JwtSigner;
+    /// use jsonwebtoken::Algorithm;
+    /// use secrecy::SecretString;
+    ///
+    /// let secret = SecretString::from("a shared secret of enough length");
+    /// let signer = JwtSigner::new(Algorithm::HS512, &secret).unwrap();
+    /// assert_eq!(signer.algorithm(), Algorithm::HS512);
+    /// // A key of the wrong family is refused without quoting it.
+    /// let error = JwtSigner::new(Algorithm::EdDSA, &secret).unwrap_err();
+    /// assert!(!error.to_string().contains("shared secret"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`Config`](ErrorKind::Config) error when the key is not one of the algorithm's family.
+    pub fn new(algorithm: Algorithm, key: &SecretString) -> Result<Self, Error> {
+        use Algorithm::{
+            ES256, ES384, EdDSA, HS256, HS384, HS512, PS256, PS384, PS512, RS256, RS384, RS512,
+        };
+        let pem = key.expose_secret().as_bytes();
+        let key = match algorithm {
+            HS256 | HS384 | HS512 => Ok(EncodingKey::from_secret(pem)),
+            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => EncodingKey::from_rsa_pem(pem)
+                .map_err(|_| invalid_key("invalid key: expected an RSA private key in PEM")),
+            ES256 | ES384 => EncodingKey::from_ec_pem(pem).map_err(|_| {
+                invalid_key(
+                    "invalid key: expected an EC private key (P-256 or P-384) in PKCS#8 PEM",
+                )
+            }),
+            EdDSA => EncodingKey::from_ed_pem(pem).map_err(|_| {
+                invalid_key("invalid key: expected an Ed25519 private key in PKCS#8 PEM")
+            }),
+            // `Algorithm` is non-exhaustive: one added later is refused until it is wired here.
+            _ => Err(invalid_key("this JWT algorithm is not supported")),
+        }?;
+        Ok(Self::from_key(key, algorithm))
     }
 
     /// HS256 with a shared secret.

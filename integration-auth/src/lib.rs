@@ -107,6 +107,9 @@ mod transport;
 pub use basic::{ApiKey, Basic, Bearer, DEFAULT_API_KEY_HEADER};
 pub use cache::{FetchFuture, FetchedToken, Jitter, TokenCache, TokenCacheConfig, TokenSource};
 pub use credential::{AuthContext, Credential, CredentialFuture, CredentialProvider};
+/// The JWT signing algorithms ([`JwtSigner::new`]), re-exported from `jsonwebtoken` so that callers
+/// need not depend on it.
+pub use jsonwebtoken::Algorithm as JwtAlgorithm;
 pub use jwt::{JwtAssertion, JwtBearerGrant, JwtClaims, JwtSigner};
 pub use layer::AuthLayer;
 pub use oauth::{ClientAuth, ClientCredentials, RefreshToken};

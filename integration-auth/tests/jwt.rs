@@ -115,6 +115,40 @@ async fn jwt_assertions_decode_and_carry_the_right_claims_es256() {
     ));
 }
 
+/// Every algorithm the configuration model names signs, and the JWT verifies with the matching
+/// public key. Regression: the facade refused all but HS256, RS256 and ES256 at build time, though
+/// the model accepted them.
+#[tokio::test]
+async fn every_algorithm_signs_and_verifies() {
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let ed25519 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let hmac = DecodingKey::from_secret(HMAC_SECRET.as_bytes());
+    let rsa = DecodingKey::from_rsa_pem(RSA_PUBLIC.as_bytes()).unwrap();
+    let ec = DecodingKey::from_ec_pem(p384.public_key_pem().as_bytes()).unwrap();
+    let ed = DecodingKey::from_ed_pem(ed25519.public_key_pem().as_bytes()).unwrap();
+    let cases = [
+        (Algorithm::HS384, HMAC_SECRET.to_owned(), &hmac),
+        (Algorithm::HS512, HMAC_SECRET.to_owned(), &hmac),
+        (Algorithm::RS384, RSA_PRIVATE.to_owned(), &rsa),
+        (Algorithm::RS512, RSA_PRIVATE.to_owned(), &rsa),
+        (Algorithm::PS256, RSA_PRIVATE.to_owned(), &rsa),
+        (Algorithm::PS512, RSA_PRIVATE.to_owned(), &rsa),
+        (Algorithm::ES384, p384.serialize_pem(), &ec),
+        (Algorithm::EdDSA, ed25519.serialize_pem(), &ed),
+    ];
+    for (algorithm, private, public) in cases {
+        let signer = JwtSigner::new(algorithm, &SecretString::from(private)).unwrap();
+        let provider = JwtAssertion::new(signer, claims()).per_request();
+        let jwt = jwt_of(&provider).await;
+        assert_eq!(jsonwebtoken::decode_header(&jwt).unwrap().alg, algorithm);
+        check_claims(&decode(&jwt, public, algorithm, "https://api.example.com"));
+    }
+    // A key of another family is a config error that does not quote the key.
+    let error = JwtSigner::new(Algorithm::EdDSA, &SecretString::from(RSA_PRIVATE)).unwrap_err();
+    assert!(error.is_config());
+    assert!(!format!("{error:?} {error}").contains("PRIVATE KEY"));
+}
+
 #[tokio::test]
 async fn per_request_assertions_have_unique_jti_and_cached_ones_are_reused() {
     let signer = JwtSigner::hs256(&SecretString::from(HMAC_SECRET));

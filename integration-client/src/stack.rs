@@ -270,17 +270,25 @@ fn token_store(
 }
 
 fn jwt_signer(path: &str, algorithm: JwtAlgorithm, key: &SecretString) -> Result<JwtSigner, Error> {
-    let signer = match algorithm {
-        JwtAlgorithm::HS256 => Ok(JwtSigner::hs256(key)),
-        JwtAlgorithm::RS256 => JwtSigner::rs256_pem(key),
-        JwtAlgorithm::ES256 => JwtSigner::es256_pem(key),
+    use integration_auth::JwtAlgorithm as Algorithm;
+    let algorithm = match algorithm {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::HS384 => Algorithm::HS384,
+        JwtAlgorithm::HS512 => Algorithm::HS512,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::RS384 => Algorithm::RS384,
+        JwtAlgorithm::RS512 => Algorithm::RS512,
+        JwtAlgorithm::PS256 => Algorithm::PS256,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+        JwtAlgorithm::ES384 => Algorithm::ES384,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
         other => {
             return Err(config_error(format!(
-                "{path}.auth.algorithm: {other:?} is not supported yet (HS256, RS256, ES256 are)"
+                "{path}.auth.algorithm: {other:?} is not supported"
             )));
         }
     };
-    signer.map_err(|e| {
+    JwtSigner::new(algorithm, key).map_err(|e| {
         config_error(format!("{path}.auth.private_key: not a usable key")).with_source(e)
     })
 }
@@ -570,6 +578,43 @@ pub fn build_stack(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: every algorithm but HS256, RS256 and ES256 failed the build with "not supported
+    /// yet", though the configuration model accepted it.
+    #[test]
+    fn every_jwt_algorithm_of_the_model_gets_a_signer() {
+        let ed25519 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let secret = SecretString::from("a shared secret of enough length");
+        for (algorithm, key) in [
+            (JwtAlgorithm::HS384, secret.clone()),
+            (JwtAlgorithm::HS512, secret),
+            (
+                JwtAlgorithm::ES384,
+                SecretString::from(p384.serialize_pem()),
+            ),
+            (
+                JwtAlgorithm::EdDSA,
+                SecretString::from(ed25519.serialize_pem()),
+            ),
+        ] {
+            let signer = jwt_signer("integrations.x", algorithm, &key).unwrap();
+            assert_eq!(
+                format!("{:?}", signer.algorithm()),
+                format!("{algorithm:?}")
+            );
+        }
+        let wrong = SecretString::from(ed25519.serialize_pem());
+        let error = jwt_signer("integrations.x", JwtAlgorithm::ES384, &wrong).unwrap_err();
+        assert!(error.is_config());
+        assert!(
+            error
+                .to_string()
+                .contains("integrations.x.auth.private_key"),
+            "{error}"
+        );
+        assert!(!format!("{error:?} {error:#}").contains("PRIVATE KEY"));
+    }
 
     #[test]
     fn log_config_reaches_the_log_policies() {
