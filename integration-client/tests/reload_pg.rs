@@ -3,140 +3,20 @@
 //! (`DATABASE_URL`), dropped at the end; the upstream is wiremock; the database outage goes through a TCP
 //! proxy the test runs itself.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use integration_client::Client;
+use integration_config::testing::{FaultProxy, TestSchema};
 use integration_config::{
     Config, IntegrationConfig, PgStore, StoreKind, WatchHandle, WatchOptions,
 };
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A schema of our own, dropped with everything in it when the guard goes away (even after a panic).
-struct TestSchema {
-    name: String,
-}
-
-impl TestSchema {
-    async fn new() -> (TestSchema, PgStore) {
-        let url = database_url();
-        let name = format!("itest_client_{}", uuid::Uuid::new_v4().simple());
-        let store = PgStore::connect(&url, &name).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL must be reachable at {url} (DATABASE_URL): {e}")
-        });
-        store.migrate().await.expect("migrations apply");
-        (TestSchema { name }, store)
-    }
-}
-
-impl Drop for TestSchema {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop may run inside a runtime: clean up on a thread with its own.
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(store) = PgStore::connect(&database_url(), &name).await {
-                    let _ = store.drop_schema().await;
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
-}
-
-/// A TCP proxy on 127.0.0.1 that can drop every connection and refuse new ones.
-struct FaultProxy {
-    port: u16,
-    refusing: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: JoinHandle<()>,
-}
-
-impl FaultProxy {
-    async fn for_database() -> FaultProxy {
-        let url = url::Url::parse(&database_url()).unwrap();
-        let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
-        let port = url.port().unwrap_or(5432);
-        let target: SocketAddr = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .unwrap()
-            .next()
-            .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let refusing = Arc::new(AtomicBool::new(false));
-        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let accept = tokio::spawn({
-            let (refusing, connections) = (refusing.clone(), connections.clone());
-            async move {
-                loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    if refusing.load(Ordering::SeqCst) {
-                        continue; // dropped: refused
-                    }
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    connections.lock().unwrap().push(task.abort_handle());
-                }
-            }
-        });
-        FaultProxy {
-            port,
-            refusing,
-            connections,
-            accept,
-        }
-    }
-
-    fn database_url(&self) -> String {
-        let mut url = url::Url::parse(&database_url()).unwrap();
-        url.set_host(Some("127.0.0.1")).unwrap();
-        url.set_port(Some(self.port)).unwrap();
-        url.to_string()
-    }
-
-    fn cut(&self) {
-        self.refusing.store(true, Ordering::SeqCst);
-        for task in self.connections.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.refusing.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        for task in self.connections.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-}
 
 /// An upstream that answers `GET /whoami` with the `x-config` header the client sent, so each response
 /// names the configuration that served it.

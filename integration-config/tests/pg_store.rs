@@ -1,16 +1,14 @@
 //! The PostgreSQL store and its watcher, against the real database, each test in its own schema.
 
-mod support;
-
 use std::time::Duration;
 
+use integration_config::testing::{self, FaultProxy, TestSchema};
 use integration_config::{
     ChangeKind, Config, IntegrationConfig, PgStore, QuotaConfig, Secret, Snapshot, StoreError,
     WatchOptions,
 };
 use secrecy::ExposeSecret;
 use sqlx::Row;
-use support::{FaultProxy, TestSchema};
 use tokio::sync::watch;
 use tokio::time::timeout;
 
@@ -534,7 +532,7 @@ async fn invalid_schema_names_are_refused() {
         "x\"; drop table y; --",
         &"a".repeat(49),
     ] {
-        let err = PgStore::connect(&support::database_url(), bad)
+        let err = PgStore::connect(&testing::database_url(), bad)
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::InvalidSchema(_)), "{bad}: {err}");

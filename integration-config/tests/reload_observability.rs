@@ -2,15 +2,13 @@
 //!
 //! Its own test binary with a single test: it installs the global metrics recorder and counts every reload.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use integration_config::testing::{FaultProxy, TestSchema};
 use integration_config::{Config, IntegrationConfig, Secret, WatchOptions};
 use integration_core::names;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use support::{FaultProxy, TestSchema};
 use tokio::time::timeout;
 
 /// Running totals of `integration.config.reloads` by outcome (a debugging snapshot resets counters).

@@ -1,12 +1,16 @@
-//! Test support: a schema of our own in the shared PostgreSQL, and a TCP proxy that can cut it off.
-
-#![allow(dead_code, unreachable_pub)]
+//! Test support (feature `test-util`): a schema of its own in the shared PostgreSQL for each test,
+//! and a TCP proxy that can cut the database off, for the fault tests of this crate and of the
+//! facade. Never for production code.
+//!
+//! Every test isolates itself in a random schema, dropped with everything in it when the guard goes
+//! away (after a panic too), so tests share one PostgreSQL without seeing each other; a fault is
+//! played on the test's own proxy, never on the shared server.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use integration_config::PgStore;
+use crate::PgStore;
 use sqlx::{AssertSqlSafe, Connection, Executor};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
@@ -18,12 +22,20 @@ pub fn database_url() -> String {
 }
 
 /// A random schema, dropped (with everything in it) when this guard goes away, even after a panic.
+#[derive(Debug)]
 pub struct TestSchema {
+    /// The schema's name (`itest_` and 16 random hex digits).
     pub name: String,
+    /// The database URL it lives in.
     pub url: String,
 }
 
 impl TestSchema {
+    /// A fresh schema, migrated, and a store on it.
+    ///
+    /// # Panics
+    ///
+    /// When PostgreSQL cannot be reached at `DATABASE_URL` (never skips: the message names it).
     pub async fn new() -> (TestSchema, PgStore) {
         let url = database_url();
         let name = format!("itest_{:016x}", fastrand::u64(..));
@@ -35,6 +47,10 @@ impl TestSchema {
     }
 
     /// A second store on the same schema, reached through `url` (a proxy, for instance).
+    ///
+    /// # Panics
+    ///
+    /// When no connection can be made through `url`.
     pub async fn store_at(&self, url: &str) -> PgStore {
         PgStore::connect(url, &self.name)
             .await
@@ -42,6 +58,10 @@ impl TestSchema {
     }
 
     /// Runs raw SQL on a direct connection with the schema on the search path.
+    ///
+    /// # Panics
+    ///
+    /// When the connection or the statement fails (the message names the statement).
     pub async fn execute(&self, sql: &str) {
         let mut conn = sqlx::PgConnection::connect(&self.url)
             .await
@@ -84,6 +104,7 @@ impl Drop for TestSchema {
 }
 
 /// A TCP proxy on 127.0.0.1 that forwards to a target and can drop every connection and refuse new ones.
+#[derive(Debug)]
 pub struct FaultProxy {
     addr: SocketAddr,
     refusing: Arc<AtomicBool>,
@@ -93,6 +114,11 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
+    /// A proxy to `target`, accepting on a free loopback port.
+    ///
+    /// # Panics
+    ///
+    /// When no loopback port can be bound.
     pub async fn start(target: SocketAddr) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -155,6 +181,7 @@ impl FaultProxy {
         url.to_string()
     }
 
+    /// Where the proxy accepts.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
