@@ -232,15 +232,15 @@ fn with_tls(
         return Ok((builder, 0));
     }
     // A digest, not the bytes: the key's contents are not kept beside the transport.
-    let digest = std::cell::RefCell::new(std::collections::hash_map::DefaultHasher::new());
-    let read = |field: &str, path: &std::path::Path| {
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    let mut read = |field: &str, path: &std::path::Path| {
         let bytes = std::fs::read(path).map_err(|e| {
             config_error(format!(
                 "integrations.{name}.tls.{field}: cannot read {}: {e}",
                 path.display()
             ))
         })?;
-        bytes.hash(&mut *digest.borrow_mut());
+        bytes.hash(&mut digest);
         Ok::<_, Error>(bytes)
     };
     if !tls.webpki_roots {
@@ -276,8 +276,7 @@ fn with_tls(
         })?;
         builder = builder.client_identity(identity);
     }
-    let digest = digest.into_inner().finish();
-    Ok((builder, digest))
+    Ok((builder, digest.finish()))
 }
 
 pub(crate) fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {

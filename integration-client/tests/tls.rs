@@ -272,27 +272,23 @@ fn bad_pem_is_a_config_error() {
     assert!(error.is_config());
 }
 
-/// A directory of this test's own under the system temp dir, removed when dropped.
-struct TempDir(std::path::PathBuf);
+/// A directory of this test's own, removed when dropped (tempfile).
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("integration-tls-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
+        Self(
+            tempfile::Builder::new()
+                .prefix(&format!("integration-tls-{name}-"))
+                .tempdir()
+                .unwrap(),
+        )
     }
 
     fn write(&self, file: &str, contents: &str) -> String {
-        let path = self.0.join(file);
+        let path = self.0.path().join(file);
         std::fs::write(&path, contents).unwrap();
         path.display().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -349,7 +345,7 @@ async fn the_tls_section_trusts_a_private_ca_and_presents_a_client_certificate()
 #[test]
 fn an_unreadable_tls_file_names_its_field_and_path() {
     let dir = TempDir::new("unreadable");
-    let missing = dir.0.join("missing-ca.pem").display().to_string();
+    let missing = dir.0.path().join("missing-ca.pem").display().to_string();
     let text = format!(
         r#"
         [integrations.bank]
