@@ -334,6 +334,20 @@ impl<B> RetryState<B> {
         let wait = hint.map_or(backoff, |hint| hint.max(backoff));
         if let Some(hint) = hint
             && hint > policy.max_retry_after()
+            && reason == RetryReason::CredentialUnavailable
+        {
+            // Our own auth layer's cool-down, not the server's: the credential failure is the
+            // honest answer, not a rate limit.
+            tracing::info!(
+                attempt,
+                reason = reason.as_str(),
+                retry_after_ms = millis(hint),
+                "not retrying: no credential before max_retry_after"
+            );
+            return Plan::GiveUp;
+        }
+        if let Some(hint) = hint
+            && hint > policy.max_retry_after()
         {
             tracing::info!(
                 attempt,

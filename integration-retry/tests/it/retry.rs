@@ -736,6 +736,18 @@ async fn a_transient_auth_failure_is_retried_after_its_cool_down_for_any_method(
         start.elapsed()
     );
 
+    // A cool-down longer than max_retry_after: the auth failure itself, not a rate limit.
+    let (call, mut handle) = spawn_call(layer(half()), request("GET"));
+    fail(
+        &mut handle,
+        AuthFailed::transient("token endpoint down").with_retry_after(Duration::from_secs(3600)),
+    )
+    .await;
+    let error = error_of(call.await.unwrap());
+    assert_eq!(error.kind(), ErrorKind::Auth, "{error:#}");
+    assert_eq!(error.attempts(), 1);
+    assert_no_more_attempts(&mut handle).await;
+
     let (call, mut handle) = spawn_call(layer(half()), request("GET"));
     fail(
         &mut handle,
