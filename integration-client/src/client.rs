@@ -1,6 +1,6 @@
 //! The [`Client`]: named APIs, each with its assembled stack, swapped atomically on reload.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +34,13 @@ pub(crate) struct ApiEntry {
     /// The configuration it was built from; `None` for a stack given by the user.
     pub(crate) config: Option<IntegrationConfig>,
     pub(crate) state: Option<SharedState>,
+    /// The key of its transport in the client's cache; `None` for a stack given by the user.
+    pub(crate) transport_key: Option<TransportKey>,
 }
+
+/// What makes two integrations' transports the same: connect timeout, TLS settings and a digest of
+/// the TLS files' contents.
+pub(crate) type TransportKey = (Duration, TlsConfig, u64);
 
 impl fmt::Debug for ApiEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -79,7 +85,7 @@ pub(crate) struct ClientShared {
     handles: SharedHandles,
     /// Transports by connect timeout, TLS settings and a digest of the TLS files' contents:
     /// integrations with the same settings share one pool, and the pool survives reloads.
-    transports: Mutex<HashMap<(Duration, TlsConfig, u64), Transport>>,
+    transports: Mutex<HashMap<TransportKey, Transport>>,
     /// Serialises [`Client::update`] calls; never held across an `.await`.
     updating: Mutex<()>,
 }
@@ -98,7 +104,11 @@ impl fmt::Debug for ClientShared {
 }
 
 impl ClientShared {
-    fn transport_for(&self, name: &str, config: &IntegrationConfig) -> Result<Transport, Error> {
+    fn transport_for(
+        &self,
+        name: &str,
+        config: &IntegrationConfig,
+    ) -> Result<(Transport, TransportKey), Error> {
         // The files are read on every build of the integration, and their contents are part of the
         // key: a rebuild after the files changed gets a transport with the new certificates.
         let builder = self
@@ -109,7 +119,7 @@ impl ClientShared {
         let key = (config.connect_timeout, config.tls.clone(), contents);
         let mut transports = self.transports.lock().expect("transport cache poisoned");
         if let Some(transport) = transports.get(&key) {
-            return Ok(transport.clone());
+            return Ok((transport.clone(), key));
         }
         let transport = builder.build().map_err(|e| {
             config_error(format!(
@@ -117,8 +127,21 @@ impl ClientShared {
             ))
             .with_source(e)
         })?;
-        transports.insert(key, transport.clone());
-        Ok(transport)
+        transports.insert(key.clone(), transport.clone());
+        Ok((transport, key))
+    }
+
+    /// Forgets the transports no integration of `apis` uses (an old pool after certificates were
+    /// rotated, say); stacks still running on one keep their own handle to it until they finish.
+    fn prune_transports(&self, apis: &Apis) {
+        let used: HashSet<&TransportKey> = apis
+            .values()
+            .filter_map(|entry| entry.transport_key.as_ref())
+            .collect();
+        self.transports
+            .lock()
+            .expect("transport cache poisoned")
+            .retain(|key, _| used.contains(key));
     }
 
     fn entry_from_config(
@@ -127,7 +150,7 @@ impl ClientShared {
         config: &IntegrationConfig,
         previous: Option<&SharedState>,
     ) -> Result<ApiEntry, Error> {
-        let transport = self.transport_for(name, config)?;
+        let (transport, transport_key) = self.transport_for(name, config)?;
         let state = SharedState::derive(name, config, previous, &self.handles, &transport)?;
         let service = build_stack(
             config,
@@ -169,6 +192,7 @@ impl ClientShared {
             service,
             config: Some(config.clone()),
             state: Some(state),
+            transport_key: Some(transport_key),
         })
     }
 
@@ -481,6 +505,7 @@ impl Client {
             removed.remove(name);
         }
         self.shared.removed.store(Arc::new(removed));
+        self.shared.prune_transports(&next);
         self.shared.apis.store(Arc::new(next));
         tracing::info!(
             added = ?report.added,
@@ -771,6 +796,7 @@ impl ClientBuilder {
                 service,
                 config: None,
                 state: None,
+                transport_key: None,
             };
             apis.insert(name, Arc::new(entry));
         }
@@ -890,5 +916,62 @@ impl Api {
             .entry(self.name.as_str())?
             .service
             .clone())
+    }
+}
+
+#[cfg(test)]
+mod transport_cache_tests {
+    use super::*;
+
+    fn config(ca_file: &std::path::Path, timeout: &str, with_bank: bool) -> Config {
+        let bank = format!(
+            r#"
+            [integrations.bank]
+            base_url = "https://bank.example.com/"
+            timeout = "{timeout}"
+            tls = {{ ca_files = ["{}"] }}
+            "#,
+            ca_file.display()
+        );
+        let text = format!(
+            r#"
+            [integrations.plain]
+            base_url = "https://plain.example.com/"
+            {}
+            "#,
+            if with_bank { bank } else { String::new() }
+        );
+        Config::from_toml_str(&text).unwrap()
+    }
+
+    fn ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    fn cached(client: &Client) -> usize {
+        client.shared.transports.lock().unwrap().len()
+    }
+
+    /// Regression: every certificate rotation left the old transport (and its pool) in the client's
+    /// cache for as long as the client lived; an update now forgets the transports nothing uses.
+    #[tokio::test]
+    async fn an_update_forgets_the_transports_no_integration_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem()).unwrap();
+        let client = Client::from_config(config(&ca_file, "30s", true)).unwrap();
+        assert_eq!(cached(&client), 2, "the default transport and the bank's");
+
+        // Rotated in place, then a rebuild: a new transport for the bank, the old one forgotten.
+        std::fs::write(&ca_file, ca_pem()).unwrap();
+        client.update(config(&ca_file, "31s", true)).unwrap();
+        assert_eq!(cached(&client), 2);
+
+        // The bank removed: only the default transport is left.
+        client.update(config(&ca_file, "31s", false)).unwrap();
+        assert_eq!(cached(&client), 1);
     }
 }
