@@ -44,6 +44,26 @@ async fn mount_token_endpoint(server: &MockServer, token: &str, expected: u64) {
         .await;
 }
 
+/// A client with one integration `name` at `server`, authenticated by OAuth client credentials
+/// against the server's `/oauth/token`; `extra` is more TOML of the integration's table (a retry
+/// policy, say).
+fn oauth_client(server: &MockServer, name: &str, extra: &str) -> Client {
+    let text = format!(
+        r#"
+        [integrations.{name}]
+        base_url = "{uri}"
+        {extra}
+        [integrations.{name}.auth]
+        type = "oauth2_client_credentials"
+        token_url = "{uri}/oauth/token"
+        client_id = "app"
+        client_secret = "s3cr3t"
+        "#,
+        uri = server.uri()
+    );
+    Client::from_config(Config::from_toml_str(&text).unwrap()).unwrap()
+}
+
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Charge {
     id: String,
@@ -427,19 +447,7 @@ async fn oauth_client_credentials_token_is_fetched_once_and_cached() {
         .expect(5)
         .mount(&server)
         .await;
-    let text = format!(
-        r#"
-        [integrations.crm]
-        base_url = "{uri}"
-        [integrations.crm.auth]
-        type = "oauth2_client_credentials"
-        token_url = "{uri}/oauth/token"
-        client_id = "app"
-        client_secret = "s3cr3t"
-        "#,
-        uri = server.uri()
-    );
-    let client = Client::from_config(Config::from_toml_str(&text).unwrap()).unwrap();
+    let client = oauth_client(&server, "crm", "");
     let api = client.api("crm").unwrap();
     let calls = (0..5).map(|_| api.get("/me").send());
     for response in futures_util::future::join_all(calls).await {
@@ -619,15 +627,7 @@ async fn a_401_fetches_a_fresh_token_and_replays_once() {
         .expect(1)
         .mount(&server)
         .await;
-    let text = format!(
-        r#"
-        [integrations.shop]
-        base_url = "{uri}"
-        auth = {{ type = "oauth2_client_credentials", token_url = "{uri}/oauth/token", client_id = "app", client_secret = "s" }}
-        "#,
-        uri = server.uri()
-    );
-    let client = Client::from_config(Config::from_toml_str(&text).unwrap()).unwrap();
+    let client = oauth_client(&server, "shop", "");
     // A POST without a key: the 401 came before the upstream acted, so it is replayed anyway.
     let response = client
         .api("shop")
@@ -920,16 +920,11 @@ async fn a_persistent_401_gets_exactly_one_replay_through_the_facade() {
         .expect(2)
         .mount(&server)
         .await;
-    let text = format!(
-        r#"
-        [integrations.shop]
-        base_url = "{uri}"
-        retry = {{ max_attempts = 5, base = "1ms", cap = "5ms" }}
-        auth = {{ type = "oauth2_client_credentials", token_url = "{uri}/oauth/token", client_id = "app", client_secret = "s" }}
-        "#,
-        uri = server.uri()
+    let client = oauth_client(
+        &server,
+        "shop",
+        r#"retry = { max_attempts = 5, base = "1ms", cap = "5ms" }"#,
     );
-    let client = Client::from_config(Config::from_toml_str(&text).unwrap()).unwrap();
     let response = client.api("shop").unwrap().get("/me").send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(response.attempts(), 2);
@@ -997,20 +992,11 @@ async fn a_token_endpoint_blip_is_retried_after_the_cool_down() {
         .expect(1)
         .mount(&server)
         .await;
-    let text = format!(
-        r#"
-        [integrations.crm]
-        base_url = "{uri}"
-        retry = {{ max_attempts = 3, base = "1ms", cap = "5ms" }}
-        [integrations.crm.auth]
-        type = "oauth2_client_credentials"
-        token_url = "{uri}/oauth/token"
-        client_id = "app"
-        client_secret = "s3cr3t"
-        "#,
-        uri = server.uri()
+    let client = oauth_client(
+        &server,
+        "crm",
+        r#"retry = { max_attempts = 3, base = "1ms", cap = "5ms" }"#,
     );
-    let client = Client::from_config(Config::from_toml_str(&text).unwrap()).unwrap();
     let started = tokio::time::Instant::now();
     let response = client
         .api("crm")

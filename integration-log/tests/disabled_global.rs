@@ -1,6 +1,8 @@
-//! The disabled path under a global subscriber at `OFF`: the global maximum level alone (one atomic
-//! load) switches the layer off. In its own test binary, because the maximum level is process-wide
-//! and the other tests install subscribers of their own.
+//! The disabled path under a global subscriber at `OFF`: nothing is recorded, captured or
+//! formatted, and the body passes through whole. What the disabled path saves (no span, no clock
+//! read, no URI copy) is not observable from outside; `middleware/log/off-no-metrics` in
+//! `cargo bench -p integration-tests --bench middleware` measures it. In its own test binary,
+//! because the maximum level is process-wide and the other tests install subscribers of their own.
 
 mod support;
 
