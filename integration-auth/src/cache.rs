@@ -398,6 +398,11 @@ impl CredentialProvider for TokenCache {
     fn invalidate(&self, rejected: &Credential) {
         TokenCache::invalidate(self, rejected);
     }
+
+    /// A token is fetched anew after a rejection: a 401 is worth one replay.
+    fn can_renew(&self) -> bool {
+        true
+    }
 }
 
 impl fmt::Debug for TokenCache {

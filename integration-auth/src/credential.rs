@@ -383,6 +383,19 @@ pub trait CredentialProvider: fmt::Debug + Send + Sync + 'static {
     fn invalidate(&self, rejected: &Credential) {
         let _ = rejected;
     }
+
+    /// Whether, after [`invalidate`](CredentialProvider::invalidate), this provider can produce a
+    /// *different* credential: true for tokens that are fetched or signed (OAuth, JWT), false (the
+    /// default) for a static API key, Basic or bearer token.
+    ///
+    /// The auth layer replays a 401 (and marks it
+    /// [`CredentialInvalidated`](integration_core::ext::CredentialInvalidated) for a retry layer)
+    /// only when this is true: replaying the very credential the upstream has just refused cannot
+    /// succeed, and would send a request that is not idempotent (a POST) twice. A provider of your
+    /// own whose credential changes after a rejection (a token of its own cache) returns true.
+    fn can_renew(&self) -> bool {
+        false
+    }
 }
 
 impl<P: CredentialProvider + ?Sized> CredentialProvider for Arc<P> {
@@ -393,6 +406,10 @@ impl<P: CredentialProvider + ?Sized> CredentialProvider for Arc<P> {
     fn invalidate(&self, rejected: &Credential) {
         (**self).invalidate(rejected);
     }
+
+    fn can_renew(&self) -> bool {
+        (**self).can_renew()
+    }
 }
 
 impl<P: CredentialProvider + ?Sized> CredentialProvider for Box<P> {
@@ -402,6 +419,10 @@ impl<P: CredentialProvider + ?Sized> CredentialProvider for Box<P> {
 
     fn invalidate(&self, rejected: &Credential) {
         (**self).invalidate(rejected);
+    }
+
+    fn can_renew(&self) -> bool {
+        (**self).can_renew()
     }
 }
 

@@ -16,7 +16,8 @@ use crate::credential::{AuthContext, Credential, CredentialFuture, CredentialPro
 
 pin_project! {
     /// The response future of [`Auth`](crate::Auth): look the credential up (at once when it is
-    /// cached), send, and on a 401 invalidate and, if configured, replay once.
+    /// cached), send, and on a 401 invalidate and, if configured and the provider
+    /// [can renew](crate::CredentialProvider::can_renew) the credential, replay once.
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<S, B>
     where
@@ -125,6 +126,15 @@ where
                     }
                     if let Some(credential) = this.credential.take() {
                         this.provider.invalidate(&credential);
+                    }
+                    if !this.provider.can_renew() {
+                        // A static key, Basic or bearer: a replay would carry the very credential
+                        // just refused (and send a POST twice). The 401 is the answer; no marker, so
+                        // a retry layer above does not replay it either.
+                        tracing::debug!(
+                            "credential rejected (401): it cannot change, not replayed"
+                        );
+                        return Poll::Ready(Ok(response));
                     }
                     if *this.replayed {
                         // The single replay was ours and was refused too: the 401 is final.

@@ -375,6 +375,11 @@ impl CredentialProvider for JwtAssertion {
             cache.invalidate(rejected);
         }
     }
+
+    /// A new assertion (new `jti`, `iat`) is signed after a rejection: a 401 is worth one replay.
+    fn can_renew(&self) -> bool {
+        true
+    }
 }
 
 impl fmt::Debug for JwtAssertion {

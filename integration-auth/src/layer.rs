@@ -10,17 +10,21 @@ use crate::service::Auth;
 /// handles the upstream's 401.
 ///
 /// On a 401 the layer invalidates the credential it sent (compare and invalidate: one refresh for many
-/// concurrent 401s) and marks the response with
+/// concurrent 401s). When the provider [can renew](CredentialProvider::can_renew) it (OAuth, JWT),
+/// the layer marks the response with
 /// [`CredentialInvalidated`](integration_core::ext::CredentialInvalidated), which the retry layer
-/// replays exactly once. Used alone, with [`replay_on_unauthorized`](Self::replay_on_unauthorized) on
+/// replays exactly once; used alone, with [`replay_on_unauthorized`](Self::replay_on_unauthorized) on
 /// (the default), the layer makes that single replay itself, for requests whose body can be cloned
-/// ([`TryCloneBody`](integration_core::TryCloneBody)).
+/// ([`TryCloneBody`](integration_core::TryCloneBody)). A credential that cannot change (an API key,
+/// Basic, a static bearer token) is never replayed: the 401 goes back to the caller as it came, and
+/// the upstream sees the request once.
 ///
 /// # Request bodies
 ///
 /// The service asks the request body for [`TryCloneBody`](integration_core::TryCloneBody), which
 /// `integration_core::Body`, `http_body_util::Full<Bytes>`/`Empty<Bytes>`, `String`, `Vec<u8>`,
-/// `Bytes` and `()` implement. A streaming body is sent once: on a 401 it is not replayed, only marked.
+/// `Bytes` and `()` implement. A streaming body is sent once: on a 401 it is not replayed, only marked
+/// (when the credential can be renewed).
 ///
 /// # Clone
 ///

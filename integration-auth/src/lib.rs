@@ -44,10 +44,13 @@
 //! * Outside the attempt timeout, so waiting for a token refresh does not eat into the time of the
 //!   attempt it is for (the total deadline still bounds both).
 //!
-//! On a 401 the layer invalidates the credential it sent and marks the response with
-//! [`CredentialInvalidated`](integration_core::ext::CredentialInvalidated); the retry layer replays it
-//! once with a fresh credential. Used alone, the layer makes that single replay itself
-//! ([`AuthLayer::replay_on_unauthorized`], on by default; the facade turns it off).
+//! On a 401 the layer invalidates the credential it sent. Where the provider can produce a different
+//! credential ([`CredentialProvider::can_renew`]: OAuth, JWT), it marks the response with
+//! [`CredentialInvalidated`](integration_core::ext::CredentialInvalidated) and the retry layer replays
+//! it once with a fresh credential; used alone, the layer makes that single replay itself
+//! ([`AuthLayer::replay_on_unauthorized`], on by default; the facade turns it off). A static API key,
+//! Basic or bearer token is never replayed: the same credential would be refused again, and a POST
+//! would reach the upstream twice.
 //!
 //! # Token endpoints and their transport
 //!
@@ -73,8 +76,10 @@
 //!
 //! # Secrets
 //!
-//! Every secret is a `secrecy` type from construction to the moment it is written into a request
-//! (where the header value is marked sensitive). No `Debug` or `Display` of a provider, a credential,
+//! Every secret is a `secrecy` type from construction to the moment it is written into a request,
+//! where every header the layer sets is marked sensitive (`HeaderValue::set_sensitive`), whatever its
+//! name: HTTP/2 never indexes it, the logs redact it and the facade's redirects drop it on a change of
+//! origin, as they do for a name the redaction rule knows (`Authorization`, `X-API-Key`). No `Debug` or `Display` of a provider, a credential,
 //! a store or an error shows one, and none reaches a span, a log line or a metric label.
 //!
 //! # Metrics

@@ -42,6 +42,11 @@ macro_rules! cached_grant {
             fn invalidate(&self, rejected: &$crate::Credential) {
                 self.cache.invalidate(rejected);
             }
+
+            /// A token is fetched anew after a rejection: a 401 is worth one replay.
+            fn can_renew(&self) -> bool {
+                true
+            }
         }
     };
 }

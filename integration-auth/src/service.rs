@@ -88,7 +88,8 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let ctx = AuthContext::of(&request);
-        let replay = if self.replay {
+        // Only a credential that can change is worth replaying: keep no copy for the others.
+        let replay = if self.replay && self.provider.can_renew() {
             try_clone_request(&request)
         } else {
             None

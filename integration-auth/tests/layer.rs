@@ -26,6 +26,28 @@ impl CredentialProvider for Slow {
     }
 }
 
+/// A provider whose credential changes after a rejection (as a token cache's does): a new token per
+/// invalidation.
+#[derive(Debug, Default)]
+struct Rotating(std::sync::atomic::AtomicU32);
+
+impl CredentialProvider for Rotating {
+    fn credential(&self, _ctx: &AuthContext) -> CredentialFuture {
+        let n = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        CredentialFuture::ready(Ok(Credential::bearer(SecretString::from(format!(
+            "tok-{n}"
+        )))))
+    }
+
+    fn invalidate(&self, _rejected: &Credential) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn can_renew(&self) -> bool {
+        true
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn backpressure_of_the_inner_service_is_passed_on() {
     let (mut service, mut handle) =
@@ -60,7 +82,7 @@ async fn every_request_carries_the_credential_even_after_an_async_lookup() {
 #[tokio::test(start_paused = true)]
 async fn a_request_whose_body_cannot_be_cloned_is_not_replayed_but_marked() {
     let (service, mut handle) = mock::pair::<http::Request<Body>, http::Response<String>>();
-    let service = AuthLayer::new(ApiKey::new(SecretString::from("k"))).layer_service(service);
+    let service = AuthLayer::new(Rotating::default()).layer_service(service);
     handle.allow(2);
     let stream = http_body_util::StreamBody::new(futures_util::stream::iter(vec![Ok::<
         _,
@@ -101,4 +123,105 @@ impl LayerExt for AuthLayer {
     fn layer_service<S>(&self, service: S) -> integration_auth::Auth<S> {
         tower::Layer::layer(self, service)
     }
+}
+
+/// Sends one request with a clonable body through an [`AuthLayer`] over `provider` (its own replay
+/// on, as when the layer is used alone), answers every request with 401, and returns the response
+/// and how many requests the upstream saw.
+async fn always_401(
+    provider: impl CredentialProvider,
+    method: http::Method,
+) -> (http::Response<String>, usize) {
+    let (service, mut handle) = mock::pair::<http::Request<String>, http::Response<String>>();
+    let service = AuthLayer::new(provider).layer_service(service);
+    handle.allow(4);
+    let request = http::Request::builder()
+        .method(method)
+        .uri("https://api.example.com/orders")
+        .body("{}".to_owned())
+        .unwrap();
+    let call = tokio::spawn(service.oneshot(request));
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            next = handle.next_request() => {
+                let Some((_request, respond)) = next else { break };
+                seen += 1;
+                respond.send_response(
+                    http::Response::builder().status(401).body(String::new()).unwrap(),
+                );
+            }
+            // Paused clock: this fires only once every task is idle (the call is done).
+            () = tokio::time::sleep(Duration::from_secs(60)) => break,
+        }
+    }
+    (call.await.unwrap().unwrap(), seen)
+}
+
+/// Regression (issue 14, part 3): a 401 was replayed once even with Basic, a static bearer or an API
+/// key, so a POST without an idempotency key reached the server twice with the very credential it
+/// had just refused. A credential that cannot change is never replayed, by the layer itself nor (no
+/// `CredentialInvalidated` marker) by a retry layer above it.
+#[tokio::test(start_paused = true)]
+async fn regression_a_401_with_a_credential_that_cannot_change_is_not_replayed() {
+    for method in [http::Method::POST, http::Method::GET] {
+        let providers: Vec<(&str, Box<dyn CredentialProvider>)> = vec![
+            ("api key", Box::new(ApiKey::new(SecretString::from("k")))),
+            (
+                "basic",
+                Box::new(integration_auth::Basic::new(
+                    "user",
+                    SecretString::from("pw"),
+                )),
+            ),
+            (
+                "bearer",
+                Box::new(integration_auth::Bearer::new(SecretString::from("t"))),
+            ),
+        ];
+        for (name, provider) in providers {
+            let (response, seen) = always_401(provider, method.clone()).await;
+            assert_eq!(response.status(), 401, "{name} {method}");
+            assert_eq!(seen, 1, "{name} {method}: the upstream saw a replay");
+            assert!(
+                response
+                    .extensions()
+                    .get::<CredentialInvalidated>()
+                    .is_none(),
+                "{name} {method}: marked for a replay by the retry layer"
+            );
+        }
+    }
+}
+
+/// A provider that can renew its credential gets exactly one replay, with the new credential.
+#[tokio::test(start_paused = true)]
+async fn a_renewable_credential_is_replayed_once_with_the_new_one() {
+    let (service, mut handle) = mock::pair::<http::Request<String>, http::Response<String>>();
+    let service = AuthLayer::new(Rotating::default()).layer_service(service);
+    handle.allow(4);
+    let call = tokio::spawn(
+        service.oneshot(
+            http::Request::post("https://api.example.com/orders")
+                .body("{}".to_owned())
+                .unwrap(),
+        ),
+    );
+    for expected in ["Bearer tok-0", "Bearer tok-1"] {
+        let (request, respond) = handle.next_request().await.unwrap();
+        assert_eq!(request.headers()["authorization"], expected);
+        respond.send_response(
+            http::Response::builder()
+                .status(401)
+                .body(String::new())
+                .unwrap(),
+        );
+    }
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), 401, "the replay's 401 is final");
+    tokio::task::yield_now().await;
+    assert!(
+        matches!(handle.next_request().now_or_never(), None | Some(None)),
+        "one replay only"
+    );
 }

@@ -9,7 +9,8 @@
 //! | no credential: a permanent auth failure (`invalid_grant`...) | fail | fail |
 //! | connection reset before a response, attempt timeout | retry | fail |
 //! | 408, 429, 500, 502, 503, 504 | retry | fail |
-//! | 401 | re-authenticate, replay once | re-authenticate, replay once |
+//! | 401, credential renewable (OAuth, JWT: the auth layer marked it [`CredentialInvalidated`](crate::ext::CredentialInvalidated)) | re-authenticate, replay once | re-authenticate, replay once |
+//! | 401, static credential (API key, Basic, bearer: no marker) | fail | fail |
 //! | other 4xx, 501, 505, other 5xx | fail | fail |
 //! | 1xx, 2xx, 3xx | success | success |
 //!

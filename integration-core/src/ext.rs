@@ -245,8 +245,10 @@ impl Attempts {
     }
 }
 
-/// Response extension set by the auth layer when the upstream rejected the credential (401) and the
-/// layer invalidated it: a replay will carry a fresh credential.
+/// Response extension set by the auth layer when the upstream rejected the credential (401), the
+/// layer invalidated it, and the provider can produce a different one (OAuth, JWT): a replay will
+/// carry a fresh credential. A static API key, Basic or bearer token never gets the marker, so its
+/// 401 is never replayed.
 ///
 /// The retry layer replays such a response exactly once, whatever the request method, since the
 /// upstream refused the request before acting on it.

@@ -60,8 +60,9 @@
 //!   504 are retried; other answers are handed back as they are (the classifier is replaceable).
 //! - **A 401 once.** A 401 whose response carries
 //!   [`CredentialInvalidated`](integration_core::ext::CredentialInvalidated) (set by the auth layer
-//!   after it dropped the credential) is replayed exactly once, whatever the method; it spends neither
-//!   an attempt nor budget. A 401 without the marker is returned as it is.
+//!   after it dropped a credential that can be renewed: OAuth, JWT) is replayed exactly once,
+//!   whatever the method; it spends neither an attempt nor budget. A 401 without the marker (a static
+//!   API key, Basic or bearer token, which a replay would only repeat) is returned as it is.
 //! - **Backoff with full jitter**, `rand(0, min(cap, base * 2^n))`, from 100 ms (1 s after a 429 or
 //!   503) up to 20 s; decorrelated jitter as an option.
 //! - **`Retry-After` is never undercut**: the wait is `max(backoff, hint)`.
