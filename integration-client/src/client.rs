@@ -155,7 +155,7 @@ impl ClientShared {
         let service = build_stack(
             config,
             &state,
-            transport.with_redactor(crate::stack::redirect_redactor(&config.log)),
+            transport.with_redactor(crate::stack::redirect_redactor(&config.log, &config.auth)),
         )?;
         let mut default_headers = HeaderMap::new();
         if let Some(agent) = &config.user_agent {

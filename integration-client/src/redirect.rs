@@ -1,7 +1,7 @@
 //! The redirect policy of the transport: bounded, credential-stripping across origins, never downgrading.
 
-use http::HeaderName;
 use http::uri::Scheme;
+use http::{HeaderName, HeaderValue};
 use integration_core::{Body, BoxError, Error, ErrorKind};
 use integration_log::redact::Redactor;
 use tower_http::follow_redirect::policy::{Action, Attempt, Policy};
@@ -13,14 +13,17 @@ pub const DEFAULT_MAX_REDIRECTS: usize = 10;
 /// ([`Redactor`]'s name rule): `Authorization`, `Proxy-Authorization`, `Cookie`, and API-key style
 /// headers (`X-Api-Key`, `Api-Key`, `X-Auth-Token`, anything with `token`, `secret`, `apikey`...).
 ///
-/// One rule for what is hidden in logs and what is dropped on a cross-origin redirect.
+/// One rule for what is hidden in logs and what is dropped on a cross-origin redirect. The redirect
+/// policy also drops, whatever its name, every header whose value is marked sensitive
+/// (`HeaderValue::set_sensitive`): the auth layer marks every header it sets, so an API key in
+/// `X-Passphrase` never reaches another origin either.
 pub fn is_credential_header(name: &HeaderName) -> bool {
     Redactor::default().is_sensitive(name.as_str())
 }
 
-/// The redirect policy: follows at most `max` redirects, drops credential headers once the origin
-/// changes (and for the rest of the chain), refuses `https` to `http`, and replays a body only when it
-/// is replayable.
+/// The redirect policy: follows at most `max` redirects, drops credential headers (by name, or marked
+/// sensitive) once the origin changes (and for the rest of the chain), refuses `https` to `http`, and
+/// replays a body only when it is replayable.
 #[derive(Debug, Clone)]
 pub(crate) struct RedirectPolicy {
     max: usize,
@@ -40,8 +43,8 @@ impl RedirectPolicy {
         }
     }
 
-    fn is_sensitive(&self, name: &HeaderName) -> bool {
-        self.redactor.is_sensitive(name.as_str())
+    fn is_sensitive(&self, name: &HeaderName, value: &HeaderValue) -> bool {
+        self.redactor.is_sensitive_header(name, value)
     }
 }
 
@@ -82,12 +85,13 @@ impl Policy<Body, BoxError> for RedirectPolicy {
         }
         // The follow-redirect service carries these headers forward, so once dropped they stay
         // dropped for every later hop, even one that returns to the first origin.
-        let sensitive: Vec<HeaderName> = request
+        let mut sensitive: Vec<HeaderName> = request
             .headers()
-            .keys()
-            .filter(|name| self.is_sensitive(name))
-            .cloned()
+            .iter()
+            .filter(|(name, value)| self.is_sensitive(name, value))
+            .map(|(name, _)| name.clone())
             .collect();
+        sensitive.dedup();
         for name in sensitive {
             request.headers_mut().remove(name);
         }
@@ -131,6 +135,40 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// Regression (issue 14, part 1): an API key in `X-Passphrase` went to another origin on a
+    /// redirect, since only names the redaction rule guesses were dropped; the auth layer marks the
+    /// value sensitive, and a sensitive value is dropped whatever its name.
+    #[test]
+    fn regression_a_sensitive_header_is_dropped_across_origins_whatever_its_name() {
+        let request = || {
+            let mut key = HeaderValue::from_static("k-123");
+            key.set_sensitive(true);
+            http::Request::builder()
+                .uri("http://127.0.0.1:2000/landing")
+                .header("x-passphrase", key)
+                .header("x-trace", "t-1")
+                .body(Body::empty())
+                .unwrap()
+        };
+        // What `redirect` decided for the hop (tower-http's `Attempt` cannot be built outside it;
+        // the end-to-end tests go through `redirect` itself).
+        let mut policy = RedirectPolicy::new(5, Redactor::default());
+        policy.cross_origin = true;
+        let mut cross = request();
+        policy.on_request(&mut cross);
+        assert!(!cross.headers().contains_key("x-passphrase"));
+        assert_eq!(cross.headers()["x-trace"], "t-1", "only credentials go");
+
+        policy.cross_origin = false;
+        let mut kept = request();
+        policy.on_request(&mut kept);
+        assert_eq!(
+            kept.headers()["x-passphrase"],
+            "k-123",
+            "same origin keeps it"
+        );
     }
 
     #[test]

@@ -439,24 +439,44 @@ fn level(level: LogLevel) -> tracing::Level {
     level.to_tracing().unwrap_or(tracing::Level::TRACE)
 }
 
-/// The redactor of an integration's logs: the built-in rule, its `log.redact_*` deny lists and
-/// `log.allow_headers`. The transport uses [`redirect_redactor`] instead.
-fn redactor(log: &LogConfig) -> Redactor {
+/// The names an integration's credential travels under, whatever they are: the API key's header or
+/// query parameter. Always on the integration's deny lists: a header the auth layer sets is also
+/// marked sensitive, but a query parameter carries no mark, and only its name can hide it in
+/// `url.full`, error texts and body captures.
+fn credential_names(auth: &AuthConfig) -> Vec<&str> {
+    match auth {
+        AuthConfig::ApiKey(key) => key
+            .header_name()
+            .into_iter()
+            .chain(key.query.as_deref())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The redactor of an integration's logs: the built-in rule, its `log.redact_*` deny lists,
+/// `log.allow_headers`, and the names its credential goes under ([`credential_names`], denied even
+/// when allowed). The transport uses [`redirect_redactor`] instead.
+fn redactor(log: &LogConfig, auth: &AuthConfig) -> Redactor {
     Redactor::default()
         .deny(log.redact_headers.iter().chain(&log.redact_fields))
+        .deny(credential_names(auth))
         .allow(&log.allow_headers)
 }
 
 /// The rule that decides which headers are credentials, dropped on a cross-origin redirect: the
-/// built-in rule and `log.redact_headers`. Not `log.allow_headers`: a header shown in logs is still
-/// not sent to another origin.
-pub(crate) fn redirect_redactor(log: &LogConfig) -> Redactor {
-    Redactor::default().deny(log.redact_headers.iter())
+/// built-in rule, `log.redact_headers` and the credential's own header name (besides, the redirect
+/// policy drops every header marked sensitive, as the auth layer marks its own). Not
+/// `log.allow_headers`: a header shown in logs is still not sent to another origin.
+pub(crate) fn redirect_redactor(log: &LogConfig, auth: &AuthConfig) -> Redactor {
+    Redactor::default()
+        .deny(log.redact_headers.iter())
+        .deny(credential_names(auth))
 }
 
-fn log_policy(log: &LogConfig) -> LogPolicy {
+fn log_policy(log: &LogConfig, auth: &AuthConfig) -> LogPolicy {
     LogPolicy::new()
-        .with_redactor(redactor(log))
+        .with_redactor(redactor(log, auth))
         .with_span_level(level(log.span_level))
         .with_success_level(level(log.success_level))
         .with_headers(log.capture_headers)
@@ -544,7 +564,7 @@ pub fn build_stack(
     state: &SharedState,
     transport: Transport,
 ) -> Result<HttpService, Error> {
-    let policy = log_policy(&config.log);
+    let policy = log_policy(&config.log, &config.auth);
     let attempt_timeout =
         AttemptTimeoutLayer::within(config.effective_attempt_timeout(), config.timeout)
             .map_err(|e| config_error("attempt_timeout: must not exceed timeout").with_source(e))?;
@@ -616,13 +636,49 @@ mod tests {
         assert!(!format!("{error:?} {error:#}").contains("PRIVATE KEY"));
     }
 
+    /// Regression (issue 14, part 1): an API key in a query parameter named `appid` (a name the
+    /// redaction rule does not guess) appeared in plain text in `url.full`; in a header named
+    /// `X-Passphrase`, in `http.request.headers`. The credential's name is on the integration's deny
+    /// lists, even against `log.allow_headers`.
+    #[test]
+    fn regression_the_credential_name_is_denied_whatever_it_is() {
+        let mut log = LogConfig::default();
+        log.allow_headers = vec!["x-passphrase".into()];
+        let mut query = integration_config::ApiKeyAuth::new(integration_config::Secret::new("k"));
+        query.query = Some("appid".into());
+        let query = AuthConfig::ApiKey(query);
+        let uri: http::Uri = "https://api.test/weather?q=oslo&appid=K123"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            redactor(&log, &query).redact_url(&uri),
+            "https://api.test/weather?q=oslo&appid=[REDACTED]"
+        );
+        assert!(
+            !redactor(&log, &AuthConfig::None)
+                .redact_url(&uri)
+                .contains("[REDACTED]")
+        );
+        let mut header = integration_config::ApiKeyAuth::new(integration_config::Secret::new("k"));
+        header.header = Some("X-Passphrase".into());
+        let header = AuthConfig::ApiKey(header);
+        assert!(redactor(&log, &header).is_sensitive("x-passphrase"));
+        assert!(redirect_redactor(&log, &header).is_sensitive("x-passphrase"));
+        assert!(!redactor(&log, &AuthConfig::None).is_sensitive("x-passphrase"));
+        // The default header of an API key is denied too (the name rule knows it anyway).
+        let default = AuthConfig::ApiKey(integration_config::ApiKeyAuth::new(
+            integration_config::Secret::new("k"),
+        ));
+        assert_eq!(credential_names(&default), ["X-API-Key"]);
+    }
+
     #[test]
     fn log_config_reaches_the_log_policies() {
         let mut log = LogConfig::default();
-        assert!(log_policy(&log).records_metrics());
+        assert!(log_policy(&log, &AuthConfig::None).records_metrics());
         log.metrics = false;
         log.propagate_traceparent = true;
-        let call = log_policy(&log);
+        let call = log_policy(&log, &AuthConfig::None);
         assert!(!call.records_metrics());
         assert!(call.propagates_traceparent());
         let attempt = attempt_log_policy(&call, &log);

@@ -9,7 +9,11 @@
 //!
 //! A [`Redactor`] decides, by **name**, which values are secrets (a header, a query or form parameter,
 //! a JSON field, an XML element, a `name=value` pair in free text) and replaces them with
-//! [`REDACTED`]. It also recognises credentials that carry their own shape: `Bearer <token>`-style
+//! [`REDACTED`]. A header is also a secret, whatever its name, when its value is **marked sensitive**
+//! (`HeaderValue::set_sensitive(true)`): the auth layer marks every header it sets, so an API key in
+//! `X-Passphrase` is redacted although no name rule could guess it. A query parameter carries no such
+//! mark: the facade adds the name an integration's credential goes under to that integration's deny
+//! list. It also recognises credentials that carry their own shape: `Bearer <token>`-style
 //! authorization values anywhere in text, and the userinfo of URLs (`https://user:pass@host`).
 //!
 //! # The name rule
@@ -35,7 +39,7 @@
 //!
 //! | input | rule |
 //! | --- | --- |
-//! | header | by name; `Authorization`/`Proxy-Authorization` keep their scheme (`Bearer [REDACTED]`); other values go through the text rule |
+//! | header | by name, or by its value's sensitive mark (which beats the allow list); `Authorization`/`Proxy-Authorization` keep their scheme (`Bearer [REDACTED]`); other values go through the text rule |
 //! | URL | userinfo (user and password, as OpenTelemetry asks), query parameters by name; the other parameters' values, percent-decoded, through the text rule (a return URL carrying `?token=`) |
 //! | form body | as the query: parameters by name (names are percent-decoded before matching), other values through the text rule |
 //! | JSON body | fields by name at any depth, arrays included; a secret field's whole value (even an object or array) becomes `"[REDACTED]"`; other string values go through the text rule. Works on a truncated capture too |
@@ -239,6 +243,27 @@ impl Redactor {
         default_sensitive(name, &lower)
     }
 
+    /// True when the header `name: value` is a secret: its value is marked sensitive
+    /// (`HeaderValue::set_sensitive`, as the auth layer marks every header it sets, whatever its
+    /// name), or its name is a secret by the [name rule](self#the-name-rule). A sensitive mark wins
+    /// over the allow list, which speaks of names only.
+    ///
+    /// ```
+    /// # use integration_core::redact::Redactor;
+    /// use http::{HeaderName, HeaderValue};
+    ///
+    /// let name = HeaderName::from_static("x-passphrase");
+    /// let mut value = HeaderValue::from_static("open-sesame");
+    /// let redactor = Redactor::default();
+    /// assert!(!redactor.is_sensitive_header(&name, &value));
+    /// value.set_sensitive(true);
+    /// assert!(redactor.is_sensitive_header(&name, &value));
+    /// assert_eq!(redactor.redact_header_value(&name, &value), "[REDACTED]");
+    /// ```
+    pub fn is_sensitive_header(&self, name: &HeaderName, value: &HeaderValue) -> bool {
+        value.is_sensitive() || self.is_sensitive(name.as_str())
+    }
+
     /// The URL with its userinfo and its secret query parameters replaced by [`REDACTED`].
     ///
     /// ```
@@ -327,16 +352,18 @@ impl Redactor {
         }
     }
 
-    /// One header value, redacted: secret names give [`REDACTED`] (keeping the scheme of an
-    /// `Authorization` value), other values go through the [text rule](self#what-is-redacted-where).
+    /// One header value, redacted: a value [marked sensitive](Self::is_sensitive_header) or under a
+    /// secret name gives [`REDACTED`] (keeping the scheme of an `Authorization` value), other values
+    /// go through the [text rule](self#what-is-redacted-where).
     pub fn redact_header_value<'v>(
         &self,
         name: &HeaderName,
         value: &'v HeaderValue,
     ) -> Cow<'v, str> {
         self.count();
+        let secret = self.is_sensitive_header(name, value);
         let name = name.as_str();
-        if self.is_sensitive(name) {
+        if secret {
             if matches!(name, "authorization" | "proxy-authorization")
                 && let Ok(text) = value.to_str()
                 && let Some((scheme, rest)) = text.split_once(' ')
@@ -786,7 +813,8 @@ impl BodyKind {
 }
 
 /// The formatted, redacted view of a header map. See [`Redactor::redact_headers`].
-#[derive(Debug)]
+///
+/// `Debug` formats as `Display` does: the redacted map, never the values as they are.
 pub struct RedactedHeaders<'a> {
     redactor: &'a Redactor,
     headers: &'a HeaderMap,
@@ -804,6 +832,14 @@ impl RedactedHeaders<'_> {
                 )
             })
             .collect()
+    }
+}
+
+/// Regression (issue 14, part 1): a derived `Debug` showed the header map itself, so
+/// `?redactor.redact_headers(..)` in a log line printed an `X-API-Key` that was not marked sensitive.
+impl fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
