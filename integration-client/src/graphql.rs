@@ -288,7 +288,7 @@ impl GraphQlRequest {
         let attempts = response.attempts();
         let status_error = response.error_for_status_ref().err();
         let bytes = response.bytes().await?;
-        let reply: Reply = match serde_json::from_slice(&bytes) {
+        let reply: Reply = match crate::JsonError::decode(&bytes) {
             Ok(reply) => reply,
             Err(e) => {
                 if let Some(error) = status_error {
@@ -296,6 +296,7 @@ impl GraphQlRequest {
                 }
                 return Err(Error::new(ErrorKind::Body)
                     .with_message(format!("not a GraphQL response ({e})"))
+                    .with_source(e)
                     .with_integration(name)
                     .with_attempts(attempts));
             }
@@ -316,9 +317,10 @@ impl GraphQlRequest {
             return Err(error);
         }
         let data = reply.data.unwrap_or(Value::Null);
-        serde_json::from_value(data).map_err(|e| {
+        crate::JsonError::convert(data).map_err(|e| {
             Error::new(ErrorKind::Body)
                 .with_message(format!("GraphQL data is not the expected shape ({e})"))
+                .with_source(e)
                 .with_integration(name)
                 .with_attempts(attempts)
         })

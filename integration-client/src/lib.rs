@@ -107,6 +107,7 @@
 //! both compiled in; decompression covers gzip, deflate and brotli.
 
 mod client;
+mod decode;
 mod graphql;
 mod path;
 mod redirect;
@@ -116,6 +117,7 @@ pub mod stack;
 pub mod transport;
 
 pub use client::{Api, Client, ClientBuilder, UpdateReport};
+pub use decode::JsonError;
 pub use graphql::{GraphQlError, GraphQlErrorItem, GraphQlRequest, OperationKind, operation_kind};
 pub use redirect::is_credential_header;
 pub use request::RequestBuilder;

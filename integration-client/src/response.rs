@@ -273,15 +273,17 @@ impl Response {
     ///
     /// # Errors
     ///
-    /// As [`bytes`](Response::bytes), and [`ErrorKind::Body`] when the JSON does not decode into `T`
-    /// (the message gives the line and column, never the content).
+    /// As [`bytes`](Response::bytes), and [`ErrorKind::Body`] when the JSON does not decode into `T`:
+    /// the message and the [`JsonError`](crate::JsonError) source give the category, the path of the
+    /// field, the line and column and what was expected, never the content.
     pub async fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
         let integration = self.integration.clone();
         let attempts = self.attempts();
         let bytes = self.bytes().await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        crate::JsonError::decode(&bytes).map_err(|e| {
             Error::new(ErrorKind::Body)
                 .with_message(format!("response is not the expected JSON ({e})"))
+                .with_source(e)
                 .with_integration(integration)
                 .with_attempts(attempts)
         })
