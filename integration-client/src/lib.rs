@@ -87,10 +87,15 @@
 //!   [`ErrorKind::Request`](integration_core::ErrorKind::Request) before anything is sent.
 //! - Certificates are always verified (webpki roots by default; platform roots and extra CAs by
 //!   option); client certificates by option. There is no switch to turn verification off.
-//! - Redirects are bounded (10), never go from `https` to `http`, and drop `Authorization`, cookies and
-//!   API-key headers when the origin changes.
+//! - Redirects are bounded (10), never go from `https` to `http`, and drop `Authorization`, cookies,
+//!   API-key headers and every header the auth layer set (it marks them sensitive, whatever their
+//!   name) when the origin changes.
+//! - An integration's credential is redacted under any name: a header the auth layer set by its
+//!   sensitive mark, an API key's header or query parameter (`?appid=`) by the name configured, which
+//!   the facade puts on the integration's deny list.
 //! - [`Response::bytes`], [`text`](Response::text) and [`json`](Response::json) stop at the
-//!   integration's `max_response_bytes` (10 MiB by default).
+//!   integration's `max_response_bytes` (10 MiB by default). A body that does not decode fails with a
+//!   [`JsonError`] as the source: the field's path, line and column, never the body's content.
 //!
 //! # Live configuration
 //!

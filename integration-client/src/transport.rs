@@ -399,7 +399,8 @@ impl Transport {
     }
 
     /// A clone over the same pool whose redirects drop the headers `redactor` calls secret (an
-    /// integration's own API-key header, from its `log.redact_headers`) on a change of origin.
+    /// integration's own API-key header and its `log.redact_headers`) on a change of origin. Every
+    /// header whose value is marked sensitive is dropped too, whatever the redactor says.
     #[must_use]
     pub fn with_redactor(&self, redactor: Redactor) -> Self {
         Self::assemble(

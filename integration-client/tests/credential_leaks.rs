@@ -152,8 +152,6 @@ fn secret() -> impl Strategy<Value = String> {
 struct Upstreams {
     origin: MockServer,
     other: MockServer,
-    /// A loopback port nothing listens on.
-    closed: u16,
 }
 
 impl Upstreams {
@@ -183,11 +181,7 @@ impl Upstreams {
             .respond_with(ResponseTemplate::new(500).set_body_string("broken"))
             .mount(&other)
             .await;
-        Self {
-            origin,
-            other,
-            closed,
-        }
+        Self { origin, other }
     }
 }
 
@@ -210,9 +204,9 @@ fn leaks(text: &str, secret: &str) -> bool {
 }
 
 /// One case: three calls (a redirect that lands, one that lands on a 500, one to a closed port),
-/// then every place the credential must not reach.
+/// then every place the credential must not reach. The caller holds [`capture`]'s lock (not held
+/// across an await here: it is a blocking lock).
 async fn case(upstreams: &Upstreams, place: &Place, secret: &str) -> Result<(), TestCaseError> {
-    let _capture = capture();
     let config = config(upstreams, place, secret);
     let client = Client::builder()
         .api("leaky", config.clone())
@@ -318,6 +312,7 @@ fn regression_credentials_under_unusual_names_do_not_leak() {
         ),
         (Place::Query("appid".into()), "S3cr3tFromTheIssueReport3"),
     ] {
+        let _capture = capture();
         if let Err(error) = rt.block_on(case(&upstreams, &place, secret)) {
             panic!("{place:?}: {error}");
         }
@@ -336,6 +331,7 @@ fn a_credential_under_any_name_never_leaks() {
     });
     runner
         .run(&(place(), secret()), |(place, secret)| {
+            let _capture = capture();
             rt.block_on(case(&upstreams, &place, &secret))
         })
         .unwrap();
