@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 /// let error = JsonError::decode::<Charge>(body).unwrap_err();
 /// assert_eq!(
 ///     error.to_string(),
-///     "invalid type: string, expected u64 at `amount` (line 1, column 33)"
+///     "invalid type: string, expected u64 at `amount` (line 1, column 32)"
 /// );
 /// assert!(error.is_data());
 /// assert_eq!(error.path(), "amount");
