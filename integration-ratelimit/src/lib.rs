@@ -95,10 +95,10 @@ mod policy;
 mod service;
 pub mod store;
 
-pub use error::InvalidQuota;
+pub use error::{InvalidAdaptation, InvalidQuota};
 pub use key::{DefaultKey, MakeKey, RateLimitKey};
 pub use layer::RateLimitLayer;
 pub use limiter::{RateLimiter, server_pause};
-pub use policy::{Quota, RateLimitPolicy};
+pub use policy::{Adaptation, Quota, RateLimitPolicy};
 pub use service::RateLimit;
 pub use store::{MemoryStore, RedisOptions, RedisStore};
