@@ -190,9 +190,17 @@ pub(crate) fn decide(
     if rate.is_some() {
         send = send.max(learned.tat);
     }
-    let paced = adapt.is_some() && learned.pace_until > send;
-    if paced {
-        send = send.max(learned.pace_tat);
+    // The server's counters pace the permits of its current window; once they are all spoken for,
+    // a caller waits for the reset (and the next window's answers set the next pace).
+    let mut paced = false;
+    if adapt.is_some() && learned.pace_until > send {
+        let slot = send.max(learned.pace_tat);
+        if slot < learned.pace_until {
+            send = slot;
+            paced = true;
+        } else {
+            send = learned.pace_until;
+        }
     }
     let wait = send - now;
     if wait > bounds.max_wait {
@@ -628,9 +636,10 @@ mod tests {
                 Decision::Denied { .. } => panic!("denied"),
             }
         }
-        // 10 remaining over 500 ms: one per 50 ms. Callers already in line past the reset keep that
-        // pace (the next window's responses set the next one), rather than leave at the reset at once.
-        let expected: Vec<u64> = (0..12).map(|i| i * 50 * MS).collect();
+        // 10 remaining over 500 ms: one per 50 ms; the callers past them wait for the reset, where
+        // the learned rate and the next window's answers govern.
+        let mut expected: Vec<u64> = (0..10).map(|i| i * 50 * MS).collect();
+        expected.extend([500 * MS, 500 * MS]);
         assert_eq!(sends, expected);
         // A caller arriving after the reset is not paced by the old window.
         let later = now + SECOND;

@@ -118,8 +118,10 @@ if adapt then
   l = load_learned(learned_key)
   rate = learned_rate(l, now, min_rate, increase, cap)
   if rate and l.t > send then send = l.t end
-  paced = l.pu > send
-  if paced and l.pt > send then send = l.pt end
+  if l.pu > send then
+    local slot = math.max(send, l.pt)
+    if slot < l.pu then send, paced = slot, true else send = l.pu end
+  end
 end
 local wait = send - now
 if wait > max_wait then
