@@ -305,10 +305,16 @@ impl Default for RedisOptions {
 ///   state. It is sent by SHA (`EVALSHA`); `redis::Script` loads it and repeats the call when the server
 ///   answers `NOSCRIPT` (after a restart or a `SCRIPT FLUSH`), so it is loaded once per server.
 /// - **Cluster safe.** Every key of a limiter key shares one hash tag, `{prefix:key}:q0`,
-///   `{prefix:key}:q1`, `{prefix:key}:pause`, so the script touches one slot.
-/// - **Bounded.** Every key expires (`PX`) once its permits are earned back or its pause ends.
+///   `{prefix:key}:q1`, `{prefix:key}:pause`, `{prefix:key}:learned`, so a script touches one slot.
+/// - **Bounded.** Every key expires (`PX`) once its permits are earned back or its pause ends; a
+///   learned rate ten minutes after the key's last throttle.
 /// - **Server pauses are shared**: a pause is a Redis key with a `PX` expiry, seen by every replica (and
 ///   mirrored in the local fallback).
+/// - **Learned rates are shared**: what a key learned from the server ([`Adaptation`](crate::Adaptation):
+///   its CUBIC rate, the measured rate of its permits, the pace of the server's counters) is a hash,
+///   `{prefix:key}:learned`, read and written by the acquisition script in its one round trip, so
+///   every replica paces by one rate. A response carrying a signal is applied by a second script (one
+///   round trip per such response), which also empties the key's burst.
 /// - **Redis down.** A call that fails or takes longer than [`RedisOptions::with_timeout`] (50 ms) is
 ///   decided by a local [`MemoryStore`] at this replica's share of each quota (rate and burst divided by
 ///   [`RedisOptions::with_expected_replicas`], at least 1): never no limit. The switch is logged once
