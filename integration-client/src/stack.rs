@@ -33,7 +33,9 @@ use integration_config::{
 use integration_core::{Body, BoxError, Error};
 use integration_log::redact::Redactor;
 use integration_log::{AttemptLogLayer, LogLayer, LogPolicy};
-use integration_ratelimit::{Quota, RateLimitLayer, RateLimitPolicy, RateLimiter, RedisOptions};
+use integration_ratelimit::{
+    Adaptation, Quota, RateLimitLayer, RateLimitPolicy, RateLimiter, RedisOptions,
+};
 use integration_retry::{
     AttemptTimeoutLayer, Backoff, BreakerPolicy, BreakerRegistry, CircuitBreakerLayer,
     DeadlineLayer, RetryBudget, RetryLayer, RetryPolicy,
@@ -242,7 +244,18 @@ fn rate_limit_policy(path: &str, config: &RateLimitConfig) -> Result<RateLimitPo
         })?;
         quotas.push(quota);
     }
+    let adaptive = &config.adaptive;
+    let adaptation = if adaptive.enabled {
+        let adaptation = Adaptation::new(adaptive.min_rate, adaptive.decrease, adaptive.increase)
+            .map_err(|e| {
+            config_error(format!("{path}.rate_limit.adaptive: {e}")).with_source(e)
+        })?;
+        Some(adaptation)
+    } else {
+        None
+    };
     Ok(RateLimitPolicy::new(quotas)
+        .with_adaptation(adaptation)
         .with_max_wait(config.max_wait)
         .with_max_server_pause(config.max_server_pause)
         .with_max_concurrency(

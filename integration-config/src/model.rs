@@ -1080,6 +1080,8 @@ pub struct RateLimitConfig {
     /// Longest server-requested pause honoured; longer ones fail the call. Default 10 minutes.
     #[serde(with = "humantime_serde")]
     pub max_server_pause: Duration,
+    /// How each key's sending rate adapts to the server's throttle answers. On by default.
+    pub adaptive: AdaptiveConfig,
 }
 
 impl Default for RateLimitConfig {
@@ -1091,6 +1093,55 @@ impl Default for RateLimitConfig {
             store: StoreKind::Memory,
             expected_replicas: 1,
             max_server_pause: DEFAULT_MAX_SERVER_PAUSE,
+            adaptive: AdaptiveConfig::default(),
+        }
+    }
+}
+
+/// Adaptive throttling (`rate_limit.adaptive`): per key, the sending rate drops on a 429 or a 503
+/// with `Retry-After` (to `decrease` times the rate it was sending at) and grows back along a
+/// CUBIC curve scaled by `increase`, never below `min_rate` and never above the slowest quota; a
+/// server's `RateLimit`/`X-RateLimit-Remaining` with a reset paces the key directly. Without a
+/// quota the key gets a learned rate at its first throttle. With `store = "redis"` every replica
+/// shares the learned rate.
+///
+/// ```toml
+/// [integrations.github.rate_limit.adaptive]
+/// enabled = true      # default
+/// min_rate = 0.5      # permits per second, 0.01 to 1000000
+/// decrease = 0.7      # 0.1 to 0.95
+/// increase = 0.4      # 0.01 to 100
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AdaptiveConfig {
+    /// Adapt at all. Default true. Off: a throttle only pauses the key and empties its burst.
+    pub enabled: bool,
+    /// The floor of the learned rate, permits per second. Default 0.5.
+    pub min_rate: f64,
+    /// The factor a throttle multiplies the sending rate by. Default 0.7.
+    pub decrease: f64,
+    /// The scale of the growth curve (CUBIC's C). Default 0.4.
+    pub increase: f64,
+}
+
+impl AdaptiveConfig {
+    /// Bounds of `min_rate`.
+    pub const MIN_RATE_RANGE: (f64, f64) = (0.01, 1_000_000.0);
+    /// Bounds of `decrease`.
+    pub const DECREASE_RANGE: (f64, f64) = (0.1, 0.95);
+    /// Bounds of `increase`.
+    pub const INCREASE_RANGE: (f64, f64) = (0.01, 100.0);
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        AdaptiveConfig {
+            enabled: true,
+            min_rate: 0.5,
+            decrease: 0.7,
+            increase: 0.4,
         }
     }
 }

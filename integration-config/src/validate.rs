@@ -9,8 +9,8 @@ use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::model::{
-    AuthConfig, BreakerConfig, Config, IntegrationConfig, JwtAlgorithm, LogConfig, RateLimitConfig,
-    RedisConfig, RetryConfig, StoreKind, TlsConfig,
+    AdaptiveConfig, AuthConfig, BreakerConfig, Config, IntegrationConfig, JwtAlgorithm, LogConfig,
+    RateLimitConfig, RedisConfig, RetryConfig, StoreKind, TlsConfig,
 };
 use crate::secret::Secret;
 
@@ -200,6 +200,15 @@ impl Ctx<'_> {
     fn not_blank(&mut self, field: &str, s: &str) {
         if s.trim().is_empty() {
             self.err(field, "must not be empty");
+        }
+    }
+
+    fn within(&mut self, field: &str, value: f64, (low, high): (f64, f64)) {
+        if !(value >= low && value <= high) {
+            self.err(
+                field,
+                format!("must be between {low} and {high}, got {value}"),
+            );
         }
     }
 
@@ -417,6 +426,22 @@ fn rate_limit(r: &RateLimitConfig, cx: &mut Ctx<'_>, redis: Option<bool>) {
     cx.at_least_one("rate_limit.expected_replicas", r.expected_replicas.into());
     cx.non_zero("rate_limit.max_server_pause", r.max_server_pause);
     cx.store("rate_limit.store", r.store, redis);
+    let a = &r.adaptive;
+    cx.within(
+        "rate_limit.adaptive.min_rate",
+        a.min_rate,
+        AdaptiveConfig::MIN_RATE_RANGE,
+    );
+    cx.within(
+        "rate_limit.adaptive.decrease",
+        a.decrease,
+        AdaptiveConfig::DECREASE_RANGE,
+    );
+    cx.within(
+        "rate_limit.adaptive.increase",
+        a.increase,
+        AdaptiveConfig::INCREASE_RANGE,
+    );
 }
 
 fn retry(r: &RetryConfig, cx: &mut Ctx<'_>) {

@@ -842,3 +842,55 @@ fn a_credential_in_plain_headers_is_refused_with_its_path() {
         assert!(!path.contains("plain-"), "no value in the error: {path}");
     }
 }
+
+#[test]
+fn adaptive_throttling_is_on_by_default_and_its_knobs_are_bounded() {
+    let config = Config::from_toml_str(
+        r#"
+        [integrations.github]
+        base_url = "https://api.github.com"
+        [integrations.slow]
+        base_url = "https://slow.example.com"
+        [integrations.slow.rate_limit.adaptive]
+        min_rate = 2.0
+        decrease = 0.5
+        increase = 1.0
+        [integrations.off]
+        base_url = "https://off.example.com"
+        rate_limit = { adaptive = { enabled = false } }
+        "#,
+    )
+    .unwrap();
+    let adaptive = |name: &str| config.integrations[name].rate_limit.adaptive.clone();
+    let defaults = adaptive("github");
+    assert!(defaults.enabled);
+    assert_eq!(
+        (defaults.min_rate, defaults.decrease, defaults.increase),
+        (0.5, 0.7, 0.4)
+    );
+    let slow = adaptive("slow");
+    assert_eq!(
+        (slow.min_rate, slow.decrease, slow.increase),
+        (2.0, 0.5, 1.0)
+    );
+    assert!(!adaptive("off").enabled);
+
+    let paths = invalid_paths(Config::from_toml_str(
+        r#"
+        [integrations.x]
+        base_url = "https://x.example.com"
+        [integrations.x.rate_limit.adaptive]
+        min_rate = 0.0
+        decrease = 1.0
+        increase = 1000.0
+        "#,
+    ));
+    assert_eq!(
+        paths,
+        vec![
+            "integrations.x.rate_limit.adaptive.min_rate: must be between 0.01 and 1000000, got 0",
+            "integrations.x.rate_limit.adaptive.decrease: must be between 0.1 and 0.95, got 1",
+            "integrations.x.rate_limit.adaptive.increase: must be between 0.01 and 100, got 1000",
+        ]
+    );
+}

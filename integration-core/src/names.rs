@@ -25,6 +25,10 @@ pub const THROTTLE_WAIT: &str = "integration.ratelimit.wait";
 pub const RATE_LIMIT_REJECTIONS: &str = "integration.ratelimit.rejections";
 /// Counter: server throttle signals applied to a key (labelled by [`SOURCE`]: `retry_after`, `remaining`).
 pub const THROTTLE_SIGNALS: &str = "integration.ratelimit.server_signals";
+/// Gauge, permits per second: the sending rate a rate limiter learned for a key from the server's
+/// throttle answers (adaptive throttling), capped at the key's quota once it has grown back. Set
+/// while the key has a learned rate.
+pub const RATE_LIMIT_LEARNED_RATE: &str = "integration.ratelimit.learned_rate";
 /// Gauge: 1 while a Redis-backed limiter runs on its local fallback, 0 otherwise.
 pub const RATE_LIMIT_FALLBACK: &str = "integration.ratelimit.fallback";
 /// Gauge: circuit breaker state, 0 closed, 1 half-open, 2 open.

@@ -39,3 +39,35 @@ impl fmt::Display for InvalidQuota {
 }
 
 impl StdError for InvalidQuota {}
+
+/// Adaptation settings out of their bounds (see [`Adaptation::new`](crate::Adaptation::new)).
+///
+/// ```
+/// use integration_ratelimit::Adaptation;
+///
+/// let error = Adaptation::new(1.0, 1.5, 0.4).unwrap_err();
+/// assert_eq!(error.to_string(), "invalid adaptation: decrease must be between 0.1 and 0.95");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidAdaptation {
+    reason: &'static str,
+}
+
+impl InvalidAdaptation {
+    pub(crate) fn new(reason: &'static str) -> Self {
+        Self { reason }
+    }
+
+    /// What is wrong, in a few words.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
+
+impl fmt::Display for InvalidAdaptation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid adaptation: {}", self.reason)
+    }
+}
+
+impl StdError for InvalidAdaptation {}

@@ -17,9 +17,9 @@ use tokio_util::sync::PollSemaphore;
 use tower_service::Service;
 
 use crate::key::RateLimitKey;
-use crate::limiter::{Pending, RateLimiter, rejection, server_pause};
+use crate::limiter::{Pending, RateLimiter, learned_rate_gauge, read_signal, rejection};
 use crate::policy::RateLimitPolicy;
-use crate::store::{Decision, StoreFuture};
+use crate::store::{Decision, Observation, StoreFuture};
 
 pin_project! {
     /// The response future of [`RateLimit`](crate::RateLimit): waits for a concurrency slot and a
@@ -49,7 +49,8 @@ pin_project! {
         Acquiring { future: StoreFuture<Decision> },
         // Permit reserved; sending once the wait is over.
         Waiting { #[pin] sleep: Sleep },
-        // After a wait: a server pause may have started meanwhile (another caller's 429).
+        // After a wait: a server pause may have started meanwhile (another caller's 429); then the
+        // reserved permit is given up and a new one taken after the pause, in turn.
         Recheck,
         // Permit in hand: poll the inner service's readiness and call it.
         Ready,
@@ -71,6 +72,8 @@ struct Limit {
     wait_until: Instant,
     waited: Duration,
     permit: Option<OwnedSemaphorePermit>,
+    /// When the request went to the inner service.
+    sent: Option<Instant>,
 }
 
 impl Limit {
@@ -123,6 +126,7 @@ where
             policy,
             waited: Duration::ZERO,
             permit: None,
+            sent: None,
         };
         let state = match limit.policy.max_concurrency() {
             None => State::Acquire,
@@ -214,7 +218,12 @@ where
                         .limiter
                         .start(&limit.key, limit.policy.clone(), max_wait)
                     {
-                        Pending::Ready(decision) => decided(limit, decision),
+                        Pending::Ready(decision, rate) => {
+                            if let Some(rate) = rate {
+                                learned_rate_gauge(limit.label.clone(), rate);
+                            }
+                            decided(limit, decision)
+                        }
                         Pending::Waiting(future) => State::Acquiring { future },
                     }
                 }
@@ -235,8 +244,11 @@ where
                             let fits = left <= limit.policy.max_server_pause()
                                 && Instant::now() + left <= limit.wait_until;
                             if fits {
-                                limit.waited += left;
-                                State::Waiting { sleep: sleep(left) }
+                                // Not `sleep(left)`: every waiter would leave at the pause's end at
+                                // once. Taking a new permit puts this call in line after the pause,
+                                // at the key's pace (the pause emptied the burst); callers re-enter
+                                // in the order of their reserved permits, so arrival order holds.
+                                State::Acquire
                             } else {
                                 let error = RateLimited::by_server(Some(left), status);
                                 State::Failed {
@@ -256,6 +268,9 @@ where
                     {
                         metrics::histogram!(names::THROTTLE_WAIT, names::INTEGRATION => limit.label.clone())
                             .record(limit.waited.as_secs_f64());
+                    }
+                    if let Some(limit) = this.limit.as_mut() {
+                        limit.sent = Some(Instant::now());
                     }
                     let request = this.request.take().expect("the request is sent once");
                     State::Called {
@@ -277,29 +292,40 @@ where
                     };
                     // The call is over: free the concurrency slot.
                     limit.permit = None;
-                    let Some((pause, source)) = server_pause(response.status(), response.headers())
-                    else {
+                    let Some(read) = read_signal(response.status(), response.headers()) else {
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(response));
                     };
-                    metrics::counter!(
-                        names::THROTTLE_SIGNALS,
-                        names::INTEGRATION => limit.label.clone(),
-                        names::SOURCE => source
-                    )
-                    .increment(1);
-                    tracing::debug!(
-                        { names::INTEGRATION } = %limit.label,
-                        key = %limit.key,
-                        source,
-                        ?pause,
-                        status = response.status().as_u16(),
-                        "server throttle signal: pausing the key"
+                    if let Some(source) = read.source {
+                        metrics::counter!(
+                            names::THROTTLE_SIGNALS,
+                            names::INTEGRATION => limit.label.clone(),
+                            names::SOURCE => source
+                        )
+                        .increment(1);
+                        tracing::debug!(
+                            { names::INTEGRATION } = %limit.label,
+                            key = %limit.key,
+                            source,
+                            pause = ?read.pause,
+                            status = response.status().as_u16(),
+                            "server throttle signal: pausing and slowing the key"
+                        );
+                    }
+                    let mut observation = Observation::new(
+                        limit.key.clone(),
+                        limit.policy.clone(),
+                        response.status(),
                     );
-                    match limit
-                        .limiter
-                        .start_pause(&limit.key, pause, Some(response.status()))
-                    {
+                    observation.pause = read.pause;
+                    observation.throttled = read.throttled;
+                    observation.remaining = read.remaining;
+                    observation.sent_ago = limit.sent.map_or(Duration::ZERO, |sent| sent.elapsed());
+                    let (future, rate) = limit.limiter.start_observe(observation);
+                    if let Some(rate) = rate {
+                        learned_rate_gauge(limit.label.clone(), rate);
+                    }
+                    match future {
                         None => {
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));

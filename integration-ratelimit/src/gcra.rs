@@ -2,8 +2,9 @@
 
 use http::StatusCode;
 
-use crate::policy::Quota;
-use crate::store::Decision;
+use crate::policy::{Quota, RateLimitPolicy};
+use crate::store::memory::nanos;
+use crate::store::{Decision, Observation};
 use std::time::Duration;
 
 /// Bounds of one acquisition, in nanoseconds.
@@ -20,18 +21,150 @@ pub(crate) struct Pause {
     pub(crate) status: Option<StatusCode>,
 }
 
+const SECOND: u64 = 1_000_000_000;
+
+/// How long a key's learned state is kept after its last throttle (memory eviction, Redis expiry).
+pub(crate) const LEARNED_TTL: u64 = 600 * SECOND;
+
+/// The settings of adaptation as the decision uses them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Adapt {
+    pub(crate) min_rate: f64,
+    pub(crate) decrease: f64,
+    pub(crate) increase: f64,
+    /// The slowest quota's sustained rate, infinite without a quota.
+    pub(crate) cap: f64,
+}
+
+impl Adapt {
+    pub(crate) fn of(policy: &RateLimitPolicy) -> Option<Self> {
+        let adaptation = policy.adaptation()?;
+        Some(Self {
+            min_rate: adaptation.min_rate(),
+            decrease: adaptation.decrease(),
+            increase: adaptation.increase(),
+            cap: policy.rate_cap(),
+        })
+    }
+}
+
+/// What a key has learned from the server: its CUBIC rate, the pace of the server's own counters, and
+/// the measured rate of its permits. All zero for a key that never saw a signal. Mirrored field by
+/// field in the Redis script's hash.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Learned {
+    /// The rate (per second) the curve flattens at; zero: no learned rate.
+    pub(crate) w_max: f64,
+    /// The rate right after the last decrease.
+    pub(crate) r0: f64,
+    /// When the curve starts (the end of the pause of the last decrease).
+    pub(crate) start: u64,
+    /// When the last decrease happened: answers to requests sent before it change nothing.
+    pub(crate) epoch: u64,
+    /// The theoretical arrival time of the learned rate's GCRA (burst 1).
+    pub(crate) tat: u64,
+    /// Permits granted in the current and the previous one-second bucket, and the current bucket.
+    pub(crate) bucket: u64,
+    pub(crate) previous: u32,
+    pub(crate) current: u32,
+    /// Pacing from the server's counters: one permit per `pace_interval` until `pace_until`.
+    pub(crate) pace_interval: u64,
+    pub(crate) pace_until: u64,
+    pub(crate) pace_tat: u64,
+}
+
+impl Learned {
+    /// The learned rate at `now`, `None` when there is none or it has grown back to the cap.
+    pub(crate) fn rate(&self, now: u64, adapt: &Adapt) -> Option<f64> {
+        if self.w_max <= 0.0 {
+            return None;
+        }
+        let rate = cubic(self.w_max, self.r0, now.saturating_sub(self.start), adapt);
+        (rate < adapt.cap).then_some(rate)
+    }
+
+    /// The learned rate for the gauge: the rate, or the cap once grown back to it; `None` for a key
+    /// that never learned one.
+    pub(crate) fn gauge(&self, now: u64, adapt: &Adapt) -> Option<f64> {
+        (self.w_max > 0.0).then(|| self.rate(now, adapt).unwrap_or(adapt.cap))
+    }
+
+    /// Permits granted over the last second or so (the previous bucket weighted by how much of it
+    /// is still within one second of `now`).
+    pub(crate) fn measured(&self, now: u64) -> f64 {
+        let bucket = now / SECOND;
+        let (previous, current) = match bucket.saturating_sub(self.bucket) {
+            0 => (self.previous, self.current),
+            1 => (self.current, 0),
+            _ => (0, 0),
+        };
+        let into = (now % SECOND) as f64 / SECOND as f64;
+        f64::from(previous) * (1.0 - into) + f64::from(current)
+    }
+
+    fn count(&mut self, send: u64) {
+        let bucket = send / SECOND;
+        match bucket.checked_sub(self.bucket) {
+            Some(0) => self.current = self.current.saturating_add(1),
+            Some(1) => {
+                self.previous = self.current;
+                self.current = 1;
+                self.bucket = bucket;
+            }
+            Some(_) => {
+                self.previous = 0;
+                self.current = 1;
+                self.bucket = bucket;
+            }
+            // A permit reserved earlier than the newest one counted: count it in the newest bucket.
+            None => self.current = self.current.saturating_add(1),
+        }
+    }
+
+    /// The instant after which this state carries no information.
+    pub(crate) fn busy_until(&self) -> u64 {
+        let learned = if self.w_max > 0.0 {
+            self.epoch.saturating_add(LEARNED_TTL)
+        } else {
+            0
+        };
+        learned
+            .max(self.tat)
+            .max(self.pace_until)
+            .max(self.pace_tat)
+    }
+}
+
+/// CUBIC's rate `t` nanoseconds into the curve: `w_max + C (t - K)^3`, `K = cbrt((w_max - r0) / C)`,
+/// at least `min_rate`.
+pub(crate) fn cubic(w_max: f64, r0: f64, t: u64, adapt: &Adapt) -> f64 {
+    let k = ((w_max - r0).max(0.0) / adapt.increase).cbrt();
+    let t = t as f64 / SECOND as f64;
+    (w_max + adapt.increase * (t - k).powi(3)).max(adapt.min_rate)
+}
+
+fn interval(rate: f64) -> u64 {
+    // Rounded up: rounding never sends faster than the rate.
+    (SECOND as f64 / rate).ceil().min(u64::MAX as f64) as u64
+}
+
 /// Decides one call at `now`: waits out a server pause that fits the bounds, then takes one permit from
-/// every quota at the earliest instant all of them allow (`send`), as GCRA does for an arrival at `send`:
-/// quota `i` allows it when `tat_i - tau_i <= send`, and its TAT becomes `max(tat_i, send) + T_i`.
+/// every quota, and of the learned rate and the server's pace if any, at the earliest instant all of
+/// them allow (`send`), as GCRA does for an arrival at `send`: quota `i` allows it when
+/// `tat_i - tau_i <= send`, and its TAT becomes `max(tat_i, send) + T_i`. The learned rate and the
+/// server's pace are GCRAs with a burst of 1.
 ///
 /// Reserving at `send` rather than at `now` keeps the GCRA bound over send times: over any window of
-/// length `w`, at most `burst + w / T` permits of each quota are used.
+/// length `w`, at most `burst + w / T` permits of each quota are used; and it serves callers in
+/// arrival order, each at its own instant.
 ///
 /// `tats` is resized to the number of quotas (a new quota starts idle). Nothing changes on a denial.
 pub(crate) fn decide(
     tats: &mut Vec<u64>,
     pause: Pause,
+    learned: &mut Learned,
     quotas: &[Quota],
+    adapt: Option<&Adapt>,
     now: u64,
     bounds: Bounds,
 ) -> Decision {
@@ -48,11 +181,27 @@ pub(crate) fn decide(
         earliest = pause.until;
     }
     tats.resize(quotas.len(), 0);
-    let send = quotas
+    let mut send = quotas
         .iter()
         .zip(tats.iter())
         .map(|(quota, &tat)| tat.saturating_sub(quota.tolerance_nanos()))
         .fold(earliest, u64::max);
+    let rate = adapt.and_then(|adapt| learned.rate(now, adapt));
+    if rate.is_some() {
+        send = send.max(learned.tat);
+    }
+    // The server's counters pace the permits of its current window; once they are all spoken for,
+    // a caller waits for the reset (and the next window's answers set the next pace).
+    let mut paced = false;
+    if adapt.is_some() && learned.pace_until > send {
+        let slot = send.max(learned.pace_tat);
+        if slot < learned.pace_until {
+            send = slot;
+            paced = true;
+        } else {
+            send = learned.pace_until;
+        }
+    }
     let wait = send - now;
     if wait > bounds.max_wait {
         return Decision::Denied {
@@ -62,10 +211,114 @@ pub(crate) fn decide(
         };
     }
     for (quota, tat) in quotas.iter().zip(tats.iter_mut()) {
-        *tat = (*tat).max(send).saturating_add(quota.interval_nanos());
+        // While a learned rate is in force the quota's burst stays empty, so that the rate growing
+        // back to the quota hands over to the quota's pace, not to a burst saved up meanwhile.
+        let from = if rate.is_some() {
+            send.saturating_add(quota.tolerance_nanos())
+        } else {
+            send
+        };
+        *tat = (*tat).max(from).saturating_add(quota.interval_nanos());
+    }
+    if adapt.is_some() {
+        if let Some(rate) = rate {
+            learned.tat = learned.tat.max(send).saturating_add(interval(rate));
+        }
+        if paced {
+            learned.pace_tat = learned
+                .pace_tat
+                .max(send)
+                .saturating_add(learned.pace_interval);
+        }
+        learned.count(send);
     }
     Decision::Granted {
         wait: Duration::from_nanos(wait),
+    }
+}
+
+/// What a response told the limiter about a key.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Signal {
+    /// The pause it asks of every caller, nanoseconds (zero: none).
+    pub(crate) pause: u64,
+    pub(crate) status: Option<StatusCode>,
+    /// A throttle answer (429, or 503 with `Retry-After`): the rate decreases.
+    pub(crate) throttled: bool,
+    /// How long ago the request was sent, nanoseconds.
+    pub(crate) age: u64,
+    /// The server's counters: permits remaining and nanoseconds to the reset.
+    pub(crate) remaining: Option<(u64, u64)>,
+}
+
+impl Signal {
+    pub(crate) fn of(observation: &Observation) -> Self {
+        Self {
+            pause: nanos(observation.pause),
+            status: Some(observation.status),
+            throttled: observation.throttled,
+            age: nanos(observation.sent_ago),
+            remaining: observation
+                .remaining
+                .map(|(remaining, reset)| (remaining, nanos(reset))),
+        }
+    }
+}
+
+/// Applies a response's signal at `now`: extends the pause; on a pause or a throttle, empties every
+/// quota's burst (the first permit after the pause, then one per emission interval); on a throttle
+/// to a request sent since the last decrease, decreases the learned rate; and paces from the
+/// server's counters.
+pub(crate) fn observe(
+    tats: &mut Vec<u64>,
+    pause: &mut Pause,
+    learned: &mut Learned,
+    quotas: &[Quota],
+    adapt: Option<&Adapt>,
+    now: u64,
+    signal: Signal,
+) {
+    let until = now.saturating_add(signal.pause);
+    if signal.pause > 0 && until > pause.until {
+        *pause = Pause {
+            until,
+            status: signal.status,
+        };
+    }
+    if signal.pause > 0 || signal.throttled {
+        let resume = pause.until.max(now);
+        tats.resize(quotas.len(), 0);
+        for (quota, tat) in quotas.iter().zip(tats.iter_mut()) {
+            *tat = (*tat).max(resume.saturating_add(quota.tolerance_nanos()));
+        }
+        learned.tat = learned.tat.max(resume);
+        learned.pace_tat = learned.pace_tat.max(resume);
+        let sent = now.saturating_sub(signal.age);
+        if let Some(adapt) = adapt
+            && signal.throttled
+            && (learned.w_max <= 0.0 || sent >= learned.epoch)
+        {
+            let at_loss = learned
+                .rate(now, adapt)
+                .unwrap_or_else(|| learned.measured(now).min(adapt.cap))
+                .max(adapt.min_rate);
+            // RFC 8312 fast convergence: a loss below the previous maximum means the share shrank.
+            learned.w_max = if at_loss < learned.w_max {
+                at_loss * (1.0 + adapt.decrease) / 2.0
+            } else {
+                at_loss
+            };
+            learned.r0 = (at_loss * adapt.decrease).max(adapt.min_rate);
+            learned.start = resume;
+            learned.epoch = now;
+        }
+    }
+    if let (Some(_), Some((remaining, reset))) = (adapt, signal.remaining)
+        && remaining > 0
+        && reset > 0
+    {
+        learned.pace_interval = reset / remaining;
+        learned.pace_until = now.saturating_add(reset);
     }
 }
 
@@ -75,14 +328,20 @@ mod tests {
     use proptest::prelude::*;
     use std::time::Duration;
 
-    const SECOND: u64 = 1_000_000_000;
-
     fn grant(tats: &mut Vec<u64>, quotas: &[Quota], now: u64, max_wait: u64) -> Option<u64> {
         let bounds = Bounds {
             max_wait,
             max_server_pause: u64::MAX,
         };
-        match decide(tats, Pause::default(), quotas, now, bounds) {
+        match decide(
+            tats,
+            Pause::default(),
+            &mut Learned::default(),
+            quotas,
+            None,
+            now,
+            bounds,
+        ) {
             Decision::Granted { wait } => Some(now + wait.as_nanos() as u64),
             Decision::Denied { .. } => None,
         }
@@ -158,6 +417,329 @@ mod tests {
                             "{quota:?}: {granted} permits between {start} and {end}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    const MS: u64 = 1_000_000;
+
+    fn adapt(cap: f64) -> Adapt {
+        Adapt {
+            min_rate: 0.5,
+            decrease: 0.7,
+            increase: 0.4,
+            cap,
+        }
+    }
+
+    /// A key's whole state, driven like the memory store drives it.
+    #[derive(Default)]
+    struct Key {
+        tats: Vec<u64>,
+        pause: Pause,
+        learned: Learned,
+    }
+
+    impl Key {
+        fn acquire(&mut self, quotas: &[Quota], adapt: &Adapt, now: u64) -> Option<u64> {
+            let bounds = Bounds {
+                max_wait: 3_600 * SECOND,
+                max_server_pause: u64::MAX,
+            };
+            let learned = &mut self.learned;
+            match decide(
+                &mut self.tats,
+                self.pause,
+                learned,
+                quotas,
+                Some(adapt),
+                now,
+                bounds,
+            ) {
+                Decision::Granted { wait } => Some(now + wait.as_nanos() as u64),
+                Decision::Denied { .. } => None,
+            }
+        }
+
+        fn throttle(&mut self, quotas: &[Quota], adapt: &Adapt, now: u64, pause: u64, age: u64) {
+            let signal = Signal {
+                pause,
+                status: Some(StatusCode::TOO_MANY_REQUESTS),
+                throttled: true,
+                age,
+                remaining: None,
+            };
+            let learned = &mut self.learned;
+            observe(
+                &mut self.tats,
+                &mut self.pause,
+                learned,
+                quotas,
+                Some(adapt),
+                now,
+                signal,
+            );
+        }
+    }
+
+    /// Regression (issue 13): when a server pause ended, every waiter and the whole burst went at
+    /// the same instant. A throttle now empties the burst: after the pause, one permit per interval.
+    #[test]
+    fn a_throttle_empties_the_burst_and_the_key_resumes_at_its_pace() {
+        let quota = Quota::new(10, Duration::from_secs(1), 10).unwrap();
+        let adapt = Adapt {
+            cap: f64::INFINITY,
+            ..adapt(f64::INFINITY)
+        };
+        let mut key = Key::default();
+        let now = 10 * SECOND;
+        key.throttle(&[quota], &adapt, now, SECOND, 0);
+        let sends: Vec<u64> = (0..5)
+            .map(|_| key.acquire(&[quota], &adapt, now).unwrap() - now)
+            .collect();
+        // The learned rate (0.5/s: nothing was sent before the throttle) paces harder than the
+        // quota; without adaptation the quota's own pace applies (next test).
+        assert!(sends.windows(2).all(|w| w[1] > w[0]), "{sends:?}");
+        assert_eq!(sends[0], SECOND);
+
+        let mut tats = Vec::new();
+        let mut pause = Pause::default();
+        let mut learned = Learned::default();
+        let signal = Signal {
+            pause: SECOND,
+            status: Some(StatusCode::TOO_MANY_REQUESTS),
+            throttled: true,
+            age: 0,
+            remaining: None,
+        };
+        observe(
+            &mut tats,
+            &mut pause,
+            &mut learned,
+            &[quota],
+            None,
+            now,
+            signal,
+        );
+        let bounds = Bounds {
+            max_wait: 60 * SECOND,
+            max_server_pause: u64::MAX,
+        };
+        let sends: Vec<u64> = (0..4)
+            .map(
+                |_| match decide(&mut tats, pause, &mut learned, &[quota], None, now, bounds) {
+                    Decision::Granted { wait } => wait.as_nanos() as u64,
+                    Decision::Denied { .. } => panic!("denied"),
+                },
+            )
+            .collect();
+        assert_eq!(
+            sends,
+            vec![
+                SECOND,
+                SECOND + 100 * MS,
+                SECOND + 200 * MS,
+                SECOND + 300 * MS
+            ]
+        );
+    }
+
+    #[test]
+    fn the_first_throttle_learns_from_the_measured_rate_and_stragglers_do_not_decrease_again() {
+        let adapt = adapt(f64::INFINITY);
+        let mut key = Key::default();
+        let now = 5 * SECOND;
+        for _ in 0..64 {
+            assert_eq!(key.acquire(&[], &adapt, now), Some(now));
+        }
+        key.throttle(&[], &adapt, now + MS, SECOND, MS);
+        let learned = key.learned;
+        assert_eq!(learned.w_max, 64.0);
+        assert!((learned.r0 - 44.8).abs() < 1e-9, "{learned:?}");
+        // 53 more 429s to the same wave: sent before the decrease, they change nothing.
+        for _ in 0..53 {
+            key.throttle(&[], &adapt, now + 2 * MS, SECOND, 2 * MS);
+        }
+        assert_eq!(key.learned.w_max, 64.0);
+        assert_eq!(key.learned.epoch, now + MS);
+        // After the pause: paced at 44.8/s, in order.
+        let first = key.acquire(&[], &adapt, now + 3 * MS).unwrap();
+        let second = key.acquire(&[], &adapt, now + 3 * MS).unwrap();
+        // The stragglers' Retry-After extended the pause.
+        assert_eq!(first, now + 2 * MS + SECOND);
+        assert_eq!(second - first, interval(44.8));
+        // A lower loss later: fast convergence lowers w_max below it.
+        let later = now + 3 * SECOND;
+        let at = key.learned.rate(later, &adapt).unwrap();
+        key.throttle(&[], &adapt, later, SECOND, MS);
+        assert!(at < 64.0);
+        assert!((key.learned.w_max - at * 0.85).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_rate_grows_back_to_the_quota_then_the_quota_governs() {
+        let quota = Quota::per_second(45).unwrap();
+        let adapt = adapt(quota.sustained_rate());
+        let mut key = Key::default();
+        for _ in 0..45 {
+            key.acquire(&[quota], &adapt, SECOND);
+        }
+        key.throttle(&[quota], &adapt, SECOND + MS, SECOND, MS);
+        // Capped at the quota's rate when learning from the measured rate.
+        assert_eq!(key.learned.w_max, 45.0);
+        let start = key.learned.start;
+        assert!(key.learned.rate(start, &adapt).unwrap() < 45.0);
+        assert_eq!(key.learned.rate(start + 10 * SECOND, &adapt), None);
+        assert_eq!(key.learned.gauge(start + 10 * SECOND, &adapt), Some(45.0));
+    }
+
+    #[test]
+    fn the_servers_counters_pace_the_key() {
+        let adapt = adapt(f64::INFINITY);
+        let mut tats = Vec::new();
+        let mut pause = Pause::default();
+        let mut learned = Learned::default();
+        let now = SECOND;
+        let signal = Signal {
+            pause: 0,
+            status: Some(StatusCode::OK),
+            throttled: false,
+            age: 0,
+            remaining: Some((10, 500 * MS)),
+        };
+        observe(
+            &mut tats,
+            &mut pause,
+            &mut learned,
+            &[],
+            Some(&adapt),
+            now,
+            signal,
+        );
+        let bounds = Bounds {
+            max_wait: 60 * SECOND,
+            max_server_pause: u64::MAX,
+        };
+        let mut sends = Vec::new();
+        for _ in 0..12 {
+            match decide(
+                &mut tats,
+                pause,
+                &mut learned,
+                &[],
+                Some(&adapt),
+                now,
+                bounds,
+            ) {
+                Decision::Granted { wait } => sends.push(wait.as_nanos() as u64),
+                Decision::Denied { .. } => panic!("denied"),
+            }
+        }
+        // 10 remaining over 500 ms: one per 50 ms; the callers past them wait for the reset, where
+        // the learned rate and the next window's answers govern.
+        let mut expected: Vec<u64> = (0..10).map(|i| i * 50 * MS).collect();
+        expected.extend([500 * MS, 500 * MS]);
+        assert_eq!(sends, expected);
+        // A caller arriving after the reset is not paced by the old window.
+        let later = now + SECOND;
+        match decide(
+            &mut tats,
+            pause,
+            &mut learned,
+            &[],
+            Some(&adapt),
+            later,
+            bounds,
+        ) {
+            Decision::Granted { wait } => assert_eq!(wait, Duration::ZERO),
+            Decision::Denied { .. } => panic!("denied"),
+        }
+    }
+
+    /// Events on one key: (gap in ms, what happens) with 0 acquire, 1 throttle with a pause, 2 a
+    /// throttle without a pause, 3 the server's counters.
+    fn events() -> impl Strategy<Value = Vec<(u64, u8, u64)>> {
+        prop::collection::vec((0u64..2_000, 0u8..4, 0u64..3_000), 1..300)
+    }
+
+    proptest! {
+        /// The learned rate is never above the quota's rate and never below the minimum, whatever
+        /// the server says and when (a quota below the minimum wins: the quota then governs alone).
+        #[test]
+        fn the_learned_rate_stays_between_the_minimum_and_the_quota(
+            rate in 1u32..200,
+            with_quota in any::<bool>(),
+            min_rate in 0.01f64..5.0,
+            decrease in 0.1f64..0.95,
+            increase in 0.01f64..5.0,
+            events in events(),
+        ) {
+            let quotas: Vec<Quota> = if with_quota {
+                vec![Quota::per_second(rate).unwrap()]
+            } else {
+                Vec::new()
+            };
+            let cap = if with_quota { f64::from(rate) } else { f64::INFINITY };
+            let adapt = Adapt { min_rate, decrease, increase, cap };
+            let mut key = Key::default();
+            let mut now = 1_000 * SECOND;
+            for (gap, event, extra) in events {
+                now += gap * MS;
+                match event {
+                    0 => { key.acquire(&quotas, &adapt, now); }
+                    1 => key.throttle(&quotas, &adapt, now, extra * MS, extra * MS / 2),
+                    2 => key.throttle(&quotas, &adapt, now, 0, extra * MS),
+                    _ => {
+                        let signal = Signal {
+                            remaining: Some((extra + 1, (gap + 1) * MS)),
+                            ..Signal::default()
+                        };
+                        observe(&mut key.tats, &mut key.pause, &mut key.learned, &quotas, Some(&adapt), now, signal);
+                    }
+                }
+                for later in [0, 10 * MS, SECOND, 30 * SECOND] {
+                    if let Some(learned) = key.learned.rate(now + later, &adapt) {
+                        prop_assert!(learned >= min_rate, "{learned} below {min_rate}");
+                        prop_assert!(learned < cap, "{learned} above {cap}");
+                    }
+                    if let Some(gauge) = key.learned.gauge(now + later, &adapt) {
+                        // A quota below the minimum wins: the quota is the hard bound.
+                        prop_assert!(gauge >= min_rate.min(cap) && gauge <= cap);
+                    }
+                }
+            }
+        }
+
+        /// Waiters leave in arrival order, and while a learned rate is in force, never two at once:
+        /// each permit is at or after the one granted before it, strictly after under a rate.
+        #[test]
+        fn waiters_leave_in_arrival_order_at_the_keys_pace(
+            rate in 1u32..100,
+            burst in 1u32..20,
+            events in events(),
+        ) {
+            let quotas = [Quota::new(rate, Duration::from_secs(1), burst).unwrap()];
+            let adapt = adapt(f64::from(rate));
+            let mut key = Key::default();
+            let mut now = 1_000 * SECOND;
+            let mut last: Option<u64> = None;
+            for (gap, event, extra) in events {
+                now += gap * MS / 10;
+                if event == 1 {
+                    key.throttle(&quotas, &adapt, now, extra * MS, 0);
+                    continue;
+                }
+                let paced = key.learned.rate(now, &adapt).is_some() || key.pause.until > now;
+                if let Some(send) = key.acquire(&quotas, &adapt, now) {
+                    prop_assert!(send >= key.pause.until.min(send));
+                    if let Some(last) = last {
+                        prop_assert!(send >= last, "{send} before {last}");
+                        if paced && key.learned.rate(now, &adapt).is_some() {
+                            prop_assert!(send > last, "two permits at {send}");
+                        }
+                    }
+                    last = Some(send);
                 }
             }
         }

@@ -8,6 +8,22 @@
 //! `RateLimit`/`RateLimit-Policy`, `X-RateLimit-*`, parsed by `integration-core`): a pause until the
 //! reset applies to every caller of the key, in this process and, with the Redis store, in every replica.
 //!
+//! # After a throttle
+//!
+//! - **Paced resumption.** A throttle signal also empties the key's burst: when the pause ends, the
+//!   key's callers leave in arrival order, one per emission interval of its pace, never all at once
+//!   (a caller that had reserved its permit before the pause began takes a new one after it, in turn).
+//! - **Adaptive throttling** ([`Adaptation`], on by default): each key learns a sending rate from the
+//!   server, as the AWS SDKs' adaptive retry mode does. A 429, or a 503 with `Retry-After`, lowers it
+//!   (to 0.7 of the rate the key was sending at); it grows back along a CUBIC curve from the end of the
+//!   pause; it never passes the slowest quota (once it reaches it, the quota alone governs again) and
+//!   never drops below a floor. A key without a quota gets its first learned rate at its first
+//!   throttle, from the rate of permits it measured over the last second. Where the server sends
+//!   `RateLimit` or `X-RateLimit-Remaining` with a reset, the key is paced from them directly: the
+//!   remaining permits spread evenly over the time to the reset. With the Redis store the learned
+//!   state lives in the key's Redis hash, read and written by the same one-round-trip script, so
+//!   every replica paces by it.
+//!
 //! ```
 //! use std::convert::Infallible;
 //! use std::time::Duration;
@@ -73,7 +89,9 @@
 //! Through the `metrics` facade, labelled with `integration.name` (the request's `IntegrationName`,
 //! else the key): `integration.ratelimit.wait` (histogram, seconds, calls that waited),
 //! `integration.ratelimit.rejections` (counter, `reason` = `quota`, `server_pause`, `concurrency`),
-//! `integration.ratelimit.server_signals` (counter, `source` = `retry_after`, `remaining`) and
+//! `integration.ratelimit.server_signals` (counter, `source` = `retry_after`, `remaining`, or
+//! `throttle` for a 429 without a usable hint), `integration.ratelimit.learned_rate` (gauge, permits
+//! per second, while the key has a learned rate; the quota's rate once grown back to it) and
 //! `integration.ratelimit.fallback` (gauge, 1 while a Redis store limits locally).
 //!
 //! # Feature flags
@@ -95,10 +113,10 @@ mod policy;
 mod service;
 pub mod store;
 
-pub use error::InvalidQuota;
+pub use error::{InvalidAdaptation, InvalidQuota};
 pub use key::{DefaultKey, MakeKey, RateLimitKey};
 pub use layer::RateLimitLayer;
 pub use limiter::{RateLimiter, server_pause};
-pub use policy::{Quota, RateLimitPolicy};
+pub use policy::{Adaptation, Quota, RateLimitPolicy};
 pub use service::RateLimit;
 pub use store::{MemoryStore, RedisOptions, RedisStore};

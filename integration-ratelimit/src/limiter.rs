@@ -14,12 +14,13 @@ use integration_core::{BoxError, names};
 use redis::aio::ConnectionManager;
 use tokio::sync::Semaphore;
 
-use crate::gcra::Bounds;
+use crate::gcra::{Adapt, Bounds, Signal};
 use crate::key::RateLimitKey;
 use crate::policy::RateLimitPolicy;
 use crate::store::memory::nanos;
 use crate::store::{
-    Acquire, Decision, MemoryStore, RateLimitStore, RedisOptions, RedisStore, StoreFuture,
+    Acquire, Decision, MemoryStore, Observation, RateLimitStore, RedisOptions, RedisStore,
+    StoreFuture,
 };
 
 /// Entries of the concurrency table above which unused semaphores are dropped.
@@ -78,7 +79,8 @@ enum Backend {
 
 /// A decision, either at hand (memory) or on its way (a store doing I/O).
 pub(crate) enum Pending {
-    Ready(Result<Decision, BoxError>),
+    /// The decision, and the key's learned rate when it has one (for the gauge).
+    Ready(Result<Decision, BoxError>, Option<f64>),
     Waiting(StoreFuture<Decision>),
 }
 
@@ -148,7 +150,12 @@ impl RateLimiter {
         let policy = self.policy();
         let max_wait = policy.max_wait();
         let decision = match self.start(key, policy, max_wait) {
-            Pending::Ready(decision) => decision,
+            Pending::Ready(decision, rate) => {
+                if let Some(rate) = rate {
+                    learned_rate_gauge(key.shared(), rate);
+                }
+                decision
+            }
             Pending::Waiting(future) => future.await,
         };
         match decision {
@@ -167,22 +174,34 @@ impl RateLimiter {
         }
     }
 
-    /// Reads a response's throttle signal and pauses `key` accordingly (see
-    /// [`server_pause`](crate::server_pause)). Returns the pause applied, if any. The layer does this
-    /// after every response.
+    /// Reads a response's throttle signal and applies it to `key`: pauses it (see
+    /// [`server_pause`](crate::server_pause)), empties its burst, decreases its learned rate on a
+    /// throttle answer, and paces it from the server's counters (see
+    /// [`Adaptation`](crate::Adaptation)). Returns the pause applied, if any. The layer does this
+    /// after every response (and knows when the request was sent; here it counts as sent now).
     pub async fn observe(
         &self,
         key: &RateLimitKey,
         status: StatusCode,
         headers: &HeaderMap,
     ) -> Option<Duration> {
-        let (pause, source) = server_pause(status, headers)?;
-        metrics::counter!(names::THROTTLE_SIGNALS, names::INTEGRATION => key.shared(), names::SOURCE => source)
-            .increment(1);
-        if let Some(future) = self.start_pause(key, pause, Some(status)) {
+        let read = read_signal(status, headers)?;
+        if let Some(source) = read.source {
+            metrics::counter!(names::THROTTLE_SIGNALS, names::INTEGRATION => key.shared(), names::SOURCE => source)
+                .increment(1);
+        }
+        let mut observation = Observation::new(key.clone(), self.policy(), status);
+        observation.pause = read.pause;
+        observation.throttled = read.throttled;
+        observation.remaining = read.remaining;
+        let (future, rate) = self.start_observe(observation);
+        if let Some(rate) = rate {
+            learned_rate_gauge(key.shared(), rate);
+        }
+        if let Some(future) = future {
             let _ = future.await;
         }
-        Some(pause)
+        (!read.pause.is_zero()).then_some(read.pause)
     }
 
     pub(crate) fn start(
@@ -197,7 +216,10 @@ impl RateLimiter {
                     max_wait: nanos(max_wait),
                     max_server_pause: nanos(policy.max_server_pause()),
                 };
-                Pending::Ready(Ok(store.decide(key, policy.quotas(), bounds)))
+                let adapt = Adapt::of(&policy);
+                let (decision, rate) =
+                    store.decide_learning(key, policy.quotas(), adapt.as_ref(), bounds);
+                Pending::Ready(Ok(decision), rate)
             }
             Backend::Redis(store) => Pending::Waiting(store.acquire(Acquire {
                 key: key.clone(),
@@ -212,20 +234,23 @@ impl RateLimiter {
         }
     }
 
-    /// Pauses `key`; `None` when done already (the memory store decides synchronously).
-    pub(crate) fn start_pause(
+    /// Applies a response's observation; no future when done already (the memory store applies it
+    /// synchronously, and then also returns the key's learned rate for the gauge).
+    pub(crate) fn start_observe(
         &self,
-        key: &RateLimitKey,
-        pause: Duration,
-        status: Option<StatusCode>,
-    ) -> Option<StoreFuture<()>> {
+        observation: Observation,
+    ) -> (Option<StoreFuture<()>>, Option<f64>) {
         match &self.shared.backend {
             Backend::Memory(store) => {
-                store.apply_pause(key, pause, status);
-                None
+                let rate = store.apply(
+                    &observation.key,
+                    &observation.policy,
+                    Signal::of(&observation),
+                );
+                (None, rate)
             }
-            Backend::Redis(store) => Some(store.pause(key.clone(), pause, status)),
-            Backend::Custom(store) => Some(store.pause(key.clone(), pause, status)),
+            Backend::Redis(store) => (Some(store.observe(observation)), None),
+            Backend::Custom(store) => (Some(store.observe(observation)), None),
         }
     }
 
@@ -286,6 +311,53 @@ pub(crate) fn rejection(
     }
 }
 
+/// Sets the learned-rate gauge of an integration (or key).
+pub(crate) fn learned_rate_gauge(label: Arc<str>, rate: f64) {
+    metrics::gauge!(names::RATE_LIMIT_LEARNED_RATE, names::INTEGRATION => label).set(rate);
+}
+
+/// What a response says about its key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadSignal {
+    /// The pause asked of every caller (zero: none).
+    pub(crate) pause: Duration,
+    /// The metric source of the pause or throttle, if there is one.
+    pub(crate) source: Option<&'static str>,
+    /// A 429, or a 503 with `Retry-After`.
+    pub(crate) throttled: bool,
+    /// The server's counters: remaining permits and the time to the reset.
+    pub(crate) remaining: Option<(u64, Duration)>,
+}
+
+/// Reads a response once: its pause (as [`server_pause`]), whether it is a throttle answer, and the
+/// server's counters. `None` when it says nothing.
+pub(crate) fn read_signal(status: StatusCode, headers: &HeaderMap) -> Option<ReadSignal> {
+    let signal = ThrottleSignal::from_headers(headers, wall_clock());
+    let pause = pause_of(status, &signal);
+    let throttled = status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::SERVICE_UNAVAILABLE && signal.retry_after.is_some());
+    let remaining = match (signal.remaining, signal.reset) {
+        (Some(remaining), Some(reset)) if remaining > 0 && !reset.is_zero() => {
+            Some((remaining, reset))
+        }
+        _ => None,
+    };
+    let source = match pause {
+        Some((_, source)) => Some(source),
+        None if throttled => Some("throttle"),
+        None => None,
+    };
+    if source.is_none() && remaining.is_none() {
+        return None;
+    }
+    Some(ReadSignal {
+        pause: pause.map_or(Duration::ZERO, |(pause, _)| pause),
+        source,
+        throttled,
+        remaining,
+    })
+}
+
 /// The pause a response asks of every caller of its key, and the metric source of the signal:
 ///
 /// - `Retry-After` (or `retry-after-ms`) on a 429 or a 503: pause for that long (`"retry_after"`);
@@ -311,7 +383,10 @@ pub(crate) fn rejection(
 /// assert_eq!(server_pause(StatusCode::OK, &headers), Some((Duration::from_secs(20), "remaining")));
 /// ```
 pub fn server_pause(status: StatusCode, headers: &HeaderMap) -> Option<(Duration, &'static str)> {
-    let signal = ThrottleSignal::from_headers(headers, wall_clock());
+    pause_of(status, &ThrottleSignal::from_headers(headers, wall_clock()))
+}
+
+fn pause_of(status: StatusCode, signal: &ThrottleSignal) -> Option<(Duration, &'static str)> {
     let throttled = matches!(
         status,
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE

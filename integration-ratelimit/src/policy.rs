@@ -4,7 +4,7 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use crate::error::InvalidQuota;
+use crate::error::{InvalidAdaptation, InvalidQuota};
 
 /// One GCRA quota: `rate` permits per `period`, with up to `burst` of them at once.
 ///
@@ -118,6 +118,11 @@ impl Quota {
             .saturating_mul(u64::from(self.burst - 1))
     }
 
+    /// The sustained rate in permits per second (`rate / period`).
+    pub(crate) fn sustained_rate(&self) -> f64 {
+        f64::from(self.rate) / self.period.as_secs_f64()
+    }
+
     /// This quota divided among `replicas` processes: rate and burst divided (rounded down), each at
     /// least 1. Used by the Redis store's local fallback.
     ///
@@ -168,12 +173,13 @@ impl fmt::Debug for Quota {
 /// assert_eq!(policy.quotas().len(), 2);
 /// assert_eq!(policy.max_server_pause(), Duration::from_secs(600));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitPolicy {
     quotas: Vec<Quota>,
     max_wait: Duration,
     max_server_pause: Duration,
     max_concurrency: Option<NonZeroUsize>,
+    adaptation: Option<Adaptation>,
 }
 
 impl RateLimitPolicy {
@@ -183,15 +189,42 @@ impl RateLimitPolicy {
     /// Every call takes a permit from each of `quotas`. No waiting (`max_wait` zero: fail fast), server
     /// pauses up to [`DEFAULT_MAX_SERVER_PAUSE`](Self::DEFAULT_MAX_SERVER_PAUSE), no concurrency cap.
     ///
+    /// Adaptive throttling is on with [`Adaptation::default`]; turn it off with
+    /// [`with_adaptation(None)`](Self::with_adaptation).
+    ///
     /// No quota at all is allowed: the limiter then only obeys the server's throttle signals (and the
-    /// concurrency cap, if set).
+    /// concurrency cap, if set), and learns a rate from them.
     pub fn new(quotas: impl IntoIterator<Item = Quota>) -> Self {
         Self {
             quotas: quotas.into_iter().collect(),
             max_wait: Duration::ZERO,
             max_server_pause: Self::DEFAULT_MAX_SERVER_PAUSE,
             max_concurrency: None,
+            adaptation: Some(Adaptation::default()),
         }
+    }
+
+    /// How each key's sending rate adapts to the server's throttle signals (see [`Adaptation`]);
+    /// `None` turns adaptation off: the key then only pauses on a signal, and after the pause its
+    /// waiters leave at the pace of its quotas (all at once without a quota).
+    #[must_use]
+    pub fn with_adaptation(mut self, adaptation: Option<Adaptation>) -> Self {
+        self.adaptation = adaptation;
+        self
+    }
+
+    /// The adaptation in force, if any.
+    pub fn adaptation(&self) -> Option<&Adaptation> {
+        self.adaptation.as_ref()
+    }
+
+    /// The highest rate adaptation may reach: the sustained rate (per second) of the slowest quota,
+    /// infinite without a quota.
+    pub(crate) fn rate_cap(&self) -> f64 {
+        self.quotas
+            .iter()
+            .map(Quota::sustained_rate)
+            .fold(f64::INFINITY, f64::min)
     }
 
     /// How long a call may wait for its permit (and for a server pause to end) before it fails with
@@ -255,5 +288,115 @@ impl Default for RateLimitPolicy {
     /// No quota: only the server's signals are obeyed.
     fn default() -> Self {
         Self::new([])
+    }
+}
+
+/// Adaptive throttling of a key's sending rate: a CUBIC-like rate, as the AWS SDKs' adaptive retry
+/// mode has it, learned from the server's throttle answers.
+///
+/// - **Decrease.** A 429, or a 503 with `Retry-After`, to a request sent after the key's last decrease
+///   sets the key's rate to `decrease` times the rate it was sending at (the learned rate, or the
+///   measured rate of permits over the last second if the key had none). Answers to requests sent
+///   before the last decrease belong to the same congestion event and change nothing.
+/// - **Increase.** From the end of the server's pause, the rate grows back along CUBIC's curve,
+///   `w_max + increase * (t - K)^3`, `K = cbrt((w_max - r0) / increase)`: quickly at first, flat near
+///   `w_max` (the rate of the last throttle, lowered to `(1 + decrease) / 2` of it when it was lower
+///   than the one before: RFC 8312's fast convergence), then faster again, probing for more. It is a
+///   function of the time since the last throttle, so it grows while calls succeed, whatever their
+///   number, and every replica sharing the key in Redis computes the same rate.
+/// - **Bounds.** Never below `min_rate`; never above the slowest quota's sustained rate: once the
+///   curve reaches it, the quotas alone govern again (bursts included). Without a quota the key has no
+///   rate until its first throttle, then the learned one.
+/// - **Paced by the server's counters.** A response that says what remains of the server's window
+///   (`RateLimit`, `RateLimit-Remaining`, `X-RateLimit-Remaining` with a reset) paces the key
+///   directly: its remaining permits spread evenly over the time to the reset.
+///
+/// While a learned rate is in force, the key's permits are spaced at that rate (no burst).
+///
+/// ```
+/// use integration_ratelimit::{Adaptation, Quota, RateLimitPolicy};
+///
+/// let adaptation = Adaptation::new(1.0, 0.5, 0.4).unwrap();
+/// let policy = RateLimitPolicy::new([Quota::per_second(45).unwrap()])
+///     .with_adaptation(Some(adaptation));
+/// assert_eq!(policy.adaptation().unwrap().decrease(), 0.5);
+/// assert!(Adaptation::new(0.0, 0.5, 0.4).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adaptation {
+    min_rate: f64,
+    decrease: f64,
+    increase: f64,
+}
+
+impl Adaptation {
+    /// The default floor: half a permit per second (the AWS SDKs' minimum fill rate).
+    pub const DEFAULT_MIN_RATE: f64 = 0.5;
+    /// The default multiplicative decrease: 0.7 (CUBIC's beta).
+    pub const DEFAULT_DECREASE: f64 = 0.7;
+    /// The default scale of the growth curve: 0.4 (CUBIC's C).
+    pub const DEFAULT_INCREASE: f64 = 0.4;
+    /// Bounds of `min_rate`, permits per second.
+    pub const MIN_RATE_RANGE: (f64, f64) = (0.01, 1_000_000.0);
+    /// Bounds of `decrease`.
+    pub const DECREASE_RANGE: (f64, f64) = (0.1, 0.95);
+    /// Bounds of `increase`.
+    pub const INCREASE_RANGE: (f64, f64) = (0.01, 100.0);
+
+    /// Adaptation with a floor of `min_rate` permits per second, a multiplicative `decrease` on a
+    /// throttle and the growth scale `increase`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidAdaptation`] when a value is outside its range ([`MIN_RATE_RANGE`](Self::MIN_RATE_RANGE),
+    /// [`DECREASE_RANGE`](Self::DECREASE_RANGE), [`INCREASE_RANGE`](Self::INCREASE_RANGE)) or not a
+    /// number.
+    pub fn new(min_rate: f64, decrease: f64, increase: f64) -> Result<Self, InvalidAdaptation> {
+        let within = |value: f64, (low, high): (f64, f64)| value >= low && value <= high;
+        if !within(min_rate, Self::MIN_RATE_RANGE) {
+            return Err(InvalidAdaptation::new(
+                "min_rate must be between 0.01 and 1000000 per second",
+            ));
+        }
+        if !within(decrease, Self::DECREASE_RANGE) {
+            return Err(InvalidAdaptation::new(
+                "decrease must be between 0.1 and 0.95",
+            ));
+        }
+        if !within(increase, Self::INCREASE_RANGE) {
+            return Err(InvalidAdaptation::new(
+                "increase must be between 0.01 and 100",
+            ));
+        }
+        Ok(Self {
+            min_rate,
+            decrease,
+            increase,
+        })
+    }
+
+    /// The floor of the learned rate, permits per second.
+    pub fn min_rate(&self) -> f64 {
+        self.min_rate
+    }
+
+    /// The factor a throttle multiplies the rate by.
+    pub fn decrease(&self) -> f64 {
+        self.decrease
+    }
+
+    /// The scale of the growth curve (CUBIC's C, in permits per second per second cubed).
+    pub fn increase(&self) -> f64 {
+        self.increase
+    }
+}
+
+impl Default for Adaptation {
+    fn default() -> Self {
+        Self {
+            min_rate: Self::DEFAULT_MIN_RATE,
+            decrease: Self::DEFAULT_DECREASE,
+            increase: Self::DEFAULT_INCREASE,
+        }
     }
 }

@@ -25,12 +25,18 @@ use crate::limiter::RateLimiter;
 ///
 /// The concurrency slot is held until the inner service's response (its head) arrives.
 ///
-/// A response that carries a throttle signal is handed back once the pause is recorded: at once with
+/// A response that carries a throttle signal is handed back once the signal is recorded: at once with
 /// the memory store, after one Redis round trip (bounded by the store's timeout) with the Redis store.
 ///
 /// After a wait, the call checks again for a server pause that started meanwhile (another caller's
-/// 429) and waits it out too. With the Redis store that check reads the pauses this process has seen
+/// 429). If there is one, it gives up the permit it reserved and takes a new one after the pause, in
+/// turn and at the key's pace (the pause emptied the burst), rather than leaving with every other
+/// waiter at the pause's end. With the Redis store that check reads the pauses this process has seen
 /// (it costs no round trip); pauses reported by other replicas are seen by the next acquisition.
+///
+/// Every response is read for its signal; one that carries one (a pause, a 429 or a 503 with
+/// `Retry-After`, the server's remaining count with a reset) is applied to the key (see
+/// [`Adaptation`](crate::Adaptation)), with the Redis store in one more round trip.
 ///
 /// # Clone
 ///

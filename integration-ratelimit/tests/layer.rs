@@ -246,7 +246,113 @@ async fn a_server_pause_applies_to_every_caller_of_the_key() {
     );
     let results = burst(&second, 3, "/").await;
     assert!(results.iter().all(Result::is_ok));
+    // Nobody went during the pause. After it, the key's learned rate spaces the waiters: one call
+    // had been sent in the second before the 429, so 0.7 of it, a call every 1/0.7 s.
+    let times: Vec<f64> = log
+        .times()
+        .iter()
+        .map(|t| (t * 1000.0).round() / 1000.0)
+        .collect();
+    assert_eq!(times, vec![0.0, 5.0, 6.429, 7.858]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_adaptation_or_quota_the_waiters_leave_together_when_the_pause_ends() {
+    let policy = RateLimitPolicy::new([])
+        .with_max_wait(secs(10))
+        .with_adaptation(None);
+    let limiter = RateLimiter::memory(policy);
+    let log = Log::default();
+    let service = stack(&limiter, &log, throttles);
+    service.clone().oneshot(request("/throttle")).await.unwrap();
+    let results = burst(&service, 3, "/").await;
+    assert!(results.iter().all(Result::is_ok));
     assert_eq!(log.times(), vec![0.0, 5.0, 5.0, 5.0]);
+}
+
+/// An upstream that logs every request and answers `/throttle` after 500 ms with a 429
+/// (Retry-After 5); every other path succeeds at once.
+fn order_upstream(
+    start: Instant,
+    log: Log,
+) -> impl Service<Request<String>, Response = Response<String>, Error = Infallible, Future: Send>
++ Clone
++ Send {
+    tower::service_fn(move |request: Request<String>| {
+        let log = log.clone();
+        async move {
+            let path = request.uri().path().to_owned();
+            log.0
+                .lock()
+                .unwrap()
+                .push((start.elapsed().as_secs_f64(), path.clone()));
+            if path == "/throttle" {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok::<_, Infallible>(throttles(&path))
+        }
+    })
+}
+
+/// Regression (issue 13): a caller that had reserved its permit before another caller's 429 slept
+/// out the pause and then went at its end together with every other such caller, whatever the
+/// key's pace. Now it takes a new permit after the pause, in turn.
+#[tokio::test(start_paused = true)]
+async fn callers_waiting_when_a_pause_starts_leave_after_it_at_the_keys_pace_in_order() {
+    // One per second, burst 1; no adaptation, so the pace after the pause is the quota's.
+    let policy = RateLimitPolicy::new([Quota::new(1, secs(1), 1).unwrap()])
+        .with_max_wait(secs(30))
+        .with_adaptation(None);
+    let limiter = RateLimiter::memory(policy);
+    let log = Log::default();
+    let service = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(limiter.clone()))
+        .service(order_upstream(Instant::now(), log.clone()));
+    // The first call goes at t=0 and is answered at 0.5 s: a 429 pausing the key until 5.5 s. The
+    // four others had reserved t=1..4 meanwhile.
+    let mut tasks = vec![tokio::spawn(service.clone().oneshot(request("/throttle")))];
+    for i in 0..4 {
+        tasks.push(tokio::spawn(
+            service.clone().oneshot(request(&format!("/{i}"))),
+        ));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let log = log.0.lock().unwrap().clone();
+    let paths: Vec<&str> = log.iter().map(|(_, path)| path.as_str()).collect();
+    assert_eq!(paths, vec!["/throttle", "/0", "/1", "/2", "/3"]);
+    let times: Vec<f64> = log.iter().map(|(t, _)| *t).collect();
+    // Not [0, 5.5, 5.5, 5.5, 5.5]: after the pause one per second, in arrival order.
+    assert_eq!(times, vec![0.0, 5.5, 6.5, 7.5, 8.5]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_throttle_a_key_without_quota_leaves_in_arrival_order_one_at_a_time() {
+    let limiter = RateLimiter::memory(RateLimitPolicy::new([]).with_max_wait(secs(60)));
+    let log = Log::default();
+    let service = stack(&limiter, &log, throttles);
+    // 20 calls in the second before the 429: the learned rate starts at 0.7 x 20 = 14 per second.
+    let results = burst(&service, 20, "/").await;
+    assert!(results.iter().all(Result::is_ok));
+    service.clone().oneshot(request("/throttle")).await.unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| tokio::spawn(service.clone().oneshot(request(&format!("/w{i}")))))
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let log = log.0.lock().unwrap().clone();
+    let waiters: Vec<(f64, String)> = log.into_iter().skip(21).collect();
+    let paths: Vec<String> = waiters.iter().map(|(_, p)| p.clone()).collect();
+    let expected: Vec<String> = (0..10).map(|i| format!("/w{i}")).collect();
+    assert_eq!(paths, expected, "arrival order");
+    assert!((waiters[0].0 - 5.0).abs() < 1e-6, "{waiters:?}");
+    for pair in waiters.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        // 1/14 s apart at first; the rate grows along the curve, so gaps shrink only slowly.
+        assert!(gap > 0.06 && gap < 0.0715, "{waiters:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -327,7 +433,8 @@ async fn remaining_zero_with_a_reset_pauses_the_key() {
 
 #[tokio::test(start_paused = true)]
 async fn malformed_signals_and_retry_after_outside_429_and_503_are_ignored() {
-    let limiter = RateLimiter::memory(RateLimitPolicy::new([]));
+    // Without adaptation: a 429 slows an adaptive key even without a usable hint (next test).
+    let limiter = RateLimiter::memory(RateLimitPolicy::new([]).with_adaptation(None));
     let log = Log::default();
     let service = stack(&limiter, &log, throttles);
     service
@@ -338,6 +445,27 @@ async fn malformed_signals_and_retry_after_outside_429_and_503_are_ignored() {
     service.clone().oneshot(request("/moved")).await.unwrap();
     service.clone().oneshot(request("/")).await.unwrap();
     assert_eq!(log.times(), vec![0.0, 0.0, 0.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_without_a_usable_hint_pauses_nothing_but_slows_an_adaptive_key() {
+    let limiter = RateLimiter::memory(RateLimitPolicy::new([]).with_max_wait(secs(10)));
+    let log = Log::default();
+    let service = stack(&limiter, &log, throttles);
+    service
+        .clone()
+        .oneshot(request("/malformed"))
+        .await
+        .unwrap();
+    let results = burst(&service, 3, "/").await;
+    assert!(results.iter().all(Result::is_ok));
+    let times: Vec<f64> = log
+        .times()
+        .iter()
+        .map(|t| (t * 1000.0).round() / 1000.0)
+        .collect();
+    // No pause (the next call goes at once), then the learned 0.7 per second.
+    assert_eq!(times, vec![0.0, 0.0, 1.429, 2.858]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -67,7 +67,8 @@ fn request(path: &str) -> Request<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_name_the_integration_and_count_waits_rejections_signals_and_fallback() {
+async fn metrics_name_the_integration_and_count_waits_rejections_signals_learned_rate_and_fallback()
+{
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     recorder
@@ -128,6 +129,14 @@ async fn metrics_name_the_integration_and_count_waits_rejections_signals_and_fal
         ),
         vec![&DebugValue::Counter(1)]
     );
+
+    // The learned rate: two calls went in the second before the 429, so 0.7 x 2 per second.
+    match values(&snapshot, names::RATE_LIMIT_LEARNED_RATE, "billing", None).as_slice() {
+        [DebugValue::Gauge(rate)] => {
+            assert!((rate.into_inner() - 1.4).abs() < 1e-9, "{rate:?}");
+        }
+        other => panic!("one learned-rate gauge expected: {other:?}"),
+    }
 
     // The fallback gauge: 1 while Redis is away, 0 once it answers again.
     let mut server = PrivateRedis::start();

@@ -243,13 +243,15 @@ async fn keys_are_hash_tagged_and_expire() {
     let q0 = store.quota_key(&key, 0);
     let q1 = store.quota_key(&key, 1);
     let pause = store.pause_key(&key);
+    let learned = store.learned_key(&key);
     assert_eq!(q0, format!("{{{prefix}:tenant-7}}:q0"));
-    let slots: Vec<i64> = futures_slots(&mut connection, &[&q0, &q1, &pause]).await;
+    assert_eq!(learned, format!("{{{prefix}:tenant-7}}:learned"));
+    let slots: Vec<i64> = futures_slots(&mut connection, &[&q0, &q1, &pause, &learned]).await;
     assert!(
         slots.windows(2).all(|pair| pair[0] == pair[1]),
         "one slot: {slots:?}"
     );
-    for redis_key in [&q0, &q1, &pause] {
+    for redis_key in [&q0, &q1, &pause, &learned] {
         let ttl: i64 = connection.pttl(redis_key).await.unwrap();
         assert!(ttl > 0, "{redis_key} expires (pttl {ttl})");
     }
@@ -322,10 +324,18 @@ async fn a_redis_outage_falls_back_to_the_local_share_and_recovers() {
     // On Redis: the whole burst of 40.
     let key = RateLimitKey::from("api");
     let mut granted = 0;
+    let start = Instant::now();
     for _ in 0..45 {
         granted += usize::from(limiter.acquire(&key).await.is_ok());
     }
-    assert!((40..=42).contains(&granted), "{granted} of 45 on Redis");
+    // The burst, plus what the quota earned back while the 45 round trips took (on a loaded
+    // machine they can take more than the 25 ms of one permit).
+    let earned = (40.0 * start.elapsed().as_secs_f64()).ceil() as usize;
+    assert!(
+        (40..=41 + earned).contains(&granted),
+        "{granted} of 45 on Redis in {:?}",
+        start.elapsed()
+    );
     assert!(!store.is_on_fallback());
 
     server.kill();
@@ -409,4 +419,49 @@ async fn the_script_is_reloaded_after_a_script_flush() {
         0,
         "the script text is never sent with EVAL: {info}"
     );
+}
+
+/// Adaptive throttling with the Redis store: a 429 seen by one replica lowers the rate every
+/// replica paces by (the learned state lives in the key's Redis hash, in the acquisition script).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_learned_by_one_replica_paces_the_others() {
+    let url = redis_url();
+    let prefix = prefix("learned");
+    let policy = RateLimitPolicy::new([]).with_max_wait(Duration::from_secs(10));
+    let first = RateLimiter::redis(
+        connect(&url).await,
+        prefix.clone(),
+        policy.clone(),
+        options(),
+    );
+    let second = RateLimiter::redis(connect(&url).await, prefix.clone(), policy, options());
+    let key = RateLimitKey::from("shared");
+    // 20 permits in the second before the throttle, then a 429 with a 200 ms pause: the learned
+    // rate starts at 0.7 x 20 = 14 per second.
+    for _ in 0..20 {
+        first.acquire(&key).await.unwrap();
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert("retry-after-ms", "200".parse().unwrap());
+    first
+        .observe(&key, StatusCode::TOO_MANY_REQUESTS, &headers)
+        .await
+        .unwrap();
+    // The other replica, which never saw the 429, waits for the pause and then spaces its
+    // permits by about 1/14 s, a little less as the rate grows back (no pacing would be ~1 ms).
+    let start = Instant::now();
+    let mut sends = Vec::new();
+    for _ in 0..4 {
+        second.acquire(&key).await.unwrap();
+        sends.push(start.elapsed().as_secs_f64());
+    }
+    assert!(sends[0] >= 0.15, "waited for the pause: {sends:?}");
+    for pair in sends.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= 0.05, "paced at the learned rate: {sends:?}");
+    }
+    let mut connection = connect(&url).await;
+    let store = RedisStore::new(connection.clone(), prefix, options());
+    let w_max: f64 = connection.hget(store.learned_key(&key), "w").await.unwrap();
+    assert!((w_max - 20.0).abs() < 1.0, "w_max {w_max}");
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::time::Instant;
 
-use super::{Acquire, Decision, RateLimitStore, StoreFuture};
-use crate::gcra::{self, Bounds, Pause};
+use super::{Acquire, Decision, Observation, RateLimitStore, StoreFuture};
+use crate::gcra::{self, Adapt, Bounds, Learned, Pause, Signal};
 use crate::key::RateLimitKey;
-use crate::policy::Quota;
+use crate::policy::{Quota, RateLimitPolicy};
 
 const SHARDS: usize = 32;
 
@@ -60,12 +60,17 @@ struct Inner {
 struct Entry {
     tats: Vec<u64>,
     pause: Pause,
+    learned: Learned,
 }
 
 impl Entry {
     /// The instant after which the entry carries no information.
     fn busy_until(&self) -> u64 {
-        self.tats.iter().copied().fold(self.pause.until, u64::max)
+        self.tats
+            .iter()
+            .copied()
+            .fold(self.pause.until, u64::max)
+            .max(self.learned.busy_until())
     }
 }
 
@@ -126,7 +131,7 @@ impl MemoryStore {
             max_wait: 0,
             max_server_pause: u64::MAX,
         };
-        match self.decide(key, quotas, bounds) {
+        match self.decide(key, quotas, None, bounds) {
             Decision::Granted { .. } => Ok(()),
             Decision::Denied { retry_after, .. } => Err(retry_after),
         }
@@ -136,20 +141,98 @@ impl MemoryStore {
         nanos(Instant::now().saturating_duration_since(self.inner.epoch))
     }
 
-    pub(crate) fn decide(&self, key: &RateLimitKey, quotas: &[Quota], bounds: Bounds) -> Decision {
+    /// Decides one acquisition of `key` now; with `adapt`, under the key's learned rate and the
+    /// server's pace. Returns the decision and the learned rate in force, if any.
+    pub(crate) fn decide(
+        &self,
+        key: &RateLimitKey,
+        quotas: &[Quota],
+        adapt: Option<&Adapt>,
+        bounds: Bounds,
+    ) -> Decision {
+        self.decide_learning(key, quotas, adapt, bounds).0
+    }
+
+    pub(crate) fn decide_learning(
+        &self,
+        key: &RateLimitKey,
+        quotas: &[Quota],
+        adapt: Option<&Adapt>,
+        bounds: Bounds,
+    ) -> (Decision, Option<f64>) {
         let now = self.now();
         let mut shard = self.shard(key);
         if let Some(entry) = shard.get_mut(key.as_str()) {
-            return gcra::decide(&mut entry.tats, entry.pause, quotas, now, bounds);
+            let decision = gcra::decide(
+                &mut entry.tats,
+                entry.pause,
+                &mut entry.learned,
+                quotas,
+                adapt,
+                now,
+                bounds,
+            );
+            let rate = adapt.and_then(|adapt| entry.learned.gauge(now, adapt));
+            return (decision, rate);
         }
         let mut entry = Entry::default();
-        let decision = gcra::decide(&mut entry.tats, entry.pause, quotas, now, bounds);
+        let decision = gcra::decide(
+            &mut entry.tats,
+            entry.pause,
+            &mut entry.learned,
+            quotas,
+            adapt,
+            now,
+            bounds,
+        );
         if matches!(decision, Decision::Granted { .. }) {
             self.insert(&mut shard, key.clone(), entry, now);
         }
-        decision
+        (decision, None)
     }
 
+    /// Applies a response's signal to `key` (see `gcra::observe`); returns the learned rate after it.
+    pub(crate) fn apply(
+        &self,
+        key: &RateLimitKey,
+        policy: &RateLimitPolicy,
+        signal: Signal,
+    ) -> Option<f64> {
+        let now = self.now();
+        let adapt = Adapt::of(policy);
+        let mut shard = self.shard(key);
+        let quotas = policy.quotas();
+        if let Some(entry) = shard.get_mut(key.as_str()) {
+            gcra::observe(
+                &mut entry.tats,
+                &mut entry.pause,
+                &mut entry.learned,
+                quotas,
+                adapt.as_ref(),
+                now,
+                signal,
+            );
+            return adapt.and_then(|adapt| entry.learned.gauge(now, &adapt));
+        }
+        let mut entry = Entry::default();
+        gcra::observe(
+            &mut entry.tats,
+            &mut entry.pause,
+            &mut entry.learned,
+            quotas,
+            adapt.as_ref(),
+            now,
+            signal,
+        );
+        let rate = adapt.and_then(|adapt| entry.learned.gauge(now, &adapt));
+        if entry.busy_until() > now {
+            self.insert(&mut shard, key.clone(), entry, now);
+        }
+        rate
+    }
+
+    /// Pauses `key` for `pause` (extending, never shortening, a pause in force), without emptying
+    /// its burst or touching its learned rate: a pause another replica reported.
     pub(crate) fn apply_pause(
         &self,
         key: &RateLimitKey,
@@ -167,8 +250,8 @@ impl MemoryStore {
             }
             None => {
                 let entry = Entry {
-                    tats: Vec::new(),
                     pause: Pause { until, status },
+                    ..Entry::default()
                 };
                 self.insert(&mut shard, key.clone(), entry, now);
             }
@@ -242,7 +325,13 @@ impl RateLimitStore for MemoryStore {
             max_wait: nanos(acquire.max_wait),
             max_server_pause: nanos(acquire.policy.max_server_pause()),
         };
-        let decision = self.decide(&acquire.key, acquire.policy.quotas(), bounds);
+        let adapt = Adapt::of(&acquire.policy);
+        let decision = self.decide(
+            &acquire.key,
+            acquire.policy.quotas(),
+            adapt.as_ref(),
+            bounds,
+        );
         Box::pin(std::future::ready(Ok(decision)))
     }
 
@@ -253,6 +342,15 @@ impl RateLimitStore for MemoryStore {
         status: Option<StatusCode>,
     ) -> StoreFuture<()> {
         self.apply_pause(&key, pause, status);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn observe(&self, observation: Observation) -> StoreFuture<()> {
+        self.apply(
+            &observation.key,
+            &observation.policy,
+            Signal::of(&observation),
+        );
         Box::pin(std::future::ready(Ok(())))
     }
 }

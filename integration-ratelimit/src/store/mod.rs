@@ -60,6 +60,47 @@ pub struct Acquire {
     pub max_wait: Duration,
 }
 
+/// What one response told the limiter about its key: the input of [`RateLimitStore::observe`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Observation {
+    /// The key.
+    pub key: RateLimitKey,
+    /// The policy in force (its quotas and adaptation).
+    pub policy: Arc<RateLimitPolicy>,
+    /// The response's status.
+    pub status: StatusCode,
+    /// The pause the response asks of every caller of the key (zero: none).
+    pub pause: Duration,
+    /// True for a throttle answer (429, or 503 with `Retry-After`): the key's rate decreases.
+    pub throttled: bool,
+    /// How long ago the request was sent: an answer to a request sent before the key's last decrease
+    /// does not decrease it again.
+    pub sent_ago: Duration,
+    /// What remains of the server's window, and the time to its reset, when the response says so.
+    pub remaining: Option<(u64, Duration)>,
+}
+
+impl Observation {
+    /// An observation of `status` for `key`, carrying no signal yet.
+    pub fn new(key: RateLimitKey, policy: Arc<RateLimitPolicy>, status: StatusCode) -> Self {
+        Self {
+            key,
+            policy,
+            status,
+            pause: Duration::ZERO,
+            throttled: false,
+            sent_ago: Duration::ZERO,
+            remaining: None,
+        }
+    }
+
+    /// True when the observation changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.pause.is_zero() && !self.throttled && self.remaining.is_none()
+    }
+}
+
 /// A place where the state of each key lives.
 ///
 /// ```
@@ -106,4 +147,14 @@ pub trait RateLimitStore: fmt::Debug + Send + Sync + 'static {
         pause: Duration,
         status: Option<StatusCode>,
     ) -> StoreFuture<()>;
+
+    /// Applies what a response told about its key: its pause, and for a store that adapts, the
+    /// throttle that decreases the key's rate and the server's counters that pace it. The default
+    /// only applies the pause, through [`pause`](Self::pause).
+    fn observe(&self, observation: Observation) -> StoreFuture<()> {
+        if observation.pause.is_zero() {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        self.pause(observation.key, observation.pause, Some(observation.status))
+    }
 }

@@ -9,28 +9,100 @@ use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 
 use super::memory::nanos;
-use super::{Acquire, Decision, MemoryStore, RateLimitStore, StoreFuture};
-use crate::gcra::Bounds;
+use super::{Acquire, Decision, MemoryStore, Observation, RateLimitStore, StoreFuture};
+use crate::gcra::{Adapt, Bounds, Signal};
 use crate::key::RateLimitKey;
+use crate::limiter::learned_rate_gauge;
+use crate::policy::{Quota, RateLimitPolicy};
+
+/// The learned state of a key (`gcra::Learned`, field by field, in microseconds) and its rules,
+/// shared by both scripts. Every function mirrors its Rust twin in `gcra.rs`.
+macro_rules! learned_lua {
+    () => {
+        r"
+local FIELDS = {'w', 'r', 's', 'e', 't', 'b', 'p', 'c', 'pi', 'pu', 'pt'}
+local LEARNED_TTL = 600000000
+local function load_learned(key)
+  local values = redis.call('HMGET', key, unpack(FIELDS))
+  local l = {}
+  for i = 1, #FIELDS do l[FIELDS[i]] = tonumber(values[i]) or 0 end
+  return l
+end
+local function save_learned(key, l, now)
+  local args = {}
+  for i = 1, #FIELDS do
+    args[#args + 1] = FIELDS[i]
+    args[#args + 1] = string.format('%.17g', l[FIELDS[i]])
+  end
+  redis.call('HSET', key, unpack(args))
+  local busy = math.max(l.t, l.pu, l.pt, now + 2000000)
+  if l.w > 0 then busy = math.max(busy, l.e + LEARNED_TTL) end
+  redis.call('PEXPIRE', key, string.format('%.0f', math.ceil((busy - now) / 1000) + 1))
+end
+local function learned_rate(l, now, min_rate, increase, cap)
+  if l.w <= 0 then return nil end
+  local k = (math.max(l.w - l.r, 0) / increase) ^ (1 / 3)
+  local t = math.max(now - l.s, 0) / 1000000
+  local rate = math.max(l.w + increase * (t - k) ^ 3, min_rate)
+  if cap >= 0 and rate >= cap then return nil end
+  return rate
+end
+local function measured(l, now)
+  local bucket = math.floor(now / 1000000)
+  local previous, current = 0, 0
+  if bucket == l.b then previous, current = l.p, l.c elseif bucket == l.b + 1 then previous = l.c end
+  local into = (now % 1000000) / 1000000
+  return previous * (1 - into) + current
+end
+local function count(l, send)
+  local bucket = math.floor(send / 1000000)
+  if bucket <= l.b then
+    l.c = l.c + 1
+  elseif bucket == l.b + 1 then
+    l.p, l.c, l.b = l.c, 1, bucket
+  else
+    l.p, l.c, l.b = 0, 1, bucket
+  end
+end
+local function gauge(l, now, min_rate, increase, cap)
+  if l.w <= 0 then return -1 end
+  local rate = learned_rate(l, now, min_rate, increase, cap) or cap
+  return math.floor(rate * 1000)
+end
+local function set_tat(key, tat, now)
+  local ttl = math.ceil((tat - now) / 1000) + 1
+  redis.call('SET', key, string.format('%.0f', tat), 'PX', string.format('%.0f', ttl))
+end
+"
+    };
+}
 
 /// Takes a permit of every quota of a key in one atomic step, on Redis's own clock.
 ///
-/// KEYS: the TAT of each quota (`{prefix:key}:q0`, `:q1`...) then the pause key (`{prefix:key}:pause`).
-/// ARGV: max wait (us), max server pause (us), then per quota its emission interval and tolerance (us).
-/// Returns `{1, wait_us, 0}` granted, `{0, retry_after_us, 0}` refused by the quota, or
-/// `{2, retry_after_us, status}` refused by a server pause. Mirrors `gcra::decide`.
-const ACQUIRE_SCRIPT: &str = r"
+/// KEYS: the TAT of each quota (`{prefix:key}:q0`, `:q1`...), the pause key (`{prefix:key}:pause`),
+/// the learned state (`{prefix:key}:learned`, a hash).
+/// ARGV: max wait (us), max server pause (us), adaptation on (1/0), min rate, decrease, increase,
+/// cap (per second, -1: none), then per quota its emission interval and tolerance (us).
+/// Returns `{1, wait_us, 0, gauge}` granted, `{0, retry_after_us, 0, gauge}` refused by the quotas
+/// or the learned pace, or `{2, retry_after_us, status, -1}` refused by a server pause; `gauge` is the
+/// learned rate in thousandths per second, -1 for none. Mirrors `gcra::decide`.
+const ACQUIRE_SCRIPT: &str = concat!(
+    learned_lua!(),
+    r"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local max_wait = tonumber(ARGV[1])
 local max_pause = tonumber(ARGV[2])
-local n = #KEYS - 1
+local adapt = ARGV[3] == '1'
+local min_rate, increase, cap = tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local n = #KEYS - 2
+local pause_key, learned_key = KEYS[n + 1], KEYS[n + 2]
 local send = now
-local left = redis.call('PTTL', KEYS[n + 1])
+local left = redis.call('PTTL', pause_key)
 if left > 0 then
   left = left * 1000
   if left > max_pause or left > max_wait then
-    return {2, left, tonumber(redis.call('GET', KEYS[n + 1])) or 0}
+    return {2, left, tonumber(redis.call('GET', pause_key)) or 0, -1}
   end
   send = now + left
 end
@@ -38,22 +110,103 @@ local tats = {}
 for i = 1, n do
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
   tats[i] = tat
-  local allow = tat - tonumber(ARGV[2 + 2 * i])
+  local allow = tat - tonumber(ARGV[7 + 2 * i])
   if allow > send then send = allow end
+end
+local l, rate, paced = nil, nil, false
+if adapt then
+  l = load_learned(learned_key)
+  rate = learned_rate(l, now, min_rate, increase, cap)
+  if rate and l.t > send then send = l.t end
+  if l.pu > send then
+    local slot = math.max(send, l.pt)
+    if slot < l.pu then send, paced = slot, true else send = l.pu end
+  end
 end
 local wait = send - now
 if wait > max_wait then
-  return {0, wait, 0}
+  return {0, wait, 0, -1}
 end
 for i = 1, n do
-  local tat = math.max(tats[i], send) + tonumber(ARGV[1 + 2 * i])
-  local ttl = math.ceil((tat - now) / 1000) + 1
-  redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', string.format('%.0f', ttl))
+  local from = send
+  if rate then from = send + tonumber(ARGV[7 + 2 * i]) end
+  set_tat(KEYS[i], math.max(tats[i], from) + tonumber(ARGV[6 + 2 * i]), now)
 end
-return {1, wait, 0}
-";
+local g = -1
+if adapt then
+  if rate then l.t = math.max(l.t, send) + math.ceil(1000000 / rate) end
+  if paced then l.pt = math.max(l.pt, send) + l.pi end
+  count(l, send)
+  save_learned(learned_key, l, now)
+  g = gauge(l, now, min_rate, increase, cap)
+end
+return {1, wait, 0, g}
+"
+);
 
-/// Pauses a key: sets the pause key to the status with a PX expiry, unless a longer pause is in force.
+/// Applies a response's signal to a key in one atomic step (mirrors `gcra::observe`).
+///
+/// KEYS: as [`ACQUIRE_SCRIPT`]. ARGV: pause (us, 0: none), status, throttled (1/0), age of the request
+/// (us), remaining (-1: not stated), reset (us), adaptation on (1/0), min rate, decrease, increase,
+/// cap (-1: none), then per quota its emission interval and tolerance (us). Returns the gauge.
+const OBSERVE_SCRIPT: &str = concat!(
+    learned_lua!(),
+    r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local pause = tonumber(ARGV[1])
+local throttled = ARGV[3] == '1'
+local age = tonumber(ARGV[4])
+local remaining, reset = tonumber(ARGV[5]), tonumber(ARGV[6])
+local adapt = ARGV[7] == '1'
+local min_rate, decrease, increase, cap =
+  tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local n = #KEYS - 2
+local pause_key, learned_key = KEYS[n + 1], KEYS[n + 2]
+local resume = now
+local left = redis.call('PTTL', pause_key)
+if left > 0 then resume = now + left * 1000 end
+if pause > 0 and now + pause > resume then
+  redis.call('SET', pause_key, ARGV[2], 'PX', string.format('%.0f', math.ceil(pause / 1000)))
+  resume = now + pause
+end
+local l = nil
+if adapt then l = load_learned(learned_key) end
+if pause > 0 or throttled then
+  for i = 1, n do
+    local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+    local want = resume + tonumber(ARGV[11 + 2 * i])
+    if want > tat then set_tat(KEYS[i], want, now) end
+  end
+  if adapt then
+    l.t = math.max(l.t, resume)
+    l.pt = math.max(l.pt, resume)
+    if throttled and (l.w <= 0 or now - age >= l.e) then
+      local at_loss = learned_rate(l, now, min_rate, increase, cap)
+      if not at_loss then
+        at_loss = measured(l, now)
+        if cap >= 0 and at_loss > cap then at_loss = cap end
+      end
+      at_loss = math.max(at_loss, min_rate)
+      if at_loss < l.w then l.w = at_loss * (1 + decrease) / 2 else l.w = at_loss end
+      l.r = math.max(at_loss * decrease, min_rate)
+      l.s = resume
+      l.e = now
+    end
+  end
+end
+if not adapt then return -1 end
+if remaining > 0 and reset > 0 then
+  l.pi = math.floor(reset / remaining)
+  l.pu = now + reset
+end
+save_learned(learned_key, l, now)
+return gauge(l, now, min_rate, increase, cap)
+"
+);
+
+/// Pauses a key: sets the pause key to the status with a PX expiry, unless a longer pause is in force
+/// (the [`RateLimitStore::pause`] of a custom caller; the layer goes through [`OBSERVE_SCRIPT`]).
 const PAUSE_SCRIPT: &str = r"
 local px = tonumber(ARGV[1])
 if redis.call('PTTL', KEYS[1]) < px then
@@ -152,10 +305,16 @@ impl Default for RedisOptions {
 ///   state. It is sent by SHA (`EVALSHA`); `redis::Script` loads it and repeats the call when the server
 ///   answers `NOSCRIPT` (after a restart or a `SCRIPT FLUSH`), so it is loaded once per server.
 /// - **Cluster safe.** Every key of a limiter key shares one hash tag, `{prefix:key}:q0`,
-///   `{prefix:key}:q1`, `{prefix:key}:pause`, so the script touches one slot.
-/// - **Bounded.** Every key expires (`PX`) once its permits are earned back or its pause ends.
+///   `{prefix:key}:q1`, `{prefix:key}:pause`, `{prefix:key}:learned`, so a script touches one slot.
+/// - **Bounded.** Every key expires (`PX`) once its permits are earned back or its pause ends; a
+///   learned rate ten minutes after the key's last throttle.
 /// - **Server pauses are shared**: a pause is a Redis key with a `PX` expiry, seen by every replica (and
 ///   mirrored in the local fallback).
+/// - **Learned rates are shared**: what a key learned from the server ([`Adaptation`](crate::Adaptation):
+///   its CUBIC rate, the measured rate of its permits, the pace of the server's counters) is a hash,
+///   `{prefix:key}:learned`, read and written by the acquisition script in its one round trip, so
+///   every replica paces by one rate. A response carrying a signal is applied by a second script (one
+///   round trip per such response), which also empties the key's burst.
 /// - **Redis down.** A call that fails or takes longer than [`RedisOptions::with_timeout`] (50 ms) is
 ///   decided by a local [`MemoryStore`] at this replica's share of each quota (rate and burst divided by
 ///   [`RedisOptions::with_expected_replicas`], at least 1): never no limit. The switch is logged once
@@ -201,6 +360,7 @@ struct Inner {
     options: RedisOptions,
     label: Arc<str>,
     acquire: Script,
+    observe: Script,
     pause: Script,
     fallback: MemoryStore,
     on_fallback: AtomicBool,
@@ -227,6 +387,7 @@ impl RedisStore {
                 options,
                 label,
                 acquire: Script::new(ACQUIRE_SCRIPT),
+                observe: Script::new(OBSERVE_SCRIPT),
                 pause: Script::new(PAUSE_SCRIPT),
                 fallback: MemoryStore::new(),
                 on_fallback: AtomicBool::new(false),
@@ -265,6 +426,12 @@ impl RedisStore {
     /// The Redis key holding the server pause of `key`.
     pub fn pause_key(&self, key: &RateLimitKey) -> String {
         format!("{{{}:{}}}:pause", self.inner.prefix, key)
+    }
+
+    /// The Redis key holding what `key` learned from the server (a hash: its adaptive rate, the
+    /// measured rate of its permits, the pace of the server's counters).
+    pub fn learned_key(&self, key: &RateLimitKey) -> String {
+        format!("{{{}:{}}}:learned", self.inner.prefix, key)
     }
 
     /// Whether this call should go to Redis: always when healthy; on the fallback, one call per probe
@@ -319,9 +486,19 @@ impl RedisStore {
 
     fn fallback_decision(&self, acquire: &Acquire) -> Decision {
         let share = acquire.policy.share(self.inner.options.expected_replicas);
-        self.inner
-            .fallback
-            .decide(&acquire.key, share.quotas(), bounds(acquire))
+        let adapt = Adapt::of(&share);
+        self.inner.fallback.decide(
+            &acquire.key,
+            share.quotas(),
+            adapt.as_ref(),
+            bounds(acquire),
+        )
+    }
+
+    fn learned_gauge(&self, gauge: i64) {
+        if gauge >= 0 {
+            learned_rate_gauge(self.inner.label.clone(), gauge as f64 / 1_000.0);
+        }
     }
 
     async fn acquire_on_redis(&self, acquire: &Acquire) -> Result<Decision, RedisError> {
@@ -331,17 +508,16 @@ impl RedisStore {
             invocation.key(self.quota_key(&acquire.key, index));
         }
         invocation.key(self.pause_key(&acquire.key));
+        invocation.key(self.learned_key(&acquire.key));
         invocation.arg(micros(acquire.max_wait));
         invocation.arg(micros(acquire.policy.max_server_pause()));
-        for quota in quotas {
-            let interval = quota.interval_nanos().div_ceil(1_000);
-            invocation.arg(interval);
-            invocation.arg(interval.saturating_mul(u64::from(quota.burst() - 1)));
-        }
+        adaptation_args(&mut invocation, &acquire.policy);
+        quota_args(&mut invocation, quotas);
         let mut connection = self.inner.connection.clone();
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
-        let (outcome, amount, status): (i64, i64, i64) =
+        let (outcome, amount, status, gauge): (i64, i64, i64, i64) =
             invocation.invoke_async(&mut connection).await?;
+        self.learned_gauge(gauge);
         let amount = Duration::from_micros(amount.max(0).unsigned_abs());
         Ok(match outcome {
             1 => Decision::Granted { wait: amount },
@@ -358,6 +534,36 @@ impl RedisStore {
                 status: None,
             },
         })
+    }
+
+    async fn observe_on_redis(&self, observation: &Observation) -> Result<(), RedisError> {
+        let quotas = observation.policy.quotas();
+        let mut invocation = self.inner.observe.prepare_invoke();
+        for index in 0..quotas.len() {
+            invocation.key(self.quota_key(&observation.key, index));
+        }
+        invocation.key(self.pause_key(&observation.key));
+        invocation.key(self.learned_key(&observation.key));
+        invocation.arg(micros(observation.pause));
+        invocation.arg(observation.status.as_u16());
+        invocation.arg(u8::from(observation.throttled));
+        invocation.arg(micros(observation.sent_ago));
+        match observation.remaining {
+            Some((remaining, reset)) => {
+                invocation.arg(remaining.to_string());
+                invocation.arg(micros(reset));
+            }
+            None => {
+                invocation.arg(-1);
+                invocation.arg(0);
+            }
+        }
+        adaptation_args(&mut invocation, &observation.policy);
+        quota_args(&mut invocation, quotas);
+        let mut connection = self.inner.connection.clone();
+        let gauge: i64 = invocation.invoke_async(&mut connection).await?;
+        self.learned_gauge(gauge);
+        Ok(())
     }
 
     async fn pause_on_redis(
@@ -407,6 +613,26 @@ impl RedisStore {
         self.inner.fallback.pause_left(key)
     }
 
+    /// Applies a response's observation locally (so it holds on the fallback too, and the recheck
+    /// after a wait sees the pause without a round trip) and in Redis for every replica.
+    pub(crate) async fn record(&self, observation: Observation) {
+        let share = observation
+            .policy
+            .share(self.inner.options.expected_replicas);
+        self.inner
+            .fallback
+            .apply(&observation.key, &share, Signal::of(&observation));
+        if self.is_on_fallback() {
+            return;
+        }
+        let write = self.observe_on_redis(&observation);
+        match tokio::time::timeout(self.inner.options.timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => self.redis_failed(&error),
+            Err(_elapsed) => self.redis_failed(&"no answer within the timeout"),
+        }
+    }
+
     /// Records a server pause locally (so it holds on the fallback too) and in Redis for every replica.
     pub(crate) async fn record_pause(
         &self,
@@ -431,6 +657,39 @@ fn bounds(acquire: &Acquire) -> Bounds {
     Bounds {
         max_wait: nanos(acquire.max_wait),
         max_server_pause: nanos(acquire.policy.max_server_pause()),
+    }
+}
+
+/// ARGV of adaptation: on (1/0), min rate, decrease, increase, cap (-1: none).
+fn adaptation_args(invocation: &mut redis::ScriptInvocation<'_>, policy: &RateLimitPolicy) {
+    match Adapt::of(policy) {
+        Some(adapt) => {
+            invocation.arg(1);
+            invocation.arg(adapt.min_rate.to_string());
+            invocation.arg(adapt.decrease.to_string());
+            invocation.arg(adapt.increase.to_string());
+            if adapt.cap.is_finite() {
+                invocation.arg(adapt.cap.to_string());
+            } else {
+                invocation.arg(-1);
+            }
+        }
+        None => {
+            invocation.arg(0);
+            invocation.arg(1);
+            invocation.arg(1);
+            invocation.arg(1);
+            invocation.arg(-1);
+        }
+    }
+}
+
+/// ARGV of the quotas: per quota its emission interval and tolerance, in microseconds.
+fn quota_args(invocation: &mut redis::ScriptInvocation<'_>, quotas: &[Quota]) {
+    for quota in quotas {
+        let interval = quota.interval_nanos().div_ceil(1_000);
+        invocation.arg(interval);
+        invocation.arg(interval.saturating_mul(u64::from(quota.burst() - 1)));
     }
 }
 
@@ -463,6 +722,14 @@ impl RateLimitStore for RedisStore {
         let store = self.clone();
         Box::pin(async move {
             store.record_pause(key, pause, status).await;
+            Ok(())
+        })
+    }
+
+    fn observe(&self, observation: Observation) -> StoreFuture<()> {
+        let store = self.clone();
+        Box::pin(async move {
+            store.record(observation).await;
             Ok(())
         })
     }
