@@ -175,7 +175,8 @@ impl SharedState {
             Some(prev) if prev.budget.0 == config.retry.budget => prev.budget.clone(),
             _ => {
                 let budget = match &config.retry.budget {
-                    Some(b) => RetryBudget::new(b.window, b.min_per_second, b.ratio),
+                    Some(b) => RetryBudget::new(b.window, b.min_per_second, b.ratio)
+                        .with_refunds(b.refunds),
                     None => RetryBudget::unlimited(),
                 };
                 (config.retry.budget.clone(), budget)
@@ -535,6 +536,8 @@ fn breaker_policy(breaker: &BreakerConfig) -> BreakerPolicy {
         .with_min_throughput(breaker.min_requests)
         .with_consecutive_failures(breaker.consecutive_failures)
         .with_open_duration(breaker.open_for)
+        .with_max_open_duration(breaker.max_open_for)
+        .with_half_open_probes(breaker.half_open_probes)
 }
 
 /// Builds the stack of an integration from its configuration, over `transport`, with the long-lived
@@ -611,6 +614,42 @@ pub fn build_stack(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The configuration's breaker defaults are the layer's (issue 12): a config that says nothing
+    /// gets the breaker that never opens on a partly failing upstream, and every key reaches it.
+    #[test]
+    fn the_breaker_config_defaults_are_the_layers_and_every_key_is_applied() {
+        let config = BreakerConfig::default();
+        let built = breaker_policy(&config);
+        let default = BreakerPolicy::default();
+        assert_eq!(built.failure_ratio(), default.failure_ratio());
+        assert_eq!(built.window(), default.window());
+        assert_eq!(built.min_throughput(), default.min_throughput());
+        assert_eq!(built.consecutive_failures(), default.consecutive_failures());
+        assert_eq!(built.open_duration(), default.open_duration());
+        assert_eq!(built.max_open_duration(), default.max_open_duration());
+        assert_eq!(built.half_open_probes(), default.half_open_probes());
+
+        let mut config = BreakerConfig::default();
+        config.failure_ratio = 0.8;
+        config.window = std::time::Duration::from_secs(7);
+        config.min_requests = 12;
+        config.consecutive_failures = 0;
+        config.open_for = std::time::Duration::from_secs(3);
+        config.max_open_for = std::time::Duration::from_secs(40);
+        config.half_open_probes = 2;
+        let built = breaker_policy(&config);
+        assert_eq!(built.failure_ratio(), 0.8);
+        assert_eq!(built.window(), std::time::Duration::from_secs(7));
+        assert_eq!(built.min_throughput(), 12);
+        assert_eq!(built.consecutive_failures(), 0);
+        assert_eq!(built.open_duration(), std::time::Duration::from_secs(3));
+        assert_eq!(
+            built.max_open_duration(),
+            std::time::Duration::from_secs(40)
+        );
+        assert_eq!(built.half_open_probes(), 2);
+    }
 
     /// Regression: every algorithm but HS256, RS256 and ES256 failed the build with "not supported
     /// yet", though the configuration model accepted it.

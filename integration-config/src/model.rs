@@ -1240,7 +1240,8 @@ impl Default for RetryConfig {
     }
 }
 
-/// The retry budget: retries may be at most `ratio` of requests over `window`, with a floor.
+/// The retry budget: retries may be at most `ratio` of requests over `window`, with a floor. A retry
+/// after a 429 is not charged: it only waits out the server's throttle.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
@@ -1252,6 +1253,10 @@ pub struct BudgetConfig {
     pub window: Duration,
     /// Retries always allowed per second, whatever the traffic. Default 10.
     pub min_per_second: u32,
+    /// Pay back a retry whose attempt did not fail, so only failed retries are charged. Default
+    /// false: at 35 % failed attempts it lets 98 % of calls succeed instead of 80 %, but at 1.5
+    /// attempts per call instead of 1.2 (see `integration_retry::RetryBudget`).
+    pub refunds: bool,
 }
 
 impl Default for BudgetConfig {
@@ -1260,6 +1265,7 @@ impl Default for BudgetConfig {
             ratio: 0.2,
             window: Duration::from_secs(10),
             min_per_second: 10,
+            refunds: false,
         }
     }
 }
@@ -1297,26 +1303,39 @@ mod budget_serde {
     }
 }
 
-/// The circuit breaker: fail fast while an upstream is known broken.
+/// The circuit breaker: fail fast while an upstream is known broken. It counts attempts (it sits
+/// under the retries), opens on a failure ratio over a short window, and lets a few probes decide
+/// when to close; see `integration_retry::BreakerPolicy` for the state machine and why these
+/// defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BreakerConfig {
     /// Whether the breaker runs. Default true.
     pub enabled: bool,
-    /// Open when failures reach this share of calls over `window` (with at least `min_requests`), in
-    /// (0, 1]. Default 0.5.
+    /// Open when failures reach this share of attempts over `window` (with at least
+    /// `min_requests`), in (0, 1]; also the share of failed half-open probes that opens it again.
+    /// Default 0.5.
     pub failure_ratio: f64,
-    /// Sliding window of the ratio. Default 30 s.
+    /// Sliding window of the ratio. Default 2 s.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-    /// Calls needed in the window before the ratio counts. Default 20.
+    /// Attempts needed in the window before the ratio counts. Default 100.
     pub min_requests: u32,
-    /// Open after this many failures in a row, whatever the ratio; 0 disables this trigger. Default 5.
+    /// Open after this many failures in a row while the window holds fewer than `min_requests`
+    /// attempts (where the ratio cannot judge); 0 disables this trigger. Default 10.
     pub consecutive_failures: u32,
-    /// How long the breaker stays open before a half-open probe. Default 30 s.
+    /// The base open time, before half-open probes. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub open_for: Duration,
+    /// The cap on the open time, which doubles with each failed probing round in a row; equal to
+    /// `open_for` or below it (read as `open_for`, so a config that sets only `open_for` keeps a
+    /// fixed open time), the open time never grows. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub max_open_for: Duration,
+    /// Attempts let through at once while half-open; the majority of their outcomes (by
+    /// `failure_ratio`) closes or reopens the breaker. At least 1. Default 5.
+    pub half_open_probes: u32,
 }
 
 impl Default for BreakerConfig {
@@ -1324,10 +1343,12 @@ impl Default for BreakerConfig {
         BreakerConfig {
             enabled: true,
             failure_ratio: 0.5,
-            window: Duration::from_secs(30),
-            min_requests: 20,
-            consecutive_failures: 5,
-            open_for: Duration::from_secs(30),
+            window: Duration::from_secs(2),
+            min_requests: 100,
+            consecutive_failures: 10,
+            open_for: Duration::from_secs(5),
+            max_open_for: Duration::from_secs(5),
+            half_open_probes: 5,
         }
     }
 }

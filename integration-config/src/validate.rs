@@ -462,6 +462,10 @@ fn breaker(b: &BreakerConfig, cx: &mut Ctx<'_>) {
     cx.non_zero("circuit_breaker.window", b.window);
     cx.at_least_one("circuit_breaker.min_requests", b.min_requests.into());
     cx.non_zero("circuit_breaker.open_for", b.open_for);
+    cx.at_least_one(
+        "circuit_breaker.half_open_probes",
+        b.half_open_probes.into(),
+    );
 }
 
 fn log(l: &LogConfig, cx: &mut Ctx<'_>) {

@@ -894,3 +894,61 @@ fn adaptive_throttling_is_on_by_default_and_its_knobs_are_bounded() {
         ]
     );
 }
+
+/// The breaker's keys of issue 12: the new defaults, the two new keys, and their validation.
+#[test]
+fn breaker_defaults_and_new_keys() {
+    let breaker = integration_config::BreakerConfig::default();
+    assert_eq!(breaker.failure_ratio, 0.5);
+    assert_eq!(breaker.window, Duration::from_secs(2));
+    assert_eq!(breaker.min_requests, 100);
+    assert_eq!(breaker.consecutive_failures, 10);
+    assert_eq!(breaker.open_for, Duration::from_secs(5));
+    assert_eq!(breaker.max_open_for, Duration::from_secs(5));
+    assert_eq!(breaker.half_open_probes, 5);
+    assert!(!integration_config::BudgetConfig::default().refunds);
+
+    let config = Config::from_toml_str(
+        r#"
+        [integrations.api]
+        base_url = "https://api.example.com"
+        retry.budget = { ratio = 0.2, refunds = true }
+        [integrations.api.circuit_breaker]
+        open_for = "2s"
+        max_open_for = "1m"
+        half_open_probes = 3
+        "#,
+    )
+    .unwrap();
+    let api = &config.integrations["api"];
+    assert_eq!(api.circuit_breaker.max_open_for, Duration::from_secs(60));
+    assert_eq!(api.circuit_breaker.half_open_probes, 3);
+    assert!(api.retry.budget.as_ref().unwrap().refunds);
+
+    let errors = invalid_paths(Config::from_toml_str(
+        r#"
+        [integrations.api]
+        base_url = "https://api.example.com"
+        [integrations.api.circuit_breaker]
+        half_open_probes = 0
+        "#,
+    ));
+    assert_eq!(
+        errors,
+        ["integrations.api.circuit_breaker.half_open_probes: must be at least 1"]
+    );
+    // A cap below the base open time reads as the base (no growth): a config written before the
+    // cap existed, with only `open_for`, stays valid.
+    let config = Config::from_toml_str(
+        r#"
+        [integrations.api]
+        base_url = "https://api.example.com"
+        circuit_breaker = { open_for = "30s" }
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.integrations["api"].circuit_breaker.open_for,
+        Duration::from_secs(30)
+    );
+}

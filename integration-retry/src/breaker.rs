@@ -30,7 +30,8 @@ use crate::window::SlidingCounts;
 pub enum BreakerState {
     /// Calls go through; failures are counted.
     Closed,
-    /// The open period is over: one probe call goes through, the others are refused until it ends.
+    /// The open period is over: a few probes go through, the others are refused until the
+    /// probes' outcome closes or reopens the breaker.
     HalfOpen,
     /// Calls are refused with [`CircuitOpen`] until the open period ends.
     Open,
@@ -74,23 +75,91 @@ pub fn default_key(uri: &Uri, extensions: &Extensions) -> String {
     key
 }
 
-/// When a breaker opens, for how long, and how many keys it remembers.
+/// When a breaker opens, for how long, how it probes, and how many keys it remembers.
 ///
-/// | setting | default |
-/// | --- | --- |
-/// | [`failure_ratio`](Self::with_failure_ratio) | 0.5 of the calls in the window |
-/// | [`window`](Self::with_window) | 10 s |
-/// | [`min_throughput`](Self::with_min_throughput) | 20 calls in the window before the ratio counts |
-/// | [`consecutive_failures`](Self::with_consecutive_failures) | 5 (0 turns this trigger off) |
-/// | [`open_duration`](Self::with_open_duration) | 30 s |
-/// | [`open_jitter`](Self::with_open_jitter) | 0.2 (the open period is 30 s to 36 s) |
-/// | [`max_keys`](Self::with_max_keys) | 1024 |
-/// | [`key`](Self::with_key) | [`default_key`]: integration and host |
-/// | [`classifier`](Self::with_classifier) | [`DefaultClassifier`] |
+/// | setting | default | after |
+/// | --- | --- | --- |
+/// | [`failure_ratio`](Self::with_failure_ratio) | 0.5 of the attempts in the window | resilience4j |
+/// | [`window`](Self::with_window) | 2 s, sliding | |
+/// | [`min_throughput`](Self::with_min_throughput) | 100 attempts in the window before the ratio counts | Polly v8 |
+/// | [`consecutive_failures`](Self::with_consecutive_failures) | 10 in a row, *only while the window holds fewer than `min_throughput` attempts* (0 turns it off) | |
+/// | [`open_duration`](Self::with_open_duration) | 5 s, the base open time | Polly v8 |
+/// | [`max_open_duration`](Self::with_max_open_duration) | 5 s: no growth (see below) | Envoy |
+/// | [`open_jitter`](Self::with_open_jitter) | 0.2 (a 5 s period lasts 5 s to 6 s) | |
+/// | [`half_open_probes`](Self::with_half_open_probes) | 5 probes at once | resilience4j |
+/// | [`max_keys`](Self::with_max_keys) | 1024 | |
+/// | [`key`](Self::with_key) | [`default_key`]: integration and host | |
+/// | [`classifier`](Self::with_classifier) | [`DefaultClassifier`] | |
+///
+/// # The state machine
+///
+/// ```text
+///            failures >= failure_ratio of >= min_throughput attempts in the window,
+///            or consecutive_failures in a row while the window holds fewer
+///   Closed ─────────────────────────────────────────────────────────────────▶ Open
+///     ▲                                                                        │
+///     │ enough probes succeed                                 open period over │
+///     │                                                                        ▼
+///     └──────────────────────────────── HalfOpen ◀─────────────────────────────┘
+///                                          │  ▲
+///        enough probes fail: open again,   │  │ open period over
+///        the period doubled (up to the     ▼  │
+///        cap), jittered                    Open
+/// ```
+///
+/// - **Closed**: every attempt goes through and its outcome is counted in a sliding window (ten
+///   slots of a tenth of it). The breaker opens when failures reach `failure_ratio` of the attempts
+///   in the window *and* the window holds at least `min_throughput` attempts. Below that volume a
+///   ratio means little (3 failures in 5 attempts is noise at 35 % failures), so there, and only
+///   there, `consecutive_failures` in a row open it.
+/// - **Open**: attempts fail at once with [`CircuitOpen`] carrying the time left. The first period
+///   lasts `open_duration`; each half-open round that fails doubles it, up to `max_open_duration`
+///   (`open_duration * 2^n`, capped, the Envoy idea of ejecting for longer the more often a host is
+///   ejected). Every period is lengthened by up to `open_jitter` of it at random, so breakers that
+///   opened together (in many replicas) do not all probe at once.
+/// - **HalfOpen**: up to `half_open_probes` attempts go through at once; the others are refused.
+///   The round ends as soon as its outcome is certain: it closes (the window starts empty) once
+///   fewer than `failure_ratio` of the probes can still fail, and opens again once at least that
+///   share (and at least one) has failed. With the defaults: 3 successes of 5 close it, 3 failures
+///   open it. A probe whose outcome says nothing (a 429, see below) or that is cancelled frees its
+///   place for another attempt.
+///
+/// # Why these defaults
+///
+/// The breaker must never make a partly failing upstream worse than no breaker, and must notice
+/// an outage fast and let traffic back fast when it ends.
+///
+/// - **Ratio 0.5, at least 100 attempts.** An upstream failing a third of its attempts still
+///   serves two thirds of them, and retries turn that into a higher share of calls: refusing
+///   them would make things worse, so the ratio sits well above the partial failures the retry
+///   layer handles well (resilience4j's default is 50 %). Polly v8 opens at 10 % with a minimum of
+///   100 calls: its minimum throughput is kept (at 35 % failures, 50 failures in 100 attempts
+///   happen in about one window in 600), its ratio is not.
+/// - **A 2 s window.** After an outage starts, a sliding ratio reaches 0.5 when the failures
+///   outnumber the successes still in the window: after about half the window. Polly's 30 s
+///   window with our ratio would keep calling a dead upstream for 15 s; 2 s opens within about
+///   1 s at a few hundred attempts per second, and still holds hundreds of attempts at that rate.
+/// - **Consecutive failures only at low volume.** At hundreds of attempts a second, five failures
+///   in a row happen several times a second at 35 % failures: a consecutive trigger there opens
+///   a healthy breaker (this is what the old defaults did). Under `min_throughput` the ratio is
+///   silent, so 10 failures in a row (0.003 % likely at 35 % failures) stand in for it.
+/// - **A 5 s base open time** (Polly v8's), **5 probes** (resilience4j admits a number of calls
+///   in half-open, 10 by default): one probe judged alone reopens on bad luck (at 35 % failures,
+///   one probe in three), the majority of 5 less often (one round in four), and a wrong round
+///   costs one base period.
+/// - **No growth by default** (`max_open_duration` = `open_duration`). After an outage ends the
+///   first success comes within the open period in force plus one probe: with growth, a long
+///   outage would leave a long period in force when it ends (the old 30 s period made recovery
+///   take 14 s). Five probes per base period is no load on an upstream that is down. Raise
+///   `max_open_duration` for an upstream that flaps, where reopening for longer each time pays.
 ///
 /// # What counts
 ///
-/// Each call is judged by the [classifier](Self::with_classifier) as if every request were
+/// The breaker sits under the retry layer, so it counts **attempts**, not calls: each attempt is a
+/// request the upstream served or failed, which is what its health is. (A call retried twice
+/// after two 503s and then served is two failures and a success.)
+///
+/// Each attempt is judged by the [classifier](Self::with_classifier) as if every request were
 /// idempotent: the upstream's health does not depend on the method.
 ///
 /// | outcome | counts as |
@@ -108,7 +177,7 @@ pub fn default_key(uri: &Uri, extensions: &Extensions) -> String {
 /// longer than it asked for (Envoy's outlier detection and most breakers count only 5xx and
 /// connection failures). It does not count as a success either, nor reset the consecutive-failure
 /// count: a throttled call says nothing about whether the upstream can serve it. A half-open probe
-/// answered with a 429 leaves the breaker half-open, and the next call probes again.
+/// answered with a 429 frees its place, and the next call probes instead.
 ///
 /// [`RetryReason::Throttled`]: integration_core::classify::RetryReason::Throttled
 /// [`RetryReason::CredentialUnavailable`]: integration_core::classify::RetryReason::CredentialUnavailable
@@ -118,10 +187,18 @@ pub fn default_key(uri: &Uri, extensions: &Extensions) -> String {
 /// use std::time::Duration;
 ///
 /// let policy = BreakerPolicy::default()
-///     .with_consecutive_failures(3)
-///     .with_open_duration(Duration::from_secs(10))
+///     .with_failure_ratio(0.6)
+///     .with_open_duration(Duration::from_secs(2))
+///     .with_max_open_duration(Duration::from_secs(30))
+///     .with_half_open_probes(3)
 ///     .with_key(|uri, _| uri.host().unwrap_or("").to_owned());
-/// assert_eq!(policy.consecutive_failures(), 3);
+/// assert_eq!(policy.open_duration(), Duration::from_secs(2));
+/// // The base doubles with each failed round, up to the cap.
+/// assert_eq!(policy.open_duration_after(0), Duration::from_secs(2));
+/// assert_eq!(policy.open_duration_after(3), Duration::from_secs(16));
+/// assert_eq!(policy.open_duration_after(4), Duration::from_secs(30));
+/// // 3 probes at a 0.6 ratio: 2 failures open it again, 2 successes close it.
+/// assert_eq!(policy.probe_failures_to_reopen(), 2);
 /// ```
 #[derive(Clone)]
 pub struct BreakerPolicy {
@@ -130,7 +207,9 @@ pub struct BreakerPolicy {
     min_throughput: u32,
     consecutive_failures: u32,
     open_duration: Duration,
+    max_open_duration: Duration,
     open_jitter: f64,
+    half_open_probes: u32,
     max_keys: usize,
     key: KeyFn,
     classifier: Arc<dyn Classify>,
@@ -141,11 +220,13 @@ impl Default for BreakerPolicy {
     fn default() -> Self {
         Self {
             failure_ratio: 0.5,
-            window: Duration::from_secs(10),
-            min_throughput: 20,
-            consecutive_failures: 5,
-            open_duration: Duration::from_secs(30),
+            window: Duration::from_secs(2),
+            min_throughput: 100,
+            consecutive_failures: 10,
+            open_duration: Duration::from_secs(5),
+            max_open_duration: Duration::from_secs(5),
             open_jitter: 0.2,
+            half_open_probes: 5,
             max_keys: 1024,
             key: Arc::new(default_key),
             classifier: Arc::new(DefaultClassifier::new()),
@@ -162,7 +243,9 @@ impl fmt::Debug for BreakerPolicy {
             .field("min_throughput", &self.min_throughput)
             .field("consecutive_failures", &self.consecutive_failures)
             .field("open_duration", &self.open_duration)
+            .field("max_open_duration", &self.max_open_duration)
             .field("open_jitter", &self.open_jitter)
+            .field("half_open_probes", &self.half_open_probes)
             .field("max_keys", &self.max_keys)
             .field("classifier", &self.classifier)
             .finish_non_exhaustive()
@@ -175,7 +258,8 @@ impl BreakerPolicy {
         Self::default()
     }
 
-    /// Opens when failures reach this share of the calls in the window (clamped to `0.0..=1.0`).
+    /// Opens when failures reach this share of the attempts in the window (clamped to
+    /// `0.0..=1.0`); also the share of failed half-open probes that opens the breaker again.
     #[must_use]
     pub fn with_failure_ratio(mut self, ratio: f64) -> Self {
         self.failure_ratio = if ratio.is_nan() {
@@ -193,24 +277,39 @@ impl BreakerPolicy {
         self
     }
 
-    /// Calls needed in the window before the failure ratio can open the breaker.
+    /// Attempts needed in the window before the failure ratio can open the breaker (at least 1);
+    /// below it, only the consecutive-failure trigger can.
     #[must_use]
-    pub fn with_min_throughput(mut self, calls: u32) -> Self {
-        self.min_throughput = calls.max(1);
+    pub fn with_min_throughput(mut self, attempts: u32) -> Self {
+        self.min_throughput = attempts.max(1);
         self
     }
 
-    /// Opens after this many failures in a row, whatever the ratio; 0 turns this trigger off.
+    /// Opens after this many failures in a row while the window holds fewer than
+    /// [`min_throughput`](Self::with_min_throughput) attempts (where the ratio cannot judge); 0
+    /// turns this trigger off.
     #[must_use]
     pub fn with_consecutive_failures(mut self, failures: u32) -> Self {
         self.consecutive_failures = failures;
         self
     }
 
-    /// How long the breaker stays open before letting a probe through.
+    /// The base open time: how long the breaker stays open the first time, before half-open
+    /// probes. Also raises [`max_open_duration`](Self::with_max_open_duration) to it when it was
+    /// lower.
     #[must_use]
     pub fn with_open_duration(mut self, duration: Duration) -> Self {
         self.open_duration = duration;
+        self.max_open_duration = self.max_open_duration.max(duration);
+        self
+    }
+
+    /// The cap on the open time, which doubles with each failed half-open round in a row. Equal to
+    /// the [`open_duration`](Self::with_open_duration) (the default), the open time never grows; a
+    /// value below it reads as it.
+    #[must_use]
+    pub fn with_max_open_duration(mut self, duration: Duration) -> Self {
+        self.max_open_duration = duration;
         self
     }
 
@@ -223,6 +322,14 @@ impl BreakerPolicy {
         } else {
             jitter.clamp(0.0, 10.0)
         };
+        self
+    }
+
+    /// Attempts let through at once while half-open (at least 1); the round's outcome decides
+    /// whether the breaker closes or opens again.
+    #[must_use]
+    pub fn with_half_open_probes(mut self, probes: u32) -> Self {
+        self.half_open_probes = probes.max(1);
         self
     }
 
@@ -267,7 +374,7 @@ impl BreakerPolicy {
         self.window
     }
 
-    /// The minimum throughput.
+    /// The minimum throughput, in attempts per window.
     pub fn min_throughput(&self) -> u32 {
         self.min_throughput
     }
@@ -277,9 +384,14 @@ impl BreakerPolicy {
         self.consecutive_failures
     }
 
-    /// The open duration before jitter.
+    /// The base open time, before growth and jitter.
     pub fn open_duration(&self) -> Duration {
         self.open_duration
+    }
+
+    /// The cap on the open time before jitter (never below the base).
+    pub fn max_open_duration(&self) -> Duration {
+        self.max_open_duration.max(self.open_duration)
     }
 
     /// The open-period jitter.
@@ -287,22 +399,47 @@ impl BreakerPolicy {
         self.open_jitter
     }
 
+    /// The probes let through at once while half-open.
+    pub fn half_open_probes(&self) -> u32 {
+        self.half_open_probes
+    }
+
     /// The cap on keys.
     pub fn max_keys(&self) -> usize {
         self.max_keys
     }
 
-    /// The open duration lengthened by its jitter; `Duration::MAX` when that does not fit (an open
-    /// duration meant as "until restarted" must not overflow and panic).
-    fn open_period(&self) -> Duration {
+    /// The open time, before jitter, after `failed_rounds` half-open rounds failed in a row (0
+    /// when the breaker opens from closed): `open_duration * 2^failed_rounds`, capped at
+    /// [`max_open_duration`](Self::max_open_duration).
+    pub fn open_duration_after(&self, failed_rounds: u32) -> Duration {
+        let factor = 2u32.checked_pow(failed_rounds).unwrap_or(u32::MAX);
+        self.open_duration
+            .saturating_mul(factor)
+            .min(self.max_open_duration())
+    }
+
+    /// Failed probes of one half-open round that open the breaker again: the failure ratio of the
+    /// probes, rounded up, and at least 1. The round closes the breaker once fewer than this many
+    /// probes are left to fail.
+    pub fn probe_failures_to_reopen(&self) -> u32 {
+        let probes = f64::from(self.half_open_probes);
+        let failures = (self.failure_ratio * probes).ceil();
+        // In 1..=probes: the cast cannot truncate.
+        (failures as u32).clamp(1, self.half_open_probes)
+    }
+
+    /// The open period after `failed_rounds`, lengthened by its jitter; `Duration::MAX` when that
+    /// does not fit (an open duration meant as "until restarted" must not overflow and panic).
+    fn open_period(&self, failed_rounds: u32) -> Duration {
         let factor = 1.0 + self.open_jitter * self.jitter.sample();
-        Duration::try_from_secs_f64(self.open_duration.as_secs_f64() * factor)
+        Duration::try_from_secs_f64(self.open_duration_after(failed_rounds).as_secs_f64() * factor)
             .unwrap_or(Duration::MAX)
     }
 
     /// When a breaker opened now stays open until.
-    fn open_until(&self, now: Instant) -> Instant {
-        instant_after(now, self.open_period())
+    fn open_until(&self, now: Instant, failed_rounds: u32) -> Instant {
+        instant_after(now, self.open_period(failed_rounds))
     }
 }
 
@@ -321,8 +458,23 @@ pub struct BreakerRegistry {
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     Closed,
-    Open { until: Instant },
-    HalfOpen { probing: bool },
+    Open {
+        until: Instant,
+    },
+    /// A probing round: probes in flight, and the outcomes of those that ended.
+    HalfOpen {
+        in_flight: u32,
+        successes: u32,
+        failures: u32,
+    },
+}
+
+impl Phase {
+    const PROBING: Phase = Phase::HalfOpen {
+        in_flight: 0,
+        successes: 0,
+        failures: 0,
+    };
 }
 
 /// Counter 0: successes; counter 1: failures.
@@ -331,8 +483,13 @@ const FAILURES: usize = 1;
 
 struct Entry {
     phase: Phase,
+    /// Bumped at every change of phase: an attempt admitted in an earlier phase (a probe of an
+    /// earlier round, a call let through before the breaker opened) reports to nobody.
+    epoch: u64,
     counts: SlidingCounts<2>,
     consecutive: u32,
+    /// Half-open rounds that failed since the breaker last closed: the open time's exponent.
+    failed_rounds: u32,
     last_used: Instant,
     integration: SharedString,
     host: SharedString,
@@ -341,6 +498,7 @@ struct Entry {
 impl Entry {
     fn set_phase(&mut self, phase: Phase, key: &str) {
         self.phase = phase;
+        self.epoch = self.epoch.wrapping_add(1);
         let state = self.state(Instant::now());
         metrics::gauge!(
             names::BREAKER_STATE,
@@ -353,8 +511,17 @@ impl Entry {
             BreakerState::HalfOpen => {
                 tracing::info!(breaker = key, "circuit breaker half-open: probing")
             }
-            BreakerState::Open => tracing::warn!(breaker = key, "circuit breaker opened"),
+            BreakerState::Open => tracing::warn!(
+                breaker = key,
+                failed_rounds = self.failed_rounds,
+                "circuit breaker opened"
+            ),
         }
+    }
+
+    fn open(&mut self, now: Instant, policy: &BreakerPolicy, key: &str) {
+        let until = policy.open_until(now, self.failed_rounds);
+        self.set_phase(Phase::Open { until }, key);
     }
 
     fn state(&self, now: Instant) -> BreakerState {
@@ -366,11 +533,11 @@ impl Entry {
     }
 }
 
-/// What an admitted call is.
+/// What an admitted call is, and in which phase it was admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Admission {
-    Normal,
-    Probe,
+struct Admission {
+    probe: bool,
+    epoch: u64,
 }
 
 /// What a finished call says about the upstream.
@@ -439,8 +606,10 @@ impl BreakerRegistry {
                 key.to_owned(),
                 Entry {
                     phase: Phase::Closed,
+                    epoch: 0,
                     counts: SlidingCounts::new(policy.window),
                     consecutive: 0,
+                    failed_rounds: 0,
                     last_used: now,
                     integration,
                     host,
@@ -449,14 +618,34 @@ impl BreakerRegistry {
         }
         let entry = keys.get_mut(key).expect("inserted above");
         entry.last_used = now;
-        match entry.phase {
-            Phase::Closed => Ok(Admission::Normal),
-            Phase::Open { until } if now < until => Err(CircuitOpen::new(Some(until - now))),
-            Phase::Open { .. } | Phase::HalfOpen { probing: false } => {
-                entry.set_phase(Phase::HalfOpen { probing: true }, key);
-                Ok(Admission::Probe)
+        if let Phase::Open { until } = entry.phase {
+            if now < until {
+                return Err(CircuitOpen::new(Some(until - now)));
             }
-            Phase::HalfOpen { probing: true } => Err(CircuitOpen::new(None)),
+            entry.set_phase(Phase::PROBING, key);
+        }
+        match &mut entry.phase {
+            Phase::Closed => Ok(Admission {
+                probe: false,
+                epoch: entry.epoch,
+            }),
+            Phase::HalfOpen {
+                in_flight,
+                successes,
+                failures,
+            } => {
+                if *in_flight + *successes + *failures < policy.half_open_probes {
+                    *in_flight += 1;
+                    Ok(Admission {
+                        probe: true,
+                        epoch: entry.epoch,
+                    })
+                } else {
+                    // The round's probes are out: the next chance comes with its outcome.
+                    Err(CircuitOpen::new(None))
+                }
+            }
+            Phase::Open { .. } => unreachable!("an open breaker refused or went half-open above"),
         }
     }
 
@@ -467,25 +656,36 @@ impl BreakerRegistry {
             // Forgotten meanwhile (the key cap): nothing to update.
             return;
         };
-        match (admission, entry.phase) {
-            (Admission::Probe, Phase::HalfOpen { .. }) => match outcome {
-                Outcome::Success => {
+        if entry.epoch != admission.epoch {
+            // Admitted before the breaker changed phase: its outcome is stale.
+            return;
+        }
+        match &mut entry.phase {
+            Phase::HalfOpen {
+                in_flight,
+                successes,
+                failures,
+            } if admission.probe => {
+                *in_flight = in_flight.saturating_sub(1);
+                match outcome {
+                    Outcome::Success => *successes += 1,
+                    Outcome::Failure => *failures += 1,
+                    // Says nothing about the upstream: its place goes to another attempt.
+                    Outcome::Neutral => return,
+                }
+                let to_reopen = policy.probe_failures_to_reopen();
+                if *failures >= to_reopen {
+                    entry.failed_rounds = entry.failed_rounds.saturating_add(1);
+                    entry.open(now, policy, key);
+                } else if policy.half_open_probes - *successes < to_reopen {
+                    // Even if every other probe failed, the round could not reopen: close.
                     entry.counts.clear();
                     entry.consecutive = 0;
+                    entry.failed_rounds = 0;
                     entry.set_phase(Phase::Closed, key);
                 }
-                Outcome::Failure => {
-                    entry.set_phase(
-                        Phase::Open {
-                            until: policy.open_until(now),
-                        },
-                        key,
-                    );
-                }
-                // Says nothing about the upstream: let another call probe.
-                Outcome::Neutral => entry.phase = Phase::HalfOpen { probing: false },
-            },
-            (Admission::Normal, Phase::Closed) => {
+            }
+            Phase::Closed if !admission.probe => {
                 entry.counts.advance(now);
                 match outcome {
                     Outcome::Success => {
@@ -496,40 +696,36 @@ impl BreakerRegistry {
                         entry.counts.add(FAILURES, 1);
                         entry.consecutive = entry.consecutive.saturating_add(1);
                         if should_open(entry, policy) {
-                            entry.set_phase(
-                                Phase::Open {
-                                    until: policy.open_until(now),
-                                },
-                                key,
-                            );
+                            entry.open(now, policy, key);
                         }
                     }
                     Outcome::Neutral => {}
                 }
             }
-            // A call admitted before the breaker changed state: its outcome is stale.
             _ => {}
         }
     }
 
-    /// A probe ended without an outcome (its future was dropped): let another call probe.
-    fn release_probe(&self, key: &str) {
+    /// A probe ended without an outcome (its future was dropped): its place goes to another call.
+    fn release_probe(&self, key: &str, admission: Admission) {
         if let Some(entry) = self.lock().get_mut(key)
-            && let Phase::HalfOpen { probing: true } = entry.phase
+            && entry.epoch == admission.epoch
+            && let Phase::HalfOpen { in_flight, .. } = &mut entry.phase
         {
-            entry.phase = Phase::HalfOpen { probing: false };
+            *in_flight = in_flight.saturating_sub(1);
         }
     }
 }
 
+/// Whether a closed breaker opens after a failure: the ratio where the window holds enough
+/// attempts to judge, the consecutive failures where it does not.
 fn should_open(entry: &Entry, policy: &BreakerPolicy) -> bool {
-    if policy.consecutive_failures > 0 && entry.consecutive >= policy.consecutive_failures {
-        return true;
-    }
     let [successes, failures] = entry.counts.totals();
-    let calls = successes + failures;
-    calls >= u64::from(policy.min_throughput)
-        && failures as f64 >= policy.failure_ratio * calls as f64
+    let attempts = successes + failures;
+    if attempts >= u64::from(policy.min_throughput) {
+        return failures as f64 >= policy.failure_ratio * attempts as f64;
+    }
+    policy.consecutive_failures > 0 && entry.consecutive >= policy.consecutive_failures
 }
 
 fn evict_least_recently_used(keys: &mut HashMap<String, Entry>) {
@@ -559,8 +755,10 @@ impl fmt::Debug for BreakerRegistry {
 }
 
 /// Fails fast while an upstream is known broken: one breaker per key (by default the integration and
-/// the host), opened by a failure ratio over a sliding window (with a minimum throughput) or by
-/// consecutive failures, open for a jittered period, then half-open with exactly one probe.
+/// the host), opened by a failure ratio over a sliding window of attempts (with a minimum
+/// throughput; consecutive failures below it), open for a short jittered period that doubles
+/// (up to a cap) while probes keep failing, then half-open with a few probes whose success ratio
+/// closes it. The state machine and the defaults are in [`BreakerPolicy`].
 ///
 /// Refused calls fail with [`CircuitOpen`] carrying when the breaker lets a probe through, and are
 /// counted in [`BREAKER_REJECTIONS`](integration_core::names::BREAKER_REJECTIONS); each state change
@@ -783,8 +981,10 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        if !self.done && self.admission == Admission::Probe {
-            self.shared.registry.release_probe(&self.key);
+        if !self.done && self.admission.probe {
+            self.shared
+                .registry
+                .release_probe(&self.key, self.admission);
         }
     }
 }

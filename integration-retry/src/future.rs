@@ -214,6 +214,9 @@ pub(crate) struct RetryState<B> {
     reauthenticated: bool,
     /// The retry decided and not sent yet: its reason and wait.
     planned: Option<(RetryReason, Duration)>,
+    /// The attempt in flight is a retry charged to the budget: refunded unless it fails (when the
+    /// budget refunds; see `RetryBudget::with_refunds`).
+    charged: bool,
     integration: Option<IntegrationName>,
     deadline: Option<Deadline>,
     label: SharedString,
@@ -237,6 +240,7 @@ impl<B> RetryState<B> {
             previous: None,
             reauthenticated: false,
             planned: None,
+            charged: false,
             integration,
             deadline,
             label,
@@ -251,6 +255,7 @@ impl<B> RetryState<B> {
             response.headers(),
             wall_clock(),
         );
+        self.settle(&classification);
         match classification {
             Classification::Reauthenticate => {
                 let invalidated = response
@@ -286,6 +291,7 @@ impl<B> RetryState<B> {
             .policy
             .classifier()
             .classify_error(&self.meta, &*error);
+        self.settle(&classification);
         match classification {
             Classification::Retry {
                 reason,
@@ -301,6 +307,17 @@ impl<B> RetryState<B> {
                 }
             },
             _ => Next::Return(Err(self.finish_error(error))),
+        }
+    }
+
+    /// Settles the budget for the attempt that just ended: a charged retry that did not fail (it
+    /// was served, answered for good, or throttled) is refunded. See [`RetryBudget`], "What it
+    /// bounds".
+    ///
+    /// [`RetryBudget`]: crate::RetryBudget
+    fn settle(&mut self, classification: &Classification) {
+        if std::mem::take(&mut self.charged) && !is_charged_failure(classification) {
+            self.shared.budget.refund();
         }
     }
 
@@ -372,7 +389,10 @@ impl<B> RetryState<B> {
                 status,
             )));
         }
-        if !self.shared.budget.withdraw() {
+        // A throttled retry is paced by the server's signal and the rate limiter, not a storm: it
+        // is not charged (see `RetryBudget`, "What it bounds").
+        let charge = reason != RetryReason::Throttled;
+        if charge && !self.shared.budget.withdraw() {
             metrics::counter!(names::RETRY_BUDGET_EXHAUSTED, names::INTEGRATION => self.label.clone())
                 .increment(1);
             tracing::info!(
@@ -382,6 +402,7 @@ impl<B> RetryState<B> {
             );
             return Plan::Fail(Box::new(BudgetExhausted::new(status)));
         }
+        self.charged = charge;
         self.retries += 1;
         self.previous = Some(backoff);
         self.record(reason, wait);
@@ -428,6 +449,15 @@ impl<B> RetryState<B> {
         }
         Box::new(error)
     }
+}
+
+/// True for an outcome that a charged retry pays for: a retryable failure of the upstream (or of
+/// the way to it). Successes, final answers and throttling are refunded.
+fn is_charged_failure(classification: &Classification) -> bool {
+    matches!(
+        classification,
+        Classification::Retry { reason, .. } if *reason != RetryReason::Throttled
+    )
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -73,7 +73,14 @@
 //!   [`RateLimited`](integration_core::error::RateLimited) carrying it.
 //! - **A budget stops retry storms**: [`RetryBudget`] allows retries for at most 20 % of calls over
 //!   10 s, with a floor of 10 per second; past it, calls fail fast with
-//!   [`BudgetExhausted`](integration_core::error::BudgetExhausted).
+//!   [`BudgetExhausted`](integration_core::error::BudgetExhausted). A full outage costs at most
+//!   1.2 attempts per call; at 35 % failed attempts about 80 % of calls succeed (65 % on the first
+//!   try). A retry after a 429 is not charged: it waits out the server's throttle, paced by the
+//!   rate limiter, and is no storm. See [`RetryBudget`] for the figures and the options.
+//! - **A circuit breaker that never makes things worse**: [`CircuitBreakerLayer`] opens when half
+//!   the attempts of the last 2 s fail (at least 100 of them; below that, 10 failures in a row),
+//!   stays open 5 s, and closes on the majority of 5 half-open probes. See [`BreakerPolicy`] for
+//!   the state machine and why.
 //! - **Honest accounts.** Every attempt carries [`Attempt`](integration_core::ext::Attempt) in its
 //!   request; the final response carries [`Attempts`](integration_core::ext::Attempts) (count, reasons,
 //!   time waited); a final error is an [`integration_core::Error`] with

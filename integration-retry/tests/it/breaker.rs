@@ -144,8 +144,12 @@ async fn failures_leave_the_window_as_it_slides() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn half_open_lets_exactly_one_probe_through() {
-    let mut harness = Harness::new(policy().with_consecutive_failures(1));
+async fn half_open_with_one_probe_lets_exactly_one_through() {
+    let mut harness = Harness::new(
+        policy()
+            .with_consecutive_failures(1)
+            .with_half_open_probes(1),
+    );
     harness.call_with(github("GET"), status(503)).await.unwrap();
     assert_eq!(harness.state(), Some(BreakerState::Open));
     tokio::time::advance(Duration::from_secs(11)).await;
@@ -171,6 +175,7 @@ async fn half_open_lets_exactly_one_probe_through() {
 async fn a_failed_probe_reopens_for_a_jittered_period() {
     let policy = policy()
         .with_consecutive_failures(1)
+        .with_half_open_probes(1)
         .with_jitter(Jitter::fixed(0.0));
     let mut harness = Harness::new(policy);
     harness.call_with(github("GET"), status(503)).await.unwrap();
@@ -200,7 +205,11 @@ async fn the_open_period_is_jittered_by_the_injected_randomness() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_probe_releases_its_reservation() {
-    let mut harness = Harness::new(policy().with_consecutive_failures(1));
+    let mut harness = Harness::new(
+        policy()
+            .with_consecutive_failures(1)
+            .with_half_open_probes(1),
+    );
     harness.call_with(github("GET"), status(503)).await.unwrap();
     tokio::time::advance(Duration::from_secs(11)).await;
     let probe = tokio::spawn(
@@ -312,10 +321,14 @@ async fn a_503_with_retry_after_counts_as_a_failure() {
 }
 
 /// A half-open probe answered 429 proves nothing either way: the breaker stays half-open and the
-/// next call probes.
+/// next call probes in its place.
 #[tokio::test(start_paused = true)]
 async fn a_probe_answered_429_leaves_the_breaker_half_open() {
-    let mut harness = Harness::new(policy().with_consecutive_failures(1));
+    let mut harness = Harness::new(
+        policy()
+            .with_consecutive_failures(1)
+            .with_half_open_probes(1),
+    );
     harness.call_with(github("GET"), status(503)).await.unwrap();
     assert_eq!(harness.state(), Some(BreakerState::Open));
     tokio::time::advance(Duration::from_secs(11)).await;
@@ -408,7 +421,11 @@ async fn the_registry_is_shared_by_clones_and_rebuilt_layers() {
 async fn state_is_exported_as_a_gauge_and_rejections_are_counted() {
     let recorder = recorder();
     let _guard = metrics::set_default_local_recorder(recorder);
-    let mut harness = Harness::new(policy().with_consecutive_failures(1));
+    let mut harness = Harness::new(
+        policy()
+            .with_consecutive_failures(1)
+            .with_half_open_probes(1),
+    );
     let labels = [
         (names::INTEGRATION, "github"),
         (names::SERVER_ADDRESS, "api.example.com"),
