@@ -38,7 +38,8 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 pub enum ErrorKind {
     /// No connection could be made: DNS, refused, TLS handshake. Nothing was sent.
     Connect,
-    /// One attempt took longer than the attempt timeout.
+    /// One attempt took longer than the attempt timeout, or the response body was still being read
+    /// when the call's deadline passed ([`BodyTimeout`]).
     Timeout,
     /// The total deadline of the call passed (or would have, had we waited as asked).
     Deadline,
@@ -588,6 +589,10 @@ fn typed_facts(e: &(dyn StdError + 'static)) -> Option<Facts> {
     if e.is::<BodyTooLarge>() {
         return Some(facts(ErrorKind::Body, None, None));
     }
+    if e.is::<BodyTimeout>() {
+        // After the response head: the retry layer has already let the call go, nothing to retry.
+        return Some(facts(ErrorKind::Timeout, None, None));
+    }
     None
 }
 
@@ -871,6 +876,58 @@ impl fmt::Display for BodyTooLarge {
 
 impl StdError for BodyTooLarge {}
 
+/// The response body was still being read when its deadline passed: the call's total deadline by
+/// default, which covers the body as well as the head, or a read timeout of its own.
+///
+/// ```
+/// use integration_core::{BoxError, Error, ErrorKind};
+/// use integration_core::error::BodyTimeout;
+///
+/// let error = Error::from(Box::new(BodyTimeout::new()) as BoxError).with_integration("slow");
+/// assert_eq!(error.kind(), ErrorKind::Timeout);
+/// assert!(error.is_timeout());
+/// assert_eq!(
+///     error.to_string(),
+///     "integration `slow`: reading the response body timed out: the call's deadline passed"
+/// );
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodyTimeout {
+    after: Option<Duration>,
+}
+
+impl BodyTimeout {
+    /// The call's deadline passed while the body was being read.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A read timeout of the body's own (`after`, set once the head had arrived) passed.
+    pub fn after(after: Duration) -> Self {
+        Self { after: Some(after) }
+    }
+
+    /// The body's own read timeout, when it had one rather than the call's deadline.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.after
+    }
+}
+
+impl fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.after {
+            Some(after) => write!(
+                f,
+                "reading the response body timed out after {}",
+                DisplayDuration(after)
+            ),
+            None => f.write_str("reading the response body timed out: the call's deadline passed"),
+        }
+    }
+}
+
+impl StdError for BodyTimeout {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -899,6 +956,7 @@ mod tests {
                 ErrorKind::Auth,
             ),
             (boxed(BodyTooLarge::new(10)), ErrorKind::Body),
+            (boxed(BodyTimeout::new()), ErrorKind::Timeout),
             (
                 boxed(tower::timeout::error::Elapsed::new()),
                 ErrorKind::Timeout,
