@@ -75,6 +75,18 @@ fn looks_like_a_secret(word: &str) -> bool {
     len > 40 || (len >= 8 && digits && letters)
 }
 
+/// A token URL as an error may show it: without its query and fragment (a parameter may carry a
+/// credential) and without userinfo.
+pub(crate) fn endpoint(url: &url::Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    // Fails only for URLs that cannot have userinfo, which then have none to remove.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
+}
+
 /// The error for an OAuth error response (`{"error": code, "error_description": ...}`).
 pub(crate) fn token_error(
     code: &str,

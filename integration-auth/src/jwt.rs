@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::cache::{FetchFuture, FetchedToken, TokenCache, TokenCacheConfig, TokenSource};
 use crate::credential::{AuthContext, Credential, CredentialFuture, CredentialProvider};
-use crate::error::{sanitize, token_error};
+use crate::error::{endpoint, sanitize, token_error};
 use crate::oauth::CacheSetup;
 use crate::store::TokenStore;
 use crate::transport::TokenTransport;
@@ -431,17 +431,21 @@ impl BearerGrantSource {
             .body(form.into_bytes())
             .map_err(|_| AuthFailed::transient("the token request could not be built"))?;
         let secrets = [&assertion];
+        // Every failure from here on is the token endpoint's: the error names it.
+        let at = |error: AuthFailed| error.with_endpoint(endpoint(&self.token_url));
         let response = self.transport.send(request).await.map_err(|error| {
-            AuthFailed::transient(format!(
+            at(AuthFailed::transient(format!(
                 "token endpoint unreachable: {}",
                 sanitize(&error.to_string(), &secrets)
-            ))
+            )))
         })?;
         let status = response.status();
         if status.is_success() {
             let token: BasicTokenResponse =
                 serde_json::from_slice(response.body()).map_err(|_| {
-                    AuthFailed::transient("token endpoint answered with an unreadable response")
+                    at(AuthFailed::transient(
+                        "token endpoint answered with an unreadable response",
+                    ))
                 })?;
             return Ok(FetchedToken {
                 access_token: SecretString::from(token.access_token().secret().clone()),
@@ -450,14 +454,14 @@ impl BearerGrantSource {
             });
         }
         match serde_json::from_slice::<BasicErrorResponse>(response.body()) {
-            Ok(error) => Err(token_error(
+            Ok(error) => Err(at(token_error(
                 error.error().as_ref(),
                 error.error_description().map(String::as_str),
                 &secrets,
-            )),
-            Err(_) => Err(AuthFailed::transient(format!(
-                "token endpoint answered {status}"
             ))),
+            Err(_) => Err(at(AuthFailed::transient(format!(
+                "token endpoint answered {status}"
+            )))),
         }
     }
 }

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::cache::{FetchFuture, FetchedToken, TokenCache, TokenCacheConfig, TokenSource};
-use crate::error::{sanitize, token_error};
+use crate::error::{endpoint, sanitize, token_error};
 use crate::store::{MemoryTokenStore, TokenStore};
 use crate::transport::{TokenTransport, TransportError};
 
@@ -70,7 +70,7 @@ impl OAuthSettings {
         extra_secret: Option<&SecretString>,
     ) -> AuthFailed {
         let secrets: Vec<&SecretString> = self.client_secret.iter().chain(extra_secret).collect();
-        match error {
+        let failed = match error {
             RequestTokenError::ServerResponse(response) => token_error(
                 response.error().as_ref(),
                 response.error_description().map(String::as_str),
@@ -88,7 +88,8 @@ impl OAuthSettings {
                 "token request failed: {}",
                 sanitize(&message, &secrets)
             )),
-        }
+        };
+        failed.with_endpoint(endpoint(&self.token_url))
     }
 
     fn describe(&self, f: &mut fmt::DebugStruct<'_, '_>) {

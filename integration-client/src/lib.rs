@@ -68,7 +68,7 @@
 //! | layer | crate | does |
 //! | --- | --- | --- |
 //! | `LogLayer` | `integration-log` | one span per logical call, final outcome, `http.client.request.duration` |
-//! | `DeadlineLayer` | `integration-retry` | total deadline (`timeout`), written into the request |
+//! | `DeadlineLayer` | `integration-retry` | total deadline (`timeout`), written into the request; the [`Response`] carries it onto the body |
 //! | `RetryLayer` | `integration-retry` | attempts, backoff, `Retry-After`, budget, idempotency rules |
 //! | `CircuitBreakerLayer` | `integration-retry` | fail fast while the upstream is known broken |
 //! | `RateLimitLayer` | `integration-ratelimit` | one permit per attempt; server throttle pauses |

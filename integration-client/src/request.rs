@@ -228,8 +228,9 @@ impl RequestBuilder {
         self
     }
 
-    /// The total deadline of this call, every attempt and wait included; tightens the integration's
-    /// own `timeout` (the earlier wins).
+    /// The total deadline of this call, every attempt and wait and the reading of the response body
+    /// included; tightens the integration's own `timeout` (the earlier wins). See
+    /// [`Response`'s deadline](crate::Response#deadline) for a body that needs longer.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -290,13 +291,32 @@ impl RequestBuilder {
             extensions.insert(Idempotent(flag));
         }
         let deadline = self.timeout.map(Deadline::after);
-        if let Some(deadline) = deadline {
-            extensions.insert(deadline);
+        // The call's deadline, known here so that it can cover the response body too: the
+        // request's own timeout or the integration's, the earlier. Written into the request, the
+        // deadline layer keeps it (it only ever tightens), so head and body end at the same instant.
+        let configured = entry
+            .config
+            .as_ref()
+            .map(|config| Deadline::after(config.timeout));
+        let call_deadline = match (deadline, configured) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(call_deadline) = call_deadline {
+            extensions.insert(call_deadline);
         }
-        Ok((request, BuiltFor { entry, deadline }))
+        Ok((
+            request,
+            BuiltFor {
+                entry,
+                deadline,
+                call_deadline,
+            },
+        ))
     }
 
-    /// Sends the request through the API's stack and waits for the response headers.
+    /// Sends the request through the API's stack and waits for the response headers. The call's
+    /// deadline goes on with the [`Response`]: it covers reading the body as well.
     ///
     /// # Errors
     ///
@@ -331,11 +351,14 @@ impl RequestBuilder {
             None => call.await,
         };
         match outcome {
-            Ok(response) => Ok(Response::new(
-                response,
-                name,
-                built.entry.max_response_bytes,
-            )),
+            Ok(response) => {
+                let deadline = built.call_deadline.map(|d| d.instant());
+                Ok(Response::new(
+                    response.map(|body| body.with_deadline(deadline, None)),
+                    name,
+                    built.entry.max_response_bytes,
+                ))
+            }
             Err(error) => Err(Error::from_boxed(error).with_integration(name)),
         }
     }
@@ -343,5 +366,9 @@ impl RequestBuilder {
 
 struct BuiltFor {
     entry: std::sync::Arc<crate::client::ApiEntry>,
+    /// The request's own timeout, as a deadline.
     deadline: Option<Deadline>,
+    /// The deadline of the whole call, body included: the request's or the integration's, the
+    /// earlier.
+    call_deadline: Option<Deadline>,
 }

@@ -1,20 +1,22 @@
 //! The response of a call: status, headers, attempts, and a body read whole under a cap or streamed.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Limited};
-use integration_core::error::BodyTooLarge;
+use integration_core::error::{BodyTimeout, BodyTooLarge};
 use integration_core::ext::{Attempts, IntegrationName};
 use integration_core::throttle::ThrottleSignal;
 use integration_core::{BoxError, Error, ErrorKind};
 use serde::de::DeserializeOwned;
+use tokio::time::{Instant, Sleep};
 
 /// The response body type of every stack the facade assembles.
 ///
@@ -23,8 +25,26 @@ use serde::de::DeserializeOwned;
 /// and layers such as logging wrap the body in their own types. One box per response, made once at the
 /// top of the stack, lets all of them hand back the same [`Response`] type. `Unsync` because a body is
 /// only ever polled by one task; requiring `Sync` would refuse some streaming bodies for no gain.
+///
+/// # Deadline
+///
+/// The body of a [`Response`] carries the call's deadline (see [`Response::body_deadline`]): once
+/// it passes while the body waits for more data, reading fails with
+/// [`BodyTimeout`] (kind [`ErrorKind::Timeout`]) and the connection is dropped. Data already
+/// received is still handed out; only a wait past the deadline fails.
 pub struct ResponseBody {
     inner: UnsyncBoxBody<Bytes, BoxError>,
+    deadline: Option<BodyDeadline>,
+}
+
+/// The deadline of a body: the instant, the timer (made on the first wait, so a body that never
+/// waits costs no timer) and whether it fired.
+struct BodyDeadline {
+    at: Instant,
+    /// The body's own read timeout, when it has one instead of the call's deadline.
+    timeout: Option<Duration>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    expired: bool,
 }
 
 impl ResponseBody {
@@ -36,7 +56,25 @@ impl ResponseBody {
     {
         Self {
             inner: body.map_err(Into::into).boxed_unsync(),
+            deadline: None,
         }
+    }
+
+    /// The same body, failing with [`BodyTimeout`] when it waits for data past `at` (`timeout`: the
+    /// body's own read timeout, for the error's message; `None`: the call's deadline). `None` for
+    /// `at` takes the deadline off.
+    pub(crate) fn with_deadline(mut self, at: Option<Instant>, timeout: Option<Duration>) -> Self {
+        self.deadline = at.map(|at| BodyDeadline {
+            at,
+            timeout,
+            sleep: None,
+            expired: false,
+        });
+        self
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline.as_ref().map(|d| d.at)
     }
 
     /// An empty body.
@@ -73,6 +111,7 @@ impl fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseBody")
             .field("size_hint", &self.inner.size_hint())
+            .field("deadline", &self.deadline())
             .finish_non_exhaustive()
     }
 }
@@ -85,11 +124,38 @@ impl HttpBody for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        if this.deadline.as_ref().is_some_and(|d| d.expired) {
+            return Poll::Ready(None);
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(deadline) = &mut this.deadline else {
+            return polled;
+        };
+        if polled.is_ready() {
+            return polled;
+        }
+        // Waiting for data: no further than the deadline.
+        let sleep = deadline
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.at)));
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        deadline.expired = true;
+        let error = match deadline.timeout {
+            Some(timeout) => BodyTimeout::after(timeout),
+            None => BodyTimeout::new(),
+        };
+        // Drop the connection's body now: it is not read to the end, so it is not reused.
+        this.inner = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        Poll::Ready(Some(Err(Box::new(error))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.deadline.as_ref().is_some_and(|d| d.expired) || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -104,6 +170,17 @@ impl HttpBody for ResponseBody {
 /// [`text`](Response::text), [`json`](Response::json)) stops at the integration's
 /// `max_response_bytes` (10 MiB by default) with an [`ErrorKind::Body`] error; [`chunk`](Response::chunk)
 /// and [`into_body`](Response::into_body) stream without a cap.
+///
+/// # Deadline
+///
+/// The call's total deadline (the integration's `timeout`, or the request's own
+/// [`timeout`](crate::RequestBuilder::timeout) when earlier) covers the body too: reading it with
+/// [`bytes`](Response::bytes), [`text`](Response::text), [`json`](Response::json),
+/// [`chunk`](Response::chunk) or through [`into_body`](Response::into_body) fails with an
+/// [`ErrorKind::Timeout`] error ([`BodyTimeout`] as the source) once the body waits for data past
+/// it. A streaming download that needs longer takes its own read timeout with
+/// [`with_body_timeout`](Response::with_body_timeout), or none with
+/// [`without_body_deadline`](Response::without_body_deadline).
 pub struct Response {
     inner: http::Response<ResponseBody>,
     integration: IntegrationName,
@@ -168,6 +245,59 @@ impl Response {
             .map_or(1, |a| a.count().max(1))
     }
 
+    /// The instant by which the body must have been read (see [the type's docs](Response#deadline)):
+    /// the call's deadline unless changed; `None` when the body has no deadline.
+    pub fn body_deadline(&self) -> Option<Instant> {
+        self.inner.body().deadline()
+    }
+
+    /// Gives the body a read timeout of its own, `timeout` from now, in place of the call's deadline
+    /// (later or earlier): for a download that may take longer than the call's `timeout`.
+    ///
+    /// ```
+    /// # use integration_client::{Client, ResponseBody};
+    /// # use integration_core::Body;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), integration_core::Error> {
+    /// # let upstream = tower::service_fn(|_: http::Request<Body>| async {
+    /// #     Ok::<_, integration_core::BoxError>(http::Response::new(ResponseBody::from("a large file")))
+    /// # });
+    /// # let client = Client::from_service("files", "https://files.example/", upstream)?;
+    /// let response = client.api("files")?.get("/export.csv").timeout(Duration::from_secs(5)).send().await?;
+    /// let mut download = response.with_body_timeout(Duration::from_secs(600));
+    /// while let Some(chunk) = download.chunk().await? {
+    ///     // write the chunk somewhere
+    /// #   let _ = chunk;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_body_timeout(self, timeout: Duration) -> Self {
+        self.map_body(|body| body.with_deadline(Some(Instant::now() + timeout), Some(timeout)))
+    }
+
+    /// Takes the deadline off the body: it is read for as long as the upstream keeps sending. For a
+    /// stream with no natural end (events, a feed), with a bound of the caller's own.
+    #[must_use]
+    pub fn without_body_deadline(self) -> Self {
+        self.map_body(|body| body.with_deadline(None, None))
+    }
+
+    fn map_body(self, f: impl FnOnce(ResponseBody) -> ResponseBody) -> Self {
+        let Self {
+            inner,
+            integration,
+            max_bytes,
+        } = self;
+        Self {
+            inner: inner.map(f),
+            integration,
+            max_bytes,
+        }
+    }
+
     /// The cap applied by [`bytes`](Response::bytes), [`text`](Response::text) and
     /// [`json`](Response::json).
     pub fn max_body_bytes(&self) -> usize {
@@ -225,7 +355,8 @@ impl Response {
     /// # Errors
     ///
     /// [`ErrorKind::Body`] past the cap (with [`BodyTooLarge`] as the source) or when the connection
-    /// breaks while reading.
+    /// breaks while reading; [`ErrorKind::Timeout`] (with [`BodyTimeout`] as the source) when the
+    /// body's deadline passes first (see [Deadline](Response#deadline)).
     pub async fn bytes(self) -> Result<Bytes, Error> {
         let limit = self.max_bytes;
         if let Some(length) = self.inner.body().size_hint().exact()
@@ -293,7 +424,8 @@ impl Response {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Body`] when the connection breaks while reading.
+    /// [`ErrorKind::Body`] when the connection breaks while reading; [`ErrorKind::Timeout`] when the
+    /// body's deadline passes first (see [Deadline](Response#deadline)).
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
         loop {
             match self.inner.body_mut().frame().await {
@@ -304,9 +436,16 @@ impl Response {
                     }
                 }
                 Some(Err(e)) => {
-                    return Err(Error::new(ErrorKind::Body)
-                        .with_message("reading the response body failed")
-                        .with_source(e)
+                    let error = Error::from_boxed(e);
+                    // A failure while reading is a body error, unless it says more (a timeout).
+                    let error = if error.kind() == ErrorKind::Other {
+                        Error::new(ErrorKind::Body)
+                            .with_message("reading the response body failed")
+                            .with_source(error)
+                    } else {
+                        error
+                    };
+                    return Err(error
                         .with_integration(self.integration.clone())
                         .with_attempts(self.attempts()));
                 }
@@ -314,7 +453,8 @@ impl Response {
         }
     }
 
-    /// The body, to stream it (it implements [`http_body::Body`]); no cap applies.
+    /// The body, to stream it (it implements [`http_body::Body`]); no cap applies, the body's
+    /// deadline does (see [Deadline](Response#deadline)).
     pub fn into_body(self) -> ResponseBody {
         self.inner.into_body()
     }

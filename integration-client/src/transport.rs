@@ -38,6 +38,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use integration_core::error::{ConnectCause, ConnectFailed};
 use integration_core::{Body, BoxError, Error, ErrorKind};
 use integration_log::redact::Redactor;
 use pin_project_lite::pin_project;
@@ -79,17 +80,27 @@ impl Service<Request<Body>> for SharedPool {
     }
 
     fn call(&mut self, request: Request<Body>) -> PoolFuture {
+        // Kept for a connect error's message: the authority (a cheap clone of shared bytes) and
+        // whether the scheme is https, for the default port. Each redirect hop comes through here,
+        // so it is the host actually dialled.
+        let target = (
+            request.uri().authority().cloned(),
+            request.uri().scheme() == Some(&http::uri::Scheme::HTTPS),
+        );
         PoolFuture {
             inner: self.0.request(request),
+            target,
         }
     }
 }
 
 pin_project! {
-    /// hyper-util's response future, its error boxed.
+    /// hyper-util's response future, its error boxed; a connect error becomes a [`ConnectFailed`]
+    /// naming the host, the port and the short cause.
     struct PoolFuture {
         #[pin]
         inner: hyper_util::client::legacy::ResponseFuture,
+        target: (Option<http::uri::Authority>, bool),
     }
 }
 
@@ -97,8 +108,66 @@ impl Future for PoolFuture {
     type Output = Result<Response<Incoming>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(ready!(self.project().inner.poll(cx)).map_err(BoxError::from))
+        let this = self.project();
+        Poll::Ready(ready!(this.inner.poll(cx)).map_err(|error| {
+            match (&this.target.0, error.is_connect()) {
+                (Some(authority), true) => {
+                    let port = authority
+                        .port_u16()
+                        .unwrap_or(if this.target.1 { 443 } else { 80 });
+                    let cause = connect_cause(&error);
+                    Box::new(ConnectFailed::new(authority.host(), port, cause).with_source(error))
+                        as BoxError
+                }
+                _ => BoxError::from(error),
+            }
+        }))
     }
+}
+
+/// The short cause of a connect error, read from its chain: hyper-util's connector says `dns error`
+/// for a failed lookup; io errors carry refusals, timeouts and unreachable hosts, and wrap rustls'
+/// handshake errors, often in a second io error (an io error's inner error is not its `source`: the
+/// walk looks at it directly).
+fn connect_cause(error: &(dyn std::error::Error + 'static)) -> ConnectCause {
+    fn tls(error: &rustls::Error) -> ConnectCause {
+        match error {
+            rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::InvalidCertRevocationList(_) => ConnectCause::TlsCertificate,
+            _ => ConnectCause::Tls,
+        }
+    }
+    fn one(e: &(dyn std::error::Error + 'static)) -> Option<ConnectCause> {
+        if let Some(rustls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls(rustls));
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(cause) = io.get_ref().and_then(|inner| one(inner)) {
+                return Some(cause);
+            }
+            use std::io::ErrorKind as Io;
+            return match io.kind() {
+                Io::ConnectionRefused => Some(ConnectCause::Refused),
+                Io::TimedOut => Some(ConnectCause::TimedOut),
+                Io::HostUnreachable | Io::NetworkUnreachable | Io::AddrNotAvailable => {
+                    Some(ConnectCause::Unreachable)
+                }
+                _ => None,
+            };
+        }
+        e.to_string()
+            .starts_with("dns error")
+            .then_some(ConnectCause::Dns)
+    }
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(cause) = one(e) {
+            return cause;
+        }
+        current = e.source();
+    }
+    ConnectCause::Other
 }
 
 /// A client certificate and its private key, presented for mutual TLS.
@@ -491,6 +560,72 @@ mod tests {
     fn a_transport_clone_is_a_few_words_not_a_client() {
         let size = std::mem::size_of::<Transport>();
         assert!(size <= 128, "Transport is {size} bytes");
+    }
+
+    /// A foreign error with a fixed message and an optional cause, as hyper-util's connector
+    /// builds them.
+    #[derive(Debug)]
+    struct Named(&'static str, Option<std::io::Error>);
+
+    impl fmt::Display for Named {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Named {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_ref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn connect_causes_are_read_from_the_chain() {
+        use std::io::{Error as Io, ErrorKind};
+        let certificate = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        let cases: Vec<(Box<dyn std::error::Error + 'static>, ConnectCause)> = vec![
+            (
+                Box::new(Named(
+                    "dns error",
+                    Some(Io::other("failed to lookup address")),
+                )),
+                ConnectCause::Dns,
+            ),
+            (
+                Box::new(Named(
+                    "tcp connect error",
+                    Some(Io::from(ErrorKind::ConnectionRefused)),
+                )),
+                ConnectCause::Refused,
+            ),
+            (
+                Box::new(Named(
+                    "tcp connect error",
+                    Some(Io::new(ErrorKind::TimedOut, "connect timeout")),
+                )),
+                ConnectCause::TimedOut,
+            ),
+            (
+                Box::new(Io::from(ErrorKind::NetworkUnreachable)),
+                ConnectCause::Unreachable,
+            ),
+            // rustls' error inside two io errors, as hyper-rustls hands it over.
+            (
+                Box::new(Io::other(Io::new(ErrorKind::InvalidData, certificate))),
+                ConnectCause::TlsCertificate,
+            ),
+            (
+                Box::new(Io::new(
+                    ErrorKind::InvalidData,
+                    rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure),
+                )),
+                ConnectCause::Tls,
+            ),
+            (Box::new(Io::other("something else")), ConnectCause::Other),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(connect_cause(&*error), expected, "{error}");
+        }
     }
 
     #[tokio::test]

@@ -165,6 +165,14 @@ async fn an_untrusted_certificate_fails_with_a_connect_error() {
     assert_eq!(error.integration(), Some("tls"));
     let chain = format!("{error:#}");
     assert!(chain.to_lowercase().contains("certificate"), "{chain}");
+    // Regression (issue 14): Display said only `could not connect`; it names where and why.
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "integration `tls`, attempt 1: could not connect to 127.0.0.1:{} (TLS certificate rejected)",
+            addr.port()
+        )
+    );
 }
 
 #[tokio::test]

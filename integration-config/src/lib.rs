@@ -68,6 +68,7 @@ mod watch;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
+pub use model::limits;
 pub use model::{
     AdaptiveConfig, ApiKeyAuth, AuthConfig, BasicAuth, BearerAuth, BreakerConfig, BudgetConfig,
     ClientAuth, Config, DEFAULT_CONNECT_TIMEOUT, DEFAULT_JWT_TTL, DEFAULT_MAX_RESPONSE_BYTES,

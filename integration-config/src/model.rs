@@ -24,6 +24,64 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default cap on a response body read by `json()`/`text()`/`bytes()`: 10 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 10 * 1024 * 1024;
 
+/// The bounds [`Config::validate`] enforces on durations, counts and rates.
+///
+/// Each is documented beside its field too. A value outside its bound is refused with its path:
+/// `integrations.pay.retry.max_attempts: must be at most 20`. They keep a typo (`1000000000h`,
+/// `max_attempts = 1000000`, a quota of `4294967295` per `1ns`) from becoming a setting that overflows a
+/// clock, hammers an upstream or waits for ever.
+pub mod limits {
+    use std::time::Duration;
+
+    /// Least total deadline, attempt timeout and connect timeout: 1 ms.
+    pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+    /// Greatest total deadline of a call (`timeout`), and greatest `rate_limit.max_wait` and
+    /// `retry.max_retry_after`: 1 hour.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// Greatest `connect_timeout`: 5 minutes.
+    pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
+    /// Greatest `max_response_bytes`: 1 GiB (a body read whole is held in memory).
+    pub const MAX_RESPONSE_BYTES: u64 = 1024 * 1024 * 1024;
+    /// Greatest token refresh `skew`: 1 hour.
+    pub const MAX_SKEW: Duration = Duration::from_secs(3600);
+    /// Greatest lifetime (`ttl`) of a self-signed JWT: 24 hours.
+    pub const MAX_JWT_TTL: Duration = Duration::from_secs(24 * 3600);
+    /// Greatest `rate` and `burst` of one quota: 1 000 000 per period.
+    pub const MAX_QUOTA_RATE: u64 = 1_000_000;
+    /// Greatest pace of one quota, `rate / per`: 100 000 requests a second.
+    pub const MAX_QUOTA_PER_SECOND: u64 = 100_000;
+    /// Least `per` of a quota: 1 ms.
+    pub const MIN_QUOTA_PERIOD: Duration = Duration::from_millis(1);
+    /// Greatest `per` of a quota: 31 days (a monthly quota).
+    pub const MAX_QUOTA_PERIOD: Duration = Duration::from_secs(31 * 24 * 3600);
+    /// Greatest `rate_limit.max_concurrency`: 100 000.
+    pub const MAX_CONCURRENCY: u64 = 100_000;
+    /// Greatest `rate_limit.expected_replicas`: 10 000.
+    pub const MAX_REPLICAS: u64 = 10_000;
+    /// Greatest `rate_limit.max_server_pause`: 24 hours.
+    pub const MAX_SERVER_PAUSE: Duration = Duration::from_secs(24 * 3600);
+    /// Greatest `retry.max_attempts`: 20.
+    pub const MAX_ATTEMPTS: u64 = 20;
+    /// Greatest `retry.base` and `retry.throttle_base`: 1 minute.
+    pub const MAX_BACKOFF_BASE: Duration = Duration::from_secs(60);
+    /// Greatest `retry.cap`: 10 minutes.
+    pub const MAX_BACKOFF_CAP: Duration = Duration::from_secs(600);
+    /// Least `retry.budget.window` and `circuit_breaker.window`: 100 ms.
+    pub const MIN_WINDOW: Duration = Duration::from_millis(100);
+    /// Greatest `retry.budget.window` and `circuit_breaker.window`: 1 hour.
+    pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+    /// Greatest `retry.budget.min_per_second`: 10 000.
+    pub const MAX_BUDGET_MIN_PER_SECOND: u64 = 10_000;
+    /// Greatest `circuit_breaker.min_requests` and `circuit_breaker.consecutive_failures`: 100 000.
+    pub const MAX_BREAKER_COUNT: u64 = 100_000;
+    /// Greatest `circuit_breaker.open_for` and `circuit_breaker.max_open_for`: 1 hour.
+    pub const MAX_OPEN_FOR: Duration = Duration::from_secs(3600);
+    /// Greatest `circuit_breaker.half_open_probes`: 1 000.
+    pub const MAX_HALF_OPEN_PROBES: u64 = 1_000;
+    /// Greatest `log.max_body_bytes`: 1 MiB.
+    pub const MAX_LOG_BODY_BYTES: u64 = 1024 * 1024;
+}
+
 /// The whole configuration: defaults, the named integrations and the optional shared Redis.
 ///
 /// `defaults` is a partial integration table (any integration field, sections included) that every
@@ -280,20 +338,22 @@ pub struct IntegrationConfig {
     /// Headers sent with every request (a request's own header wins).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
-    /// Total deadline of one call: every attempt and every wait. Default 30 s.
+    /// Total deadline of one call: every attempt, every wait and the reading of the response body.
+    /// Default 30 s; from 1 ms to 1 h.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Deadline of one attempt; at most `timeout`. `None`: only the total deadline applies.
+    /// Deadline of one attempt; at least 1 ms, at most `timeout`. `None`: only the total deadline
+    /// applies.
     #[serde(
         default,
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
     pub attempt_timeout: Option<Duration>,
-    /// Deadline for establishing a connection (TCP and TLS). Default 5 s.
+    /// Deadline for establishing a connection (TCP and TLS). Default 5 s; from 1 ms to 5 minutes.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Cap on a response body read whole. Default 10 MiB.
+    /// Cap on a response body read whole. Default 10 MiB; from 1 byte to 1 GiB.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: u64,
     /// How requests are authenticated. Default: none.
@@ -405,6 +465,7 @@ impl IntegrationConfig {
     pub fn builder(base_url: impl Into<String>) -> IntegrationConfigBuilder {
         IntegrationConfigBuilder {
             base_url: base_url.into(),
+            name: None,
             config: None,
             auth: AuthConfig::None,
             ops: Vec::new(),
@@ -450,6 +511,7 @@ type BuilderOp = Box<dyn FnOnce(&mut IntegrationConfig) + Send>;
 #[must_use]
 pub struct IntegrationConfigBuilder {
     base_url: String,
+    name: Option<String>,
     config: Option<IntegrationConfig>,
     auth: AuthConfig,
     ops: Vec<BuilderOp>,
@@ -459,6 +521,7 @@ impl fmt::Debug for IntegrationConfigBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IntegrationConfigBuilder")
             .field("base_url", &self.base_url)
+            .field("name", &self.name)
             .field("auth", &self.auth)
             .field("pending_settings", &self.ops.len())
             .finish()
@@ -468,6 +531,15 @@ impl fmt::Debug for IntegrationConfigBuilder {
 impl IntegrationConfigBuilder {
     fn op(mut self, f: impl FnOnce(&mut IntegrationConfig) + Send + 'static) -> Self {
         self.ops.push(Box::new(f));
+        self
+    }
+
+    /// Names the integration being built: the errors of [`build`](Self::build) then carry it in
+    /// their paths (`integrations.pay.retry.max_attempts: must be at least 1` rather than
+    /// `retry.max_attempts: ...`), and the name itself is checked. The name is not part of the
+    /// built [`IntegrationConfig`]: give it again to `Config::with_integration` or the client.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -614,18 +686,37 @@ impl IntegrationConfigBuilder {
     ///
     /// # Errors
     ///
-    /// Every problem found (an unparsable URL included), each with its path.
-    pub fn build(self) -> Result<IntegrationConfig, ValidationErrors> {
+    /// Every problem found (an unparsable URL included), each with its path, under
+    /// `integrations.NAME.` once the builder was given a [`name`](Self::name).
+    pub fn build(mut self) -> Result<IntegrationConfig, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let prefix = match self.name.take() {
+            Some(name) => {
+                let prefix = format!("integrations.{name}");
+                if let Err(message) = crate::validate::check_name(&name) {
+                    errors.push(&prefix, message);
+                }
+                prefix
+            }
+            None => String::new(),
+        };
+        let field = |field: &str| {
+            if prefix.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{prefix}.{field}")
+            }
+        };
         let url = match Url::parse(&self.base_url) {
             Ok(url) => url,
             Err(e) => {
-                let mut errors = ValidationErrors::default();
-                errors.push("base_url", format!("not an absolute URL ({e})"));
+                errors.push(field("base_url"), format!("not an absolute URL ({e})"));
                 return Err(errors);
             }
         };
         let config = self.assemble(url);
-        config.validate()?;
+        crate::validate::integration(&config, &prefix, None, &mut errors);
+        errors.into_result()?;
         Ok(config)
     }
 }
@@ -842,7 +933,7 @@ pub struct OAuth2ClientCredentials {
     /// How the client authenticates at the token endpoint.
     #[serde(default)]
     pub client_auth: ClientAuth,
-    /// Refresh this long before `expires_in` runs out (jittered). Default 60 s.
+    /// Refresh this long before `expires_in` runs out (jittered). Default 60 s; at most 1 h.
     #[serde(default = "default_skew", with = "humantime_serde")]
     pub skew: Duration,
     /// Where tokens are cached.
@@ -887,7 +978,7 @@ pub struct OAuth2RefreshToken {
     /// How the client authenticates at the token endpoint.
     #[serde(default)]
     pub client_auth: ClientAuth,
-    /// Refresh this long before `expires_in` runs out (jittered). Default 60 s.
+    /// Refresh this long before `expires_in` runs out (jittered). Default 60 s; at most 1 h.
     #[serde(default = "default_skew", with = "humantime_serde")]
     pub skew: Duration,
     /// Where tokens are cached.
@@ -966,7 +1057,7 @@ pub struct JwtAuth {
     /// `aud` claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
-    /// Lifetime of a signed token. Default 9 minutes.
+    /// Lifetime of a signed token. Default 9 minutes; at most 24 h.
     #[serde(default = "default_jwt_ttl", with = "humantime_serde")]
     pub ttl: Duration,
     /// `kid` header.
@@ -1020,13 +1111,13 @@ pub struct JwtBearerGrant {
     /// `aud` claim (defaults to the token URL at the layer's discretion).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
-    /// Lifetime of the assertion. Default 9 minutes.
+    /// Lifetime of the assertion. Default 9 minutes; at most 24 h.
     #[serde(default = "default_jwt_ttl", with = "humantime_serde")]
     pub ttl: Duration,
     /// `kid` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
-    /// Refresh this long before the access token expires. Default 60 s.
+    /// Refresh this long before the access token expires. Default 60 s; at most 1 h.
     #[serde(default = "default_skew", with = "humantime_serde")]
     pub skew: Duration,
     /// Where access tokens are cached.
@@ -1067,17 +1158,20 @@ pub struct RateLimitConfig {
     /// signals still apply.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub quotas: Vec<QuotaConfig>,
-    /// Longest wait for a permit before failing with `RateLimited`; `0s` fails fast. Default 5 s.
+    /// Longest wait for a permit before failing with `RateLimited`; `0s` fails fast. Default 5 s; at
+    /// most 1 h.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
-    /// Cap on calls in flight. `None`: no cap.
+    /// Cap on calls in flight, from 1 to 100 000. `None`: no cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
     /// Where counters and server pauses live.
     pub store: StoreKind,
     /// Number of replicas sharing the quota; with Redis down each replica falls back to `limit / replicas`.
+    /// From 1 to 10 000.
     pub expected_replicas: u32,
-    /// Longest server-requested pause honoured; longer ones fail the call. Default 10 minutes.
+    /// Longest server-requested pause honoured; longer ones fail the call. Default 10 minutes; at
+    /// most 24 h.
     #[serde(with = "humantime_serde")]
     pub max_server_pause: Duration,
     /// How each key's sending rate adapts to the server's throttle answers. On by default.
@@ -1151,12 +1245,12 @@ impl Default for AdaptiveConfig {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct QuotaConfig {
-    /// Requests allowed per period.
+    /// Requests allowed per period, from 1 to 1 000 000, and at most 100 000 a second (`rate / per`).
     pub rate: u32,
-    /// The period.
+    /// The period, from 1 ms to 31 days.
     #[serde(with = "humantime_serde")]
     pub per: Duration,
-    /// Largest burst; defaults to `rate`.
+    /// Largest burst, from 1 to 1 000 000; defaults to `rate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
 }
@@ -1201,18 +1295,19 @@ pub enum Jitter {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RetryConfig {
-    /// Attempts in all, the first included; 1 disables retries. Default 3.
+    /// Attempts in all, the first included; 1 disables retries. Default 3; from 1 to 20.
     pub max_attempts: u32,
-    /// Backoff base. Default 100 ms.
+    /// Backoff base. Default 100 ms; at most 1 minute.
     #[serde(with = "humantime_serde")]
     pub base: Duration,
-    /// Backoff cap. Default 20 s.
+    /// Backoff cap; at least `base`. Default 20 s; at most 10 minutes.
     #[serde(with = "humantime_serde")]
     pub cap: Duration,
-    /// Backoff base after a throttling answer without a hint. Default 1 s.
+    /// Backoff base after a throttling answer without a hint. Default 1 s; at most 1 minute.
     #[serde(with = "humantime_serde")]
     pub throttle_base: Duration,
-    /// Longest `Retry-After` honoured; a longer hint fails at once with the hint. Default 60 s.
+    /// Longest `Retry-After` honoured; a longer hint fails at once with the hint. Default 60 s; at
+    /// most 1 h.
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
     /// Jitter strategy.
@@ -1248,10 +1343,10 @@ impl Default for RetryConfig {
 pub struct BudgetConfig {
     /// Retries allowed per request, in (0, 1]. Default 0.2.
     pub ratio: f64,
-    /// Sliding window. Default 10 s.
+    /// Sliding window. Default 10 s; from 100 ms to 1 h.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-    /// Retries always allowed per second, whatever the traffic. Default 10.
+    /// Retries always allowed per second, whatever the traffic. Default 10; at most 10 000.
     pub min_per_second: u32,
     /// Pay back a retry whose attempt did not fail, so only failed retries are charged. Default
     /// false: at 35 % failed attempts it lets 98 % of calls succeed instead of 80 %, but at 1.5
@@ -1317,24 +1412,25 @@ pub struct BreakerConfig {
     /// `min_requests`), in (0, 1]; also the share of failed half-open probes that opens it again.
     /// Default 0.5.
     pub failure_ratio: f64,
-    /// Sliding window of the ratio. Default 2 s.
+    /// Sliding window of the ratio. Default 2 s; from 100 ms to 1 h.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-    /// Attempts needed in the window before the ratio counts. Default 100.
+    /// Attempts needed in the window before the ratio counts. Default 100; from 1 to 100 000.
     pub min_requests: u32,
     /// Open after this many failures in a row while the window holds fewer than `min_requests`
-    /// attempts (where the ratio cannot judge); 0 disables this trigger. Default 10.
+    /// attempts (where the ratio cannot judge); 0 disables this trigger. Default 10; at most
+    /// 100 000.
     pub consecutive_failures: u32,
-    /// The base open time, before half-open probes. Default 5 s.
+    /// The base open time, before half-open probes. Default 5 s; at most 1 h.
     #[serde(with = "humantime_serde")]
     pub open_for: Duration,
     /// The cap on the open time, which doubles with each failed probing round in a row; equal to
     /// `open_for` or below it (read as `open_for`, so a config that sets only `open_for` keeps a
-    /// fixed open time), the open time never grows. Default 5 s.
+    /// fixed open time), the open time never grows. Default 5 s; at most 1 h.
     #[serde(with = "humantime_serde")]
     pub max_open_for: Duration,
     /// Attempts let through at once while half-open; the majority of their outcomes (by
-    /// `failure_ratio`) closes or reopens the breaker. At least 1. Default 5.
+    /// `failure_ratio`) closes or reopens the breaker. Default 5; from 1 to 1 000.
     pub half_open_probes: u32,
 }
 
@@ -1411,7 +1507,7 @@ pub struct LogConfig {
     pub capture_headers: bool,
     /// Log textual bodies (redacted, capped). Default false.
     pub capture_bodies: bool,
-    /// Body capture cap. Default 4096.
+    /// Body capture cap. Default 4096; at most 1 MiB.
     pub max_body_bytes: usize,
     /// Headers redacted in addition to the built-in list (`Authorization`, cookies, API keys...).
     #[serde(skip_serializing_if = "Vec::is_empty")]

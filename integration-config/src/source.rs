@@ -18,9 +18,15 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The text is not valid TOML (the message carries the line and column).
-    #[error("invalid TOML: {0}")]
-    Syntax(String),
+    /// The text is not valid TOML (the message carries the line and column); `file` names the file
+    /// when it was read by [`Config::from_file`] or [`ConfigDocument::from_file`].
+    #[error("invalid TOML{}: {message}", file.as_ref().map(|f| format!(" in {}", f.display())).unwrap_or_default())]
+    Syntax {
+        /// The file the text was read from; `None` for text given directly.
+        file: Option<PathBuf>,
+        /// The parser's message, with the line and column.
+        message: String,
+    },
     /// A value has the wrong type, a required field is missing or an unknown field is present; `path` is
     /// the field (`integrations.github.retry.max_attempts`).
     #[error("{}", if path.is_empty() { message.clone() } else { format!("{path}: {message}") })]
@@ -62,12 +68,45 @@ impl ConfigError {
         }
     }
 
+    /// The file a syntax error is in, when the text was read from one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            ConfigError::Io { path, .. } => Some(path),
+            ConfigError::Syntax { file, .. } => file.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The validation problems, when this is [`ConfigError::Invalid`].
     pub fn validation_errors(&self) -> Option<&ValidationErrors> {
         match self {
             ConfigError::Invalid(errors) => Some(errors),
             _ => None,
         }
+    }
+}
+
+/// A configuration error as the layer's one error type, of kind
+/// [`Config`](integration_core::ErrorKind::Config), so that `?` works in a function returning
+/// [`integration_core::Error`]. The message is the error's `Display` (paths included) through the
+/// text rule of the redaction engine; the error itself is the source.
+///
+/// ```
+/// use integration_config::Config;
+///
+/// fn load(text: &str) -> Result<Config, integration_core::Error> {
+///     Ok(Config::from_toml_str(text)?)
+/// }
+/// let error = load("[integrations.x]\nbase_url = \"ftp://x\"").unwrap_err();
+/// assert!(error.is_config());
+/// assert!(error.to_string().contains("integrations.x.base_url: must use http or https"));
+/// ```
+impl From<ConfigError> for integration_core::Error {
+    fn from(error: ConfigError) -> Self {
+        let message = integration_core::redact::Redactor::new().redact_text(&error.to_string());
+        integration_core::Error::new(integration_core::ErrorKind::Config)
+            .with_message(message)
+            .with_source(error)
     }
 }
 
@@ -123,7 +162,10 @@ impl ConfigDocument {
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let table = text
             .parse::<toml::Table>()
-            .map_err(|e| ConfigError::Syntax(e.to_string()))?;
+            .map_err(|e| ConfigError::Syntax {
+                file: None,
+                message: e.to_string(),
+            })?;
         Ok(ConfigDocument { table })
     }
 
@@ -131,14 +173,35 @@ impl ConfigDocument {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Io`] or [`ConfigError::Syntax`].
+    /// [`ConfigError::Io`], or [`ConfigError::Syntax`] naming the file:
+    ///
+    /// ```
+    /// use integration_config::ConfigDocument;
+    ///
+    /// let dir = std::env::temp_dir().join(format!("integration-config-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let file = dir.join("broken.toml");
+    /// std::fs::write(&file, "[integrations.x\n")?;
+    /// let error = ConfigDocument::from_file(&file).unwrap_err();
+    /// assert!(error.to_string().starts_with(&format!("invalid TOML in {}: ", file.display())));
+    /// assert!(error.to_string().contains("line 1"));
+    /// assert_eq!(error.file(), Some(file.as_path()));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml_str(&text)
+        Self::from_toml_str(&text).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                file: Some(path.to_path_buf()),
+                message,
+            },
+            other => other,
+        })
     }
 
     /// The tree as it stands.

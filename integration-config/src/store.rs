@@ -76,6 +76,18 @@ pub enum StoreError {
     /// The integration name is not acceptable.
     #[error("invalid integration name {0:?}: use ASCII letters, digits, '-', '_' and '.'")]
     InvalidName(String),
+    /// The integration name differs from another integration's only by case or `-`/`_` (`pay` and
+    /// `PAY`): an environment override could not tell them apart.
+    #[error(
+        "integrations.{name}: differs from `{existing}` only by case or `-`/`_`; an environment \
+         override could not tell them apart, so rename one"
+    )]
+    ConfusableName {
+        /// The integration refused.
+        name: String,
+        /// The integration already there.
+        existing: String,
+    },
     /// The configuration could not be encoded as JSON.
     #[error("cannot encode the configuration: {0}")]
     Encode(#[from] serde_json::Error),
@@ -314,7 +326,8 @@ impl PgStore {
     /// # Errors
     ///
     /// [`StoreError::VersionConflict`], [`StoreError::PlaintextSecret`], [`StoreError::Invalid`],
-    /// [`StoreError::InvalidName`], [`StoreError::Database`].
+    /// [`StoreError::InvalidName`], [`StoreError::ConfusableName`] (another row's name differs only by
+    /// case or `-`/`_`), [`StoreError::Database`].
     pub async fn put(
         &self,
         name: &str,
@@ -323,6 +336,7 @@ impl PgStore {
         updated_by: &str,
     ) -> Result<i64, StoreError> {
         check_name(name)?;
+        self.refuse_confusable(name).await?;
         refuse_plaintext(name, config)?;
         validate_for_store(name, config)?;
         let json = serde_json::to_value(config)?;
@@ -373,6 +387,26 @@ impl PgStore {
                 expected: expected_version.unwrap_or_default(),
                 actual: self.current_version(name).await?,
             }),
+        }
+    }
+
+    /// Refuses `name` when another row's name is the same up to case and `-`/`_`.
+    async fn refuse_confusable(&self, name: &str) -> Result<(), StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT name FROM {} WHERE lower(replace(name, '-', '_')) = $1 AND name <> $2 \
+             ORDER BY name LIMIT 1",
+            self.table()
+        )))
+        .bind(crate::validate::name_key(name))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Err(StoreError::ConfusableName {
+                name: name.to_owned(),
+                existing: row.try_get("name")?,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -505,9 +539,26 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         let mut set = RowSet::default();
+        // Names already taken, up to case and `-`/`_`: the base's (a row of the same name replaces
+        // its integration) and the rows accepted so far (in name order).
+        let mut taken: BTreeMap<String, String> = base
+            .integrations
+            .keys()
+            .map(|name| (crate::validate::name_key(name), name.clone()))
+            .collect();
         for row in &rows {
             let name: String = row.try_get("name")?;
             let version: i64 = row.try_get("version")?;
+            if let Some(existing) = taken.get(&crate::validate::name_key(&name))
+                && *existing != name
+            {
+                let refused = StoreError::ConfusableName {
+                    name: name.clone(),
+                    existing: existing.clone(),
+                };
+                set.rejected.insert(name, (version, refused.to_string()));
+                continue;
+            }
             let checked = decode_stored(row, &base.defaults).and_then(|stored| {
                 let mut errors = ValidationErrors::default();
                 crate::validate::integration(
@@ -529,6 +580,7 @@ impl PgStore {
             });
             match checked {
                 Ok(config) => {
+                    taken.insert(crate::validate::name_key(&name), name.clone());
                     set.good.insert(name, (version, config));
                 }
                 Err(e) => {

@@ -8,6 +8,7 @@ use integration_core::redact::Redactor;
 use secrecy::ExposeSecret;
 use url::Url;
 
+use crate::limits;
 use crate::model::{
     AdaptiveConfig, AuthConfig, BreakerConfig, Config, IntegrationConfig, JwtAlgorithm, LogConfig,
     RateLimitConfig, RedisConfig, RetryConfig, StoreKind, TlsConfig,
@@ -111,6 +112,28 @@ impl fmt::Display for ValidationErrors {
 
 impl std::error::Error for ValidationErrors {}
 
+/// Validation problems as the layer's one error type, of kind
+/// [`Config`](integration_core::ErrorKind::Config), listing every problem with its path, so that `?`
+/// works in a function returning [`integration_core::Error`].
+///
+/// ```
+/// use integration_config::IntegrationConfig;
+///
+/// fn pay() -> Result<IntegrationConfig, integration_core::Error> {
+///     Ok(IntegrationConfig::builder("https://pay.example").name("pay").max_attempts(50).build()?)
+/// }
+/// let error = pay().unwrap_err();
+/// assert!(error.is_config());
+/// assert_eq!(error.to_string(), "integrations.pay.retry.max_attempts: must be at most 20");
+/// ```
+impl From<ValidationErrors> for integration_core::Error {
+    fn from(errors: ValidationErrors) -> Self {
+        integration_core::Error::new(integration_core::ErrorKind::Config)
+            .with_message(errors.to_string())
+            .with_source(errors)
+    }
+}
+
 impl<'a> IntoIterator for &'a ValidationErrors {
     type Item = &'a ValidationError;
     type IntoIter = std::slice::Iter<'a, ValidationError>;
@@ -122,12 +145,15 @@ impl<'a> IntoIterator for &'a ValidationErrors {
 impl Config {
     /// Checks the whole configuration and reports every problem with its path.
     ///
-    /// Checked: integration names; base URLs (absolute, http or https, no query, fragment or credentials);
+    /// Checked: integration names (and that no two differ only by case or `-`/`_`: an environment
+    /// override could not tell them apart); base URLs (absolute, http or https, no query, fragment or credentials);
     /// header names and values; timeouts (non-zero, `attempt_timeout <= timeout`); auth fields for the
     /// type (non-empty, resolvable secret references, http(s) token URLs, PEM keys for asymmetric JWT
     /// algorithms); quotas (rate, burst, period non-zero); retry (at least one attempt, `base <= cap`, budget
     /// ratio in (0, 1]); breaker; log header lists; `store = "redis"` only with a `[redis]` section; the Redis
-    /// URL.
+    /// URL. Every duration, count and rate has an upper bound (and a lower one where zero or a tiny
+    /// value makes no sense), stated in the docs of its field and in [`limits`](crate::limits):
+    /// `integrations.pay.retry.max_attempts: must be at most 20`.
     ///
     /// # Errors
     ///
@@ -141,6 +167,15 @@ impl Config {
             }
             integration(config, &path, Some(self.redis.is_some()), &mut errors);
         }
+        for (name, first) in confusable_names(self.integrations.keys().map(String::as_str)) {
+            errors.push(
+                format!("integrations.{name}"),
+                format!(
+                    "differs from `{first}` only by case or `-`/`_`; an environment override \
+                     could not tell them apart, so rename one"
+                ),
+            );
+        }
         if let Some(redis) = &self.redis {
             redis_section(redis, &mut errors);
         }
@@ -149,7 +184,7 @@ impl Config {
 }
 
 /// Integration names are labels, keys and URL-free identifiers: ASCII letters, digits, `-`, `_`, `.`.
-fn check_name(name: &str) -> Result<(), &'static str> {
+pub(crate) fn check_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("the integration name must not be empty");
     }
@@ -167,11 +202,51 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The form in which two integration names are the same to an environment variable: lowercase,
+/// `_` for `-` (`APP_INTEGRATIONS__MY_API__...` reaches `my-api`, `My_Api` and `MY-API` alike).
+pub(crate) fn name_key(name: &str) -> String {
+    name.to_ascii_lowercase().replace('-', "_")
+}
+
+/// Each name (after the first, in order) that is equal to an earlier one up to case and `-`/`_`,
+/// with that earlier name.
+pub(crate) fn confusable_names<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut seen: std::collections::HashMap<String, &'a str> = std::collections::HashMap::new();
+    let mut clashes = Vec::new();
+    for name in names {
+        match seen.entry(name_key(name)) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                clashes.push((name, *first.get()))
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(name);
+            }
+        }
+    }
+    clashes
+}
+
 fn join(prefix: &str, field: &str) -> String {
     match (prefix.is_empty(), field.is_empty()) {
         (true, _) => field.to_owned(),
         (false, true) => prefix.to_owned(),
         (false, false) => format!("{prefix}.{field}"),
+    }
+}
+
+/// A bound as it would be written in the configuration, in one unit: `1ms`, `5m`, `24h`, `31d`.
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs, d.subsec_nanos()) {
+        (0, nanos) if nanos % 1_000_000 == 0 => format!("{}ms", nanos / 1_000_000),
+        (s, 0) if s > 0 && s % 3600 == 0 && s <= 48 * 3600 => format!("{}h", s / 3600),
+        (s, 0) if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        (s, 0) if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        (s, 0) if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        (s, 0) => format!("{s}s"),
+        _ => humantime_serde::re::humantime::format_duration(d).to_string(),
     }
 }
 
@@ -194,6 +269,25 @@ impl Ctx<'_> {
     fn at_least_one(&mut self, field: &str, n: u64) {
         if n < 1 {
             self.err(field, "must be at least 1");
+        }
+    }
+
+    fn at_most(&mut self, field: &str, n: u64, max: u64) {
+        if n > max {
+            self.err(field, format!("must be at most {max}"));
+        }
+    }
+
+    fn at_most_duration(&mut self, field: &str, d: Duration, max: Duration) {
+        if d > max {
+            self.err(field, format!("must be at most {}", human(max)));
+        }
+    }
+
+    /// A non-zero duration below `min` (zero is reported by [`non_zero`](Self::non_zero)).
+    fn at_least_duration(&mut self, field: &str, d: Duration, min: Duration) {
+        if !d.is_zero() && d < min {
+            self.err(field, format!("must be at least {}", human(min)));
         }
     }
 
@@ -297,8 +391,11 @@ pub(crate) fn integration(
         }
     }
     cx.non_zero("timeout", c.timeout);
+    cx.at_least_duration("timeout", c.timeout, limits::MIN_TIMEOUT);
+    cx.at_most_duration("timeout", c.timeout, limits::MAX_TIMEOUT);
     if let Some(attempt) = c.attempt_timeout {
         cx.non_zero("attempt_timeout", attempt);
+        cx.at_least_duration("attempt_timeout", attempt, limits::MIN_TIMEOUT);
         if attempt > c.timeout {
             cx.err(
                 "attempt_timeout",
@@ -310,7 +407,18 @@ pub(crate) fn integration(
         }
     }
     cx.non_zero("connect_timeout", c.connect_timeout);
+    cx.at_least_duration("connect_timeout", c.connect_timeout, limits::MIN_TIMEOUT);
+    cx.at_most_duration(
+        "connect_timeout",
+        c.connect_timeout,
+        limits::MAX_CONNECT_TIMEOUT,
+    );
     cx.at_least_one("max_response_bytes", c.max_response_bytes);
+    cx.at_most(
+        "max_response_bytes",
+        c.max_response_bytes,
+        limits::MAX_RESPONSE_BYTES,
+    );
     auth(&c.auth, &mut cx, redis);
     rate_limit(&c.rate_limit, &mut cx, redis);
     retry(&c.retry, &mut cx);
@@ -382,6 +490,7 @@ fn auth(a: &AuthConfig, cx: &mut Ctx<'_>, redis: Option<bool>) {
             cx.not_blank("auth.client_id", &o.client_id);
             cx.secret("auth.client_secret", &o.client_secret);
             scopes(cx, &o.scopes);
+            cx.at_most_duration("auth.skew", o.skew, limits::MAX_SKEW);
             cx.store("auth.store", o.store, redis);
         }
         AuthConfig::OAuth2RefreshToken(o) => {
@@ -392,11 +501,13 @@ fn auth(a: &AuthConfig, cx: &mut Ctx<'_>, redis: Option<bool>) {
             }
             cx.secret("auth.refresh_token", &o.refresh_token);
             scopes(cx, &o.scopes);
+            cx.at_most_duration("auth.skew", o.skew, limits::MAX_SKEW);
             cx.store("auth.store", o.store, redis);
         }
         AuthConfig::Jwt(j) => {
             jwt_key(cx, j.algorithm, &j.private_key);
             cx.non_zero("auth.ttl", j.ttl);
+            cx.at_most_duration("auth.ttl", j.ttl, limits::MAX_JWT_TTL);
             if j.skew >= j.ttl {
                 cx.err("auth.skew", "must be shorter than auth.ttl");
             }
@@ -406,6 +517,8 @@ fn auth(a: &AuthConfig, cx: &mut Ctx<'_>, redis: Option<bool>) {
             cx.http_url("auth.token_url", &j.token_url);
             jwt_key(cx, j.algorithm, &j.private_key);
             cx.non_zero("auth.ttl", j.ttl);
+            cx.at_most_duration("auth.ttl", j.ttl, limits::MAX_JWT_TTL);
+            cx.at_most_duration("auth.skew", j.skew, limits::MAX_SKEW);
             scopes(cx, &j.scopes);
             cx.store("auth.store", j.store, redis);
         }
@@ -414,17 +527,57 @@ fn auth(a: &AuthConfig, cx: &mut Ctx<'_>, redis: Option<bool>) {
 
 fn rate_limit(r: &RateLimitConfig, cx: &mut Ctx<'_>, redis: Option<bool>) {
     for (i, q) in r.quotas.iter().enumerate() {
-        cx.at_least_one(&format!("rate_limit.quotas[{i}].rate"), q.rate.into());
-        cx.non_zero(&format!("rate_limit.quotas[{i}].per"), q.per);
+        let rate = format!("rate_limit.quotas[{i}].rate");
+        let per = format!("rate_limit.quotas[{i}].per");
+        cx.at_least_one(&rate, q.rate.into());
+        cx.at_most(&rate, q.rate.into(), limits::MAX_QUOTA_RATE);
+        cx.non_zero(&per, q.per);
+        cx.at_least_duration(&per, q.per, limits::MIN_QUOTA_PERIOD);
+        cx.at_most_duration(&per, q.per, limits::MAX_QUOTA_PERIOD);
+        // The pace itself: a rate within bounds over a period within bounds can still ask for more
+        // permits a second than any upstream takes (1000000 per 1ms).
+        // Checked only when rate and period are each within bounds, so one mistake is one problem.
+        if u64::from(q.rate) <= limits::MAX_QUOTA_RATE
+            && q.per >= limits::MIN_QUOTA_PERIOD
+            && f64::from(q.rate) / q.per.as_secs_f64() > limits::MAX_QUOTA_PER_SECOND as f64
+        {
+            cx.err(
+                &rate,
+                format!(
+                    "{} per {} is more than {} per second",
+                    q.rate,
+                    human(q.per),
+                    limits::MAX_QUOTA_PER_SECOND
+                ),
+            );
+        }
         if let Some(burst) = q.burst {
-            cx.at_least_one(&format!("rate_limit.quotas[{i}].burst"), burst.into());
+            let field = format!("rate_limit.quotas[{i}].burst");
+            cx.at_least_one(&field, burst.into());
+            cx.at_most(&field, burst.into(), limits::MAX_QUOTA_RATE);
         }
     }
+    cx.at_most_duration("rate_limit.max_wait", r.max_wait, limits::MAX_TIMEOUT);
     if let Some(n) = r.max_concurrency {
         cx.at_least_one("rate_limit.max_concurrency", n.into());
+        cx.at_most(
+            "rate_limit.max_concurrency",
+            n.into(),
+            limits::MAX_CONCURRENCY,
+        );
     }
     cx.at_least_one("rate_limit.expected_replicas", r.expected_replicas.into());
+    cx.at_most(
+        "rate_limit.expected_replicas",
+        r.expected_replicas.into(),
+        limits::MAX_REPLICAS,
+    );
     cx.non_zero("rate_limit.max_server_pause", r.max_server_pause);
+    cx.at_most_duration(
+        "rate_limit.max_server_pause",
+        r.max_server_pause,
+        limits::MAX_SERVER_PAUSE,
+    );
     cx.store("rate_limit.store", r.store, redis);
     let a = &r.adaptive;
     cx.within(
@@ -446,29 +599,81 @@ fn rate_limit(r: &RateLimitConfig, cx: &mut Ctx<'_>, redis: Option<bool>) {
 
 fn retry(r: &RetryConfig, cx: &mut Ctx<'_>) {
     cx.at_least_one("retry.max_attempts", r.max_attempts.into());
+    cx.at_most(
+        "retry.max_attempts",
+        r.max_attempts.into(),
+        limits::MAX_ATTEMPTS,
+    );
     cx.non_zero("retry.base", r.base);
+    cx.at_most_duration("retry.base", r.base, limits::MAX_BACKOFF_BASE);
     cx.non_zero("retry.throttle_base", r.throttle_base);
+    cx.at_most_duration(
+        "retry.throttle_base",
+        r.throttle_base,
+        limits::MAX_BACKOFF_BASE,
+    );
     if r.cap < r.base {
         cx.err("retry.cap", "must not be less than retry.base");
     }
+    cx.at_most_duration("retry.cap", r.cap, limits::MAX_BACKOFF_CAP);
+    cx.at_most_duration(
+        "retry.max_retry_after",
+        r.max_retry_after,
+        limits::MAX_TIMEOUT,
+    );
     if let Some(b) = &r.budget {
         cx.ratio("retry.budget.ratio", b.ratio);
         cx.non_zero("retry.budget.window", b.window);
+        cx.at_least_duration("retry.budget.window", b.window, limits::MIN_WINDOW);
+        cx.at_most_duration("retry.budget.window", b.window, limits::MAX_WINDOW);
+        cx.at_most(
+            "retry.budget.min_per_second",
+            b.min_per_second.into(),
+            limits::MAX_BUDGET_MIN_PER_SECOND,
+        );
     }
 }
 
 fn breaker(b: &BreakerConfig, cx: &mut Ctx<'_>) {
     cx.ratio("circuit_breaker.failure_ratio", b.failure_ratio);
     cx.non_zero("circuit_breaker.window", b.window);
+    cx.at_least_duration("circuit_breaker.window", b.window, limits::MIN_WINDOW);
+    cx.at_most_duration("circuit_breaker.window", b.window, limits::MAX_WINDOW);
     cx.at_least_one("circuit_breaker.min_requests", b.min_requests.into());
+    cx.at_most(
+        "circuit_breaker.min_requests",
+        b.min_requests.into(),
+        limits::MAX_BREAKER_COUNT,
+    );
+    cx.at_most(
+        "circuit_breaker.consecutive_failures",
+        b.consecutive_failures.into(),
+        limits::MAX_BREAKER_COUNT,
+    );
     cx.non_zero("circuit_breaker.open_for", b.open_for);
+    cx.at_most_duration("circuit_breaker.open_for", b.open_for, limits::MAX_OPEN_FOR);
+    cx.at_most_duration(
+        "circuit_breaker.max_open_for",
+        b.max_open_for,
+        limits::MAX_OPEN_FOR,
+    );
     cx.at_least_one(
         "circuit_breaker.half_open_probes",
         b.half_open_probes.into(),
     );
+    cx.at_most(
+        "circuit_breaker.half_open_probes",
+        b.half_open_probes.into(),
+        limits::MAX_HALF_OPEN_PROBES,
+    );
 }
 
 fn log(l: &LogConfig, cx: &mut Ctx<'_>) {
+    cx.at_most(
+        "log.max_body_bytes",
+        l.max_body_bytes as u64,
+        limits::MAX_LOG_BODY_BYTES,
+    );
     for (i, h) in l.redact_headers.iter().enumerate() {
         cx.header_name(&format!("log.redact_headers[{i}]"), h);
     }

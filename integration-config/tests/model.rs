@@ -273,7 +273,7 @@ fn wrong_types_and_missing_auth_fields_carry_the_path() {
 fn syntax_errors_name_the_line() {
     let err = Config::from_toml_str("[integrations.api\nbase_url = 1").unwrap_err();
     assert!(
-        matches!(err, ConfigError::Syntax(ref m) if m.contains("line 1")),
+        matches!(err, ConfigError::Syntax { ref message, file: None } if message.contains("line 1")),
         "{err}"
     );
 }

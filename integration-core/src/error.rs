@@ -38,7 +38,8 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 pub enum ErrorKind {
     /// No connection could be made: DNS, refused, TLS handshake. Nothing was sent.
     Connect,
-    /// One attempt took longer than the attempt timeout.
+    /// One attempt took longer than the attempt timeout, or the response body was still being read
+    /// when the call's deadline passed ([`BodyTimeout`]).
     Timeout,
     /// The total deadline of the call passed (or would have, had we waited as asked).
     Deadline,
@@ -588,6 +589,18 @@ fn typed_facts(e: &(dyn StdError + 'static)) -> Option<Facts> {
     if e.is::<BodyTooLarge>() {
         return Some(facts(ErrorKind::Body, None, None));
     }
+    if e.is::<ConnectFailed>() {
+        return Some(Facts {
+            kind: ErrorKind::Connect,
+            retry: Some(RetryReason::Connect),
+            status: None,
+            retry_after: None,
+        });
+    }
+    if e.is::<BodyTimeout>() {
+        // After the response head: the retry layer has already let the call go, nothing to retry.
+        return Some(facts(ErrorKind::Timeout, None, None));
+    }
     None
 }
 
@@ -782,6 +795,7 @@ pub struct AuthFailed {
     description: Cow<'static, str>,
     permanent: bool,
     retry_after: Option<Duration>,
+    endpoint: Option<Cow<'static, str>>,
 }
 
 impl AuthFailed {
@@ -792,6 +806,7 @@ impl AuthFailed {
             description: description.into(),
             permanent: false,
             retry_after: None,
+            endpoint: None,
         }
     }
 
@@ -806,6 +821,7 @@ impl AuthFailed {
             description: description.into(),
             permanent: true,
             retry_after: None,
+            endpoint: None,
         }
     }
 
@@ -816,6 +832,30 @@ impl AuthFailed {
     pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = Some(retry_after);
         self
+    }
+
+    /// The same failure, naming the token endpoint that failed. Give the URL without its query
+    /// (which may carry a credential) and without userinfo; [`Display`](fmt::Display) shows it:
+    ///
+    /// ```
+    /// use integration_core::error::AuthFailed;
+    ///
+    /// let error = AuthFailed::transient("token endpoint answered 503 Service Unavailable")
+    ///     .with_endpoint("https://auth.example.com/oauth/token");
+    /// assert_eq!(
+    ///     error.to_string(),
+    ///     "authentication failed at https://auth.example.com/oauth/token: token endpoint answered 503 Service Unavailable"
+    /// );
+    /// ```
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: impl Into<Cow<'static, str>>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// The token endpoint that failed, when known.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
     }
 
     /// When a new attempt to get a credential may be made, when known.
@@ -836,14 +876,153 @@ impl AuthFailed {
 
 impl fmt::Display for AuthFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("authentication failed")?;
+        if let Some(endpoint) = &self.endpoint {
+            write!(f, " at {endpoint}")?;
+        }
         match &self.code {
-            Some(code) => write!(f, "authentication failed ({code}): {}", self.description),
-            None => write!(f, "authentication failed: {}", self.description),
+            Some(code) => write!(f, " ({code}): {}", self.description),
+            None => write!(f, ": {}", self.description),
         }
     }
 }
 
 impl StdError for AuthFailed {}
+
+/// Why a connection could not be made, in a word or two: what [`ConnectFailed`] shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectCause {
+    /// The host answered that nothing listens on the port.
+    Refused,
+    /// The host name did not resolve.
+    Dns,
+    /// The TLS handshake failed because the server's certificate was not accepted (unknown issuer,
+    /// expired, not valid for the name).
+    TlsCertificate,
+    /// The TLS handshake failed for another reason (no common protocol or cipher, an alert).
+    Tls,
+    /// The connection (TCP or TLS) was not made within the connect timeout.
+    TimedOut,
+    /// No route to the host or its network.
+    Unreachable,
+    /// Any other cause; the source chain says more.
+    Other,
+}
+
+impl ConnectCause {
+    /// The cause in a few words (`connection refused`, `DNS lookup failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectCause::Refused => "connection refused",
+            ConnectCause::Dns => "DNS lookup failed",
+            ConnectCause::TlsCertificate => "TLS certificate rejected",
+            ConnectCause::Tls => "TLS handshake failed",
+            ConnectCause::TimedOut => "timed out",
+            ConnectCause::Unreachable => "host unreachable",
+            ConnectCause::Other => "connection failed",
+        }
+    }
+}
+
+impl fmt::Display for ConnectCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// No connection could be made: names the host and port and the short cause, so that the one line
+/// of `Display` says where and why. Nothing was sent, so it is retryable for every method.
+///
+/// Only the host and port are kept, never the URL's userinfo, path or query. The transport's own
+/// error is the [`source`](StdError::source).
+///
+/// ```
+/// use integration_core::{BoxError, Error, ErrorKind};
+/// use integration_core::error::{ConnectCause, ConnectFailed};
+///
+/// let error = Error::from(Box::new(ConnectFailed::new("api.example.com", 443, ConnectCause::Refused)) as BoxError)
+///     .with_integration("x")
+///     .with_attempts(3);
+/// assert_eq!(error.kind(), ErrorKind::Connect);
+/// assert_eq!(
+///     error.to_string(),
+///     "integration `x`, attempt 3: could not connect to api.example.com:443 (connection refused)"
+/// );
+/// ```
+pub struct ConnectFailed {
+    host: String,
+    port: u16,
+    cause: ConnectCause,
+    source: Option<BoxError>,
+}
+
+impl ConnectFailed {
+    /// A failure to connect to `host:port` because of `cause`.
+    pub fn new(host: impl Into<String>, port: u16, cause: ConnectCause) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            cause,
+            source: None,
+        }
+    }
+
+    /// The same failure with the transport's error as its source.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The host that could not be reached.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Why.
+    pub fn cause(&self) -> ConnectCause {
+        self.cause
+    }
+}
+
+impl fmt::Debug for ConnectFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ConnectFailed");
+        d.field("host", &self.host)
+            .field("port", &self.port)
+            .field("cause", &self.cause);
+        if let Some(source) = &self.source {
+            // The transport's words, through the text rule like any foreign cause.
+            d.field("source", &RedactedDebug(&**source));
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // An IPv6 literal is already bracketed by `http::Uri::host`.
+        write!(
+            f,
+            "could not connect to {}:{} ({})",
+            self.host, self.port, self.cause
+        )
+    }
+}
+
+impl StdError for ConnectFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
 
 /// A body was larger than the cap set for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -870,6 +1049,58 @@ impl fmt::Display for BodyTooLarge {
 }
 
 impl StdError for BodyTooLarge {}
+
+/// The response body was still being read when its deadline passed: the call's total deadline by
+/// default, which covers the body as well as the head, or a read timeout of its own.
+///
+/// ```
+/// use integration_core::{BoxError, Error, ErrorKind};
+/// use integration_core::error::BodyTimeout;
+///
+/// let error = Error::from(Box::new(BodyTimeout::new()) as BoxError).with_integration("slow");
+/// assert_eq!(error.kind(), ErrorKind::Timeout);
+/// assert!(error.is_timeout());
+/// assert_eq!(
+///     error.to_string(),
+///     "integration `slow`: reading the response body timed out: the call's deadline passed"
+/// );
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodyTimeout {
+    after: Option<Duration>,
+}
+
+impl BodyTimeout {
+    /// The call's deadline passed while the body was being read.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A read timeout of the body's own (`after`, set once the head had arrived) passed.
+    pub fn after(after: Duration) -> Self {
+        Self { after: Some(after) }
+    }
+
+    /// The body's own read timeout, when it had one rather than the call's deadline.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.after
+    }
+}
+
+impl fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.after {
+            Some(after) => write!(
+                f,
+                "reading the response body timed out after {}",
+                DisplayDuration(after)
+            ),
+            None => f.write_str("reading the response body timed out: the call's deadline passed"),
+        }
+    }
+}
+
+impl StdError for BodyTimeout {}
 
 #[cfg(test)]
 mod tests {
@@ -899,6 +1130,14 @@ mod tests {
                 ErrorKind::Auth,
             ),
             (boxed(BodyTooLarge::new(10)), ErrorKind::Body),
+            (boxed(BodyTimeout::new()), ErrorKind::Timeout),
+            (
+                boxed(
+                    ConnectFailed::new("h", 1, ConnectCause::Refused)
+                        .with_source(io::Error::from(io::ErrorKind::ConnectionRefused)),
+                ),
+                ErrorKind::Connect,
+            ),
             (
                 boxed(tower::timeout::error::Elapsed::new()),
                 ErrorKind::Timeout,

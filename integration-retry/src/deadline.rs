@@ -25,6 +25,12 @@ use crate::timed::{Expiry, Timed};
 ///
 /// Goes outside [`RetryLayer`](crate::RetryLayer): the deadline covers all attempts.
 ///
+/// The layer's future ends with the response head; the body is read after it. The facade
+/// (`integration-client`) writes the call's [`Deadline`] into the request before the stack (this
+/// layer keeps it, as it only tightens) and bounds the reading of the body by the same instant. A
+/// stack of your own can do the same: read the [`Deadline`] extension it sent and bound the body by
+/// it.
+///
 /// ```
 /// use integration_retry::DeadlineLayer;
 /// use std::time::Duration;
