@@ -11,7 +11,7 @@ use http::{HeaderMap, StatusCode};
 use integration_core::error::RateLimited;
 use integration_core::throttle::ThrottleSignal;
 use integration_core::{BoxError, names};
-use redis::aio::ConnectionManager;
+use integration_core::redis::SharedRedis;
 use tokio::sync::Semaphore;
 
 use crate::gcra::Bounds;
@@ -96,7 +96,7 @@ impl RateLimiter {
     /// A limiter whose state lives in Redis, shared by every replica using the same `prefix`; see
     /// [`RedisStore`] for the guarantees and the fallback when Redis is unreachable.
     pub fn redis(
-        connection: ConnectionManager,
+        connection: impl Into<SharedRedis>,
         prefix: impl Into<String>,
         policy: RateLimitPolicy,
         options: RedisOptions,
