@@ -510,7 +510,11 @@ impl CacheInner {
             Ok(Some(token)) if self.usable(&token, skip) => Some(token),
             Ok(_) => None,
             Err(error) => {
-                store_trouble(&self.key, &*error, "token store unreadable; refreshing locally");
+                store_trouble(
+                    &self.key,
+                    &*error,
+                    "token store unreadable; refreshing locally",
+                );
                 None
             }
         }
@@ -530,7 +534,11 @@ impl CacheInner {
                 Ok(Some(lock)) => break Some(lock),
                 Ok(None) => tokio::time::sleep(self.config.lock_poll).await,
                 Err(error) => {
-                    store_trouble(&self.key, &*error, "token store lock unavailable; refreshing without it");
+                    store_trouble(
+                        &self.key,
+                        &*error,
+                        "token store lock unavailable; refreshing without it",
+                    );
                     break None;
                 }
             }
@@ -544,7 +552,11 @@ impl CacheInner {
         let result = match result {
             Ok(token) => {
                 if let Err(error) = self.store.save(&self.key, &token).await {
-                    store_trouble(&self.key, &*error, "token store write failed; token kept in this process only");
+                    store_trouble(
+                        &self.key,
+                        &*error,
+                        "token store write failed; token kept in this process only",
+                    );
                 }
                 Ok(self.adopt(&token))
             }
@@ -558,7 +570,11 @@ impl CacheInner {
         if let Some(lock) = lock
             && let Err(error) = self.store.unlock(lock).await
         {
-            store_trouble(&self.key, &*error, "token store lock release failed; it expires by itself");
+            store_trouble(
+                &self.key,
+                &*error,
+                "token store lock release failed; it expires by itself",
+            );
         }
     }
 

@@ -419,9 +419,10 @@ async fn a_refresh_during_a_redis_outage_does_not_wait_for_reconnections() {
     let server = MockServer::start().await;
     two_tokens_mocks(&server).await;
     let mut redis = OwnRedis::start().await;
-    let manager = redis::aio::ConnectionManager::new(redis::Client::open(redis.url.as_str()).unwrap())
-        .await
-        .expect("own Redis reachable");
+    let manager =
+        redis::aio::ConnectionManager::new(redis::Client::open(redis.url.as_str()).unwrap())
+            .await
+            .expect("own Redis reachable");
     let provider = replica(&server, RedisTokenStore::new(manager, unique_prefix()));
     let ctx = AuthContext::detached();
     let first = provider.credential(&ctx).await.unwrap();

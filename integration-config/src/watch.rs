@@ -318,7 +318,11 @@ impl Watcher {
     /// when it was listening, at `debug` for each further attempt (one line per outage, not one a
     /// second).
     fn listener_lost(&self, message: String) {
-        let was_listening = self.status.lock().unwrap_or_else(PoisonError::into_inner).listening;
+        let was_listening = self
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .listening;
         if was_listening {
             tracing::warn!(error = %message, "configuration listener lost its connection; reconnecting");
         } else {

@@ -433,7 +433,10 @@ fn redis_outage_settings_default_to_starting_on_the_fallbacks_and_are_validated(
     assert_eq!(redis.connect_timeout, Duration::from_millis(500));
     // Defaults are not written back out.
     let text = ok.to_toml_string().unwrap();
-    assert!(!text.contains("command_timeout") && !text.contains("required"), "{text}");
+    assert!(
+        !text.contains("command_timeout") && !text.contains("required"),
+        "{text}"
+    );
 
     let set = Config::from_toml_str(
         "[redis]\nurl = \"redis://127.0.0.1:6379\"\nrequired = true\ncommand_timeout = \"20ms\"\nconnect_timeout = \"2s\"\n",
@@ -458,7 +461,9 @@ fn redis_outage_settings_default_to_starting_on_the_fallbacks_and_are_validated(
     ));
     assert_eq!(
         paths,
-        ["redis.command_timeout: must be at most 5s (calls wait this long before Redis counts as unavailable)"]
+        [
+            "redis.command_timeout: must be at most 5s (calls wait this long before Redis counts as unavailable)"
+        ]
     );
 }
 

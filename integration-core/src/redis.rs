@@ -482,11 +482,12 @@ mod tests {
         let redis = SharedRedis::open(&url, SharedRedisConfig::new()).unwrap();
         assert!(redis.is_available(), "believed up until asked");
         let called = AtomicBool::new(false);
-        let first: Result<String, _> = redis
-            .run(|mut connection| async move {
-                ::redis::cmd("PING").query_async(&mut connection).await
-            })
-            .await;
+        let first: Result<String, _> =
+            redis
+                .run(|mut connection| async move {
+                    ::redis::cmd("PING").query_async(&mut connection).await
+                })
+                .await;
         assert!(first.unwrap_err().is_unavailable());
         assert!(!redis.is_available());
         let second: Result<(), _> = redis
@@ -498,7 +499,10 @@ mod tests {
         let error = second.unwrap_err();
         assert!(error.is_unavailable());
         assert_eq!(error.to_string(), "Redis is unavailable");
-        assert!(!called.load(Ordering::SeqCst), "no command while unavailable");
+        assert!(
+            !called.load(Ordering::SeqCst),
+            "no command while unavailable"
+        );
         assert!(!redis.check().await);
     }
 
@@ -510,7 +514,8 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{redis:?}").contains("hunter2"));
-        let error = SharedRedis::open("not a url :pw-hunter2", SharedRedisConfig::new()).unwrap_err();
+        let error =
+            SharedRedis::open("not a url :pw-hunter2", SharedRedisConfig::new()).unwrap_err();
         assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 

@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use http::{HeaderMap, StatusCode};
 use integration_core::error::RateLimited;
+use integration_core::redis::SharedRedis;
 use integration_core::throttle::ThrottleSignal;
 use integration_core::{BoxError, names};
-use integration_core::redis::SharedRedis;
 use tokio::sync::Semaphore;
 
 use crate::gcra::Bounds;

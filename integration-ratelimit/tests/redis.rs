@@ -450,8 +450,8 @@ async fn an_outage_never_passes_the_quota_at_either_switch() {
     let options = RedisOptions::new().with_timeout(Duration::from_millis(200));
     let store = RedisStore::new(connection, "switches", options);
     // 20 per second, burst 20: every switch that hands out a fresh burst doubles a second's count.
-    let policy = RateLimitPolicy::new([Quota::per_second(20).unwrap()])
-        .with_max_wait(Duration::ZERO);
+    let policy =
+        RateLimitPolicy::new([Quota::per_second(20).unwrap()]).with_max_wait(Duration::ZERO);
     let limiter = RateLimiter::with_redis_store(store.clone(), policy);
     let start = Instant::now();
     // One caller offers a permit request every 5 ms for 6.5 s, without a pause: a pause in the offer

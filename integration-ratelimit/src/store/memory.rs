@@ -186,7 +186,12 @@ impl MemoryStore {
     /// Raises the TAT of each of `quotas` for `key` to at least `floor(quota)` (nanoseconds on this
     /// store's clock, see [`now`](Self::now)); never lowers one. The Redis store seeds its fallback so:
     /// the fallback never starts with a burst allowance nobody knows to be free.
-    pub(crate) fn raise(&self, key: &RateLimitKey, quotas: &[Quota], floor: impl Fn(&Quota) -> u64) {
+    pub(crate) fn raise(
+        &self,
+        key: &RateLimitKey,
+        quotas: &[Quota],
+        floor: impl Fn(&Quota) -> u64,
+    ) {
         let now = self.now();
         let raise = |tats: &mut Vec<u64>| {
             tats.resize(quotas.len(), 0);
