@@ -418,6 +418,19 @@ impl fmt::Debug for TokenCache {
     }
 }
 
+/// Logs a failed store operation: at `warn`, except while the store's Redis is unavailable, whose
+/// outage its connection logs once (not once per refresh).
+fn store_trouble(key: &str, error: &(dyn std::error::Error + 'static), what: &'static str) {
+    let outage = error
+        .downcast_ref::<integration_core::redis::RedisCallError>()
+        .is_some_and(integration_core::redis::RedisCallError::is_unavailable);
+    if outage {
+        tracing::debug!(key, error = %error, "{what}");
+    } else {
+        tracing::warn!(key, error = %error, "{what}");
+    }
+}
+
 fn outcome_of(error: &AuthFailed) -> &'static str {
     match error.code() {
         Some("invalid_grant") => "invalid_grant",
@@ -502,7 +515,11 @@ impl CacheInner {
             Ok(Some(token)) if self.usable(&token, skip) => Some(token),
             Ok(_) => None,
             Err(error) => {
-                tracing::warn!(key = %self.key, error = %error, "token store unreadable; refreshing locally");
+                store_trouble(
+                    &self.key,
+                    &*error,
+                    "token store unreadable; refreshing locally",
+                );
                 None
             }
         }
@@ -522,7 +539,11 @@ impl CacheInner {
                 Ok(Some(lock)) => break Some(lock),
                 Ok(None) => tokio::time::sleep(self.config.lock_poll).await,
                 Err(error) => {
-                    tracing::warn!(key = %self.key, error = %error, "token store lock unavailable; refreshing without it");
+                    store_trouble(
+                        &self.key,
+                        &*error,
+                        "token store lock unavailable; refreshing without it",
+                    );
                     break None;
                 }
             }
@@ -536,7 +557,11 @@ impl CacheInner {
         let result = match result {
             Ok(token) => {
                 if let Err(error) = self.store.save(&self.key, &token).await {
-                    tracing::warn!(key = %self.key, error = %error, "token store write failed; token kept in this process only");
+                    store_trouble(
+                        &self.key,
+                        &*error,
+                        "token store write failed; token kept in this process only",
+                    );
                 }
                 Ok(self.adopt(&token))
             }
@@ -550,7 +575,11 @@ impl CacheInner {
         if let Some(lock) = lock
             && let Err(error) = self.store.unlock(lock).await
         {
-            tracing::warn!(key = %self.key, error = %error, "token store lock release failed; it expires by itself");
+            store_trouble(
+                &self.key,
+                &*error,
+                "token store lock release failed; it expires by itself",
+            );
         }
     }
 

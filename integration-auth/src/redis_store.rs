@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use integration_core::redis::{SharedRedis, SharedRedisConfig};
 use integration_core::{BoxError, Error, ErrorKind};
-use redis::aio::ConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -26,9 +26,17 @@ return 0
 /// refresh token) and `{prefix:key}:lock` (the refresh lock, `SET NX PX` with a random owner, released
 /// by a compare-and-delete script). Give each store its own prefix.
 ///
+/// # Redis down
+///
+/// Every operation goes through a [`SharedRedis`]: bounded by its command timeout (50 ms by
+/// default), and failing at once, with no round trip, while Redis is known to be unavailable. The
+/// token cache treats a failed operation as "nothing shared": the token it holds keeps serving, and a
+/// refresh that falls due proceeds in this process without the shared lock and keeps its token in
+/// memory. Nothing waits for Redis to come back; the outage is logged once by the connection.
+///
 /// # Clone
 ///
-/// Clones share the connection (redis' `ConnectionManager` reconnects by itself).
+/// Clones share the connection (and with it the view of whether Redis is up).
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -49,7 +57,7 @@ return 0
 /// ```
 #[derive(Clone)]
 pub struct RedisTokenStore {
-    connection: ConnectionManager,
+    connection: SharedRedis,
     prefix: Arc<str>,
     unlock: Arc<redis::Script>,
     cipher: Option<Arc<Cipher>>,
@@ -141,47 +149,35 @@ struct Entry {
     token_type: String,
 }
 
-fn boxed(error: redis::RedisError) -> BoxError {
+fn boxed(error: integration_core::redis::RedisCallError) -> BoxError {
     Box::new(error)
 }
 
 impl RedisTokenStore {
-    /// Connects to `url` (a `redis://` URL) with keys under `prefix`. Operations time out after 1 s and
-    /// a lost connection is retried once per operation, so an outage costs a refresh about a second
-    /// before it falls back to this process alone; use [`new`](Self::new) for other settings.
+    /// A store on Redis at `url` (a `redis://` URL) with keys under `prefix` and the default bounds
+    /// ([`SharedRedisConfig`]: 50 ms per operation, 500 ms per connection attempt). It asks Redis once,
+    /// bounded; when Redis does not answer, the store is still returned (the outage is logged once)
+    /// and tokens stay in this process until Redis is back. Use [`new`](Self::new) to share one
+    /// connection with other users, or for other bounds.
     ///
     /// # Errors
     ///
-    /// A [`Config`](ErrorKind::Config) error for a malformed URL, a
-    /// [`Connect`](ErrorKind::Connect) error when Redis cannot be reached. Neither shows the URL
-    /// (it may hold a password).
+    /// A [`Config`](ErrorKind::Config) error for a malformed URL, which it does not show (it may hold
+    /// a password).
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, Error> {
-        let client = redis::Client::open(url).map_err(|_| {
+        let connection = SharedRedis::open(url, SharedRedisConfig::new()).map_err(|_| {
             Error::new(ErrorKind::Config)
                 .with_message("the Redis URL of the token store is invalid")
         })?;
-        // Bounded waits: tokens are on the request path, and a Redis outage must degrade to a local
-        // refresh within a second or two, not stall every refresh behind reconnect backoff.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let connection = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|error| {
-                Error::new(ErrorKind::Connect)
-                    .with_message("the Redis token store could not be reached")
-                    .with_source(error)
-            })?;
+        connection.check().await;
         Ok(Self::new(connection, prefix))
     }
 
-    /// A store over an existing connection, with keys under `prefix`.
-    pub fn new(connection: ConnectionManager, prefix: impl Into<String>) -> Self {
+    /// A store over `connection` (a [`SharedRedis`], or a `redis` connection manager given the default
+    /// bounds), with keys under `prefix`.
+    pub fn new(connection: impl Into<SharedRedis>, prefix: impl Into<String>) -> Self {
         Self {
-            connection,
+            connection: connection.into(),
             prefix: prefix.into().into(),
             unlock: Arc::new(redis::Script::new(UNLOCK)),
             cipher: None,
@@ -221,19 +217,22 @@ impl RedisTokenStore {
         &self.prefix
     }
 
+    /// The connection, shared with every other user of it.
+    pub fn connection(&self) -> &SharedRedis {
+        &self.connection
+    }
+
     fn key(&self, key: &str, what: &str) -> String {
         format!("{{{}:{key}}}:{what}", self.prefix)
     }
 
     async fn load_token(&self, key: &str) -> Result<Option<StoredToken>, BoxError> {
-        let mut connection = self.connection.clone();
         let redis_key = self.key(key, "token");
-        let (value, ttl): (Option<String>, i64) = redis::pipe()
-            .cmd("GET")
-            .arg(&redis_key)
-            .cmd("PTTL")
-            .arg(&redis_key)
-            .query_async(&mut connection)
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
+        let (value, ttl): (Option<String>, i64) = self
+            .connection
+            .run(|mut connection| async move { pipe.query_async(&mut connection).await })
             .await
             .map_err(boxed)?;
         let Some(value) = value else {
@@ -278,9 +277,8 @@ impl RedisTokenStore {
             let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             command.arg("PX").arg(ms);
         }
-        let mut connection = self.connection.clone();
-        command
-            .query_async::<()>(&mut connection)
+        self.connection
+            .run(|mut connection| async move { command.query_async::<()>(&mut connection).await })
             .await
             .map_err(boxed)
     }
@@ -306,11 +304,12 @@ impl TokenStore for RedisTokenStore {
 
     fn load_refresh_token<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<SecretString>> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
             let redis_key = self.key(key, "refresh");
-            let value: Option<String> = redis::cmd("GET")
-                .arg(&redis_key)
-                .query_async(&mut connection)
+            let mut command = redis::cmd("GET");
+            command.arg(&redis_key);
+            let value: Option<String> = self
+                .connection
+                .run(|mut connection| async move { command.query_async(&mut connection).await })
                 .await
                 .map_err(boxed)?;
             value.map(|v| self.decode(&redis_key, v)).transpose()
@@ -323,13 +322,12 @@ impl TokenStore for RedisTokenStore {
         refresh_token: &'a SecretString,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
             let redis_key = self.key(key, "refresh");
             let value = self.encode(&redis_key, refresh_token)?;
-            redis::cmd("SET")
-                .arg(&redis_key)
-                .arg(value.expose_secret())
-                .query_async::<()>(&mut connection)
+            let mut command = redis::cmd("SET");
+            command.arg(&redis_key).arg(value.expose_secret());
+            self.connection
+                .run(|mut connection| async move { command.query_async::<()>(&mut connection).await })
                 .await
                 .map_err(boxed)
         })
@@ -339,14 +337,16 @@ impl TokenStore for RedisTokenStore {
         Box::pin(async move {
             let owner = uuid::Uuid::new_v4().as_u128();
             let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            let mut connection = self.connection.clone();
-            let taken: Option<String> = redis::cmd("SET")
+            let mut command = redis::cmd("SET");
+            command
                 .arg(self.key(key, "lock"))
                 .arg(format!("{owner:x}"))
                 .arg("NX")
                 .arg("PX")
-                .arg(ms)
-                .query_async(&mut connection)
+                .arg(ms);
+            let taken: Option<String> = self
+                .connection
+                .run(|mut connection| async move { command.query_async(&mut connection).await })
                 .await
                 .map_err(boxed)?;
             Ok(taken.map(|_| StoreLock::new(key, owner)))
@@ -355,11 +355,14 @@ impl TokenStore for RedisTokenStore {
 
     fn unlock(&self, lock: StoreLock) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
-            self.unlock
+            let mut invocation = self.unlock.prepare_invoke();
+            invocation
                 .key(self.key(lock.key(), "lock"))
-                .arg(format!("{:x}", lock.owner()))
-                .invoke_async::<i64>(&mut connection)
+                .arg(format!("{:x}", lock.owner()));
+            self.connection
+                .run(|mut connection| async move {
+                    invocation.invoke_async::<i64>(&mut connection).await
+                })
                 .await
                 .map_err(boxed)?;
             Ok(())

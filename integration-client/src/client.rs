@@ -378,20 +378,32 @@ impl Client {
     /// Like [`from_config`](Client::from_config), first opening the `[redis]` section's connection
     /// when there is one, for `store = "redis"` rate limits and tokens.
     ///
+    /// The connection is bounded by the section's `command_timeout` (default 50 ms) and
+    /// `connect_timeout` (default 500 ms). When Redis does not answer at start, the client starts
+    /// anyway, within about the connect timeout, on the local fallbacks (each replica's share of the
+    /// rate limits, tokens in this process), with one `warn`; it moves to Redis when Redis answers.
+    /// With `required = true` in the section it fails instead.
+    ///
     /// # Errors
     ///
-    /// As [`from_config`](Client::from_config), and [`ErrorKind::Connect`] when Redis cannot be reached.
+    /// As [`from_config`](Client::from_config), and [`ErrorKind::Connect`] when Redis cannot be
+    /// reached and the `[redis]` section says `required = true`.
     pub async fn connect(config: Config) -> Result<Self, Error> {
         let mut builder = Self::builder();
         if let Some(redis) = &config.redis {
+            use integration_core::redis::{SharedRedis, SharedRedisConfig};
             use secrecy::ExposeSecret;
-            let client = redis::Client::open(redis.url.expose_secret())
-                .map_err(|e| config_error("redis.url: not a Redis URL").with_source(e))?;
-            let connection = client.get_connection_manager().await.map_err(|e| {
-                Error::new(ErrorKind::Connect)
-                    .with_message("Redis could not be reached")
-                    .with_source(e)
-            })?;
+            let bounds = SharedRedisConfig::new()
+                .with_command_timeout(redis.command_timeout)
+                .with_connect_timeout(redis.connect_timeout);
+            // The error of a malformed URL may quote it: not passed on (it may hold a password).
+            let connection = SharedRedis::open(redis.url.expose_secret(), bounds)
+                .map_err(|_| config_error("redis.url: not a Redis URL"))?;
+            if !connection.check().await && redis.required {
+                return Err(Error::new(ErrorKind::Connect).with_message(
+                    "Redis could not be reached and the [redis] section says required = true",
+                ));
+            }
             builder = builder.redis(connection, redis.key_prefix.clone());
         }
         builder.config(config).build()
@@ -721,9 +733,14 @@ impl ClientBuilder {
 
     /// Shares rate limits and tokens of `store = "redis"` sections through this connection, keys
     /// under `key_prefix`. [`Client::connect`] opens it from the configuration's `[redis]` section.
+    ///
+    /// Give it an [`integration_core::redis::SharedRedis`]: it does no I/O until first used, so a
+    /// client built with it starts whether Redis is up or not, and its bounded commands send every
+    /// limiter and token store to its fallback at once when Redis is lost. A `redis` connection
+    /// manager is accepted too and given the default bounds.
     pub fn redis(
         mut self,
-        connection: redis::aio::ConnectionManager,
+        connection: impl Into<integration_core::redis::SharedRedis>,
         key_prefix: impl Into<String>,
     ) -> Self {
         self.handles = self.handles.with_redis(connection, key_prefix);

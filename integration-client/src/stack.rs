@@ -30,6 +30,7 @@ use integration_config::{
     AuthConfig, BreakerConfig, BudgetConfig, IntegrationConfig, JwtAlgorithm, LogConfig, LogLevel,
     RateLimitConfig, StoreKind,
 };
+use integration_core::redis::SharedRedis;
 use integration_core::{Body, BoxError, Error};
 use integration_log::redact::Redactor;
 use integration_log::{AttemptLogLayer, LogLayer, LogPolicy};
@@ -40,7 +41,6 @@ use integration_retry::{
     AttemptTimeoutLayer, Backoff, BreakerPolicy, BreakerRegistry, CircuitBreakerLayer,
     DeadlineLayer, RetryBudget, RetryLayer, RetryPolicy,
 };
-use redis::aio::ConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
@@ -53,10 +53,11 @@ use crate::transport::Transport;
 pub type HttpService = BoxCloneSyncService<Request<Body>, Response<ResponseBody>, BoxError>;
 
 /// Handles shared by every integration of a client: today the Redis connection used by
-/// `store = "redis"` sections.
+/// `store = "redis"` sections (one [`SharedRedis`] for every limiter and token store, so the first to
+/// meet an outage sends all of them to their fallbacks).
 #[derive(Clone, Default)]
 pub struct SharedHandles {
-    redis: Option<(ConnectionManager, String)>,
+    redis: Option<(SharedRedis, String)>,
 }
 
 impl fmt::Debug for SharedHandles {
@@ -73,14 +74,19 @@ impl SharedHandles {
         Self::default()
     }
 
-    /// Shares rate limits and tokens through this Redis connection, keys under `prefix`.
+    /// Shares rate limits and tokens through this Redis connection (a [`SharedRedis`], or a `redis`
+    /// connection manager given the default bounds), keys under `prefix`.
     #[must_use]
-    pub fn with_redis(mut self, connection: ConnectionManager, prefix: impl Into<String>) -> Self {
-        self.redis = Some((connection, prefix.into()));
+    pub fn with_redis(
+        mut self,
+        connection: impl Into<SharedRedis>,
+        prefix: impl Into<String>,
+    ) -> Self {
+        self.redis = Some((connection.into(), prefix.into()));
         self
     }
 
-    fn redis(&self, path: &str) -> Result<(ConnectionManager, &str), Error> {
+    fn redis(&self, path: &str) -> Result<(SharedRedis, &str), Error> {
         match &self.redis {
             Some((connection, prefix)) => Ok((connection.clone(), prefix.as_str())),
             None => Err(config_error(format!(
@@ -162,6 +168,7 @@ impl SharedState {
                         let (connection, prefix) =
                             shared.redis(&format!("{path}.rate_limit.store"))?;
                         let options = RedisOptions::new()
+                            .with_timeout(connection.config().command_timeout())
                             .with_expected_replicas(config.rate_limit.expected_replicas)
                             .with_integration(name);
                         RateLimiter::redis(connection, format!("{prefix}:rl"), policy, options)

@@ -1560,6 +1560,48 @@ pub struct RedisConfig {
     /// Prefix of every key. Default `integration`.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// Whether the client may start without Redis. `false` (default): when Redis does not answer at
+    /// start, `Client::connect` logs a warning and starts on the local fallbacks (each replica's share
+    /// of the rate limits, tokens in memory), returning to Redis when it answers. `true`: it fails.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// How long one Redis command may take before Redis counts as unavailable and every user of it
+    /// takes its fallback. Default 50 ms; at most 5 s.
+    #[serde(
+        default = "default_redis_command_timeout",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_redis_command_timeout"
+    )]
+    pub command_timeout: Duration,
+    /// How long one connection attempt to Redis may take (at start, and on each reconnection).
+    /// Default 500 ms; at most 30 s.
+    #[serde(
+        default = "default_redis_connect_timeout",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_redis_connect_timeout"
+    )]
+    pub connect_timeout: Duration,
+}
+
+/// Default of `redis.command_timeout`: 50 ms.
+pub const DEFAULT_REDIS_COMMAND_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default of `redis.connect_timeout`: 500 ms.
+pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+fn default_redis_command_timeout() -> Duration {
+    DEFAULT_REDIS_COMMAND_TIMEOUT
+}
+
+fn default_redis_connect_timeout() -> Duration {
+    DEFAULT_REDIS_CONNECT_TIMEOUT
+}
+
+fn is_default_redis_command_timeout(timeout: &Duration) -> bool {
+    *timeout == DEFAULT_REDIS_COMMAND_TIMEOUT
+}
+
+fn is_default_redis_connect_timeout(timeout: &Duration) -> bool {
+    *timeout == DEFAULT_REDIS_CONNECT_TIMEOUT
 }
 
 fn serialize_redis_url<S: Serializer>(url: &Secret, s: S) -> Result<S::Ok, S::Error> {
@@ -1584,6 +1626,17 @@ impl RedisConfig {
         RedisConfig {
             url,
             key_prefix: default_key_prefix(),
+            required: false,
+            command_timeout: DEFAULT_REDIS_COMMAND_TIMEOUT,
+            connect_timeout: DEFAULT_REDIS_CONNECT_TIMEOUT,
         }
+    }
+
+    /// Fails `Client::connect` when Redis does not answer at start, instead of starting on the
+    /// fallbacks.
+    #[must_use]
+    pub fn with_required(mut self, required: bool) -> Self {
+        self.required = required;
+        self
     }
 }

@@ -717,6 +717,17 @@ fn redis_section(r: &RedisConfig, errors: &mut ValidationErrors) {
         }
     }
     cx.not_blank("key_prefix", &r.key_prefix);
+    cx.non_zero("command_timeout", r.command_timeout);
+    if r.command_timeout > Duration::from_secs(5) {
+        cx.err(
+            "command_timeout",
+            "must be at most 5s (calls wait this long before Redis counts as unavailable)",
+        );
+    }
+    cx.non_zero("connect_timeout", r.connect_timeout);
+    if r.connect_timeout > Duration::from_secs(30) {
+        cx.err("connect_timeout", "must be at most 30s");
+    }
     if r.key_prefix
         .chars()
         .any(|c| c.is_whitespace() || c == '{' || c == '}')

@@ -18,6 +18,9 @@ use crate::store::{PgStore, RowSet, StoreError};
 /// Default interval of the safety-net poll: 30 s.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Default longest wait between reconnections of the listener: 1 s.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(1);
+
 /// How a watcher polls and reconnects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -26,8 +29,14 @@ pub struct WatchOptions {
     pub poll_interval: Duration,
     /// First wait before reconnecting the listener. Default 100 ms.
     pub min_backoff: Duration,
-    /// Longest wait between reconnection attempts (the wait doubles up to it). Default 30 s.
+    /// Longest wait between reconnection attempts (the wait doubles up to it). Default 1 s, so that a
+    /// change made while the database was away is served within about a second of its return however
+    /// long the outage was (each reconnection re-reads every row). A reconnection attempt is one
+    /// connection a second at most: cheap for the database.
     pub max_backoff: Duration,
+    /// Longest one reconnection attempt of the listener may take (a partitioned network sends no
+    /// reset, so a connection attempt could otherwise hang). Default 2 s.
+    pub connect_timeout: Duration,
     /// Longest a full read of the store may take before it counts as a failure (a partitioned network
     /// sends no reset, so a query could otherwise hang). Default 10 s.
     pub read_timeout: Duration,
@@ -38,7 +47,8 @@ impl Default for WatchOptions {
         WatchOptions {
             poll_interval: DEFAULT_POLL_INTERVAL,
             min_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(30),
+            max_backoff: DEFAULT_MAX_BACKOFF,
+            connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(10),
         }
     }
@@ -56,6 +66,13 @@ impl WatchOptions {
     #[must_use]
     pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = timeout;
+        self
+    }
+
+    /// Sets the bound on one reconnection attempt of the listener.
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 
@@ -155,7 +172,9 @@ impl PgStore {
     ///
     /// Returns a receiver of validated [`Snapshot`]s (the first one already in it) and the handle that
     /// keeps the watcher running. A change is picked up through `LISTEN "<schema>.integrations"` (with
-    /// reconnection and exponential backoff) and, as a safety net, a full re-read every
+    /// reconnection and exponential backoff capped at [`max_backoff`](WatchOptions::max_backoff), 1 s by
+    /// default, and a full re-read on every reconnection, so a change made while the database was away
+    /// is served within about a second of its return) and, as a safety net, a full re-read every
     /// [`poll_interval`](WatchOptions::poll_interval). A snapshot is published only when something
     /// changed.
     ///
@@ -295,8 +314,20 @@ impl Watcher {
         }
     }
 
+    /// The listener's connection is gone, or another reconnection attempt failed: logged at `warn`
+    /// when it was listening, at `debug` for each further attempt (one line per outage, not one a
+    /// second).
     fn listener_lost(&self, message: String) {
-        tracing::warn!(error = %message, "configuration listener lost its connection");
+        let was_listening = self
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .listening;
+        if was_listening {
+            tracing::warn!(error = %message, "configuration listener lost its connection; reconnecting");
+        } else {
+            tracing::debug!(error = %message, "configuration listener still cannot connect");
+        }
         self.record_error(message);
         self.update_status(|s| s.listening = false);
     }
@@ -438,7 +469,14 @@ async fn listen(
 ) {
     let mut backoff = options.min_backoff;
     loop {
-        let mut listener = match connect_listener(&store).await {
+        let attempt = tokio::time::timeout(options.connect_timeout, connect_listener(&store)).await;
+        let attempt = attempt.unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting took longer than {:?}", options.connect_timeout),
+            )))
+        });
+        let mut listener = match attempt {
             Ok(listener) => listener,
             Err(e) => {
                 tracing::debug!(error = %e, retry_in = ?backoff, "configuration listener cannot connect");

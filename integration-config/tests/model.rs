@@ -425,6 +425,49 @@ fn redis_section_is_validated_and_satisfies_redis_stores() {
 }
 
 #[test]
+fn redis_outage_settings_default_to_starting_on_the_fallbacks_and_are_validated() {
+    let ok = Config::from_toml_str("[redis]\nurl = \"redis://127.0.0.1:6379\"\n").unwrap();
+    let redis = ok.redis.as_ref().unwrap();
+    assert!(!redis.required, "by default a client starts without Redis");
+    assert_eq!(redis.command_timeout, Duration::from_millis(50));
+    assert_eq!(redis.connect_timeout, Duration::from_millis(500));
+    // Defaults are not written back out.
+    let text = ok.to_toml_string().unwrap();
+    assert!(
+        !text.contains("command_timeout") && !text.contains("required"),
+        "{text}"
+    );
+
+    let set = Config::from_toml_str(
+        "[redis]\nurl = \"redis://127.0.0.1:6379\"\nrequired = true\ncommand_timeout = \"20ms\"\nconnect_timeout = \"2s\"\n",
+    )
+    .unwrap();
+    let redis = set.redis.as_ref().unwrap();
+    assert!(redis.required);
+    assert_eq!(redis.command_timeout, Duration::from_millis(20));
+    assert_eq!(redis.connect_timeout, Duration::from_secs(2));
+    let paths = invalid_paths(Config::from_toml_str(
+        "[redis]\nurl = \"redis://127.0.0.1:6379\"\ncommand_timeout = \"0s\"\nconnect_timeout = \"1m\"\n",
+    ));
+    assert_eq!(
+        paths,
+        [
+            "redis.command_timeout: must be greater than 0s",
+            "redis.connect_timeout: must be at most 30s"
+        ]
+    );
+    let paths = invalid_paths(Config::from_toml_str(
+        "[redis]\nurl = \"redis://127.0.0.1:6379\"\ncommand_timeout = \"6s\"\n",
+    ));
+    assert_eq!(
+        paths,
+        [
+            "redis.command_timeout: must be at most 5s (calls wait this long before Redis counts as unavailable)"
+        ]
+    );
+}
+
+#[test]
 fn env_overrides_apply_to_the_tree_before_typing() {
     let config = ConfigDocument::from_toml_str(
         "[integrations.stripe]\nbase_url = \"https://api.stripe.com\"\n",

@@ -72,6 +72,9 @@
 //!
 //! # Feature flags
 //!
+//! - `redis` (off): [`SharedRedis`](crate::redis::SharedRedis), the one bounded way every Redis-backed layer talks to
+//!   Redis (command and connection timeouts, outage noticed at once, return probed in the
+//!   background). The layer crates with a Redis store turn it on.
 //! - `test-util` (off): `redact::Redactor::calls`, a count of redactions, for tests that show a
 //!   disabled log level formats nothing. Meant for dev-dependencies only.
 
@@ -82,6 +85,8 @@ pub mod ext;
 pub mod kept;
 pub mod names;
 pub mod redact;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod throttle;
 
 pub use body::{Body, TryCloneBody};

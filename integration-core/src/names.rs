@@ -31,6 +31,10 @@ pub const THROTTLE_SIGNALS: &str = "integration.ratelimit.server_signals";
 pub const RATE_LIMIT_LEARNED_RATE: &str = "integration.ratelimit.learned_rate";
 /// Gauge: 1 while a Redis-backed limiter runs on its local fallback, 0 otherwise.
 pub const RATE_LIMIT_FALLBACK: &str = "integration.ratelimit.fallback";
+/// Gauge: 1 while Redis answers, 0 while it is unavailable (set on each transition).
+pub const REDIS_AVAILABLE: &str = "integration.redis.available";
+/// Counter: Redis availability transitions, labelled by [`OUTCOME`] (`lost`, `restored`).
+pub const REDIS_TRANSITIONS: &str = "integration.redis.transitions";
 /// Gauge: circuit breaker state, 0 closed, 1 half-open, 2 open.
 pub const BREAKER_STATE: &str = "integration.circuit_breaker.state";
 /// Counter: calls refused by an open circuit breaker.

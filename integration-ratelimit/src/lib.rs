@@ -81,7 +81,10 @@
 //! - [`MemoryStore`]: one process; sharded, no lock across an `.await`, bounded in keys.
 //! - [`RedisStore`]: every replica; one atomic Lua script per call on Redis's clock, cluster-safe keys,
 //!   server pauses shared, and a local fallback at this replica's share of the quota when Redis is
-//!   unreachable.
+//!   unreachable. Redis is reached through `integration_core::redis::SharedRedis`: every call is
+//!   bounded (50 ms), an outage is noticed at the first failure and costs later calls no round trip,
+//!   and neither switch passes the quota (the fallback starts from the last state Redis granted, and
+//!   each key is seeded back into Redis before its first decision there).
 //! - Anything else through [`store::RateLimitStore`].
 //!
 //! # Metrics

@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use http::{HeaderMap, StatusCode};
 use integration_core::error::RateLimited;
+use integration_core::redis::SharedRedis;
 use integration_core::throttle::ThrottleSignal;
 use integration_core::{BoxError, names};
-use redis::aio::ConnectionManager;
 use tokio::sync::Semaphore;
 
 use crate::gcra::{Adapt, Bounds, Signal};
@@ -98,7 +98,7 @@ impl RateLimiter {
     /// A limiter whose state lives in Redis, shared by every replica using the same `prefix`; see
     /// [`RedisStore`] for the guarantees and the fallback when Redis is unreachable.
     pub fn redis(
-        connection: ConnectionManager,
+        connection: impl Into<SharedRedis>,
         prefix: impl Into<String>,
         policy: RateLimitPolicy,
         options: RedisOptions,

@@ -266,6 +266,48 @@ impl MemoryStore {
         (pause.until > now).then(|| (Duration::from_nanos(pause.until - now), pause.status))
     }
 
+    /// Raises the TAT of each of `quotas` for `key` to at least `floor(quota)` (nanoseconds on this
+    /// store's clock, see [`now`](Self::now)); never lowers one. The Redis store seeds its fallback so:
+    /// the fallback never starts with a burst allowance nobody knows to be free.
+    pub(crate) fn raise(
+        &self,
+        key: &RateLimitKey,
+        quotas: &[Quota],
+        floor: impl Fn(&Quota) -> u64,
+    ) {
+        let now = self.now();
+        let raise = |tats: &mut Vec<u64>| {
+            tats.resize(quotas.len(), 0);
+            for (quota, tat) in quotas.iter().zip(tats.iter_mut()) {
+                *tat = (*tat).max(floor(quota));
+            }
+        };
+        let mut shard = self.shard(key);
+        if let Some(entry) = shard.get_mut(key.as_str()) {
+            raise(&mut entry.tats);
+            return;
+        }
+        let mut entry = Entry::default();
+        raise(&mut entry.tats);
+        if entry.busy_until() > now {
+            self.insert(&mut shard, key.clone(), entry, now);
+        }
+    }
+
+    /// The earliest instant (on this store's clock) at which `key` has a permit of every one of
+    /// `quotas`, server pauses aside; `None` for a key this store does not hold.
+    pub(crate) fn next_permit(&self, key: &RateLimitKey, quotas: &[Quota]) -> Option<u64> {
+        let shard = self.shard(key);
+        let entry = shard.get(key.as_str())?;
+        Some(
+            quotas
+                .iter()
+                .zip(entry.tats.iter())
+                .map(|(quota, &tat)| tat.saturating_sub(quota.tolerance_nanos()))
+                .fold(0, u64::max),
+        )
+    }
+
     fn shard(&self, key: &RateLimitKey) -> MutexGuard<'_, HashMap<RateLimitKey, Entry>> {
         let index = self.inner.hasher.hash_one(key.as_str()) as usize % SHARDS;
         lock(&self.inner.shards[index])

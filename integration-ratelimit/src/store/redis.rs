@@ -1,12 +1,13 @@
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::StatusCode;
 use integration_core::names;
-use redis::aio::ConnectionManager;
-use redis::{RedisError, Script};
+use integration_core::redis::{RedisCallError, SharedRedis};
+use redis::Script;
 
 use super::memory::nanos;
 use super::{Acquire, Decision, MemoryStore, Observation, RateLimitStore, StoreFuture};
@@ -216,6 +217,34 @@ end
 return 0
 ";
 
+/// Seeds a key on the return of Redis from what this replica's fallback did meanwhile, so the
+/// shared quota does not hand out a fresh burst on top of the permits granted locally.
+///
+/// KEYS: the TAT of each quota then the pause key, as for the acquisition.
+/// ARGV: the time until this replica's next local permit (us), the server pause left (ms, 0: none),
+/// its status, then per quota its tolerance (us).
+/// Each quota's TAT becomes at least `now + next + tolerance` (its next permit no sooner than the
+/// fallback's, and no burst after it); the pause is extended to the local one. Never lowers anything.
+const SEED_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local next = tonumber(ARGV[1])
+local n = #KEYS - 1
+for i = 1, n do
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  local floor = now + next + tonumber(ARGV[3 + i])
+  if floor > tat then
+    local ttl = math.ceil((floor - now) / 1000) + 1
+    redis.call('SET', KEYS[i], string.format('%.0f', floor), 'PX', string.format('%.0f', ttl))
+  end
+end
+local px = tonumber(ARGV[2])
+if px > 0 and redis.call('PTTL', KEYS[n + 1]) < px then
+  redis.call('SET', KEYS[n + 1], ARGV[3], 'PX', px)
+end
+return 1
+";
+
 /// Settings of a [`RedisStore`].
 ///
 /// ```
@@ -232,22 +261,22 @@ return 0
 pub struct RedisOptions {
     timeout: Duration,
     expected_replicas: u32,
-    probe_interval: Duration,
     integration: Option<Arc<str>>,
 }
 
 impl RedisOptions {
-    /// Defaults: 50 ms per call, 1 expected replica, a probe of Redis every second while on the fallback.
+    /// Defaults: 50 ms per call, 1 expected replica.
     pub fn new() -> Self {
         Self {
             timeout: Duration::from_millis(50),
             expected_replicas: 1,
-            probe_interval: Duration::from_secs(1),
             integration: None,
         }
     }
 
-    /// How long one Redis call may take before the store falls back to its local limiter.
+    /// How long one Redis call may take before the store falls back to its local limiter (and
+    /// marks the [`SharedRedis`] unavailable for every user of it until its probe finds Redis
+    /// again).
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -259,13 +288,6 @@ impl RedisOptions {
     #[must_use]
     pub fn with_expected_replicas(mut self, replicas: u32) -> Self {
         self.expected_replicas = replicas.max(1);
-        self
-    }
-
-    /// While on the fallback, how often one call probes Redis to return to it.
-    #[must_use]
-    pub fn with_probe_interval(mut self, interval: Duration) -> Self {
-        self.probe_interval = interval;
         self
     }
 
@@ -284,11 +306,6 @@ impl RedisOptions {
     /// The replicas sharing the quota.
     pub fn expected_replicas(&self) -> u32 {
         self.expected_replicas
-    }
-
-    /// The probe interval while on the fallback.
-    pub fn probe_interval(&self) -> Duration {
-        self.probe_interval
     }
 }
 
@@ -315,26 +332,34 @@ impl Default for RedisOptions {
 ///   `{prefix:key}:learned`, read and written by the acquisition script in its one round trip, so
 ///   every replica paces by one rate. A response carrying a signal is applied by a second script (one
 ///   round trip per such response), which also empties the key's burst.
-/// - **Redis down.** A call that fails or takes longer than [`RedisOptions::with_timeout`] (50 ms) is
-///   decided by a local [`MemoryStore`] at this replica's share of each quota (rate and burst divided by
-///   [`RedisOptions::with_expected_replicas`], at least 1): never no limit. The switch is logged once
-///   (`warn`) and the gauge `integration.ratelimit.fallback` is 1 until, at most one
-///   [probe interval](RedisOptions::with_probe_interval) later, a call finds Redis answering again.
-///
-/// The [`ConnectionManager`] reconnects by itself; its own reconnection backoff (see
-/// `ConnectionManagerConfig::set_max_delay`) bounds how soon Redis can be used again after an outage.
+/// - **Redis down.** Redis is reached through a [`SharedRedis`]: a call that fails or takes longer
+///   than [`RedisOptions::with_timeout`] (50 ms) marks Redis unavailable, and from then on every call
+///   is decided at once, with no round trip, by a local [`MemoryStore`] at this replica's share of each
+///   quota (rate and burst divided by [`RedisOptions::with_expected_replicas`], at least 1): never no
+///   limit, never a stall. The [`SharedRedis`] logs the outage once and probes for Redis's return in
+///   the background; the gauge `integration.ratelimit.fallback` is 1 while this store decides
+///   locally.
+/// - **The switch never passes the quota.** The fallback starts from the last known state: after
+///   each permit Redis grants, the local state of the key is raised to "no burst left, next permit one
+///   local interval after this one"; a key first seen on the fallback starts with no burst either. So
+///   the permits Redis granted just before the outage and the fallback's first ones never add up to
+///   more than the pace.
+/// - **Rejoin without a burst.** Redis may come back empty (restarted) or with state older than this
+///   replica's. The first call of each key that the fallback decided goes to Redis with a seed first:
+///   one script raises the key's state to "no permit before this replica's next local one, no burst
+///   after it" and copies a server pause seen locally, so nobody gets a fresh burst on top of what
+///   the fallbacks granted. Seeding only ever raises state (`max`), so replicas rejoining together
+///   agree.
 ///
 /// ```no_run
 /// use std::time::Duration;
+/// use integration_core::redis::{SharedRedis, SharedRedisConfig};
 /// use integration_ratelimit::{Quota, RateLimitLayer, RateLimitPolicy, RateLimiter, RedisOptions};
-/// use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let client = redis::Client::open("redis://127.0.0.1:6379")?;
-/// // Reconnect quickly after an outage, so the limiter returns to the shared quota soon.
-/// let config = ConnectionManagerConfig::new().set_max_delay(Duration::from_secs(1));
-/// let connection = ConnectionManager::new_with_config(client, config).await?;
+/// // Bounded: 50 ms per command, one connection attempt at a time; no I/O until first use.
+/// let connection = SharedRedis::open("redis://127.0.0.1:6379", SharedRedisConfig::new())?;
 ///
 /// let policy = RateLimitPolicy::new([Quota::per_second(50)?]).with_max_wait(Duration::from_secs(2));
 /// // Six replicas share the quota: 8 per second each (burst 8) while Redis is unreachable.
@@ -355,26 +380,32 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    connection: ConnectionManager,
+    connection: SharedRedis,
     prefix: String,
     options: RedisOptions,
     label: Arc<str>,
     acquire: Script,
     observe: Script,
     pause: Script,
+    seed: Script,
     fallback: MemoryStore,
     on_fallback: AtomicBool,
-    next_probe: AtomicU64,
+    /// Keys the fallback decided (or paused) since Redis was last used for them: each is seeded into
+    /// Redis on its first call there.
+    rejoin: Mutex<HashSet<RateLimitKey>>,
+    rejoin_pending: AtomicBool,
     calls: AtomicU64,
 }
 
 impl RedisStore {
-    /// A store over `connection`, its keys under `prefix`.
+    /// A store over `connection` (a [`SharedRedis`], or a `redis` connection manager given the
+    /// default bounds), its keys under `prefix`.
     pub fn new(
-        connection: ConnectionManager,
+        connection: impl Into<SharedRedis>,
         prefix: impl Into<String>,
         options: RedisOptions,
     ) -> Self {
+        let connection = connection.into();
         let prefix = prefix.into();
         let label = options
             .integration
@@ -389,9 +420,11 @@ impl RedisStore {
                 acquire: Script::new(ACQUIRE_SCRIPT),
                 observe: Script::new(OBSERVE_SCRIPT),
                 pause: Script::new(PAUSE_SCRIPT),
+                seed: Script::new(SEED_SCRIPT),
                 fallback: MemoryStore::new(),
                 on_fallback: AtomicBool::new(false),
-                next_probe: AtomicU64::new(0),
+                rejoin: Mutex::new(HashSet::new()),
+                rejoin_pending: AtomicBool::new(false),
                 calls: AtomicU64::new(0),
             }),
         }
@@ -434,35 +467,15 @@ impl RedisStore {
         format!("{{{}:{}}}:learned", self.inner.prefix, key)
     }
 
-    /// Whether this call should go to Redis: always when healthy; on the fallback, one call per probe
-    /// interval.
-    fn should_try_redis(&self) -> bool {
-        if !self.is_on_fallback() {
-            return true;
-        }
-        let now = self.inner.fallback.now();
-        let next = self.inner.next_probe.load(Ordering::Acquire);
-        now >= next
-            && self
-                .inner
-                .next_probe
-                .compare_exchange(
-                    next,
-                    now.saturating_add(nanos(self.inner.options.probe_interval)),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
+    /// The connection, shared with every other user of it.
+    pub fn connection(&self) -> &SharedRedis {
+        &self.inner.connection
     }
 
     fn redis_failed(&self, error: &dyn fmt::Display) {
-        let now = self.inner.fallback.now();
-        self.inner.next_probe.store(
-            now.saturating_add(nanos(self.inner.options.probe_interval)),
-            Ordering::Release,
-        );
         if !self.inner.on_fallback.swap(true, Ordering::AcqRel) {
-            tracing::warn!(
+            // The outage itself is logged once, at `warn`, by the shared connection.
+            tracing::debug!(
                 { names::INTEGRATION } = %self.inner.label,
                 error = %error,
                 replicas = self.inner.options.expected_replicas,
@@ -475,7 +488,7 @@ impl RedisStore {
 
     fn redis_answered(&self) {
         if self.inner.on_fallback.swap(false, Ordering::AcqRel) {
-            tracing::info!(
+            tracing::debug!(
                 { names::INTEGRATION } = %self.inner.label,
                 "Redis rate limit store answers again; back on the shared quota"
             );
@@ -487,12 +500,18 @@ impl RedisStore {
     fn fallback_decision(&self, acquire: &Acquire) -> Decision {
         let share = acquire.policy.share(self.inner.options.expected_replicas);
         let adapt = Adapt::of(&share);
-        self.inner.fallback.decide(
-            &acquire.key,
-            share.quotas(),
-            adapt.as_ref(),
-            bounds(acquire),
-        )
+        if self.mark_for_rejoin(&acquire.key) {
+            // First local decision for this key in this outage: no burst allowance is known to be free.
+            let now = self.inner.fallback.now();
+            self.inner
+                .fallback
+                .raise(&acquire.key, share.quotas(), |quota| {
+                    now.saturating_add(quota.tolerance_nanos())
+                });
+        }
+        self.inner
+            .fallback
+            .decide(&acquire.key, share.quotas(), adapt.as_ref(), bounds(acquire))
     }
 
     fn learned_gauge(&self, gauge: i64) {
@@ -501,7 +520,89 @@ impl RedisStore {
         }
     }
 
-    async fn acquire_on_redis(&self, acquire: &Acquire) -> Result<Decision, RedisError> {
+    /// Remembers that the fallback decided for `key`; true when it is the first time since Redis was
+    /// last used for it.
+    fn mark_for_rejoin(&self, key: &RateLimitKey) -> bool {
+        let mut rejoin = self
+            .inner
+            .rejoin
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let first = rejoin.insert(key.clone());
+        self.inner.rejoin_pending.store(true, Ordering::Release);
+        first
+    }
+
+    /// Takes `key` out of the keys to seed; true when it was there.
+    fn take_for_rejoin(&self, key: &RateLimitKey) -> bool {
+        if !self.inner.rejoin_pending.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut rejoin = self
+            .inner
+            .rejoin
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let taken = rejoin.remove(key.as_str());
+        if rejoin.is_empty() {
+            self.inner.rejoin_pending.store(false, Ordering::Release);
+        }
+        taken
+    }
+
+    /// After a grant on Redis with a send `wait` from now: the local state of the key becomes "no
+    /// burst left, next permit one local interval after this one", the state the fallback starts from
+    /// if Redis is lost now.
+    fn remember_grant(&self, acquire: &Acquire, wait: Duration) {
+        let share = acquire.policy.share(self.inner.options.expected_replicas);
+        let send = self.inner.fallback.now().saturating_add(nanos(wait));
+        self.inner
+            .fallback
+            .raise(&acquire.key, share.quotas(), |quota| {
+                send.saturating_add(quota.interval_nanos())
+                    .saturating_add(quota.tolerance_nanos())
+            });
+    }
+
+    /// Writes what the fallback did for `acquire.key` into Redis before its first decision there.
+    async fn seed_on_redis(&self, acquire: &Acquire) -> Result<(), RedisCallError> {
+        let share = acquire.policy.share(self.inner.options.expected_replicas);
+        let now = self.inner.fallback.now();
+        let next = self
+            .inner
+            .fallback
+            .next_permit(&acquire.key, share.quotas())
+            .map_or(0, |at| at.saturating_sub(now));
+        let pause = self.inner.fallback.pause_left(&acquire.key);
+        let quotas = acquire.policy.quotas();
+        let mut invocation = self.inner.seed.prepare_invoke();
+        for index in 0..quotas.len() {
+            invocation.key(self.quota_key(&acquire.key, index));
+        }
+        invocation.key(self.pause_key(&acquire.key));
+        invocation.arg(next.div_ceil(1_000));
+        invocation.arg(pause.map_or(0, |(left, _)| {
+            u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
+        }));
+        invocation.arg(
+            pause
+                .and_then(|(_, status)| status)
+                .map_or(0, |status| status.as_u16()),
+        );
+        for quota in quotas {
+            let interval = quota.interval_nanos().div_ceil(1_000);
+            invocation.arg(interval.saturating_mul(u64::from(quota.burst() - 1)));
+        }
+        self.inner
+            .connection
+            .run_within(self.inner.options.timeout, |mut connection| async move {
+                invocation.invoke_async::<i64>(&mut connection).await
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn acquire_on_redis(&self, acquire: &Acquire) -> Result<Decision, RedisCallError> {
         let quotas = acquire.policy.quotas();
         let mut invocation = self.inner.acquire.prepare_invoke();
         for index in 0..quotas.len() {
@@ -513,10 +614,14 @@ impl RedisStore {
         invocation.arg(micros(acquire.policy.max_server_pause()));
         adaptation_args(&mut invocation, &acquire.policy);
         quota_args(&mut invocation, quotas);
-        let mut connection = self.inner.connection.clone();
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
-        let (outcome, amount, status, gauge): (i64, i64, i64, i64) =
-            invocation.invoke_async(&mut connection).await?;
+        let (outcome, amount, status, gauge): (i64, i64, i64, i64) = self
+            .inner
+            .connection
+            .run_within(self.inner.options.timeout, |mut connection| async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
         self.learned_gauge(gauge);
         let amount = Duration::from_micros(amount.max(0).unsigned_abs());
         Ok(match outcome {
@@ -536,7 +641,7 @@ impl RedisStore {
         })
     }
 
-    async fn observe_on_redis(&self, observation: &Observation) -> Result<(), RedisError> {
+    async fn observe_on_redis(&self, observation: &Observation) -> Result<(), RedisCallError> {
         let quotas = observation.policy.quotas();
         let mut invocation = self.inner.observe.prepare_invoke();
         for index in 0..quotas.len() {
@@ -560,8 +665,13 @@ impl RedisStore {
         }
         adaptation_args(&mut invocation, &observation.policy);
         quota_args(&mut invocation, quotas);
-        let mut connection = self.inner.connection.clone();
-        let gauge: i64 = invocation.invoke_async(&mut connection).await?;
+        let gauge: i64 = self
+            .inner
+            .connection
+            .run_within(self.inner.options.timeout, |mut connection| async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
         self.learned_gauge(gauge);
         Ok(())
     }
@@ -571,38 +681,47 @@ impl RedisStore {
         key: &RateLimitKey,
         pause: Duration,
         status: Option<StatusCode>,
-    ) -> Result<(), RedisError> {
+    ) -> Result<(), RedisCallError> {
         let millis = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut connection = self.inner.connection.clone();
-        let _: i64 = self
-            .inner
-            .pause
+        let mut invocation = self.inner.pause.prepare_invoke();
+        invocation
             .key(self.pause_key(key))
             .arg(millis)
-            .arg(status.map_or(0, |status| status.as_u16()))
-            .invoke_async(&mut connection)
-            .await?;
-        Ok(())
+            .arg(status.map_or(0, |status| status.as_u16()));
+        self.inner
+            .connection
+            .run_within(self.inner.options.timeout, |mut connection| async move {
+                invocation.invoke_async::<i64>(&mut connection).await
+            })
+            .await
+            .map(drop)
     }
 
-    /// Decides one acquisition: on Redis when it answers within the timeout, else on the local share.
+    /// Decides one acquisition: on Redis when it is available and answers within the timeout, else at
+    /// once on the local share. Never waits longer than the timeout (and only once per key on the
+    /// return of Redis, for its seed, twice).
     pub(crate) async fn decide(&self, acquire: Acquire) -> Decision {
-        if !self.should_try_redis() {
+        if !self.inner.connection.is_available() {
+            self.redis_failed(&"Redis is unavailable");
             return self.fallback_decision(&acquire);
         }
-        match tokio::time::timeout(self.inner.options.timeout, self.acquire_on_redis(&acquire))
-            .await
+        if self.take_for_rejoin(&acquire.key)
+            && let Err(error) = self.seed_on_redis(&acquire).await
         {
-            Ok(Ok(decision)) => {
+            self.redis_failed(&error);
+            return self.fallback_decision(&acquire);
+        }
+        match self.acquire_on_redis(&acquire).await {
+            Ok(decision) => {
                 self.redis_answered();
+                if let Decision::Granted { wait } = decision {
+                    self.remember_grant(&acquire, wait);
+                }
                 decision
             }
-            Ok(Err(error)) => {
+            Err(error) => {
+                // An error answer (not an outage) also falls back: never no limit.
                 self.redis_failed(&error);
-                self.fallback_decision(&acquire)
-            }
-            Err(_elapsed) => {
-                self.redis_failed(&"no answer within the timeout");
                 self.fallback_decision(&acquire)
             }
         }
@@ -622,14 +741,14 @@ impl RedisStore {
         self.inner
             .fallback
             .apply(&observation.key, &share, Signal::of(&observation));
-        if self.is_on_fallback() {
+        if !self.inner.connection.is_available() {
+            // A pause seen locally is written to Redis with the key's seed when Redis is back.
+            self.mark_for_rejoin(&observation.key);
             return;
         }
-        let write = self.observe_on_redis(&observation);
-        match tokio::time::timeout(self.inner.options.timeout, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => self.redis_failed(&error),
-            Err(_elapsed) => self.redis_failed(&"no answer within the timeout"),
+        if let Err(error) = self.observe_on_redis(&observation).await {
+            self.mark_for_rejoin(&observation.key);
+            self.redis_failed(&error);
         }
     }
 
@@ -641,14 +760,14 @@ impl RedisStore {
         status: Option<StatusCode>,
     ) {
         self.inner.fallback.apply_pause(&key, pause, status);
-        if self.is_on_fallback() {
+        if !self.inner.connection.is_available() {
+            // Written to Redis with the key's seed when Redis is back.
+            self.mark_for_rejoin(&key);
             return;
         }
-        let write = self.pause_on_redis(&key, pause, status);
-        match tokio::time::timeout(self.inner.options.timeout, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => self.redis_failed(&error),
-            Err(_elapsed) => self.redis_failed(&"no answer within the timeout"),
+        if let Err(error) = self.pause_on_redis(&key, pause, status).await {
+            self.mark_for_rejoin(&key);
+            self.redis_failed(&error);
         }
     }
 }
