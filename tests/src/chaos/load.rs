@@ -287,7 +287,7 @@ mod tests {
                 std::future::pending::<()>().await;
             }
             tokio::time::sleep(Duration::from_millis(index * 10)).await;
-            if index % 2 == 0 {
+            if index.is_multiple_of(2) {
                 CallOutcome::ok(1)
             } else {
                 CallOutcome::failed("status_503", 3)
