@@ -71,8 +71,17 @@ async fn the_fault_mix_is_what_the_plan_says_and_what_the_server_counts() {
     // What the client saw is exactly what the server says it did.
     assert_eq!(totals.requests, N as u64);
     assert_eq!(count("Status(503)") as u64, totals.injected_503, "{seen:?}");
-    assert_eq!(count("Dropped") as u64, totals.dropped, "{seen:?}");
-    assert_eq!(count("Reset") as u64, totals.reset, "{seen:?}");
+    // A reset mid-body whose head the client had not read yet when the reset came looks like a
+    // drop to it (the kernel discards what was queued): the two add up, the split may shift.
+    assert_eq!(
+        (count("Dropped") + count("Reset")) as u64,
+        totals.dropped + totals.reset,
+        "{seen:?} {totals:?}"
+    );
+    assert!(
+        count("Dropped") as u64 >= totals.dropped,
+        "{seen:?} {totals:?}"
+    );
     assert_eq!(count("Ok") as u64, totals.ok, "{seen:?}");
     // And the shares are the plan's, within 4.5 standard deviations of a binomial draw.
     for (share, got) in [

@@ -746,7 +746,7 @@ impl ChaosBody {
             length: bytes.len() as u64,
             chunk: Some(Bytes::from_static(&bytes[..bytes.len() / 2])),
             broken: true,
-            pause: Some(Box::pin(tokio::time::sleep(Duration::from_millis(5)))),
+            pause: Some(Box::pin(tokio::time::sleep(Duration::from_millis(20)))),
         }
     }
 }
