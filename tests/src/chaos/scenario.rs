@@ -334,7 +334,20 @@ fn common_figures(records: &[CallRecord], server: &ServerSecond) -> BTreeMap<Str
             .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
+    // How late the generator sent calls (a saturated machine shows here, not only in latency).
+    let mut lateness: Vec<Duration> = records
+        .iter()
+        .map(|r| r.started.saturating_sub(r.due))
+        .collect();
+    lateness.sort();
+    let late = |q: f64| {
+        lateness
+            .get(((lateness.len() as f64 * q) as usize).min(lateness.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
     let mut figures = BTreeMap::new();
+    figures.insert("send lateness p99 (ms)".to_owned(), late(0.99));
+    figures.insert("send lateness max (ms)".to_owned(), late(1.0));
     figures.insert("calls".to_owned(), records.len() as f64);
     figures.insert("success (%)".to_owned(), ratio(ok, records.len()) * 100.0);
     figures.insert("attempts per call".to_owned(), attempts_per_call(&all));
