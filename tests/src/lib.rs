@@ -8,6 +8,11 @@
 //! `benchmarks.json` at the workspace root, `cargo xtask bench --smoke` runs every scenario for a
 //! fraction of a second so the benchmark never rots.
 //!
+//! It also holds the chaos suite, [`chaos`](mod@chaos): the whole stack driven open loop against a
+//! fault upstream of our own and through Redis and PostgreSQL outages, run by the `chaos` binary
+//! (`cargo xtask chaos`, which writes `CHAOS.md` and `chaos.json`; `cargo xtask chaos --smoke` in
+//! CI).
+//!
 //! ```
 //! use integration_tests::bench::load::{Caller, ClosedLoop};
 //! use std::time::Duration;
@@ -37,3 +42,4 @@
 //! This crate has no optional features.
 
 pub mod bench;
+pub mod chaos;

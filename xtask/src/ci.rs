@@ -29,17 +29,21 @@ enum Step {
     Doc,
     /// `cargo xtask bench --smoke`: every benchmark scenario briefly, so the benchmark never rots.
     BenchSmoke,
+    /// `cargo xtask chaos --smoke`: every chaos scenario for a few seconds, asserting the
+    /// invariants that hold whatever the timing.
+    ChaosSmoke,
 }
 
 /// Every step, in the order they run: the checks that take seconds (formatting, and the services,
 /// so a missing Redis fails before the long build) come first.
-const STEPS: [Step; 6] = [
+const STEPS: [Step; 7] = [
     Step::Fmt,
     Step::Services,
     Step::Clippy,
     Step::Test,
     Step::Doc,
     Step::BenchSmoke,
+    Step::ChaosSmoke,
 ];
 
 impl Step {
@@ -51,6 +55,7 @@ impl Step {
             Step::Test => "test",
             Step::Doc => "doc",
             Step::BenchSmoke => "bench-smoke",
+            Step::ChaosSmoke => "chaos-smoke",
         }
     }
 
@@ -73,6 +78,7 @@ impl Step {
             Step::Test => &["test", "--workspace", "--all-features"],
             Step::Doc => &["doc", "--workspace", "--no-deps", "--all-features"],
             Step::BenchSmoke => &["xtask", "bench", "--smoke"],
+            Step::ChaosSmoke => &["xtask", "chaos", "--smoke"],
         })
     }
 
@@ -80,7 +86,7 @@ impl Step {
     fn env(self) -> Vec<(&'static str, String, String)> {
         match self {
             // Every test sees the addresses the services step checked, defaults filled in.
-            Step::Test | Step::BenchSmoke => services::ALL
+            Step::Test | Step::BenchSmoke | Step::ChaosSmoke => services::ALL
                 .into_iter()
                 .filter_map(|service: Service| {
                     let url = services::configured_url(service).ok()?;
@@ -110,6 +116,10 @@ impl Step {
             Step::Test => "See the failing tests above.",
             Step::Doc => "Fix the rustdoc warnings above (RUSTDOCFLAGS has -D warnings).",
             Step::BenchSmoke => "A benchmark scenario failed or made no call: see above.",
+            Step::ChaosSmoke => {
+                "A chaos invariant that holds whatever the timing failed (a call lost or hung, a \
+                 duplicated POST, attempts per call in a full outage): see above."
+            }
         }
     }
 
@@ -276,7 +286,15 @@ mod tests {
         let names: Vec<_> = STEPS.iter().map(|s| s.name()).collect();
         assert_eq!(
             names,
-            ["fmt", "services", "clippy", "test", "doc", "bench-smoke"]
+            [
+                "fmt",
+                "services",
+                "clippy",
+                "test",
+                "doc",
+                "bench-smoke",
+                "chaos-smoke"
+            ]
         );
     }
 

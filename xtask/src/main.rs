@@ -2,11 +2,14 @@
 //! `.cargo/config.toml`).
 //!
 //! - `cargo xtask ci`: everything the CI checks, in order, stopping at the first failure: `fmt`,
-//!   `services`, `clippy`, `test` (unit, integration and doc tests), `doc` and `bench-smoke`.
+//!   `services`, `clippy`, `test` (unit, integration and doc tests), `doc`, `bench-smoke` and
+//!   `chaos-smoke`.
 //! - `cargo xtask services`: whether the Redis at `REDIS_URL` and the PostgreSQL at `DATABASE_URL`
 //!   answer; a server that is down at its default loopback address is started when installed.
 //! - `cargo xtask bench [--smoke]`: the benchmark against the raw client and the peer stack (see
-//!   `bench.rs`); `--smoke` is the short run that `ci` ends with.
+//!   `bench.rs`); `--smoke` is the short run that `ci` runs.
+//! - `cargo xtask chaos [--smoke]`: the chaos suite of issues 12 and 13 (see `chaos.rs`); `--smoke`
+//!   is the short run that `ci` ends with.
 //!
 //! Dependency-free on purpose: xtask compiles in seconds on a fresh machine, before the workspace.
 
@@ -14,6 +17,7 @@ use std::env;
 use std::process::ExitCode;
 
 mod bench;
+mod chaos;
 mod ci;
 mod disk;
 mod probe;
@@ -29,13 +33,21 @@ Usage: cargo xtask <command>
 
 Commands:
   ci        run every CI check in order, stopping at the first failure:
-            fmt, services, clippy, test (unit, integration and doc tests), doc, bench-smoke
+            fmt, services, clippy, test (unit, integration and doc tests), doc, bench-smoke,
+            chaos-smoke
   services  check that Redis (REDIS_URL) and PostgreSQL (DATABASE_URL) answer;
             a server down at its default loopback address is started if installed
   bench     the benchmark (release, by hand): writes BENCHMARKS.md and benchmarks.json;
             arguments are passed on to it (--rounds N, --duration SECS, --scenarios a,b)
   bench --smoke
-            every scenario for a fraction of a second, no file written (the last ci step)
+            every scenario for a fraction of a second, no file written (a ci step)
+  chaos     the chaos suite (release, by hand): the facade against a fault upstream and
+            through Redis and PostgreSQL outages; writes CHAOS.md and chaos.json;
+            --scenarios a,b, --duration-scale X, --rate-scale X, --debug (the debug build)
+  chaos --smoke [--scenarios a,b]
+            every scenario for a few seconds, asserting only what holds whatever the
+            timing (no call lost or hung, no duplicated POST, attempts per call in a full
+            outage); no file written (the last ci step)
   help      print this text
 
 Environment:
@@ -49,7 +61,7 @@ fn main() -> ExitCode {
         print!("{USAGE}");
         return ExitCode::SUCCESS;
     };
-    if args.len() > 1 && command != "help" && command != "bench" {
+    if args.len() > 1 && command != "help" && command != "bench" && command != "chaos" {
         eprintln!(
             "xtask: `{command}` takes no arguments, got: {}\n",
             args[1..].join(" ")
@@ -61,6 +73,7 @@ fn main() -> ExitCode {
         "ci" => ci::run(),
         "services" => services::run(),
         "bench" => bench::run(&args[1..]),
+        "chaos" => chaos::run(&args[1..]),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             ExitCode::SUCCESS
