@@ -150,6 +150,7 @@ async fn work_in_a_captured_span_on_a_worker_thread_is_captured() {
 
 #[test]
 #[should_panic(expected = "not the capturing one")]
+#[allow(clippy::disallowed_methods)] // The mistake this test is about.
 fn a_thread_local_subscriber_is_refused() {
     let _local = tracing::subscriber::set_default(tracing_subscriber::registry());
     let _captured = capture(LevelFilter::TRACE);

@@ -46,6 +46,8 @@ enum Session {
 }
 
 impl Session {
+    // The naive capture is the point of the naive mode.
+    #[allow(clippy::disallowed_methods)]
     fn start(filter: Option<LevelFilter>) -> Session {
         let Some(filter) = filter else {
             return Session::None;
