@@ -1,16 +1,14 @@
 //! No secret in errors, logs or metrics, whatever the token endpoint echoes; refreshes are counted by
-//! outcome. Alone in its test binary: it installs the global metrics recorder and a log subscriber.
+//! outcome. Alone in its test binary: it installs the global metrics recorder.
 
 mod common;
-
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use common::{Upstream, get, token_url, transport};
 use integration_auth::{
     AuthContext, AuthLayer, ClientCredentials, CredentialProvider, RefreshToken, TokenCacheConfig,
 };
 use integration_core::names;
+use integration_core::testing::capture;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use secrecy::SecretString;
 use serde_json::json;
@@ -27,19 +25,6 @@ const SECRETS: &[&str] = &[CLIENT_SECRET, REFRESH, ACCESS];
 fn assert_clean(what: &str, text: &str) {
     for secret in SECRETS {
         assert!(!text.contains(secret), "{what} leaks a secret: {text}");
-    }
-}
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -104,14 +89,9 @@ async fn no_secret_in_errors_logs_or_metrics_and_refreshes_are_counted_by_outcom
     recorder
         .install()
         .expect("the only recorder of this test binary");
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Everything at TRACE, through the capture that is correct under parallel tests (a thread-local
+    // subscriber is not: see `integration_core::testing`).
+    let logs = capture(tracing::Level::TRACE);
 
     let server = leaky_endpoint().await;
     let mut errors = Vec::new();
@@ -153,12 +133,12 @@ async fn no_secret_in_errors_logs_or_metrics_and_refreshes_are_counted_by_outcom
         assert_clean("core error Debug", &format!("{core:?}"));
     }
 
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logged.contains("token refresh failed"),
-        "logs say what happened: {logged}"
-    );
-    assert_clean("logs", &logged);
+    let failed = logs
+        .event("token refresh failed")
+        .unwrap_or_else(|| panic!("logs say what happened: {logs:?}"));
+    assert_eq!(failed.level, tracing::Level::WARN);
+    assert_eq!(failed.field("integration"), Some("leaky"), "{failed:?}");
+    assert_clean("logs", &logs.all_text().join("\n"));
 
     let mut outcomes = Vec::new();
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {

@@ -1,14 +1,13 @@
 //! The levels the facade logs at: a failed attempt that the retry layer replays is a WARN line of the
 //! attempt span; the call span logs the call's outcome at the configured levels.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use integration_client::Client;
 use integration_config::IntegrationConfig;
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
+use integration_core::testing::{Captured, capture};
+use tracing::Level;
+use tracing::level_filters::LevelFilter;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -21,36 +20,18 @@ struct Line {
     message: String,
 }
 
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<Line>>>);
-
-struct Message(String);
-
-impl tracing::field::Visit for Message {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}");
-        }
-    }
-}
-
-impl<S> tracing_subscriber::Layer<S> for Lines
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if event.metadata().target() != "integration_log" {
-            return;
-        }
-        let depth = ctx.event_scope(event).map_or(0, |scope| scope.count());
-        let mut message = Message(String::new());
-        event.record(&mut message);
-        self.0.lock().unwrap().push(Line {
-            level: *event.metadata().level(),
-            attempt: depth >= 2,
-            message: message.0,
-        });
-    }
+/// The `integration_log` events of a capture.
+fn lines(captured: &Captured) -> Vec<Line> {
+    captured
+        .events()
+        .into_iter()
+        .filter(|event| event.target == "integration_log")
+        .map(|event| Line {
+            level: event.level,
+            attempt: event.scope.len() >= 2,
+            message: event.message().to_owned(),
+        })
+        .collect()
 }
 
 fn client(server: &MockServer, attempts: u32) -> Client {
@@ -77,9 +58,7 @@ async fn a_retried_503_logs_at_warn_on_the_attempt_and_no_error() {
         .expect(1)
         .mount(&server)
         .await;
-    let lines = Lines::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(lines.clone()));
+    let captured = capture(LevelFilter::TRACE);
     let response = client(&server, 2)
         .api("partner")
         .unwrap()
@@ -88,7 +67,7 @@ async fn a_retried_503_logs_at_warn_on_the_attempt_and_no_error() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let lines = lines.0.lock().unwrap().clone();
+    let lines = lines(&captured);
     let failed_attempts: Vec<&Line> = lines
         .iter()
         .filter(|l| l.attempt && l.level <= Level::WARN)
@@ -111,9 +90,7 @@ async fn a_failed_call_logs_error_once_at_the_call_level() {
         .expect(2)
         .mount(&server)
         .await;
-    let lines = Lines::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(lines.clone()));
+    let captured = capture(LevelFilter::TRACE);
     let response = client(&server, 2)
         .api("partner")
         .unwrap()
@@ -122,7 +99,7 @@ async fn a_failed_call_logs_error_once_at_the_call_level() {
         .await
         .unwrap();
     assert_eq!(response.status(), 503);
-    let lines = lines.0.lock().unwrap().clone();
+    let lines = lines(&captured);
     let errors: Vec<&Line> = lines.iter().filter(|l| l.level == Level::ERROR).collect();
     assert_eq!(errors.len(), 1, "{lines:#?}");
     assert!(

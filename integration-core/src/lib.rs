@@ -76,7 +76,9 @@
 //!   Redis (command and connection timeouts, outage noticed at once, return probed in the
 //!   background). The layer crates with a Redis store turn it on.
 //! - `test-util` (off): `redact::Redactor::calls`, a count of redactions, for tests that show a
-//!   disabled log level formats nothing. Meant for dev-dependencies only.
+//!   disabled log level formats nothing; and `testing`, a capture of `tracing` spans and events
+//!   that stays correct when tests run in parallel (why a thread-local subscriber per test does
+//!   not is explained there). Meant for dev-dependencies only.
 
 pub mod body;
 pub mod classify;
@@ -87,6 +89,8 @@ pub mod names;
 pub mod redact;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod throttle;
 
 pub use body::{Body, TryCloneBody};

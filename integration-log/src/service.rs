@@ -378,9 +378,9 @@ mod tests {
     use std::convert::Infallible;
 
     use http_body_util::BodyExt;
+    use integration_core::testing::capture;
     use tower::{ServiceBuilder, ServiceExt};
     use tracing_subscriber::filter::LevelFilter;
-    use tracing_subscriber::prelude::*;
 
     use super::*;
     use crate::LogLayer;
@@ -413,12 +413,7 @@ mod tests {
     async fn nothing_is_formatted_when_its_level_is_off() {
         let redactor = Redactor::default();
         {
-            let subscriber = tracing_subscriber::registry().with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::sink)
-                    .with_filter(LevelFilter::WARN),
-            );
-            let _guard = tracing::subscriber::set_default(subscriber);
+            let _captured = capture(LevelFilter::WARN);
             one_call(&redactor).await;
         }
         assert_eq!(
@@ -429,12 +424,7 @@ mod tests {
 
         // The same call with every level on: URL, headers, request and response bodies are redacted.
         {
-            let subscriber = tracing_subscriber::registry().with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::sink)
-                    .with_filter(LevelFilter::TRACE),
-            );
-            let _guard = tracing::subscriber::set_default(subscriber);
+            let _captured = capture(LevelFilter::TRACE);
             one_call(&redactor).await;
         }
         assert!(redactor.calls() >= 4, "calls: {}", redactor.calls());

@@ -1,20 +1,17 @@
 //! The response body is captured while it streams, capped, only for textual types, and never
 //! buffered for logging.
 
-mod support;
-
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
+use integration_core::testing::capture;
 use integration_log::{LogLayer, LogPolicy};
 use tokio::sync::mpsc;
 use tower::{ServiceBuilder, ServiceExt};
 use tracing_subscriber::filter::LevelFilter;
-
-use support::subscriber;
 
 /// A body fed chunk by chunk through a channel: the test decides when the upstream sends.
 mod channel {
@@ -51,8 +48,7 @@ fn streaming_response(
 
 #[tokio::test]
 async fn response_body_is_captured_while_it_streams_and_logged_at_its_end() {
-    let (subscriber, captured) = subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::TRACE);
     let (response, tx) = streaming_response("application/json");
     let response = std::sync::Mutex::new(Some(response));
     let service = ServiceBuilder::new()
@@ -101,8 +97,7 @@ async fn response_body_is_captured_while_it_streams_and_logged_at_its_end() {
 
 #[tokio::test]
 async fn a_capped_secret_is_still_redacted() {
-    let (subscriber, captured) = subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::TRACE);
     let service = ServiceBuilder::new()
         .layer(LogLayer::new(LogPolicy::default().with_body_limit(30)))
         .service_fn(|_: Request<String>| async {
@@ -131,8 +126,7 @@ async fn a_capped_secret_is_still_redacted() {
 
 #[tokio::test]
 async fn a_body_dropped_before_its_end_is_logged_as_incomplete() {
-    let (subscriber, captured) = subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::TRACE);
     let (response, tx) = streaming_response("text/plain; charset=utf-8");
     let response = std::sync::Mutex::new(Some(response));
     let service = ServiceBuilder::new()
@@ -160,8 +154,7 @@ async fn a_body_dropped_before_its_end_is_logged_as_incomplete() {
 
 #[tokio::test]
 async fn binary_and_encoded_bodies_are_not_captured() {
-    let (subscriber, captured) = subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::TRACE);
     for (content_type, encoding) in [("image/png", None), ("application/json", Some("gzip"))] {
         let service = ServiceBuilder::new()
             .layer(LogLayer::new(LogPolicy::default()))
@@ -191,8 +184,7 @@ async fn binary_and_encoded_bodies_are_not_captured() {
 
 #[tokio::test]
 async fn request_body_is_captured_capped_and_redacted_from_replayable_bytes() {
-    let (subscriber, captured) = subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::TRACE);
     let service = ServiceBuilder::new()
         .layer(LogLayer::new(LogPolicy::default().with_body_limit(64)))
         .service_fn(|_: Request<integration_core::Body>| async {
@@ -217,8 +209,7 @@ async fn request_body_is_captured_capped_and_redacted_from_replayable_bytes() {
 
 #[tokio::test]
 async fn an_empty_body_is_not_captured() {
-    let (subscriber, captured) = subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::TRACE);
     let service = ServiceBuilder::new()
         .layer(LogLayer::new(LogPolicy::default()))
         .service_fn(|_: Request<String>| async {

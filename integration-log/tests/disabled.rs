@@ -2,8 +2,6 @@
 //! captures nothing; what is still on (metrics, `traceparent`) keeps working, and a filter that lets
 //! only the most severe level through still gets its failures.
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -12,38 +10,22 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use integration_core::ext::IntegrationName;
 use integration_core::names;
+use integration_core::testing::{CaptureGuard, capture};
 use integration_log::{LogLayer, LogPolicy};
 use metrics_util::MetricKind;
 use metrics_util::debugging::DebuggingRecorder;
 use tower::{ServiceBuilder, ServiceExt};
 use tracing::Level;
 use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::prelude::*;
 
-use support::{CaptureLayer, Captured};
-
-/// Serializes the tests of this file. Each installs a thread-local subscriber, and tracing caches
-/// each callsite's interest across all the subscribers alive in the process: with several alive at
-/// once on parallel test threads, a callsite can be found "always" enabled by another test's
-/// subscriber. Production has one global subscriber; one at a time here is the same situation.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A subscriber whose filter is by target: everything of other crates at TRACE, this crate's as
-/// given. The global maximum level stays TRACE, so only the callsite checks can find the layer off.
-fn by_target(integration_log: LevelFilter) -> (impl tracing::Subscriber + Send + Sync, Captured) {
-    let captured = Captured::default();
-    let filter = Targets::new()
-        .with_default(LevelFilter::TRACE)
-        .with_target("integration_log", integration_log);
-    let subscriber =
-        tracing_subscriber::registry().with(CaptureLayer(captured.clone()).with_filter(filter));
-    (subscriber, captured)
+/// A capture whose filter is by target: everything of other crates at TRACE, this crate's as given.
+/// The global maximum level stays TRACE, so only the callsite checks can find the layer off.
+fn by_target(integration_log: LevelFilter) -> CaptureGuard {
+    capture(
+        Targets::new()
+            .with_default(LevelFilter::TRACE)
+            .with_target("integration_log", integration_log),
+    )
 }
 
 /// One call answered with `status` and a JSON body; returns the headers the upstream saw, whether
@@ -104,9 +86,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
 
 #[test]
 fn with_its_target_off_and_metrics_off_the_layer_records_and_captures_nothing() {
-    let _serial = serial();
-    let (subscriber, captured) = by_target(LevelFilter::OFF);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = by_target(LevelFilter::OFF);
     let policy = LogPolicy::default().with_metrics(false).with_bodies(true);
     let histograms = histograms_during(|| {
         let (headers, capturing, body) = block_on(call(policy, StatusCode::INTERNAL_SERVER_ERROR));
@@ -125,9 +105,7 @@ fn with_its_target_off_and_metrics_off_the_layer_records_and_captures_nothing() 
 
 #[test]
 fn with_logs_off_the_duration_is_still_recorded() {
-    let _serial = serial();
-    let (subscriber, captured) = by_target(LevelFilter::OFF);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = by_target(LevelFilter::OFF);
     let histograms = histograms_during(|| {
         block_on(call(LogPolicy::default(), StatusCode::OK));
     });
@@ -138,9 +116,7 @@ fn with_logs_off_the_duration_is_still_recorded() {
 
 #[test]
 fn with_logs_and_metrics_off_traceparent_is_still_propagated() {
-    let _serial = serial();
-    let (subscriber, _captured) = by_target(LevelFilter::OFF);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _captured = by_target(LevelFilter::OFF);
     let policy = LogPolicy::default()
         .with_metrics(false)
         .with_traceparent(true);
@@ -153,9 +129,7 @@ fn with_logs_and_metrics_off_traceparent_is_still_propagated() {
 /// though every other level of the policy is off: the layer is not "disabled" by its verbose levels.
 #[test]
 fn a_filter_at_error_still_gets_the_failures() {
-    let _serial = serial();
-    let (subscriber, captured) = by_target(LevelFilter::ERROR);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = by_target(LevelFilter::ERROR);
     block_on(call(LogPolicy::default(), StatusCode::OK));
     assert!(captured.events().is_empty(), "a success is below ERROR");
     block_on(call(LogPolicy::default(), StatusCode::BAD_GATEWAY));
@@ -179,9 +153,7 @@ fn a_filter_at_error_still_gets_the_failures() {
 /// Spans at `INFO` with every event at `DEBUG` or above: a filter at `INFO` records the span.
 #[test]
 fn a_span_alone_enables_the_layer() {
-    let _serial = serial();
-    let (subscriber, captured) = by_target(LevelFilter::INFO);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = by_target(LevelFilter::INFO);
     let policy = LogPolicy::default()
         .with_metrics(false)
         .with_request_level(Level::TRACE)

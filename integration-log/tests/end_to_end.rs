@@ -1,8 +1,6 @@
 //! Black box: the layers in a `ServiceBuilder` over a real hyper-util client, against a wiremock
 //! upstream on 127.0.0.1.
 
-mod support;
-
 use std::net::TcpListener;
 
 use http::{Request, StatusCode};
@@ -10,6 +8,7 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use integration_core::ext::IntegrationName;
+use integration_core::testing::capture;
 use integration_core::{Body, names};
 use integration_log::{AttemptLogLayer, LogLayer, LogPolicy};
 use tower::{ServiceBuilder, ServiceExt};
@@ -33,8 +32,7 @@ async fn a_real_call_is_logged_redacted_with_its_streamed_body_capped() {
         .mount(&server)
         .await;
 
-    let (subscriber, captured) = support::subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::TRACE);
     let policy = LogPolicy::default();
     let service = ServiceBuilder::new()
         .layer(LogLayer::new(policy.clone()))
@@ -108,8 +106,7 @@ async fn a_refused_connection_is_typed_connect() {
         .local_addr()
         .unwrap()
         .port();
-    let (subscriber, captured) = support::subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::TRACE);
     let service = ServiceBuilder::new()
         .layer(LogLayer::new(LogPolicy::default()))
         .service(client());

@@ -2,14 +2,13 @@
 //! every kind of failure a stack hands the call layer: our typed errors, the retry layer's boxed
 //! `integration_core::Error`, tower's and the transport's errors.
 
-mod support;
-
 use std::io;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use integration_core::error::{AttemptTimeout, BudgetExhausted, DeadlineExceeded};
 use integration_core::ext::IntegrationName;
+use integration_core::testing::capture;
 use integration_core::{BoxError, Error, ErrorKind, names};
 use integration_log::{LogLayer, LogPolicy};
 use tower::{ServiceBuilder, ServiceExt};
@@ -21,8 +20,7 @@ use tracing_subscriber::filter::LevelFilter;
 async fn fail_with(
     make: fn() -> BoxError,
 ) -> (Option<String>, Option<String>, Option<String>, Level) {
-    let (subscriber, captured) = support::subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::TRACE);
     let service = ServiceBuilder::new()
         .layer(LogLayer::new(LogPolicy::default()))
         .service_fn(move |_: Request<String>| async move { Err::<Response<String>, _>(make()) });

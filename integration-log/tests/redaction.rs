@@ -2,14 +2,13 @@
 //! JSON bodies (both directions) and error messages never appear in a captured span field, event
 //! field or logged error, with everything captured at TRACE.
 
-mod support;
-
 use std::fmt;
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use integration_core::BoxError;
 use integration_core::ext::IntegrationName;
+use integration_core::testing::{Captured, capture};
 use integration_log::{AttemptLogLayer, LogLayer, LogPolicy, Redactor};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -107,9 +106,8 @@ fn cases() -> impl Strategy<Value = Case> {
         })
 }
 
-fn run(case: &Case) -> support::Captured {
-    let (subscriber, captured) = support::subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+fn run(case: &Case) -> Captured {
+    let captured = capture(LevelFilter::TRACE);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -159,7 +157,7 @@ fn run(case: &Case) -> support::Captured {
             Err(error) => assert!(error.to_string().contains("error sending request")),
         }
     });
-    captured
+    captured.captured()
 }
 
 proptest! {

@@ -1,7 +1,5 @@
 //! Span fields and event levels of a success, a retried call, a failure, and of attempts.
 
-mod support;
-
 use std::convert::Infallible;
 use std::io;
 use std::time::Duration;
@@ -11,13 +9,12 @@ use http_body_util::BodyExt;
 use integration_core::classify::RetryReason;
 use integration_core::error::RateLimited;
 use integration_core::ext::{Attempt, Attempts, IntegrationName};
+use integration_core::testing::{Captured, capture};
 use integration_core::{BoxError, names};
 use integration_log::{AttemptLogLayer, LogLayer, LogPolicy};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tracing::Level;
 use tracing_subscriber::filter::LevelFilter;
-
-use support::{Captured, subscriber};
 
 fn request(uri: &str) -> Request<String> {
     let mut request = Request::get(uri)
@@ -47,8 +44,7 @@ where
     F: FnMut(Request<String>) -> Fut,
     Fut: Future<Output = Result<Response<String>, BoxError>>,
 {
-    let (subscriber, captured) = subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::TRACE);
     let service = ServiceBuilder::new()
         .layer(LogLayer::new(policy))
         .service_fn(handler);
@@ -59,7 +55,7 @@ where
         }
         Err(error) => Err(error),
     };
-    (result, captured)
+    (result, captured.captured())
 }
 
 #[tokio::test]
@@ -219,8 +215,7 @@ async fn a_layers_refusal_is_typed_by_its_kind() {
 /// records the attempts in the final response, as `integration-retry` does.
 #[tokio::test]
 async fn attempt_spans_are_children_of_the_call_span_with_resend_count() {
-    let (subscriber, captured) = subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::TRACE);
 
     let transport = service_fn(|request: Request<String>| async move {
         let status = if Attempt::of(&request).get() == 1 {
@@ -339,8 +334,7 @@ async fn span_level_is_configurable() {
 
 #[tokio::test]
 async fn dropped_call_is_recorded_as_cancelled() {
-    let (subscriber, captured) = subscriber(LevelFilter::TRACE);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::TRACE);
     let service = ServiceBuilder::new()
         .layer(LogLayer::new(LogPolicy::default()))
         .service_fn(|_: Request<String>| {
@@ -359,8 +353,7 @@ async fn dropped_call_is_recorded_as_cancelled() {
 /// says which integration, which method and which URL (redacted).
 #[tokio::test]
 async fn failure_events_carry_their_context_when_the_span_is_off() {
-    let (subscriber, captured) = subscriber(LevelFilter::WARN);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(LevelFilter::WARN);
     let service = ServiceBuilder::new()
         .layer(LogLayer::new(LogPolicy::default()))
         .service_fn(|_: Request<String>| async {

@@ -224,10 +224,12 @@ async fn a_retried_answer_gives_its_connection_back_to_the_pool() {
         "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
     ])
     .await;
-    // A backoff of ~100 ms: the body, 20 ms behind its head, arrives during it.
+    // A backoff of ~1 s: the body, 20 ms behind its head, arrives during it. (With ~100 ms, a
+    // loaded machine that ran the server's 20 ms sleep late let the backoff end first, the unread
+    // body was dropped with its connection, and the test failed.)
     let policy = RetryPolicy::default()
-        .with_base(Duration::from_millis(100))
-        .with_throttle_base(Duration::from_millis(100))
+        .with_base(Duration::from_secs(1))
+        .with_throttle_base(Duration::from_secs(1))
         .with_jitter(integration_retry::Jitter::fixed(0.99));
     let response = stack(policy)
         .oneshot(

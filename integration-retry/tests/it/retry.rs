@@ -12,11 +12,13 @@ use integration_core::ext::{
     Attempt, Attempts, CredentialInvalidated, Deadline, IDEMPOTENCY_KEY, Idempotent,
     IntegrationName,
 };
+use integration_core::testing::capture;
 use integration_core::{BoxError, Error, ErrorKind, RetryReason, names};
 use integration_retry::{Backoff, DeadlineLayer, Jitter, RetryBudget, RetryLayer, RetryPolicy};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_test::mock;
+use tracing::Level;
 
 use crate::common::*;
 
@@ -663,30 +665,13 @@ async fn an_inner_readiness_error_ends_the_call_with_attempts() {
     assert_eq!(error.attempts(), 2);
 }
 
-/// A writer the test's subscriber appends to.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
+/// Regression: under a loaded `cargo test`, the expected DEBUG event was sometimes not captured: the
+/// test had a thread-local subscriber, and tracing's process-wide interest cache let other tests'
+/// threads (without one) switch the callsite off. The capture of `integration_core::testing` is
+/// correct under parallel tests.
 #[tokio::test(start_paused = true)]
 async fn retry_decisions_are_traced_without_headers_or_bodies() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture(Level::DEBUG);
 
     let mut request = request("GET");
     request
@@ -698,15 +683,17 @@ async fn retry_decisions_are_traced_without_headers_or_bodies() {
     answer(&mut handle, status_retry_after(429, 3600)).await;
     assert!(call.await.unwrap().is_err());
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("retrying"), "{logs}");
-    assert!(logs.contains("attempt=1"), "{logs}");
-    assert!(logs.contains("reason=\"server_error\""), "{logs}");
-    assert!(logs.contains("wait_ms=50"), "{logs}");
-    assert!(logs.contains("longer than max_retry_after"), "{logs}");
-    assert!(logs.contains("retry_after_ms=3600000"), "{logs}");
-    assert!(!logs.contains("secret-token"), "{logs}");
-    assert!(!logs.contains("hunter2"), "{logs}");
+    let retrying = captured.event("retrying").expect("the retry is traced");
+    assert_eq!(retrying.level, Level::DEBUG);
+    assert_eq!(retrying.field("attempt"), Some("1"), "{captured:?}");
+    assert_eq!(retrying.field("reason"), Some("server_error"));
+    assert_eq!(retrying.field("wait_ms"), Some("50"));
+    let refused = captured
+        .event("not retrying: the server asked for a wait longer than max_retry_after")
+        .expect("the refusal is traced");
+    assert_eq!(refused.field("retry_after_ms"), Some("3600000"));
+    assert!(!captured.contains("secret-token"), "{captured:?}");
+    assert!(!captured.contains("hunter2"), "{captured:?}");
 }
 
 /// Regression: a token endpoint that failed once failed the call, though the request was never
