@@ -509,9 +509,12 @@ impl RedisStore {
                     now.saturating_add(quota.tolerance_nanos())
                 });
         }
-        self.inner
-            .fallback
-            .decide(&acquire.key, share.quotas(), adapt.as_ref(), bounds(acquire))
+        self.inner.fallback.decide(
+            &acquire.key,
+            share.quotas(),
+            adapt.as_ref(),
+            bounds(acquire),
+        )
     }
 
     fn learned_gauge(&self, gauge: i64) {
