@@ -169,7 +169,7 @@ async fn outages_answer_503_or_refuse_and_end_on_the_same_address() {
     let addr = server.addr();
     assert_eq!(request(addr, "GET", &[]).await, Seen::Ok);
 
-    server.start_outage(Outage::Status503);
+    server.start_outage(Outage::Status503).await;
     assert_eq!(
         request(addr, "GET", &[]).await,
         Seen::Status(StatusCode::SERVICE_UNAVAILABLE)
@@ -184,7 +184,7 @@ async fn outages_answer_503_or_refuse_and_end_on_the_same_address() {
         .unwrap();
     let connection = tokio::spawn(connection);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    server.start_outage(Outage::Refused);
+    server.start_outage(Outage::Refused).await;
     let refused = TcpStream::connect(addr).await;
     assert!(refused.is_err(), "the listener is closed during the outage");
     let request_on_old = Request::get(PATH)

@@ -37,7 +37,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::runtime::Handle;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
 /// The path the scenarios call: faults, limits and latency apply here.
@@ -329,7 +329,7 @@ struct Shared {
     epoch: Instant,
     state: Mutex<State>,
     connections: Mutex<Vec<AbortHandle>>,
-    accept: Mutex<Option<AbortHandle>>,
+    accept: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -451,25 +451,32 @@ impl FaultServer {
             .shared
             .accept
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
+            .unwrap_or_else(PoisonError::into_inner) = Some(task);
     }
 
-    /// Starts an outage. [`Outage::Refused`] closes the listener and drops every open connection.
-    pub fn start_outage(&self, outage: Outage) {
+    /// Starts an outage. [`Outage::Refused`] closes the listener and drops every open connection;
+    /// it returns once the listener is closed, so a connection attempt made after it is refused.
+    pub async fn start_outage(&self, outage: Outage) {
         self.shared.state().outage = Some(outage);
-        if outage == Outage::Refused {
-            self.stop_listening();
+        if outage == Outage::Refused
+            && let Some(accept) = self.stop_listening()
+        {
+            // Regression (the harness test `outages_answer_503_or_refuse_...` failed under load):
+            // an aborted task drops its listener only when its runtime next gets to it, and until
+            // then the kernel still accepts connections. Waiting for the task to end closes it.
+            let _ = accept.await;
         }
     }
 
-    fn stop_listening(&self) {
-        if let Some(accept) = self
+    /// Aborts the accept task (returned, to wait for the listener to close) and every connection.
+    fn stop_listening(&self) -> Option<JoinHandle<()>> {
+        let accept = self
             .shared
             .accept
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+            .take();
+        if let Some(accept) = &accept {
             accept.abort();
         }
         for connection in self
@@ -481,6 +488,7 @@ impl FaultServer {
         {
             connection.abort();
         }
+        accept
     }
 
     /// Ends the outage; after a refused one, listens again on the same address.
@@ -557,7 +565,7 @@ impl FaultServer {
 
 impl Drop for FaultServer {
     fn drop(&mut self) {
-        self.stop_listening();
+        drop(self.stop_listening());
     }
 }
 

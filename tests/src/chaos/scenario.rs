@@ -556,7 +556,7 @@ async fn outage(
     };
     let control = async {
         sleep_until(epoch + start).await;
-        server.start_outage(kind);
+        server.start_outage(kind).await;
         sleep_until(epoch + end).await;
         server.end_outage().await
     };
