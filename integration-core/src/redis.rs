@@ -17,9 +17,9 @@
 //!   [`probe_interval`](SharedRedisConfig::with_probe_interval) (default 250 ms) while it is
 //!   unavailable, and marks it available again on the first answer. No caller ever waits for it.
 //! - **One log line and one metric per transition**, never per call: `warn` when Redis is lost and
-//!   `info` when it answers again; the gauge [`names::REDIS_AVAILABLE`](crate::names::REDIS_AVAILABLE)
-//!   (1 or 0) and the counter [`names::REDIS_TRANSITIONS`](crate::names::REDIS_TRANSITIONS)
-//!   labelled [`names::OUTCOME`](crate::names::OUTCOME) `lost` or `restored`.
+//!   `info` when it answers again; the gauge [`names::REDIS_AVAILABLE`]
+//!   (1 or 0) and the counter [`names::REDIS_TRANSITIONS`]
+//!   labelled [`names::OUTCOME`] `lost` or `restored`.
 //!
 //! It lives here, in `integration-core` behind a feature, because the layer crates depend on this
 //! crate only: the limiter and the token store (and the cache) share one implementation of the
