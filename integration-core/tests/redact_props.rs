@@ -58,6 +58,12 @@ proptest! {
         secret in "[A-Za-z0-9]{16,32}",
         before in prop::option::of("[a-z]{1,8}=[a-z0-9]{1,8}"),
     ) {
+        // Names match without regard to case: a `before` pair named like the denied name (`w=0`
+        // before `W`, a failure proptest found in CI) is rightly redacted too.
+        if let Some(pair) = &before {
+            let before_name = pair.split('=').next().unwrap_or("");
+            prop_assume!(!before_name.eq_ignore_ascii_case(&name));
+        }
         let secret = format!("S3cr3t{secret}");
         let query = match &before {
             Some(pair) => format!("{pair}&{name}={secret}"),
