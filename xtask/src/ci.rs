@@ -118,7 +118,7 @@ impl Step {
             Step::BenchSmoke => "A benchmark scenario failed or made no call: see above.",
             Step::ChaosSmoke => {
                 "A chaos invariant that holds whatever the timing failed (a call lost or hung, a \
-                 duplicated POST, attempts per call in a full outage): see above."
+                 duplicated POST): see above."
             }
         }
     }

@@ -3,8 +3,8 @@
 //!
 //! Durations and rates come from the issues and are multiplied by [`Scale`], so a scenario can run
 //! at full length (the report) or for a few seconds (the smoke). Invariants that hold whatever the
-//! timing (no call lost or hung, no duplicated non-idempotent `POST` at the server, the
-//! attempts-per-call bound in a full outage) are marked for the smoke; the others are reported.
+//! timing (no call lost or hung, no duplicated non-idempotent `POST` at the server) are marked for
+//! the smoke; the others are reported.
 
 use super::fault::{
     CALL_ID, CONFIG_ECHO, CONFIG_TAG, FaultPlan, FaultServer, Latency, LimitKind, Outage, PATH,
@@ -596,8 +596,11 @@ async fn outage(
             "<= 1.2",
             format!("{amplification:.3}"),
             amplification <= 1.2 && !during.is_empty(),
-        )
-        .in_smoke(),
+        ),
+        // Not a smoke invariant: at the smoke's rate and length the breaker's minimum throughput
+        // (100 attempts in 2 s) is never reached and the budget's floor (10 retries a second)
+        // dominates, so attempts per call depend on rate and duration (1.5 in a CI smoke, 1.06 in
+        // the full run). The full run asserts it.
     );
 
     // Open: the first call refused by the breaker, seen by a caller, after the outage began.
