@@ -90,6 +90,27 @@ where
     }
 }
 
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<http::Request<B>>,
+{
+    /// A request that carries its own credential
+    /// ([`OwnCredential`](integration_core::ext::OwnCredential)), already sent: its response is
+    /// handed back as it is, a 401 included (no provider credential to invalidate, none to replay).
+    pub(crate) fn own_credential(future: S::Future, provider: Arc<dyn CredentialProvider>) -> Self {
+        Self {
+            state: State::Call { future },
+            service: None,
+            request: None,
+            replay: None,
+            provider,
+            credential: None,
+            // As after the single replay: a 401 is final and gets no marker.
+            replayed: true,
+        }
+    }
+}
+
 impl<S, B, RB> Future for ResponseFuture<S, B>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,

@@ -52,6 +52,10 @@
 //! Basic or bearer token is never replayed: the same credential would be refused again, and a POST
 //! would reach the upstream twice.
 //!
+//! A request that carries its own credential, marked with
+//! [`OwnCredential`](integration_core::ext::OwnCredential) (the facade's per-request `bearer_auth` and
+//! `basic_auth` do so), replaces the provider's: the layer sends it as it is and never replays its 401.
+//!
 //! # Token endpoints and their transport
 //!
 //! This crate depends on no HTTP client. Token requests go through a [`TokenTransport`] built from any

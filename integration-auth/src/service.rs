@@ -4,6 +4,7 @@ use std::task::{Context, Poll};
 
 use integration_core::BoxError;
 use integration_core::body::{TryCloneBody, try_clone_request};
+use integration_core::ext::OwnCredential;
 use tower_service::Service;
 
 use crate::credential::{AuthContext, CredentialProvider};
@@ -86,7 +87,11 @@ where
         // take the service that was driven to readiness and leave a fresh clone in its place, so the
         // one we call is the one `poll_ready` reserved (tower-http's async authorization does the same).
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if request.extensions().get::<OwnCredential>().is_some() {
+            // The caller's own credential replaces the integration's: sent as it is, never replayed.
+            return ResponseFuture::own_credential(inner.call(request), Arc::clone(&self.provider));
+        }
         let ctx = AuthContext::of(&request);
         // Only a credential that can change is worth replaying: keep no copy for the others.
         let replay = if self.replay && self.provider.can_renew() {

@@ -9,7 +9,7 @@ use integration_auth::{
     ApiKey, AuthContext, AuthLayer, Credential, CredentialFuture, CredentialProvider,
 };
 use integration_core::Body;
-use integration_core::ext::CredentialInvalidated;
+use integration_core::ext::{CredentialInvalidated, OwnCredential};
 use secrecy::SecretString;
 use tower::ServiceExt;
 use tower_test::mock;
@@ -223,5 +223,42 @@ async fn a_renewable_credential_is_replayed_once_with_the_new_one() {
     assert!(
         matches!(handle.next_request().now_or_never(), None | Some(None)),
         "one replay only"
+    );
+}
+
+/// A request that carries its own credential ([`OwnCredential`], the facade's per-request
+/// `bearer_auth`) goes as it is: the provider is not asked, its header is not set over the caller's,
+/// and a 401 is neither replayed nor marked, even with a provider that could renew.
+#[tokio::test(start_paused = true)]
+async fn a_request_with_its_own_credential_is_sent_as_it_is() {
+    let (service, mut handle) = mock::pair::<http::Request<String>, http::Response<String>>();
+    let service = AuthLayer::new(Rotating::default()).layer_service(service);
+    handle.allow(2);
+    let mut request = http::Request::get("https://api.example.com/me")
+        .header("authorization", "Bearer user-token")
+        .body(String::new())
+        .unwrap();
+    request.extensions_mut().insert(OwnCredential);
+    let call = tokio::spawn(service.oneshot(request));
+    let (request, respond) = handle.next_request().await.unwrap();
+    assert_eq!(request.headers()["authorization"], "Bearer user-token");
+    respond.send_response(
+        http::Response::builder()
+            .status(401)
+            .body(String::new())
+            .unwrap(),
+    );
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(
+        response
+            .extensions()
+            .get::<CredentialInvalidated>()
+            .is_none()
+    );
+    tokio::task::yield_now().await;
+    assert!(
+        matches!(handle.next_request().now_or_never(), None | Some(None)),
+        "not replayed"
     );
 }

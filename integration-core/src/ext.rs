@@ -196,6 +196,16 @@ pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("ide
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Idempotent(pub bool);
 
+/// Request extension: the request carries its own credential (a per-request `Authorization` set by
+/// the caller, as the facade's `bearer_auth`/`basic_auth` do), which replaces the integration's.
+///
+/// The auth layer sends such a request as it is: it looks no credential up, sets no header, and
+/// never replays its 401 (the caller's credential cannot be renewed by the layer). The header
+/// itself should be marked sensitive (`HeaderValue::set_sensitive`), so that it is redacted in every
+/// log and dropped on a cross-origin redirect like any credential the auth layer sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OwnCredential;
+
 /// The response-side record of how a logical call went: attempts made and why each retry happened.
 ///
 /// The retry layer inserts it into the final response's extensions; errors carry the same count in
