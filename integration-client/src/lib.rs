@@ -114,6 +114,7 @@
 mod client;
 mod decode;
 mod graphql;
+pub mod multipart;
 mod path;
 mod redirect;
 mod request;
@@ -126,7 +127,7 @@ pub use decode::JsonError;
 pub use graphql::{GraphQlError, GraphQlErrorItem, GraphQlRequest, OperationKind, operation_kind};
 pub use redirect::is_credential_header;
 pub use request::RequestBuilder;
-pub use response::{Response, ResponseBody};
+pub use response::{BytesStream, Response, ResponseBody};
 
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

@@ -6,10 +6,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
-use integration_core::ext::{Deadline, IDEMPOTENCY_KEY, Idempotent};
+use integration_core::ext::{Deadline, IDEMPOTENCY_KEY, Idempotent, OwnCredential};
 use integration_core::{Body, Error, ErrorKind};
 use serde::Serialize;
 use tower::ServiceExt;
+use tower_http::follow_redirect::RequestUri;
 
 use crate::client::Api;
 use crate::response::Response;
@@ -37,6 +38,8 @@ pub struct RequestBuilder {
     idempotent: Option<bool>,
     timeout: Option<Duration>,
     error: Option<Error>,
+    /// Set by `bearer_auth`/`basic_auth`: the request's own credential replaces the integration's.
+    own_credential: bool,
 }
 
 impl fmt::Debug for RequestBuilder {
@@ -68,6 +71,7 @@ impl RequestBuilder {
             idempotent: None,
             timeout: None,
             error: None,
+            own_credential: false,
         }
     }
 
@@ -236,6 +240,136 @@ impl RequestBuilder {
         self
     }
 
+    /// Sends `Authorization: Bearer <token>` with this request, in place of the integration's own
+    /// credential.
+    ///
+    /// The value is marked sensitive: it is redacted in every log, span and error, and dropped on a
+    /// redirect to another origin. The integration's configured `auth` is not applied to this
+    /// request (its header would replace this one), and a 401 is the answer: the caller's token is
+    /// never replayed. Call it last when other headers set `Authorization`.
+    ///
+    /// ```
+    /// # use integration_client::{Client, ResponseBody};
+    /// # use integration_core::Body;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), integration_core::Error> {
+    /// # let upstream = tower::service_fn(|r: http::Request<Body>| async move {
+    /// #     let seen = r.headers()["authorization"].to_str().unwrap().to_owned();
+    /// #     assert!(r.headers()["authorization"].is_sensitive());
+    /// #     Ok::<_, integration_core::BoxError>(http::Response::new(ResponseBody::from(seen)))
+    /// # });
+    /// # let client = Client::from_service("github", "https://api.github.com/", upstream)?;
+    /// // A call on behalf of one user, with that user's token.
+    /// let seen = client.api("github")?.get("/user").bearer_auth("gho_user_token").send().await?.text().await?;
+    /// assert_eq!(seen, "Bearer gho_user_token");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bearer_auth<T: fmt::Display>(self, token: T) -> Self {
+        self.own_authorization(format!("Bearer {token}"))
+    }
+
+    /// Sends `Authorization: Basic <base64(username:password)>` with this request (`username:`
+    /// without a password), in place of the integration's own credential; see
+    /// [`bearer_auth`](RequestBuilder::bearer_auth) for how it is protected and how it replaces the
+    /// integration's `auth`.
+    ///
+    /// ```
+    /// # use integration_client::{Client, ResponseBody};
+    /// # use integration_core::Body;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), integration_core::Error> {
+    /// # let upstream = tower::service_fn(|r: http::Request<Body>| async move {
+    /// #     let seen = r.headers()["authorization"].to_str().unwrap().to_owned();
+    /// #     Ok::<_, integration_core::BoxError>(http::Response::new(ResponseBody::from(seen)))
+    /// # });
+    /// # let client = Client::from_service("legacy", "https://legacy.example/", upstream)?;
+    /// let seen = client.api("legacy")?.get("/report").basic_auth("ana", Some("s3cret")).send().await?.text().await?;
+    /// assert_eq!(seen, "Basic YW5hOnMzY3JldA==");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn basic_auth<U: fmt::Display, P: fmt::Display>(
+        self,
+        username: U,
+        password: Option<P>,
+    ) -> Self {
+        use base64::Engine as _;
+        let pair = match password {
+            Some(password) => format!("{username}:{password}"),
+            None => format!("{username}:"),
+        };
+        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+        self.own_authorization(format!("Basic {encoded}"))
+    }
+
+    fn own_authorization(mut self, value: String) -> Self {
+        match HeaderValue::try_from(value) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                self.headers.insert(http::header::AUTHORIZATION, value);
+                self.own_credential = true;
+            }
+            // The error says nothing of the value: it is a secret.
+            Err(_) => self.fail(
+                Error::new(ErrorKind::Request)
+                    .with_message("the per-request credential is not a valid header value"),
+            ),
+        }
+        self
+    }
+
+    /// Sends `form` as `multipart/form-data` (the `Content-Type` with its boundary is set, replacing
+    /// any other). A form of text and bytes parts is replayable; one with a file or a stream is sent
+    /// once (see [`multipart`](crate::multipart)).
+    pub fn multipart(mut self, form: crate::multipart::Form) -> Self {
+        let (content_type, body) = form.into_body();
+        self.headers.insert(CONTENT_TYPE, content_type);
+        self.body = body;
+        self
+    }
+
+    /// A copy of this builder, to send the same request again; `None` when its body is a stream
+    /// that cannot be replayed, or when it holds a mistake that [`send`](RequestBuilder::send) would
+    /// report.
+    ///
+    /// ```
+    /// # use integration_client::{Client, ResponseBody};
+    /// # use integration_core::Body;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), integration_core::Error> {
+    /// # let upstream = tower::service_fn(|_: http::Request<Body>| async {
+    /// #     Ok::<_, integration_core::BoxError>(http::Response::new(ResponseBody::from("ok")))
+    /// # });
+    /// # let client = Client::from_service("hooks", "https://hooks.example/", upstream)?;
+    /// let ping = client.api("hooks")?.post("/ping").json(&serde_json::json!({ "n": 1 }));
+    /// let again = ping.try_clone().expect("a JSON body replays");
+    /// ping.send().await?;
+    /// again.send().await?;
+    ///
+    /// let stream = client.api("hooks")?.post("/upload").body_stream(Body::streaming(http_body_util::Empty::new()));
+    /// assert!(stream.try_clone().is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_clone(&self) -> Option<Self> {
+        if self.error.is_some() {
+            return None;
+        }
+        Some(Self {
+            api: self.api.clone(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            headers: self.headers.clone(),
+            body: self.body.try_clone()?,
+            idempotent: self.idempotent,
+            timeout: self.timeout,
+            error: None,
+            own_credential: self.own_credential,
+        })
+    }
+
     /// Builds the `http::Request` that [`send`](RequestBuilder::send) would send, without sending it.
     ///
     /// # Errors
@@ -290,6 +424,9 @@ impl RequestBuilder {
         if let Some(flag) = self.idempotent {
             extensions.insert(Idempotent(flag));
         }
+        if self.own_credential {
+            extensions.insert(OwnCredential);
+        }
         let deadline = self.timeout.map(Deadline::after);
         // The call's deadline, known here so that it can cover the response body too: the
         // request's own timeout or the integration's, the earlier. Written into the request, the
@@ -333,6 +470,9 @@ impl RequestBuilder {
             .map_err(|e| e.with_integration(name.clone()))?;
         let (request, built) = self.build_parts()?;
         let service = built.entry.service.clone();
+        // For `Response::url` when the stack records no final URL (the transport's redirect
+        // follower does): the URL sent. A clone of shared bytes.
+        let sent_uri = request.uri().clone();
         let call = async move {
             let response = service.oneshot(request).await;
             drop(guard);
@@ -351,7 +491,10 @@ impl RequestBuilder {
             None => call.await,
         };
         match outcome {
-            Ok(response) => {
+            Ok(mut response) => {
+                if response.extensions().get::<RequestUri>().is_none() {
+                    response.extensions_mut().insert(RequestUri(sent_uri));
+                }
                 let deadline = built.call_deadline.map(|d| d.instant());
                 Ok(Response::new(
                     response.map(|body| body.with_deadline(deadline, None)),

@@ -436,18 +436,7 @@ impl Response {
                     }
                 }
                 Some(Err(e)) => {
-                    let error = Error::from_boxed(e);
-                    // A failure while reading is a body error, unless it says more (a timeout).
-                    let error = if error.kind() == ErrorKind::Other {
-                        Error::new(ErrorKind::Body)
-                            .with_message("reading the response body failed")
-                            .with_source(error)
-                    } else {
-                        error
-                    };
-                    return Err(error
-                        .with_integration(self.integration.clone())
-                        .with_attempts(self.attempts()));
+                    return Err(read_error(e, &self.integration, self.attempts()));
                 }
             }
         }
@@ -459,8 +448,155 @@ impl Response {
         self.inner.into_body()
     }
 
+    /// The final URL of the call: the one the response came from, after any redirect followed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use wiremock::{Mock, MockServer, ResponseTemplate, matchers::path};
+    /// # let server = MockServer::start().await;
+    /// # Mock::given(path("/old")).respond_with(ResponseTemplate::new(301).insert_header("location", "/new")).mount(&server).await;
+    /// # Mock::given(path("/new")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    /// use integration_client::Client;
+    /// use integration_config::IntegrationConfig;
+    ///
+    /// let client = Client::builder().api("docs", IntegrationConfig::builder(server.uri()).build()?).build()?;
+    /// let response = client.api("docs")?.get("/old").send().await?;
+    /// assert_eq!(response.url().path(), "/new");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn url(&self) -> &http::Uri {
+        // Recorded by the transport's redirect follower, or by `send` for other stacks.
+        static NONE: std::sync::LazyLock<http::Uri> = std::sync::LazyLock::new(http::Uri::default);
+        self.inner
+            .extensions()
+            .get::<tower_http::follow_redirect::RequestUri>()
+            .map_or(&*NONE, |uri| &uri.0)
+    }
+
+    /// The address of the peer the response came from, when the transport knows it (the pooled
+    /// transport does, through hyper-util's connection info); `None` for other stacks.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+    /// # let server = MockServer::start().await;
+    /// # Mock::given(any()).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    /// use integration_client::Client;
+    /// use integration_config::IntegrationConfig;
+    ///
+    /// let client = Client::builder().api("api", IntegrationConfig::builder(server.uri()).build()?).build()?;
+    /// let response = client.api("api")?.get("/").send().await?;
+    /// assert_eq!(response.remote_addr(), Some(*server.address()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner
+            .extensions()
+            .get::<hyper_util::client::legacy::connect::HttpInfo>()
+            .map(hyper_util::client::legacy::connect::HttpInfo::remote_addr)
+    }
+
+    /// The body as a [`Stream`](futures_core::Stream) of chunks, uncapped; the body's deadline
+    /// applies (see [Deadline](Response#deadline)): a chunk that does not come before it ends the
+    /// stream with an [`ErrorKind::Timeout`] error. Take a longer one first with
+    /// [`with_body_timeout`](Response::with_body_timeout) for a long download.
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// # use integration_client::{Client, ResponseBody};
+    /// # use integration_core::Body;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), integration_core::Error> {
+    /// # let upstream = tower::service_fn(|_: http::Request<Body>| async {
+    /// #     Ok::<_, integration_core::BoxError>(http::Response::new(ResponseBody::from("a,b\n1,2\n")))
+    /// # });
+    /// # let client = Client::from_service("files", "https://files.example/", upstream)?;
+    /// let response = client.api("files")?.get("/export.csv").send().await?;
+    /// let mut stream = response.with_body_timeout(Duration::from_secs(600)).bytes_stream();
+    /// let mut size = 0;
+    /// while let Some(chunk) = stream.next().await {
+    ///     size += chunk?.len();
+    /// }
+    /// assert_eq!(size, 8);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bytes_stream(self) -> BytesStream {
+        let attempts = self.attempts();
+        BytesStream {
+            body: self.inner.into_body(),
+            integration: self.integration,
+            attempts,
+        }
+    }
+
     /// The underlying `http::Response`.
     pub fn into_http(self) -> http::Response<ResponseBody> {
         self.inner
+    }
+}
+
+/// A failure while reading a body, as the caller sees it: a body error unless it says more (a
+/// timeout), naming the integration and the attempts.
+fn read_error(error: BoxError, integration: &IntegrationName, attempts: u32) -> Error {
+    let error = Error::from_boxed(error);
+    let error = if error.kind() == ErrorKind::Other {
+        Error::new(ErrorKind::Body)
+            .with_message("reading the response body failed")
+            .with_source(error)
+    } else {
+        error
+    };
+    error
+        .with_integration(integration.clone())
+        .with_attempts(attempts)
+}
+
+/// The body of a [`Response`] as a [`Stream`](futures_core::Stream) of `Bytes` chunks: see
+/// [`Response::bytes_stream`]. Ends after the first error.
+#[must_use = "streams do nothing unless polled"]
+pub struct BytesStream {
+    body: ResponseBody,
+    integration: IntegrationName,
+    attempts: u32,
+}
+
+impl fmt::Debug for BytesStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BytesStream")
+            .field("integration", &self.integration)
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+impl futures_core::Stream for BytesStream {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            let this = &mut *self;
+            match std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+                None => return Poll::Ready(None),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                    // Trailers: not part of the byte stream.
+                }
+                Some(Err(e)) => {
+                    return Poll::Ready(Some(Err(read_error(e, &this.integration, this.attempts))));
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, None)
     }
 }
