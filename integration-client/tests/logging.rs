@@ -112,3 +112,45 @@ async fn a_failed_call_logs_error_once_at_the_call_level() {
         .count();
     assert_eq!(attempt_warnings, 2, "{lines:#?}");
 }
+
+/// Regression (issue 15, part 6): an attempt's line and the call's line both read `response`, and
+/// with the attempt span filtered out (its default `debug`) nothing told them apart. An attempt's
+/// line now reads `attempt response` and carries its number.
+#[tokio::test]
+async fn regression_attempt_lines_say_attempt_and_their_number() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let captured = capture(LevelFilter::INFO);
+    let response = client(&server, 2)
+        .api("partner")
+        .unwrap()
+        .get("/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let events: Vec<_> = captured
+        .events()
+        .into_iter()
+        .filter(|event| event.target == "integration_log")
+        .collect();
+    let attempt = events
+        .iter()
+        .find(|e| e.message() == "attempt response")
+        .unwrap_or_else(|| panic!("an attempt line: {events:#?}"));
+    assert_eq!(attempt.field("attempt"), Some("1"));
+    let call = events
+        .iter()
+        .find(|e| e.message() == "response")
+        .unwrap_or_else(|| panic!("the call's line: {events:#?}"));
+    assert_eq!(call.field("attempt"), None);
+    assert_eq!(call.field("attempts"), Some("2"));
+}

@@ -114,6 +114,8 @@ pub(crate) struct Pending {
     pub(crate) integration: Option<IntegrationName>,
     /// For the failure events; `None` when no event can be recorded.
     pub(crate) uri: Option<Uri>,
+    /// The attempt's number (1 for the first), for an attempt's events; `None` for a call's.
+    pub(crate) attempt: Option<u32>,
 }
 
 impl Pending {
@@ -170,7 +172,14 @@ impl Pending {
                     .filter(|a| a.retries() > 0)
                     .map(|a| millis(a.waited())),
                 "http.response.headers" = headers,
-                "response"
+                attempt = self.attempt,
+                "{}",
+                // An attempt's line and the call's outcome say which they are.
+                if self.attempt.is_some() {
+                    "attempt response"
+                } else {
+                    "response"
+                }
             );
             // The cheap checks first: with the level off (the default for a success), the headers
             // are not even looked at.
@@ -242,7 +251,13 @@ impl Pending {
             error = display(LazyError(&policy.redactor, error)),
             elapsed_ms = millis(elapsed),
             attempts = attempts,
-            "failed"
+            attempt = self.attempt,
+            "{}",
+            if self.attempt.is_some() {
+                "attempt failed"
+            } else {
+                "failed"
+            }
         );
     }
 
@@ -324,8 +339,9 @@ impl Pending {
     }
 }
 
+/// Milliseconds, rounded to a tenth: a log line reads `90.4`, not `90.44062699999999`.
 fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
+    (duration.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
 /// The retry reasons, comma-separated.
@@ -363,5 +379,21 @@ fn status_label(status: StatusCode) -> SharedString {
     match codes.get(usize::from(status.as_u16()).wrapping_sub(100)) {
         Some(code) => SharedString::from(code.clone()),
         None => SharedString::from(status.as_str().to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 15, part 6): durations printed as `90.44062699999999` in every line.
+    #[test]
+    fn regression_log_durations_are_rounded_to_a_tenth_of_a_millisecond() {
+        assert_eq!(millis(Duration::from_nanos(90_440_626)).to_string(), "90.4");
+        assert_eq!(millis(Duration::from_nanos(57_029_655)).to_string(), "57");
+        assert_eq!(
+            millis(Duration::from_micros(1_363_510)).to_string(),
+            "1363.5"
+        );
     }
 }

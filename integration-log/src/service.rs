@@ -165,6 +165,7 @@ where
                 host: target.host,
                 integration,
                 uri,
+                attempt: (self.scope == Scope::Attempt).then(|| attempt.get()),
             },
         )
     }
