@@ -1,21 +1,31 @@
 //! The tour: every layer of the stack at work against a fake third-party API, in a few seconds.
 //!
 //! ```text
-//! cargo run -p integration-client --example tour
+//! cargo run -p integration-client --example tour                  # logs, sections, a short summary
+//! cargo run -p integration-client --example tour -- --raw-metrics  # and the Prometheus exposition
 //! ```
 //!
 //! Needs nothing but this machine: no Redis, no PostgreSQL, no network beyond 127.0.0.1. It starts a
 //! loopback fake API (an OAuth token endpoint, an endpoint that throttles with 429 + `Retry-After: 1`,
-//! one that fails with 503 now and then, a slow one), configures an integration against it from TOML,
-//! sends a burst of concurrent calls through the full stack, and prints the logs, a summary and the
-//! Prometheus metrics.
+//! one that fails with 503 now and then, a slow one, one that never answers in time, one that is
+//! down until the tour heals it), configures three integrations against it from TOML, and runs one
+//! section per behaviour, each a function of its own:
+//!
+//! 1. [`section_burst`]: a burst of concurrent calls through the whole stack (OAuth token fetched
+//!    once, client quota, server throttling, retries of 503s);
+//! 2. [`section_deadlines`]: an attempt timeout firing on every attempt, then a call's deadline;
+//! 3. [`section_breaker`]: the circuit breaker opening on a broken upstream, failing fast, and
+//!    closing again after a successful half-open probe;
+//! 4. [`section_summary`]: a short summary of the burst and of the metrics.
+//!
+//! `integration-client/tests/tour.rs` runs it, so it cannot rot.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,11 +33,11 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use integration_client::Client;
+use integration_client::{Api, Client};
 use integration_config::Config;
 use integration_core::ext::Attempts;
 use integration_core::names;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -95,6 +105,8 @@ struct Upstream {
     unauthorized: AtomicU64,
     flaky_counter: AtomicU64,
     window: Mutex<(Option<Instant>, u64)>,
+    /// `/svc/health` answers 503 while this is set (the breaker section heals it).
+    status_down: AtomicBool,
 }
 
 fn reply(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -116,6 +128,19 @@ async fn handle(upstream: Arc<Upstream>, request: Request<Incoming>) -> Response
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .expect("a valid response");
+    }
+    match path.as_str() {
+        // Unauthenticated endpoints of the deadline and breaker sections.
+        "/svc/stall" => {
+            // Far longer than any timeout of the tour: the caller gives up first.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            return reply(StatusCode::OK, r#"{"ok":true}"#);
+        }
+        "/svc/health" if upstream.status_down.load(Ordering::SeqCst) => {
+            return reply(StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"down"}"#);
+        }
+        "/svc/health" => return reply(StatusCode::OK, r#"{"ok":true}"#),
+        _ => {}
     }
     upstream.requests.fetch_add(1, Ordering::Relaxed);
     let authorized = request
@@ -219,8 +244,58 @@ consecutive_failures = 50
 [integrations.partner.log]
 success_level = "debug"    # retried calls and failures log at info and above
 capture_headers = false
+
+[integrations.reports]     # a slow upstream: every attempt is bounded
+base_url = "http://{addr}/svc/"
+timeout = "2s"
+attempt_timeout = "200ms"
+retry = {{ max_attempts = 3, base = "20ms", cap = "50ms", budget = false }}
+log = {{ capture_headers = false }}
+
+[integrations.status]      # a broken upstream: the breaker opens after 5 failures in a row
+base_url = "http://{addr}/svc/"
+retry = {{ max_attempts = 1 }}
+circuit_breaker = {{ consecutive_failures = 5, open_for = "300ms", max_open_for = "300ms", half_open_probes = 1 }}
+log = {{ capture_headers = false }}
 "#
     )
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Print the whole Prometheus exposition after the summary (`--raw-metrics`).
+    pub raw_metrics: bool,
+}
+
+impl Options {
+    fn from_args() -> Result<Self, String> {
+        let mut options = Options::default();
+        for arg in std::env::args().skip(1) {
+            match arg.as_str() {
+                "--raw-metrics" => options.raw_metrics = true,
+                other => return Err(format!("unknown argument `{other}` (try --raw-metrics)")),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// What the tour showed, for its test.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Calls of the burst that neither succeeded nor failed (must be 0).
+    pub lost: u64,
+    /// Calls of the burst that succeeded.
+    pub succeeded: u64,
+    /// The attempt timeout fired on every attempt of a call.
+    pub attempt_timeouts: bool,
+    /// A call's deadline fired.
+    pub deadline_fired: bool,
+    /// The breaker opened and refused a call at once.
+    pub breaker_opened: bool,
+    /// The breaker closed again once the upstream healed.
+    pub breaker_recovered: bool,
 }
 
 #[derive(Default)]
@@ -240,6 +315,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Milliseconds, rounded: `323 ms`.
+fn ms(duration: Duration) -> String {
+    format!("{} ms", duration.as_millis())
+}
+
 /// Sums the samples of a Prometheus counter (or a histogram's `_count`) across label sets.
 fn metric_sum(exposition: &str, name: &str) -> u64 {
     let total: f64 = exposition
@@ -254,40 +334,68 @@ fn metric_sum(exposition: &str, name: &str) -> u64 {
     total.round() as u64
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        // Colours only on a terminal: piped or redirected output stays free of escape codes.
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .event_format(Readable {
-            timer: Uptime::default(),
-        })
-        .init();
-    // The metrics of every layer, rendered at the end (no HTTP listener).
-    // Durations are histograms with OpenTelemetry's advised boundaries for
-    // `http.client.request.duration`, not client-side summaries (which cannot be aggregated).
+/// One row of a summary table: the label, then the value right-aligned.
+fn row(label: &str, value: impl std::fmt::Display) {
+    println!("  {label:<42} {value:>10}");
+}
+
+/// Installs the Prometheus recorder the summary reads (no HTTP listener). Durations are histograms
+/// with OpenTelemetry's advised boundaries for `http.client.request.duration`, not client-side
+/// summaries (which cannot be aggregated).
+///
+/// # Errors
+///
+/// When a recorder is already installed.
+pub fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
     let mut prometheus = PrometheusBuilder::new();
     for name in DURATION_METRICS {
         prometheus =
             prometheus.set_buckets_for_metric(Matcher::Full(name.to_owned()), DURATION_BUCKETS)?;
     }
-    let metrics = prometheus.install_recorder()?;
+    Ok(prometheus.install_recorder()?)
+}
 
-    let upstream = Arc::new(Upstream::default());
+/// The whole tour: the fake API, the client from TOML, then each section in turn.
+///
+/// # Errors
+///
+/// When the fake API cannot start or the configuration is refused.
+pub async fn run(
+    options: Options,
+    metrics: &PrometheusHandle,
+) -> Result<Report, Box<dyn std::error::Error>> {
+    let upstream = Arc::new(Upstream {
+        status_down: AtomicBool::new(true),
+        ..Upstream::default()
+    });
     let addr = start_upstream(upstream.clone()).await?;
     tracing::info!(%addr, "fake third-party API listening");
 
     let text = config_text(addr);
-    println!("--- configuration (TOML) ---{text}");
-    let config = Config::from_toml_str(&text)?;
-    let client = Client::from_config(config)?;
-    let partner = client.api("partner")?;
+    println!("=== configuration (TOML) ==={text}");
+    let client = Client::from_config(Config::from_toml_str(&text)?)?;
 
+    let mut report = Report::default();
+    let (tally, wall) = section_burst(&client.api("partner")?, &mut report).await;
+    section_deadlines(&client.api("reports")?, &mut report).await;
+    section_breaker(&client.api("status")?, &upstream, &mut report).await;
+    let left = client.shutdown(Duration::from_secs(5)).await;
+    report.lost += left as u64;
+    section_summary(&tally, wall, &upstream, metrics, options);
+    Ok(report)
+}
+
+/// Section 1: a burst of concurrent calls to four endpoints through the whole stack.
+async fn section_burst(partner: &Api, report: &mut Report) -> (Tally, Duration) {
     let endpoints = ["items/1", "throttled", "flaky", "slow"];
-    println!("--- {CALLS} concurrent calls: {} ---", endpoints.join(", "));
+    println!();
+    println!(
+        "=== 1. burst: {CALLS} concurrent calls to {} ===",
+        endpoints.join(", ")
+    );
+    println!(
+        "    (one line per failed attempt, with its number; one per call that needed a retry)"
+    );
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..CALLS {
@@ -310,7 +418,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     let mut tally = Tally::default();
-    let mut finished = 0usize;
+    let mut finished = 0u64;
     while let Some(joined) = tasks.join_next().await {
         let Ok((outcome, elapsed)) = joined else {
             continue;
@@ -334,77 +442,200 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    let wall = started.elapsed();
-    let left = client.shutdown(Duration::from_secs(5)).await;
-
     tally.latencies.sort();
+    let failed: u64 = tally.failed.values().sum();
+    report.succeeded = tally.ok;
+    report.lost = (CALLS as u64).saturating_sub(tally.ok + failed) + (CALLS as u64 - finished);
+    (tally, started.elapsed())
+}
+
+/// Section 2: timeouts. Every attempt of a call to an upstream that never answers in time hits the
+/// attempt timeout (200 ms) and is retried; then a call whose own deadline (150 ms) is shorter than
+/// an attempt ends at its deadline, however many attempts it could still make.
+async fn section_deadlines(reports: &Api, report: &mut Report) {
+    println!();
+    println!("=== 2. timeouts: attempt_timeout = 200ms, 3 attempts; then a 150 ms deadline ===");
+    let started = Instant::now();
+    match reports.get("stall").send().await {
+        Ok(response) => println!("  unexpected: {}", response.status()),
+        Err(error) => {
+            println!(
+                "  every attempt timed out: {} after {} attempts, {}",
+                error.kind(),
+                error.attempts(),
+                ms(started.elapsed())
+            );
+            report.attempt_timeouts = error.is_timeout() && error.attempts() == 3;
+        }
+    }
+    let started = Instant::now();
+    match reports
+        .get("stall")
+        .timeout(Duration::from_millis(150))
+        .send()
+        .await
+    {
+        Ok(response) => println!("  unexpected: {}", response.status()),
+        Err(error) => {
+            println!(
+                "  the deadline fired: {} ({error}), {}",
+                error.kind(),
+                ms(started.elapsed())
+            );
+            report.deadline_fired = error.is_deadline() || error.is_timeout();
+        }
+    }
+}
+
+/// Section 3: the circuit breaker. The upstream is down: after 5 failures in a row the breaker
+/// opens and the next call fails at once, without reaching it. The upstream heals; once the open
+/// time (300 ms) has passed, one half-open probe goes through, succeeds, and the breaker closes.
+async fn section_breaker(status: &Api, upstream: &Upstream, report: &mut Report) {
+    println!();
+    println!("=== 3. circuit breaker: consecutive_failures = 5, open_for = 300ms ===");
+    let mut wait = Duration::ZERO;
+    for call in 1..=8 {
+        let started = Instant::now();
+        match status.get("health").send().await {
+            Ok(response) => println!("  call {call}: {}", response.status()),
+            Err(error) if error.is_circuit_open() => {
+                println!(
+                    "  call {call}: refused in {} without reaching the upstream",
+                    ms(started.elapsed())
+                );
+                // The error says when the breaker lets a probe through.
+                wait = error.retry_after().unwrap_or(Duration::from_millis(300));
+                report.breaker_opened = true;
+                break;
+            }
+            Err(error) => println!("  call {call}: {error}"),
+        }
+    }
+    upstream.status_down.store(false, Ordering::SeqCst);
+    println!(
+        "  the upstream is healthy again; the breaker lets a probe through in {}",
+        ms(wait)
+    );
+    tokio::time::sleep(wait).await;
+    let healed = Instant::now();
+    // Bounded: a loaded machine may need a few more tries, 100 ms apart.
+    for _ in 0..50 {
+        match status.get("health").send().await {
+            Ok(response) if response.status().is_success() => {
+                println!(
+                    "  probe: {}, the breaker closed; calls flow again",
+                    response.status()
+                );
+                report.breaker_recovered = true;
+                break;
+            }
+            Ok(response) => println!("  probe: {}", response.status()),
+            Err(error) if error.is_circuit_open() => {}
+            Err(error) => println!("  probe: {error}"),
+        }
+        if healed.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Section 4: what the burst did, from the calls' own results and from the metrics.
+fn section_summary(
+    tally: &Tally,
+    wall: Duration,
+    upstream: &Upstream,
+    metrics: &PrometheusHandle,
+    options: Options,
+) {
     let exposition = metrics.render();
     let failed: u64 = tally.failed.values().sum();
-    let lost = CALLS as u64 - tally.ok - failed + left as u64;
     let retries: u64 = tally.retries.values().sum();
-
     println!();
-    println!("--- summary ---");
-    println!("{:<34} {:>10}", "calls", CALLS);
-    println!("{:<34} {:>10}", "  succeeded", tally.ok);
-    println!("{:<34} {:>10}", "  failed", failed);
+    println!("=== 4. summary of the burst ===");
+    row("calls", CALLS);
+    row("  succeeded", tally.ok);
+    row("  failed", failed);
     for (kind, n) in &tally.failed {
-        println!("{:<34} {:>10}", format!("    {kind}"), n);
+        row(&format!("    {kind}"), n);
     }
-    println!("{:<34} {:>10}", "calls lost", lost);
-    println!("{:<34} {:>10}", "attempts", tally.attempts);
-    println!("{:<34} {:>10}", "retries", retries);
+    row("attempts", tally.attempts);
+    row("retries", retries);
     for (reason, n) in &tally.retries {
-        println!("{:<34} {:>10}", format!("  {reason}"), n);
+        row(&format!("  {reason}"), n);
     }
-    println!(
-        "{:<34} {:>10}",
-        "throttle waits (rate limiter)",
-        metric_sum(&exposition, "integration_ratelimit_wait_count")
+    row("latency p50", ms(percentile(&tally.latencies, 50.0)));
+    row("latency p99", ms(percentile(&tally.latencies, 99.0)));
+    row("wall time", ms(wall));
+    row(
+        "upstream: requests",
+        upstream.requests.load(Ordering::Relaxed),
     );
-    println!(
-        "{:<34} {:>10}",
-        "server throttle signals",
-        metric_sum(&exposition, "integration_ratelimit_server_signals")
+    row(
+        "upstream: 429 sent",
+        upstream.throttled.load(Ordering::Relaxed),
     );
-    println!(
-        "{:<34} {:>10}",
-        "token fetches (metric)",
-        metric_sum(&exposition, "integration_auth_token_refreshes")
+    row(
+        "upstream: 503 sent",
+        upstream.failed.load(Ordering::Relaxed),
     );
-    println!(
-        "{:<34} {:>10}",
-        "token fetches (seen upstream)",
-        upstream.token_fetches.load(Ordering::SeqCst)
+    row(
+        "upstream: 401 sent",
+        upstream.unauthorized.load(Ordering::Relaxed),
     );
-    println!(
-        "{:<34} {:>10}",
-        "upstream: requests / 429 / 503 / 401",
-        format!(
-            "{} / {} / {} / {}",
-            upstream.requests.load(Ordering::Relaxed),
-            upstream.throttled.load(Ordering::Relaxed),
-            upstream.failed.load(Ordering::Relaxed),
-            upstream.unauthorized.load(Ordering::Relaxed)
-        )
+    row(
+        "upstream: token requests",
+        upstream.token_fetches.load(Ordering::SeqCst),
     );
-    println!(
-        "{:<34} {:>10.1?}",
-        "latency p50",
-        percentile(&tally.latencies, 50.0)
-    );
-    println!(
-        "{:<34} {:>10.1?}",
-        "latency p99",
-        percentile(&tally.latencies, 99.0)
-    );
-    println!("{:<34} {:>10.1?}", "wall time", wall);
     println!();
-    println!("--- Prometheus exposition ---");
-    print!("{exposition}");
+    println!("=== metrics (whole tour; --raw-metrics for the Prometheus exposition) ===");
+    for (label, name) in [
+        (
+            "calls (http.client.request.duration)",
+            "http_client_request_duration_count",
+        ),
+        (
+            "attempts (integration.attempt.duration)",
+            "integration_attempt_duration_count",
+        ),
+        ("retries", "integration_retries"),
+        ("rate limiter waits", "integration_ratelimit_wait_count"),
+        (
+            "server throttle signals",
+            "integration_ratelimit_server_signals",
+        ),
+        ("token refreshes", "integration_auth_token_refreshes"),
+        (
+            "breaker rejections",
+            "integration_circuit_breaker_rejections",
+        ),
+    ] {
+        row(label, metric_sum(&exposition, name));
+    }
+    if options.raw_metrics {
+        println!();
+        println!("=== Prometheus exposition ===");
+        print!("{exposition}");
+    }
+}
 
-    if lost != 0 || finished != CALLS {
-        return Err(format!("{lost} calls lost").into());
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let options = Options::from_args()?;
+    tracing_subscriber::fmt()
+        // Colours only on a terminal: piped or redirected output stays free of escape codes.
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .event_format(Readable {
+            timer: Uptime::default(),
+        })
+        .init();
+    let metrics = install_metrics()?;
+    let report = run(options, &metrics).await?;
+    if report.lost != 0 {
+        return Err(format!("{} calls lost", report.lost).into());
     }
     Ok(())
 }

@@ -59,7 +59,17 @@
 //! ```
 //!
 //! `cargo run -p integration-client --example tour` shows every layer at work against a loopback fake
-//! API, with a summary and the Prometheus metrics.
+//! API (a burst through the whole stack, an attempt timeout and a deadline firing, the circuit breaker
+//! opening and closing again), with a short summary; `-- --raw-metrics` adds the Prometheus
+//! exposition.
+//!
+//! # Beyond JSON
+//!
+//! What a reqwest user reaches for is here too: per-request
+//! [`bearer_auth`](RequestBuilder::bearer_auth) and [`basic_auth`](RequestBuilder::basic_auth)
+//! (replacing the integration's own credential for that request), [`multipart`] uploads streamed
+//! from files, [`RequestBuilder::try_clone`], [`Response::url`] (the final URL after redirects),
+//! [`Response::remote_addr`] and [`Response::bytes_stream`].
 //!
 //! # The stack
 //!
