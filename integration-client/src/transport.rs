@@ -240,7 +240,7 @@ pub struct TransportBuilder {
 impl Default for TransportBuilder {
     fn default() -> Self {
         Self {
-            connect_timeout: Some(Duration::from_secs(10)),
+            connect_timeout: Some(integration_config::DEFAULT_CONNECT_TIMEOUT),
             pool_idle_timeout: Some(Duration::from_secs(90)),
             pool_max_idle_per_host: 32,
             tcp_keepalive: Some(Duration::from_secs(60)),
@@ -257,7 +257,9 @@ impl Default for TransportBuilder {
 }
 
 impl TransportBuilder {
-    /// Bound on the TCP connect (DNS included). Default 10 s; `None` waits as long as the OS does.
+    /// Bound on the TCP connect (DNS included). Default 5 s, the configuration's
+    /// [`DEFAULT_CONNECT_TIMEOUT`](integration_config::DEFAULT_CONNECT_TIMEOUT): one default whether
+    /// an integration comes from configuration or not. `None` waits as long as the OS does.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.connect_timeout = timeout.into();
@@ -452,7 +454,7 @@ impl fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// Settings with the defaults: webpki roots, HTTP/1.1 and HTTP/2, 10 s connect timeout, 90 s
+    /// Settings with the defaults: webpki roots, HTTP/1.1 and HTTP/2, 5 s connect timeout, 90 s
     /// idle timeout, 32 idle connections per host, decompression on, 10 redirects.
     pub fn builder() -> TransportBuilder {
         TransportBuilder::default()
@@ -556,6 +558,23 @@ mod tests {
     /// and the redirect follower clones the transport into every call's future. Holding hyper-util's
     /// client by value made the transport 752 bytes, copied several times per call (and the futures
     /// that hold those clones as large). Shared behind an `Arc`, it stays a few words.
+    /// Regression (issue 15, part 4): the transport's connect timeout defaulted to 10 s and the
+    /// configuration's to 5 s, so the same integration connected under a different bound depending
+    /// on how it was built.
+    #[test]
+    fn regression_the_transport_and_the_configuration_share_one_connect_timeout() {
+        assert_eq!(
+            TransportBuilder::default().connect_timeout,
+            Some(integration_config::DEFAULT_CONNECT_TIMEOUT)
+        );
+        let config =
+            integration_config::IntegrationConfig::new("https://api.example.com".parse().unwrap());
+        assert_eq!(
+            config.connect_timeout,
+            integration_config::DEFAULT_CONNECT_TIMEOUT
+        );
+    }
+
     #[test]
     fn a_transport_clone_is_a_few_words_not_a_client() {
         let size = std::mem::size_of::<Transport>();

@@ -19,7 +19,10 @@ use crate::validate::ValidationErrors;
 
 /// Default total deadline of one call: 30 s.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default connect timeout: 5 s.
+/// Default connect timeout: 5 s, for integrations from configuration and for the facade's transport
+/// alike. Long enough for a TCP handshake across continents several times over; short enough that a
+/// dead address costs a small share of the default 30 s deadline and leaves time to retry (a failed
+/// connect is retryable for every method, since nothing was sent).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default cap on a response body read by `json()`/`text()`/`bytes()`: 10 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 10 * 1024 * 1024;
