@@ -36,11 +36,18 @@
 //! assert_eq!(err.to_string(), "invalid configuration:\nintegrations.github.auth.token: must not be empty");
 //! ```
 //!
+//! # Reference
+//!
+//! Every key, with its type, default, bounds and meaning, an example of each auth type and the
+//! environment overrides: `docs/CONFIGURATION.md` at the root of the repository (a test fails when
+//! a field of the model is missing from it).
+//!
 //! # Sources
 //!
-//! - [`Config::from_toml_str`], [`Config::from_file`], and [`ConfigDocument`] for environment overrides
-//!   (`APP_INTEGRATIONS__STRIPE__RETRY__MAX_ATTEMPTS=5`) applied to the tree before typing; an
-//!   existing integration is matched ignoring case and with `_` for `-` (`MY_API` reaches `my-api`).
+//! - [`Config::from_toml_str`] and [`Config::from_file`] read TOML alone;
+//!   [`Config::from_file_with_env`] (or [`ConfigDocument`]) also applies environment overrides
+//!   (`APP_INTEGRATIONS__STRIPE__RETRY__MAX_ATTEMPTS=5`) to the tree before typing; an existing
+//!   integration is matched ignoring case and with `_` for `-` (`MY_API` reaches `my-api`).
 //! - [`PgStore`]: versioned rows in PostgreSQL with a history table, optimistic concurrency, and a
 //!   [`watch`](PgStore::watch) of validated [`Snapshot`]s fed by LISTEN/NOTIFY and a periodic poll.
 //!

@@ -371,7 +371,9 @@ impl Config {
         ConfigDocument::from_toml_str(text)?.build()
     }
 
-    /// Reads, types and validates a TOML file.
+    /// Reads, types and validates a TOML file, as written: the environment is not read (use
+    /// [`from_file_with_env`](Self::from_file_with_env) for overrides, so that what a file means
+    /// never depends on the shell it was loaded from unless asked).
     ///
     /// # Errors
     ///
@@ -381,7 +383,29 @@ impl Config {
     }
 
     /// Reads a TOML file, applies the environment overrides under `prefix` (see
-    /// [`ConfigDocument::apply_env_vars`]), then types and validates the result.
+    /// [`ConfigDocument::apply_env_vars`]; `""` for none), then types and validates the result.
+    ///
+    /// ```
+    /// use integration_config::{Config, ConfigDocument};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("integration-config-env-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let file = dir.join("integrations.toml");
+    /// std::fs::write(&file, "[integrations.github]\nbase_url = \"https://api.github.com\"\n")?;
+    ///
+    /// // With APP_INTEGRATIONS__GITHUB__RETRY__MAX_ATTEMPTS=5 in the environment:
+    /// let config = Config::from_file_with_env(&file, "APP_")?;
+    /// # let _ = config;
+    /// // ... which is this, with the process environment as the variables:
+    /// let config = ConfigDocument::from_file(&file)?
+    ///     .apply_env_vars("APP_", [("APP_INTEGRATIONS__GITHUB__RETRY__MAX_ATTEMPTS", "5")])?
+    ///     .build()?;
+    /// assert_eq!(config.integrations["github"].retry.max_attempts, 5);
+    /// // `from_file` reads the file alone.
+    /// assert_ne!(Config::from_file(&file)?.integrations["github"].retry.max_attempts, 5);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///
