@@ -92,12 +92,7 @@ async fn a_request_whose_body_cannot_be_cloned_is_not_replayed_but_marked() {
     )]));
     let call = tokio::spawn(service.oneshot(http::Request::new(Body::streaming(stream))));
     let (_request, respond) = handle.next_request().await.unwrap();
-    respond.send_response(
-        http::Response::builder()
-            .status(401)
-            .body(String::new())
-            .unwrap(),
-    );
+    respond.send_response(unauthorized());
     let response = call.await.unwrap().unwrap();
     assert_eq!(response.status(), 401);
     assert!(
@@ -106,12 +101,8 @@ async fn a_request_whose_body_cannot_be_cloned_is_not_replayed_but_marked() {
             .get::<CredentialInvalidated>()
             .is_some()
     );
-    tokio::task::yield_now().await;
     // The service is gone with the call: the channel is closed, and no second request came.
-    assert!(
-        matches!(handle.next_request().now_or_never(), None | Some(None)),
-        "no replay of a streaming body"
-    );
+    assert_no_more_requests(&mut handle, "no replay of a streaming body").await;
 }
 
 /// `layer_service` without pulling `tower::Layer` into every test.
@@ -242,12 +233,7 @@ async fn a_request_with_its_own_credential_is_sent_as_it_is() {
     let call = tokio::spawn(service.oneshot(request));
     let (request, respond) = handle.next_request().await.unwrap();
     assert_eq!(request.headers()["authorization"], "Bearer user-token");
-    respond.send_response(
-        http::Response::builder()
-            .status(401)
-            .body(String::new())
-            .unwrap(),
-    );
+    respond.send_response(unauthorized());
     let response = call.await.unwrap().unwrap();
     assert_eq!(response.status(), 401);
     assert!(
@@ -256,9 +242,24 @@ async fn a_request_with_its_own_credential_is_sent_as_it_is() {
             .get::<CredentialInvalidated>()
             .is_none()
     );
+    assert_no_more_requests(&mut handle, "not replayed").await;
+}
+
+fn unauthorized() -> http::Response<String> {
+    http::Response::builder()
+        .status(401)
+        .body(String::new())
+        .unwrap()
+}
+
+/// Lets the spawned call finish, then checks that no further request reached the mock.
+async fn assert_no_more_requests<T>(
+    handle: &mut mock::Handle<http::Request<T>, http::Response<String>>,
+    why: &str,
+) {
     tokio::task::yield_now().await;
     assert!(
         matches!(handle.next_request().now_or_never(), None | Some(None)),
-        "not replayed"
+        "{why}"
     );
 }

@@ -567,26 +567,15 @@ fn section_summary(
     row("latency p50", ms(percentile(&tally.latencies, 50.0)));
     row("latency p99", ms(percentile(&tally.latencies, 99.0)));
     row("wall time", ms(wall));
-    row(
-        "upstream: requests",
-        upstream.requests.load(Ordering::Relaxed),
-    );
-    row(
-        "upstream: 429 sent",
-        upstream.throttled.load(Ordering::Relaxed),
-    );
-    row(
-        "upstream: 503 sent",
-        upstream.failed.load(Ordering::Relaxed),
-    );
-    row(
-        "upstream: 401 sent",
-        upstream.unauthorized.load(Ordering::Relaxed),
-    );
-    row(
-        "upstream: token requests",
-        upstream.token_fetches.load(Ordering::SeqCst),
-    );
+    for (label, counter) in [
+        ("upstream: requests", &upstream.requests),
+        ("upstream: 429 sent", &upstream.throttled),
+        ("upstream: 503 sent", &upstream.failed),
+        ("upstream: 401 sent", &upstream.unauthorized),
+        ("upstream: token requests", &upstream.token_fetches),
+    ] {
+        row(label, counter.load(Ordering::SeqCst));
+    }
     println!();
     println!("=== metrics (whole tour; --raw-metrics for the Prometheus exposition) ===");
     for (label, name) in [

@@ -42,10 +42,8 @@ fn client(server: &MockServer, attempts: u32) -> Client {
     Client::builder().api("partner", config).build().unwrap()
 }
 
-/// Regression: a 503 on an attempt that is then retried logged at ERROR through `AttemptLogLayer`,
-/// so a call that succeeded on its second attempt left an ERROR line behind.
-#[tokio::test]
-async fn a_retried_503_logs_at_warn_on_the_attempt_and_no_error() {
+/// An upstream that answers one 503, then 200s (each expected once).
+async fn fails_once_then_succeeds() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(503))
@@ -58,8 +56,12 @@ async fn a_retried_503_logs_at_warn_on_the_attempt_and_no_error() {
         .expect(1)
         .mount(&server)
         .await;
-    let captured = capture(LevelFilter::TRACE);
-    let response = client(&server, 2)
+    server
+}
+
+/// One call with two attempts allowed: the 503, then the 200.
+async fn get_after_one_retry(server: &MockServer) {
+    let response = client(server, 2)
         .api("partner")
         .unwrap()
         .get("/")
@@ -67,6 +69,15 @@ async fn a_retried_503_logs_at_warn_on_the_attempt_and_no_error() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// Regression: a 503 on an attempt that is then retried logged at ERROR through `AttemptLogLayer`,
+/// so a call that succeeded on its second attempt left an ERROR line behind.
+#[tokio::test]
+async fn a_retried_503_logs_at_warn_on_the_attempt_and_no_error() {
+    let server = fails_once_then_succeeds().await;
+    let captured = capture(LevelFilter::TRACE);
+    get_after_one_retry(&server).await;
     let lines = lines(&captured);
     let failed_attempts: Vec<&Line> = lines
         .iter()
@@ -118,25 +129,9 @@ async fn a_failed_call_logs_error_once_at_the_call_level() {
 /// line now reads `attempt response` and carries its number.
 #[tokio::test]
 async fn regression_attempt_lines_say_attempt_and_their_number() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
+    let server = fails_once_then_succeeds().await;
     let captured = capture(LevelFilter::INFO);
-    let response = client(&server, 2)
-        .api("partner")
-        .unwrap()
-        .get("/")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    get_after_one_retry(&server).await;
     let events: Vec<_> = captured
         .events()
         .into_iter()

@@ -213,7 +213,7 @@ impl<'a> ser::Serializer for Keys<'a> {
     type SerializeTupleVariant = Impossible<(), Error>;
     type SerializeMap = Self;
     type SerializeStruct = Self;
-    type SerializeStructVariant = Self;
+    type SerializeStructVariant = Impossible<(), Error>;
 
     leaves!(
         serialize_bool(bool),
@@ -309,49 +309,35 @@ impl<'a> ser::Serializer for Keys<'a> {
         _: u32,
         _: &'static str,
         _: usize,
-    ) -> Result<Self, Error> {
-        Ok(self)
+    ) -> Result<Self::SerializeStructVariant, Error> {
+        // Internally tagged enums (`auth`) serialize as structs; the model has no other kind.
+        Err(Error("struct variants are not part of the model".into()))
     }
 }
 
-impl<'a> ser::SerializeSeq for Keys<'a> {
-    type Ok = ();
-    type Error = Error;
+/// The sequence-like parts: every element is walked under the sequence's `[]` path.
+macro_rules! elements {
+    ($($trait:ident :: $method:ident),* $(,)?) => {
+        $(impl<'a> ser::$trait for Keys<'a> {
+            type Ok = ();
+            type Error = Error;
 
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
-        value.serialize(self.child(""))
-    }
+            fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
+                value.serialize(self.child(""))
+            }
 
-    fn end(self) -> Result<(), Error> {
-        Ok(())
-    }
+            fn end(self) -> Result<(), Error> {
+                Ok(())
+            }
+        })*
+    };
 }
 
-impl<'a> ser::SerializeTuple for Keys<'a> {
-    type Ok = ();
-    type Error = Error;
-
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
-        ser::SerializeSeq::serialize_element(self, value)
-    }
-
-    fn end(self) -> Result<(), Error> {
-        Ok(())
-    }
-}
-
-impl<'a> ser::SerializeTupleStruct for Keys<'a> {
-    type Ok = ();
-    type Error = Error;
-
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
-        ser::SerializeSeq::serialize_element(self, value)
-    }
-
-    fn end(self) -> Result<(), Error> {
-        Ok(())
-    }
-}
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+);
 
 impl<'a> ser::SerializeMap for Keys<'a> {
     type Ok = ();
@@ -389,27 +375,6 @@ impl<'a> ser::SerializeStruct for Keys<'a> {
     fn skip_field(&mut self, key: &'static str) -> Result<(), Error> {
         self.field(key);
         Ok(())
-    }
-
-    fn end(self) -> Result<(), Error> {
-        Ok(())
-    }
-}
-
-impl<'a> ser::SerializeStructVariant for Keys<'a> {
-    type Ok = ();
-    type Error = Error;
-
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Error> {
-        ser::SerializeStruct::serialize_field(self, key, value)
-    }
-
-    fn skip_field(&mut self, key: &'static str) -> Result<(), Error> {
-        ser::SerializeStruct::skip_field(self, key)
     }
 
     fn end(self) -> Result<(), Error> {
