@@ -500,6 +500,7 @@ impl IntegrationConfig {
     }
 
     /// Deserializes one integration from JSON (a PostgreSQL row), reporting the path of a bad field.
+    #[cfg(feature = "postgres")]
     pub(crate) fn from_json(value: serde_json::Value) -> Result<Self, PathError> {
         serde_path_to_error::deserialize(value).map_err(PathError::from_path_to_error)
     }
