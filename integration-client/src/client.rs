@@ -387,9 +387,18 @@ impl Client {
     /// # Errors
     ///
     /// As [`from_config`](Client::from_config), and [`ErrorKind::Connect`] when Redis cannot be
-    /// reached and the `[redis]` section says `required = true`.
+    /// reached and the `[redis]` section says `required = true`. In a build without the `redis`
+    /// feature, a `[redis]` section is refused with [`ErrorKind::Config`] and a
+    /// [`FeatureDisabled`](integration_core::error::FeatureDisabled) source naming the key (`redis`)
+    /// and the feature, as is any `store = "redis"` (by every constructor).
     pub async fn connect(config: Config) -> Result<Self, Error> {
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
         let mut builder = Self::builder();
+        #[cfg(not(feature = "redis"))]
+        if config.redis.is_some() {
+            return Err(crate::stack::feature_disabled("redis".into(), "redis"));
+        }
+        #[cfg(feature = "redis")]
         if let Some(redis) = &config.redis {
             use integration_core::redis::{SharedRedis, SharedRedisConfig};
             use secrecy::ExposeSecret;
@@ -738,6 +747,8 @@ impl ClientBuilder {
     /// client built with it starts whether Redis is up or not, and its bounded commands send every
     /// limiter and token store to its fallback at once when Redis is lost. A `redis` connection
     /// manager is accepted too and given the default bounds.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(
         mut self,
         connection: impl Into<integration_core::redis::SharedRedis>,
