@@ -85,8 +85,8 @@ pub use model::{
     DEFAULT_MAX_SERVER_PAUSE, DEFAULT_MAX_WAIT, DEFAULT_REDIS_COMMAND_TIMEOUT,
     DEFAULT_REDIS_CONNECT_TIMEOUT, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_SKEW, DEFAULT_TIMEOUT,
     IntegrationConfig, IntegrationConfigBuilder, Jitter, JwtAlgorithm, JwtAuth, JwtBearerGrant,
-    LogConfig, LogLevel, OAuth2ClientCredentials, OAuth2RefreshToken, QuotaConfig, RateLimitConfig,
-    RedisConfig, RetryConfig, StoreKind, TlsConfig,
+    LogConfig, LogLevel, OAuth2ClientCredentials, OAuth2RefreshToken, ProxyConfig, ProxyServer,
+    QuotaConfig, RateLimitConfig, RedisConfig, RetryConfig, StoreKind, TlsConfig,
 };
 pub use secret::{REDACTED_MARKER, Secret, SecretError, SecretSource};
 pub use snapshot::Snapshot;
