@@ -130,6 +130,7 @@ mod client;
 mod decode;
 mod graphql;
 mod path;
+mod proxy;
 mod redirect;
 mod request;
 mod response;
