@@ -465,6 +465,8 @@ impl TlsConfig {
 /// `proxy = "http://proxy.corp:3128"` is short for `proxy = { url = "http://proxy.corp:3128" }`.
 /// Credentials go in `username` and `password` (a secret reference), never in the URL; they are
 /// sent to the proxy only (`Proxy-Authorization`), never to the upstream, and never logged.
+// Unboxed: one per integration, built at load, and matched on by users; its size costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub enum ProxyConfig {
