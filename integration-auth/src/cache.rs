@@ -421,9 +421,12 @@ impl fmt::Debug for TokenCache {
 /// Logs a failed store operation: at `warn`, except while the store's Redis is unavailable, whose
 /// outage its connection logs once (not once per refresh).
 fn store_trouble(key: &str, error: &(dyn std::error::Error + 'static), what: &'static str) {
+    #[cfg(feature = "redis")]
     let outage = error
         .downcast_ref::<integration_core::redis::RedisCallError>()
         .is_some_and(integration_core::redis::RedisCallError::is_unavailable);
+    #[cfg(not(feature = "redis"))]
+    let outage = false;
     if outage {
         tracing::debug!(key, error = %error, "{what}");
     } else {

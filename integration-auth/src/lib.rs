@@ -5,8 +5,8 @@
 //! [`ClientCredentials`] and [`RefreshToken`] (with rotation, through the `oauth2` crate), a
 //! self-signed JWT ([`JwtAssertion`]) or the RFC 7523 [`JwtBearerGrant`] (through `jsonwebtoken`), or a
 //! scheme of your own. Tokens are cached in a [`TokenCache`] until shortly before they expire, and any
-//! number of concurrent callers share one refresh. With a [`RedisTokenStore`] the replicas of a
-//! service share tokens too, and refresh them once between them.
+//! number of concurrent callers share one refresh. With a `RedisTokenStore` (feature `redis`) the
+//! replicas of a service share tokens too, and refresh them once between them.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -94,9 +94,15 @@
 //!
 //! # Feature flags
 //!
-//! This crate has no optional features. It uses `oauth2` without its default features (no reqwest),
-//! `jsonwebtoken` with the `rust_crypto` backend, `redis` with tokio, and `ring` for AES-256-GCM
-//! encryption of tokens at rest in Redis ([`RedisTokenStore::with_encryption_key`]).
+//! | feature | default | adds |
+//! | --- | --- | --- |
+//! | `redis` | off | `RedisTokenStore`: tokens shared by replicas through Redis, encrypted at rest with AES-256-GCM (`ring`) when given a key; the `redis` crate and `integration-core/redis` |
+//!
+//! Without features the crate compiles no Redis client; tokens live in a [`MemoryTokenStore`] or a
+//! [`TokenStore`] of your own. It uses `oauth2` without its default features (no reqwest) and
+//! `jsonwebtoken` with the `rust_crypto` backend.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[macro_use]
 mod macros;
@@ -108,6 +114,7 @@ pub mod future;
 mod jwt;
 mod layer;
 mod oauth;
+#[cfg(feature = "redis")]
 mod redis_store;
 mod service;
 mod store;
@@ -122,6 +129,8 @@ pub use jsonwebtoken::Algorithm as JwtAlgorithm;
 pub use jwt::{JwtAssertion, JwtBearerGrant, JwtClaims, JwtSigner};
 pub use layer::AuthLayer;
 pub use oauth::{ClientAuth, ClientCredentials, RefreshToken};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::RedisTokenStore;
 pub use service::Auth;
 pub use store::{MemoryTokenStore, StoreFuture, StoreLock, StoredToken, TokenStore};

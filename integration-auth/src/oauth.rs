@@ -202,8 +202,9 @@ pub(crate) fn params_key(params: &[(String, String)]) -> String {
 /// key: the same secret names the same tokens in every replica, different secrets (two users'
 /// refresh tokens) never do, and the key, which appears in logs and in Redis, reveals nothing.
 pub(crate) fn fingerprint(secret: &SecretString) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, secret.expose_secret().as_bytes());
-    digest.as_ref()[..8]
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(secret.expose_secret().as_bytes());
+    digest[..8]
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
@@ -565,5 +566,18 @@ impl fmt::Debug for RefreshToken {
         s.field("refresh_token", &"[REDACTED]")
             .field("key", &self.cache.key())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Store keys name tokens shared by replicas: a replica on this version must find the tokens
+    /// that one on the previous version (SHA-256 through ring) stored, so the fingerprint is pinned
+    /// to the SHA-256 test vector of "abc" (FIPS 180-2), whichever crate computes it.
+    #[test]
+    fn fingerprint_is_the_first_eight_bytes_of_sha256_in_hex() {
+        assert_eq!(fingerprint(&SecretString::from("abc")), "ba7816bf8f01cfea");
     }
 }

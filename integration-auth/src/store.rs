@@ -1,5 +1,5 @@
 //! Where tokens live between refreshes: in this process ([`MemoryTokenStore`]) or shared by every
-//! replica ([`RedisTokenStore`](crate::RedisTokenStore)).
+//! replica (`RedisTokenStore`, feature `redis`).
 //!
 //! A store keeps, per key, the current access token (expiring with the token), the current refresh
 //! token (when the grant rotates them) and a refresh lock with a TTL. The token cache uses it so:

@@ -8,7 +8,7 @@ use common::{token_url, transport};
 use integration_auth::{
     ApiKey, AuthContext, AuthLayer, Basic, Bearer, ClientCredentials, Credential,
     CredentialProvider, FetchedToken, JwtAssertion, JwtBearerGrant, JwtClaims, JwtSigner,
-    MemoryTokenStore, RedisTokenStore, RefreshToken, StoredToken, TokenStore,
+    MemoryTokenStore, RefreshToken, StoredToken, TokenStore,
 };
 use secrecy::SecretString;
 use tower::Layer;
@@ -115,6 +115,12 @@ async fn every_provider_credential_and_store_formats_without_a_secret() {
         expires_in: None,
     };
     assert_clean("fetched token Debug", &format!("{fetched:?}"));
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "current_thread")]
+async fn the_redis_store_and_its_errors_format_without_a_secret() {
+    use integration_auth::RedisTokenStore;
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let redis = RedisTokenStore::connect(&url, "test-auth-debug")
         .await

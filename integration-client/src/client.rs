@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
-use integration_config::{Config, IntegrationConfig, TlsConfig};
+use integration_config::{Config, IntegrationConfig, ProxyConfig, TlsConfig};
 use integration_core::ext::IntegrationName;
 use integration_core::{Body, BoxError, Error, ErrorKind};
 use tokio::sync::Notify;
@@ -22,7 +22,7 @@ use crate::path::BaseUrl;
 use crate::request::RequestBuilder;
 use crate::response::ResponseBody;
 use crate::stack::{HttpService, SharedHandles, SharedState, build_stack};
-use crate::transport::{ClientIdentity, Transport, TransportBuilder};
+use crate::transport::{ClientIdentity, Proxy, Transport, TransportBuilder};
 
 /// One integration as the client holds it: its base URL, defaults, stack and state.
 pub(crate) struct ApiEntry {
@@ -38,9 +38,9 @@ pub(crate) struct ApiEntry {
     pub(crate) transport_key: Option<TransportKey>,
 }
 
-/// What makes two integrations' transports the same: connect timeout, TLS settings and a digest of
-/// the TLS files' contents.
-pub(crate) type TransportKey = (Duration, TlsConfig, u64);
+/// What makes two integrations' transports the same: connect timeout, TLS settings, a digest of
+/// the TLS files' contents, and a digest of the proxy settings (0 for the environment's).
+pub(crate) type TransportKey = (Duration, TlsConfig, u64, u64);
 
 impl fmt::Debug for ApiEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,7 +116,8 @@ impl ClientShared {
             .clone()
             .connect_timeout(config.connect_timeout);
         let (builder, contents) = with_tls(builder, name, &config.tls)?;
-        let key = (config.connect_timeout, config.tls.clone(), contents);
+        let (builder, proxy) = with_proxy(builder, name, &config.proxy)?;
+        let key = (config.connect_timeout, config.tls.clone(), contents, proxy);
         let mut transports = self.transports.lock().expect("transport cache poisoned");
         if let Some(transport) = transports.get(&key) {
             return Ok((transport.clone(), key));
@@ -241,6 +242,38 @@ impl ClientShared {
         }
         Ok(guard)
     }
+}
+
+/// The client's transport settings with an integration's `proxy` applied, and a digest of it (0 for
+/// the default, which leaves the proxy set on [`ClientBuilder::transport`], or the environment's).
+/// The digest keeps the password out of the cache key while telling two passwords apart.
+fn with_proxy(
+    builder: TransportBuilder,
+    name: &str,
+    proxy: &ProxyConfig,
+) -> Result<(TransportBuilder, u64), Error> {
+    use secrecy::ExposeSecret;
+    use std::hash::{Hash, Hasher};
+    let server = match proxy {
+        ProxyConfig::Server(server) => server,
+        ProxyConfig::Off => return Ok((builder.no_proxy(), 1)),
+        _ => return Ok((builder, 0)),
+    };
+    let mut given = Proxy::all(server.url.as_str()).map_err(|e| {
+        config_error(format!("integrations.{name}.proxy.url: not a usable proxy")).with_source(e)
+    })?;
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    (server.url.as_str(), &server.username, &server.no_proxy).hash(&mut digest);
+    if let (Some(username), Some(password)) = (&server.username, &server.password) {
+        password.expose_secret().hash(&mut digest);
+        given = given.basic_auth(
+            username.clone(),
+            secrecy::SecretString::from(password.expose_secret().to_owned()),
+        );
+    }
+    given = given.no_proxy(&server.no_proxy);
+    // 0 and 1 are the environment's and none.
+    Ok((builder.proxy(given), digest.finish().max(2)))
 }
 
 /// The client's transport settings with an integration's TLS section added, and a digest of the
@@ -387,9 +420,18 @@ impl Client {
     /// # Errors
     ///
     /// As [`from_config`](Client::from_config), and [`ErrorKind::Connect`] when Redis cannot be
-    /// reached and the `[redis]` section says `required = true`.
+    /// reached and the `[redis]` section says `required = true`. In a build without the `redis`
+    /// feature, a `[redis]` section is refused with [`ErrorKind::Config`] and a
+    /// [`FeatureDisabled`](integration_core::error::FeatureDisabled) source naming the key (`redis`)
+    /// and the feature, as is any `store = "redis"` (by every constructor).
     pub async fn connect(config: Config) -> Result<Self, Error> {
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
         let mut builder = Self::builder();
+        #[cfg(not(feature = "redis"))]
+        if config.redis.is_some() {
+            return Err(crate::stack::feature_disabled("redis".into(), "redis"));
+        }
+        #[cfg(feature = "redis")]
         if let Some(redis) = &config.redis {
             use integration_core::redis::{SharedRedis, SharedRedisConfig};
             use secrecy::ExposeSecret;
@@ -731,6 +773,34 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends every integration's calls through `proxy` rather than the environment's proxies; an
+    /// integration's own `proxy` key still wins. Shorthand for the transport's
+    /// [`proxy`](TransportBuilder::proxy); call it after [`transport`](Self::transport).
+    ///
+    /// ```
+    /// use integration_client::Client;
+    /// use integration_client::transport::Proxy;
+    ///
+    /// # fn main() -> Result<(), integration_core::Error> {
+    /// let client = Client::builder()
+    ///     .proxy(Proxy::all("http://proxy.corp:3128")?.no_proxy(["localhost"]))
+    ///     .build()?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.transport = self.transport.proxy(proxy);
+        self
+    }
+
+    /// Connects directly, ignoring the environment's proxy variables (an integration's own `proxy`
+    /// key still wins). Shorthand for the transport's [`no_proxy`](TransportBuilder::no_proxy).
+    pub fn no_proxy(mut self) -> Self {
+        self.transport = self.transport.no_proxy();
+        self
+    }
+
     /// Shares rate limits and tokens of `store = "redis"` sections through this connection, keys
     /// under `key_prefix`. [`Client::connect`] opens it from the configuration's `[redis]` section.
     ///
@@ -738,6 +808,8 @@ impl ClientBuilder {
     /// client built with it starts whether Redis is up or not, and its bounded commands send every
     /// limiter and token store to its fallback at once when Redis is lost. A `redis` connection
     /// manager is accepted too and given the default bounds.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(
         mut self,
         connection: impl Into<integration_core::redis::SharedRedis>,

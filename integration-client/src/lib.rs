@@ -117,15 +117,31 @@
 //!
 //! # Feature flags
 //!
-//! This crate has no optional features. TLS is rustls with the `ring` provider only (passed explicitly,
-//! so a second provider elsewhere in the build cannot cause a runtime panic); HTTP/1.1 and HTTP/2 are
-//! both compiled in; decompression covers gzip, deflate and brotli.
+//! | feature | default | adds |
+//! | --- | --- | --- |
+//! | `redis` | off | `store = "redis"` for rate limits and tokens, the `[redis]` section opened by [`Client::connect`], `ClientBuilder::redis`; enables `redis` on `integration-core`, `integration-auth` and `integration-ratelimit` |
+//! | `postgres` | off | `integration_config::PgStore` and its LISTEN/NOTIFY watch, to feed [`Client::follow`]; enables `postgres` on `integration-config` |
+//! | `full` | off | both |
+//!
+//! With no feature every integration runs in memory and the build compiles neither a Redis client nor
+//! a database driver. A configuration that asks for a store this build lacks (`store = "redis"`, a
+//! `[redis]` section given to [`Client::connect`]) is refused with [`ErrorKind::Config`](integration_core::ErrorKind::Config) and a
+//! [`FeatureDisabled`](integration_core::error::FeatureDisabled) source naming the key and the
+//! feature; it never falls back to memory silently. The README's "Cargo features" section gives what
+//! each feature costs.
+//!
+//! TLS is rustls with the `ring` provider only (passed explicitly, so a second provider elsewhere in
+//! the build cannot cause a runtime panic); HTTP/1.1 and HTTP/2 are both compiled in; decompression
+//! covers gzip, deflate and brotli.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
 mod decode;
 mod graphql;
 pub mod multipart;
 mod path;
+mod proxy;
 mod redirect;
 mod request;
 mod response;

@@ -24,19 +24,18 @@ use std::sync::Arc;
 use http::{HeaderName, Request, Response};
 use integration_auth::{
     ApiKey, AuthLayer, Basic, Bearer, ClientCredentials, CredentialProvider, JwtAssertion,
-    JwtClaims, JwtSigner, RedisTokenStore, RefreshToken, TokenCacheConfig, TokenTransport,
+    JwtClaims, JwtSigner, RefreshToken, TokenCacheConfig, TokenStore, TokenTransport,
 };
 use integration_config::{
     AuthConfig, BreakerConfig, BudgetConfig, IntegrationConfig, JwtAlgorithm, LogConfig, LogLevel,
     RateLimitConfig, StoreKind,
 };
+#[cfg(feature = "redis")]
 use integration_core::redis::SharedRedis;
 use integration_core::{Body, BoxError, Error};
 use integration_log::redact::Redactor;
 use integration_log::{AttemptLogLayer, LogLayer, LogPolicy};
-use integration_ratelimit::{
-    Adaptation, Quota, RateLimitLayer, RateLimitPolicy, RateLimiter, RedisOptions,
-};
+use integration_ratelimit::{Adaptation, Quota, RateLimitLayer, RateLimitPolicy, RateLimiter};
 use integration_retry::{
     AttemptTimeoutLayer, Backoff, BreakerPolicy, BreakerRegistry, CircuitBreakerLayer,
     DeadlineLayer, RetryBudget, RetryLayer, RetryPolicy,
@@ -53,18 +52,20 @@ use crate::transport::Transport;
 pub type HttpService = BoxCloneSyncService<Request<Body>, Response<ResponseBody>, BoxError>;
 
 /// Handles shared by every integration of a client: today the Redis connection used by
-/// `store = "redis"` sections (one [`SharedRedis`] for every limiter and token store, so the first to
-/// meet an outage sends all of them to their fallbacks).
+/// `store = "redis"` sections (one `SharedRedis` for every limiter and token store, so the first to
+/// meet an outage sends all of them to their fallbacks; feature `redis`).
 #[derive(Clone, Default)]
 pub struct SharedHandles {
+    #[cfg(feature = "redis")]
     redis: Option<(SharedRedis, String)>,
 }
 
 impl fmt::Debug for SharedHandles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedHandles")
-            .field("redis", &self.redis.as_ref().map(|(_, prefix)| prefix))
-            .finish()
+        let mut debug = f.debug_struct("SharedHandles");
+        #[cfg(feature = "redis")]
+        debug.field("redis", &self.redis.as_ref().map(|(_, prefix)| prefix));
+        debug.finish()
     }
 }
 
@@ -77,6 +78,8 @@ impl SharedHandles {
     /// Shares rate limits and tokens through this Redis connection (a [`SharedRedis`], or a `redis`
     /// connection manager given the default bounds), keys under `prefix`.
     #[must_use]
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn with_redis(
         mut self,
         connection: impl Into<SharedRedis>,
@@ -86,6 +89,7 @@ impl SharedHandles {
         self
     }
 
+    #[cfg(feature = "redis")]
     fn redis(&self, path: &str) -> Result<(SharedRedis, &str), Error> {
         match &self.redis {
             Some((connection, prefix)) => Ok((connection.clone(), prefix.as_str())),
@@ -95,6 +99,14 @@ impl SharedHandles {
             ))),
         }
     }
+}
+
+/// `path` asks for a store this build was compiled without: a typed error naming the key and the
+/// cargo feature to enable, never a silent fallback to memory.
+#[cfg(not(feature = "redis"))]
+pub(crate) fn feature_disabled(path: String, feature: &'static str) -> Error {
+    use integration_core::error::FeatureDisabled;
+    Error::from(Box::new(FeatureDisabled::new(path, feature)) as BoxError)
 }
 
 /// The state of one integration that outlives a rebuild of its stack, section by section: when a
@@ -164,14 +176,22 @@ impl SharedState {
             }
             _ => {
                 let limiter = match config.rate_limit.store {
+                    #[cfg(feature = "redis")]
                     StoreKind::Redis => {
                         let (connection, prefix) =
                             shared.redis(&format!("{path}.rate_limit.store"))?;
-                        let options = RedisOptions::new()
+                        let options = integration_ratelimit::RedisOptions::new()
                             .with_timeout(connection.config().command_timeout())
                             .with_expected_replicas(config.rate_limit.expected_replicas)
                             .with_integration(name);
                         RateLimiter::redis(connection, format!("{prefix}:rl"), policy, options)
+                    }
+                    #[cfg(not(feature = "redis"))]
+                    StoreKind::Redis => {
+                        return Err(feature_disabled(
+                            format!("{path}.rate_limit.store"),
+                            "redis",
+                        ));
                     }
                     _ => RateLimiter::memory(policy),
                 };
@@ -277,14 +297,20 @@ fn token_store(
     store: StoreKind,
     path: &str,
     shared: &SharedHandles,
-) -> Result<Option<Arc<RedisTokenStore>>, Error> {
+) -> Result<Option<Arc<dyn TokenStore>>, Error> {
     match store {
+        #[cfg(feature = "redis")]
         StoreKind::Redis => {
             let (connection, prefix) = shared.redis(&format!("{path}.auth.store"))?;
-            Ok(Some(Arc::new(RedisTokenStore::new(
+            Ok(Some(Arc::new(integration_auth::RedisTokenStore::new(
                 connection,
                 format!("{prefix}:token"),
             ))))
+        }
+        #[cfg(not(feature = "redis"))]
+        StoreKind::Redis => {
+            let _ = shared;
+            Err(feature_disabled(format!("{path}.auth.store"), "redis"))
         }
         _ => Ok(None),
     }

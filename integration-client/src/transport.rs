@@ -24,6 +24,17 @@
 //!
 //! Clones share one connection pool. [`Transport::with_redactor`] gives a clone that also strips an
 //! integration's own credential headers on cross-origin redirects, still over the shared pool.
+//!
+//! # Proxies
+//!
+//! By default the transport takes the environment's proxies when it is built ([`Proxy::from_env`]:
+//! `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, lower case too), as reqwest and curl do.
+//! [`TransportBuilder::proxy`] sets one instead, [`TransportBuilder::no_proxy`] ignores the
+//! environment. An `https` destination goes through a `CONNECT` tunnel with TLS to the destination
+//! inside it; an `http` one is sent to the proxy in absolute form. Proxy credentials go to the proxy
+//! only, in a sensitive `Proxy-Authorization` header. A connection that fails on the way says so:
+//! `could not connect to api.example.com:443 through the proxy proxy.corp:3128 (the proxy refused
+//! the tunnel)`, with the proxy's host and port, never its credentials.
 
 use std::fmt;
 use std::future::Future;
@@ -34,9 +45,9 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use integration_core::error::{ConnectCause, ConnectFailed};
 use integration_core::{Body, BoxError, Error, ErrorKind};
@@ -50,13 +61,15 @@ use tower_http::decompression::{Decompression, DecompressionBody};
 use tower_http::follow_redirect::FollowRedirect;
 use tower_service::Service;
 
+use crate::proxy::Connector;
+pub use crate::proxy::{PROXY_ENV_VARS, Proxy};
 pub use crate::redirect::DEFAULT_MAX_REDIRECTS;
 use crate::redirect::RedirectPolicy;
 
 /// The response body of the transport: the connection's body, decompressed when it was encoded.
 pub type TransportBody = DecompressionBody<Incoming>;
 
-type Pooled = HyperClient<HttpsConnector<HttpConnector>, Body>;
+type Pooled = HyperClient<Connector, Body>;
 type Inner = FollowRedirect<Decompression<SharedPool>, RedirectPolicy>;
 
 /// hyper-util's pooled client behind one pointer.
@@ -67,7 +80,14 @@ type Inner = FollowRedirect<Decompression<SharedPool>, RedirectPolicy>;
 /// and redirect wrappers) and bumped a dozen reference counts. Behind an `Arc`, a clone is one
 /// increment. hyper-util's client sends through `&self`, so sharing it changes nothing else.
 #[derive(Clone)]
-struct SharedPool(Arc<Pooled>);
+struct SharedPool(Arc<PoolInner>);
+
+struct PoolInner {
+    client: Pooled,
+    /// The proxies, also held by the client's connector: here to put `Proxy-Authorization` on a
+    /// request sent to a proxy in absolute form, and to name the proxy in a connect error.
+    proxy: Option<Arc<Matcher>>,
+}
 
 impl Service<Request<Body>> for SharedPool {
     type Response = Response<Incoming>;
@@ -79,28 +99,53 @@ impl Service<Request<Body>> for SharedPool {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Body>) -> PoolFuture {
-        // Kept for a connect error's message: the authority (a cheap clone of shared bytes) and
-        // whether the scheme is https, for the default port. Each redirect hop comes through here,
-        // so it is the host actually dialled.
-        let target = (
-            request.uri().authority().cloned(),
-            request.uri().scheme() == Some(&http::uri::Scheme::HTTPS),
-        );
+    fn call(&mut self, mut request: Request<Body>) -> PoolFuture {
+        // Each redirect hop comes through here, so this is the host actually dialled, and the
+        // proxy (if any) actually used.
+        let proxy = self
+            .0
+            .proxy
+            .as_ref()
+            .and_then(|matcher| matcher.intercept(request.uri()));
+        if let Some(proxy) = &proxy
+            && request.uri().scheme() == Some(&http::uri::Scheme::HTTP)
+            && let Some(auth) = proxy.basic_auth()
+        {
+            // Sent in absolute form to the proxy, which reads (and drops) this header; an `https`
+            // request goes inside a tunnel, whose CONNECT alone carries the credentials.
+            request
+                .headers_mut()
+                .insert(http::header::PROXY_AUTHORIZATION, auth.clone());
+        }
+        // Kept for a connect error's message: the authority (a cheap clone of shared bytes),
+        // whether the scheme is https (for the default port), and the proxy's URL.
+        let target = Target {
+            authority: request.uri().authority().cloned(),
+            https: request.uri().scheme() == Some(&http::uri::Scheme::HTTPS),
+            proxy: proxy.map(|proxy| proxy.uri().clone()),
+        };
         PoolFuture {
-            inner: self.0.request(request),
+            inner: self.0.client.request(request),
             target,
         }
     }
 }
 
+/// Where a request was going: what a connect error names.
+struct Target {
+    authority: Option<http::uri::Authority>,
+    https: bool,
+    /// The proxy's URL (scheme, host and port: its credentials are not part of it).
+    proxy: Option<http::Uri>,
+}
+
 pin_project! {
     /// hyper-util's response future, its error boxed; a connect error becomes a [`ConnectFailed`]
-    /// naming the host, the port and the short cause.
+    /// naming the host, the port, the proxy if any, and the short cause.
     struct PoolFuture {
         #[pin]
         inner: hyper_util::client::legacy::ResponseFuture,
-        target: (Option<http::uri::Authority>, bool),
+        target: Target,
     }
 }
 
@@ -110,14 +155,20 @@ impl Future for PoolFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         Poll::Ready(ready!(this.inner.poll(cx)).map_err(|error| {
-            match (&this.target.0, error.is_connect()) {
+            match (&this.target.authority, error.is_connect()) {
                 (Some(authority), true) => {
-                    let port = authority
-                        .port_u16()
-                        .unwrap_or(if this.target.1 { 443 } else { 80 });
+                    let port =
+                        authority
+                            .port_u16()
+                            .unwrap_or(if this.target.https { 443 } else { 80 });
                     let cause = connect_cause(&error);
-                    Box::new(ConnectFailed::new(authority.host(), port, cause).with_source(error))
-                        as BoxError
+                    let mut failed = ConnectFailed::new(authority.host(), port, cause);
+                    if let Some(proxy) = &this.target.proxy {
+                        let https = proxy.scheme() == Some(&http::uri::Scheme::HTTPS);
+                        let port = proxy.port_u16().unwrap_or(if https { 443 } else { 80 });
+                        failed = failed.with_proxy(proxy.host().unwrap_or_default(), port);
+                    }
+                    Box::new(failed.with_source(error)) as BoxError
                 }
                 _ => BoxError::from(error),
             }
@@ -126,9 +177,10 @@ impl Future for PoolFuture {
 }
 
 /// The short cause of a connect error, read from its chain: hyper-util's connector says `dns error`
-/// for a failed lookup; io errors carry refusals, timeouts and unreachable hosts, and wrap rustls'
-/// handshake errors, often in a second io error (an io error's inner error is not its `source`: the
-/// walk looks at it directly).
+/// for a failed lookup, and its tunnel `tunnel error: ...` when the proxy would not open one; io
+/// errors carry refusals, timeouts and unreachable hosts, and wrap rustls' handshake errors, often
+/// in a second io error (an io error's inner error is not its `source`: the walk looks at it
+/// directly).
 fn connect_cause(error: &(dyn std::error::Error + 'static)) -> ConnectCause {
     fn tls(error: &rustls::Error) -> ConnectCause {
         match error {
@@ -156,9 +208,17 @@ fn connect_cause(error: &(dyn std::error::Error + 'static)) -> ConnectCause {
                 _ => None,
             };
         }
-        e.to_string()
-            .starts_with("dns error")
-            .then_some(ConnectCause::Dns)
+        // hyper-util's tunnel error is not exported: it is known by its words. Its
+        // "failed to create underlying connection" is left to the causes below it in the chain.
+        let text = e.to_string();
+        match text.strip_prefix("tunnel error: ") {
+            Some("proxy authorization required") => Some(ConnectCause::ProxyAuth),
+            Some("unsuccessful" | "unexpected end of file" | "proxy response headers too long") => {
+                Some(ConnectCause::ProxyRefused)
+            }
+            Some(_) => None,
+            None => text.starts_with("dns error").then_some(ConnectCause::Dns),
+        }
     }
     let mut current = Some(error);
     while let Some(e) = current {
@@ -235,6 +295,17 @@ pub struct TransportBuilder {
     identity: Option<ClientIdentity>,
     max_redirects: usize,
     decompression: bool,
+    proxy: ProxySetting,
+}
+
+/// Where the transport's proxies come from.
+#[derive(Debug, Clone)]
+enum ProxySetting {
+    /// [`Proxy::from_env`], read when the transport is built.
+    Environment,
+    /// None, whatever the environment says.
+    Off,
+    Given(Box<Proxy>),
 }
 
 impl Default for TransportBuilder {
@@ -252,6 +323,7 @@ impl Default for TransportBuilder {
             identity: None,
             max_redirects: DEFAULT_MAX_REDIRECTS,
             decompression: true,
+            proxy: ProxySetting::Environment,
         }
     }
 }
@@ -353,6 +425,20 @@ impl TransportBuilder {
         self
     }
 
+    /// Sends requests through `proxy` (see [`Proxy`]) instead of the environment's proxies.
+    #[must_use]
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = ProxySetting::Given(Box::new(proxy));
+        self
+    }
+
+    /// Connects directly, ignoring the environment's proxy variables.
+    #[must_use]
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxySetting::Off;
+        self
+    }
+
     fn tls_config(&self) -> Result<rustls::ClientConfig, Error> {
         let mut roots = RootCertStore::empty();
         if self.webpki_roots {
@@ -398,27 +484,32 @@ impl TransportBuilder {
     ///
     /// [`ErrorKind::Config`] when the TLS settings are unusable (no root, a bad client key).
     pub fn build(&self) -> Result<Transport, Error> {
-        let tls = self.tls_config()?;
+        let mut tls = self.tls_config()?;
+        // What hyper-rustls' builder sets for `enable_http2` (and leaves empty for HTTP/1.1 only).
+        if self.http2 {
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        }
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(self.connect_timeout);
         http.set_keepalive(self.tcp_keepalive);
         http.set_nodelay(self.tcp_nodelay);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1();
-        let connector = if self.http2 {
-            connector.enable_http2().wrap_connector(http)
-        } else {
-            connector.wrap_connector(http)
-        };
+        let proxy = match &self.proxy {
+            ProxySetting::Environment => Proxy::from_env(),
+            ProxySetting::Off => None,
+            ProxySetting::Given(proxy) => Some(Proxy::clone(proxy)),
+        }
+        .map(|proxy| Arc::new(proxy.matcher()));
+        let connector = Connector::new(http, tls, proxy.clone());
         let mut pool = HyperClient::builder(TokioExecutor::new());
         pool.pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host);
-        let pool = SharedPool(Arc::new(pool.build(connector)));
+        let pool = SharedPool(Arc::new(PoolInner {
+            client: pool.build(connector),
+            proxy,
+        }));
         Ok(Transport::assemble(
             pool,
             self.decompression,

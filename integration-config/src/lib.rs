@@ -48,8 +48,8 @@
 //!   [`Config::from_file_with_env`] (or [`ConfigDocument`]) also applies environment overrides
 //!   (`APP_INTEGRATIONS__STRIPE__RETRY__MAX_ATTEMPTS=5`) to the tree before typing; an existing
 //!   integration is matched ignoring case and with `_` for `-` (`MY_API` reaches `my-api`).
-//! - [`PgStore`]: versioned rows in PostgreSQL with a history table, optimistic concurrency, and a
-//!   [`watch`](PgStore::watch) of validated [`Snapshot`]s fed by LISTEN/NOTIFY and a periodic poll.
+//! - `PgStore` (feature `postgres`): versioned rows in PostgreSQL with a history table, optimistic
+//!   concurrency, and a `watch` of validated [`Snapshot`]s fed by LISTEN/NOTIFY and a periodic poll.
 //!
 //! # Secrets
 //!
@@ -58,7 +58,15 @@
 //!
 //! # Feature flags
 //!
-//! This crate has no optional features.
+//! | feature | default | adds |
+//! | --- | --- | --- |
+//! | `postgres` | off | `PgStore` (versioned rows, history, embedded migrations), its LISTEN/NOTIFY `watch`, `WatchHandle` and `WatchOptions`; `sqlx` with the `postgres` driver |
+//! | `test-util` | off | `testing`: a schema per test and a TCP fault proxy (implies `postgres`); never for production |
+//!
+//! The model, its validation, TOML and environment sources need no feature: without `postgres` this
+//! crate compiles no database driver.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
@@ -68,8 +76,10 @@ mod model;
 mod secret;
 mod snapshot;
 mod source;
+#[cfg(feature = "postgres")]
 mod store;
 mod validate;
+#[cfg(feature = "postgres")]
 mod watch;
 
 #[cfg(feature = "test-util")]
@@ -82,14 +92,18 @@ pub use model::{
     DEFAULT_MAX_SERVER_PAUSE, DEFAULT_MAX_WAIT, DEFAULT_REDIS_COMMAND_TIMEOUT,
     DEFAULT_REDIS_CONNECT_TIMEOUT, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_SKEW, DEFAULT_TIMEOUT,
     IntegrationConfig, IntegrationConfigBuilder, Jitter, JwtAlgorithm, JwtAuth, JwtBearerGrant,
-    LogConfig, LogLevel, OAuth2ClientCredentials, OAuth2RefreshToken, QuotaConfig, RateLimitConfig,
-    RedisConfig, RetryConfig, StoreKind, TlsConfig,
+    LogConfig, LogLevel, OAuth2ClientCredentials, OAuth2RefreshToken, ProxyConfig, ProxyServer,
+    QuotaConfig, RateLimitConfig, RedisConfig, RetryConfig, StoreKind, TlsConfig,
 };
 pub use secret::{REDACTED_MARKER, Secret, SecretError, SecretSource};
 pub use snapshot::Snapshot;
 pub use source::{ConfigDocument, ConfigError};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::{ChangeKind, DEFAULT_SCHEMA, HistoryEntry, PgStore, StoreError, StoredIntegration};
 pub use validate::{ValidationError, ValidationErrors};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use watch::{
     DEFAULT_MAX_BACKOFF, DEFAULT_POLL_INTERVAL, Rejection, WatchHandle, WatchOptions, WatchStatus,
 };

@@ -190,16 +190,25 @@ pub(crate) fn is_reference(text: &str) -> bool {
     (text.starts_with("${env:") || text.starts_with("${file:")) && text.ends_with('}')
 }
 
-/// A copy of an untyped integration table whose plaintext `auth` secrets are replaced by the redaction
-/// marker.
+/// The fields of a `proxy` table that hold secrets.
+pub(crate) const PROXY_SECRET_FIELDS: [&str; 1] = ["password"];
+
+/// A copy of an untyped integration table whose plaintext `auth` and `proxy` secrets are replaced by
+/// the redaction marker.
 pub(crate) fn redact_table(table: &toml::Table) -> toml::Table {
     let mut table = table.clone();
-    if let Some(toml::Value::Table(auth)) = table.get_mut("auth") {
-        for field in AUTH_SECRET_FIELDS {
-            if let Some(toml::Value::String(value)) = auth.get_mut(field)
-                && !is_reference(value)
-            {
-                *value = crate::secret::REDACTED_MARKER.to_owned();
+    let sections: [(&str, &[&str]); 2] = [
+        ("auth", &AUTH_SECRET_FIELDS),
+        ("proxy", &PROXY_SECRET_FIELDS),
+    ];
+    for (section, fields) in sections {
+        if let Some(toml::Value::Table(section)) = table.get_mut(section) {
+            for field in fields {
+                if let Some(toml::Value::String(value)) = section.get_mut(*field)
+                    && !is_reference(value)
+                {
+                    *value = crate::secret::REDACTED_MARKER.to_owned();
+                }
             }
         }
     }
@@ -378,6 +387,11 @@ pub struct IntegrationConfig {
     /// client certificate.
     #[serde(default, skip_serializing_if = "TlsConfig::is_default")]
     pub tls: TlsConfig,
+    /// The HTTP proxy its calls go through. Default: the environment's (`HTTPS_PROXY`,
+    /// `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, lowercase too); `"none"` ignores the environment;
+    /// a table names a proxy of its own (see [`ProxyConfig`]).
+    #[serde(default, skip_serializing_if = "ProxyConfig::is_environment")]
+    pub proxy: ProxyConfig,
 }
 
 /// TLS of one integration: the roots it trusts and the client certificate it presents (mutual
@@ -433,6 +447,152 @@ impl TlsConfig {
     }
 }
 
+/// The proxy of one integration's calls, as reqwest and curl use them: an `https` target is reached
+/// through a `CONNECT` tunnel (the proxy sees only the host and port, TLS runs end to end), an
+/// `http` target by sending the request to the proxy in absolute form.
+///
+/// ```toml
+/// [integrations.github]
+/// base_url = "https://api.github.com"
+/// # No `proxy` key: the environment's (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY, lowercase too).
+///
+/// [integrations.internal]
+/// base_url = "http://billing.internal"
+/// proxy = "none"                       # direct, whatever the environment says ("off" too)
+///
+/// [integrations.stripe]
+/// base_url = "https://api.stripe.com"
+/// proxy = { url = "http://proxy.corp:3128", username = "svc-payments", password = "${env:PROXY_PASSWORD}", no_proxy = [".corp", "10.0.0.0/8"] }
+/// ```
+///
+/// `proxy = "http://proxy.corp:3128"` is short for `proxy = { url = "http://proxy.corp:3128" }`.
+/// Credentials go in `username` and `password` (a secret reference), never in the URL; they are
+/// sent to the proxy only (`Proxy-Authorization`), never to the upstream, and never logged.
+// Unboxed: one per integration, built at load, and matched on by users; its size costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub enum ProxyConfig {
+    /// The proxies of the environment, read when the integration's transport is built. The
+    /// default (no `proxy` key).
+    #[default]
+    Environment,
+    /// No proxy, whatever the environment says (`proxy = "none"` or `"off"`).
+    Off,
+    /// This proxy for `http` and `https` targets (a `proxy` table, or a URL string).
+    Server(ProxyServer),
+}
+
+impl ProxyConfig {
+    /// True for the default: the environment's proxies.
+    pub fn is_environment(&self) -> bool {
+        matches!(self, ProxyConfig::Environment)
+    }
+
+    /// The password of a [`ProxyServer`], with its path (`proxy.password`).
+    fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        match self {
+            ProxyConfig::Server(ProxyServer {
+                password: Some(password),
+                ..
+            }) => vec![("proxy.password", password)],
+            _ => vec![],
+        }
+    }
+}
+
+/// A proxy of an integration's own: `proxy = { url = .., username = .., password = .., no_proxy = [..] }`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProxyServer {
+    /// `http://` (or `https://`, TLS to the proxy itself) URL of the proxy, host and port, without
+    /// credentials.
+    pub url: Url,
+    /// The user name sent to the proxy (HTTP Basic, in `Proxy-Authorization`); needs `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The password sent to the proxy: a secret, usually a reference (`"${env:PROXY_PASSWORD}"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Hosts reached directly, as `NO_PROXY` lists them: a domain matches itself and its subdomains
+    /// (`example.com`, `.example.com`), an IP address or CIDR block matches those addresses, `*`
+    /// matches everything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_proxy: Vec<String>,
+}
+
+impl ProxyServer {
+    /// The proxy at `url`, without credentials or exceptions.
+    pub fn new(url: Url) -> Self {
+        Self {
+            url,
+            username: None,
+            password: None,
+            no_proxy: Vec::new(),
+        }
+    }
+
+    /// With credentials for the proxy.
+    #[must_use]
+    pub fn with_credentials(mut self, username: impl Into<String>, password: Secret) -> Self {
+        self.username = Some(username.into());
+        self.password = Some(password);
+        self
+    }
+
+    /// With hosts reached directly (the `NO_PROXY` rules).
+    #[must_use]
+    pub fn with_no_proxy(mut self, hosts: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.no_proxy = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+impl Serialize for ProxyConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ProxyConfig::Environment => s.serialize_str("environment"),
+            ProxyConfig::Off => s.serialize_str("none"),
+            ProxyConfig::Server(server) => server.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ProxyVisitor;
+        impl<'de> Visitor<'de> for ProxyVisitor {
+            type Value = ProxyConfig;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "\"none\", \"off\", \"environment\", a proxy URL, or a table with url, \
+                     username, password and no_proxy",
+                )
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ProxyConfig, E> {
+                match v {
+                    "none" | "off" => Ok(ProxyConfig::Off),
+                    "environment" => Ok(ProxyConfig::Environment),
+                    url => Url::parse(url)
+                        .map(|url| ProxyConfig::Server(ProxyServer::new(url)))
+                        .map_err(|_| {
+                            E::custom("expected \"none\", \"off\", \"environment\" or a proxy URL")
+                        }),
+                }
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ProxyConfig, A::Error> {
+                ProxyServer::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(ProxyConfig::Server)
+            }
+        }
+        d.deserialize_any(ProxyVisitor)
+    }
+}
+
 fn default_timeout() -> Duration {
     DEFAULT_TIMEOUT
 }
@@ -460,6 +620,7 @@ impl IntegrationConfig {
             circuit_breaker: BreakerConfig::default(),
             log: LogConfig::default(),
             tls: TlsConfig::default(),
+            proxy: ProxyConfig::Environment,
         }
     }
 
@@ -494,7 +655,9 @@ impl IntegrationConfig {
 
     /// Every secret of this integration with its path relative to the integration (`auth.token`).
     pub fn secrets(&self) -> Vec<(&'static str, &Secret)> {
-        self.auth.secrets()
+        let mut secrets = self.auth.secrets();
+        secrets.extend(self.proxy.secrets());
+        secrets
     }
 
     pub(crate) fn from_table(table: toml::Table) -> Result<Self, PathError> {
@@ -503,6 +666,7 @@ impl IntegrationConfig {
     }
 
     /// Deserializes one integration from JSON (a PostgreSQL row), reporting the path of a bad field.
+    #[cfg(feature = "postgres")]
     pub(crate) fn from_json(value: serde_json::Value) -> Result<Self, PathError> {
         serde_path_to_error::deserialize(value).map_err(PathError::from_path_to_error)
     }
@@ -657,6 +821,11 @@ impl IntegrationConfigBuilder {
     /// Sets the TLS section.
     pub fn tls(self, tls: TlsConfig) -> Self {
         self.op(move |c| c.tls = tls)
+    }
+
+    /// Sets the proxy (default: the environment's; [`ProxyConfig::Off`] for none).
+    pub fn proxy(self, proxy: ProxyConfig) -> Self {
+        self.op(move |c| c.proxy = proxy)
     }
 
     /// Parses the base URL and applies the settings without validating them.

@@ -10,7 +10,10 @@ use sqlx::types::chrono::{DateTime, Utc};
 // Dynamic SQL only interpolates the schema, checked by `check_schema` to be a plain identifier.
 use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 
-use crate::model::{AUTH_SECRET_FIELDS, Config, IntegrationConfig, is_reference, merge_defaults};
+use crate::model::{
+    AUTH_SECRET_FIELDS, Config, IntegrationConfig, PROXY_SECRET_FIELDS, is_reference,
+    merge_defaults,
+};
 use crate::secret::SecretError;
 use crate::snapshot::Snapshot;
 use crate::validate::ValidationErrors;
@@ -678,15 +681,21 @@ fn decode_stored(row: &PgRow, defaults: &toml::Table) -> Result<StoredIntegratio
     let version: i64 = row.try_get("version")?;
     let mut json: serde_json::Value = row.try_get("config")?;
     // Checked on the row as stored, before the defaults (which may come from a file) are applied.
-    if let Some(auth) = json.get("auth").and_then(serde_json::Value::as_object) {
-        for field in AUTH_SECRET_FIELDS {
-            if let Some(serde_json::Value::String(value)) = auth.get(field)
-                && !is_reference(value)
-            {
-                return Err(StoreError::PlaintextSecret {
-                    name,
-                    path: format!("auth.{field}"),
-                });
+    let sections: [(&str, &[&str]); 2] = [
+        ("auth", &AUTH_SECRET_FIELDS),
+        ("proxy", &PROXY_SECRET_FIELDS),
+    ];
+    for (section, fields) in sections {
+        if let Some(table) = json.get(section).and_then(serde_json::Value::as_object) {
+            for field in fields {
+                if let Some(serde_json::Value::String(value)) = table.get(*field)
+                    && !is_reference(value)
+                {
+                    return Err(StoreError::PlaintextSecret {
+                        name,
+                        path: format!("{section}.{field}"),
+                    });
+                }
             }
         }
     }

@@ -11,7 +11,7 @@ use url::Url;
 use crate::limits;
 use crate::model::{
     AdaptiveConfig, AuthConfig, BreakerConfig, Config, IntegrationConfig, JwtAlgorithm, LogConfig,
-    RateLimitConfig, RedisConfig, RetryConfig, StoreKind, TlsConfig,
+    ProxyConfig, RateLimitConfig, RedisConfig, RetryConfig, StoreKind, TlsConfig,
 };
 use crate::secret::Secret;
 
@@ -425,6 +425,7 @@ pub(crate) fn integration(
     breaker(&c.circuit_breaker, &mut cx);
     log(&c.log, &mut cx);
     tls(&c.tls, &mut cx);
+    proxy(&c.proxy, &mut cx);
 }
 
 fn scopes(cx: &mut Ctx<'_>, scopes: &[String]) {
@@ -699,6 +700,51 @@ fn tls(t: &TlsConfig, cx: &mut Ctx<'_>) {
     }
     for (i, path) in t.ca_files.iter().enumerate() {
         cx.not_blank(&format!("tls.ca_files[{i}]"), &path.to_string_lossy());
+    }
+}
+
+fn proxy(p: &ProxyConfig, cx: &mut Ctx<'_>) {
+    let ProxyConfig::Server(server) = p else {
+        return;
+    };
+    let url = &server.url;
+    if !matches!(url.scheme(), "http" | "https") {
+        cx.err(
+            "proxy.url",
+            format!("must use http or https, not {:?}", url.scheme()),
+        );
+    }
+    if url.host().is_none() {
+        cx.err("proxy.url", "must have a host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Never echoed: the URL holds a password.
+        cx.err(
+            "proxy.url",
+            "must not carry credentials; use proxy.username and proxy.password (a secret reference)",
+        );
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        cx.err("proxy.url", "must be a scheme, a host and a port only");
+    }
+    match (&server.username, &server.password) {
+        (Some(username), Some(password)) => {
+            cx.not_blank("proxy.username", username);
+            if username.contains(':') {
+                cx.err("proxy.username", "must not contain ':'");
+            }
+            cx.secret("proxy.password", password);
+        }
+        (Some(_), None) => cx.err("proxy.password", "is required with proxy.username"),
+        (None, Some(_)) => cx.err("proxy.username", "is required with proxy.password"),
+        (None, None) => {}
+    }
+    for (i, host) in server.no_proxy.iter().enumerate() {
+        let field = format!("proxy.no_proxy[{i}]");
+        cx.not_blank(&field, host);
+        if host.contains(',') || host.trim() != host || host.contains(char::is_whitespace) {
+            cx.err(&field, "must be one host, domain, IP address or CIDR block");
+        }
     }
 }
 

@@ -589,6 +589,9 @@ fn typed_facts(e: &(dyn StdError + 'static)) -> Option<Facts> {
     if e.is::<BodyTooLarge>() {
         return Some(facts(ErrorKind::Body, None, None));
     }
+    if e.is::<FeatureDisabled>() {
+        return Some(facts(ErrorKind::Config, None, None));
+    }
     if e.is::<ConnectFailed>() {
         return Some(Facts {
             kind: ErrorKind::Connect,
@@ -906,6 +909,11 @@ pub enum ConnectCause {
     TimedOut,
     /// No route to the host or its network.
     Unreachable,
+    /// The proxy answered the `CONNECT` with an error status (it will not reach the host).
+    ProxyRefused,
+    /// The proxy asked for credentials (`407 Proxy Authentication Required`): none were configured,
+    /// or it refused those sent.
+    ProxyAuth,
     /// Any other cause; the source chain says more.
     Other,
 }
@@ -920,6 +928,8 @@ impl ConnectCause {
             ConnectCause::Tls => "TLS handshake failed",
             ConnectCause::TimedOut => "timed out",
             ConnectCause::Unreachable => "host unreachable",
+            ConnectCause::ProxyRefused => "the proxy refused the tunnel",
+            ConnectCause::ProxyAuth => "the proxy requires authentication",
             ConnectCause::Other => "connection failed",
         }
     }
@@ -954,6 +964,7 @@ pub struct ConnectFailed {
     host: String,
     port: u16,
     cause: ConnectCause,
+    proxy: Option<(String, u16)>,
     source: Option<BoxError>,
 }
 
@@ -964,8 +975,36 @@ impl ConnectFailed {
             host: host.into(),
             port,
             cause,
+            proxy: None,
             source: None,
         }
+    }
+
+    /// The same failure, met on the way through the proxy at `host:port` (only its host and port
+    /// are kept: never its credentials).
+    ///
+    /// ```
+    /// use integration_core::error::{ConnectCause, ConnectFailed};
+    ///
+    /// let failed = ConnectFailed::new("api.example.com", 443, ConnectCause::Refused)
+    ///     .with_proxy("proxy.corp", 3128);
+    /// assert_eq!(failed.proxy(), Some(("proxy.corp", 3128)));
+    /// assert_eq!(
+    ///     failed.to_string(),
+    ///     "could not connect to api.example.com:443 through the proxy proxy.corp:3128 (connection refused)"
+    /// );
+    /// ```
+    #[must_use]
+    pub fn with_proxy(mut self, host: impl Into<String>, port: u16) -> Self {
+        self.proxy = Some((host.into(), port));
+        self
+    }
+
+    /// The proxy the connection went through, when there was one: its host and port.
+    pub fn proxy(&self) -> Option<(&str, u16)> {
+        self.proxy
+            .as_ref()
+            .map(|(host, port)| (host.as_str(), *port))
     }
 
     /// The same failure with the transport's error as its source.
@@ -997,6 +1036,9 @@ impl fmt::Debug for ConnectFailed {
         d.field("host", &self.host)
             .field("port", &self.port)
             .field("cause", &self.cause);
+        if let Some(proxy) = &self.proxy {
+            d.field("proxy", proxy);
+        }
         if let Some(source) = &self.source {
             // The transport's words, through the text rule like any foreign cause.
             d.field("source", &RedactedDebug(&**source));
@@ -1008,11 +1050,11 @@ impl fmt::Debug for ConnectFailed {
 impl fmt::Display for ConnectFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // An IPv6 literal is already bracketed by `http::Uri::host`.
-        write!(
-            f,
-            "could not connect to {}:{} ({})",
-            self.host, self.port, self.cause
-        )
+        write!(f, "could not connect to {}:{}", self.host, self.port)?;
+        if let Some((host, port)) = &self.proxy {
+            write!(f, " through the proxy {host}:{port}")?;
+        }
+        write!(f, " ({})", self.cause)
     }
 }
 
@@ -1101,6 +1143,63 @@ impl fmt::Display for BodyTimeout {
 }
 
 impl StdError for BodyTimeout {}
+
+/// The configuration asks for something this build left out: `store = "redis"` without the `redis`
+/// cargo feature, for instance. Names the configuration key and the feature to enable, so the fix is
+/// in the message; it is never silently ignored.
+///
+/// ```
+/// use integration_core::{BoxError, Error, ErrorKind};
+/// use integration_core::error::FeatureDisabled;
+///
+/// let error = Error::from(
+///     Box::new(FeatureDisabled::new("integrations.github.rate_limit.store", "redis")) as BoxError,
+/// );
+/// assert_eq!(error.kind(), ErrorKind::Config);
+/// assert_eq!(
+///     error.to_string(),
+///     "integrations.github.rate_limit.store: needs the `redis` cargo feature, which this build \
+///      does not have (enable `redis` on integration-client, or `full`)"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureDisabled {
+    key: Cow<'static, str>,
+    feature: &'static str,
+}
+
+impl FeatureDisabled {
+    /// `key` (a configuration path) needs the cargo feature `feature`.
+    pub fn new(key: impl Into<Cow<'static, str>>, feature: &'static str) -> Self {
+        Self {
+            key: key.into(),
+            feature,
+        }
+    }
+
+    /// The configuration key that asked for it (`integrations.github.rate_limit.store`).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The cargo feature to enable (`redis`, `postgres`).
+    pub fn feature(&self) -> &'static str {
+        self.feature
+    }
+}
+
+impl fmt::Display for FeatureDisabled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: needs the `{}` cargo feature, which this build does not have (enable `{}` on \
+             integration-client, or `full`)",
+            self.key, self.feature, self.feature
+        )
+    }
+}
+
+impl StdError for FeatureDisabled {}
 
 #[cfg(test)]
 mod tests {

@@ -79,7 +79,7 @@
 //! # Stores
 //!
 //! - [`MemoryStore`]: one process; sharded, no lock across an `.await`, bounded in keys.
-//! - [`RedisStore`]: every replica; one atomic Lua script per call on Redis's clock, cluster-safe keys,
+//! - `RedisStore` (feature `redis`): every replica; one atomic Lua script per call on Redis's clock, cluster-safe keys,
 //!   server pauses shared, and a local fallback at this replica's share of the quota when Redis is
 //!   unreachable. Redis is reached through `integration_core::redis::SharedRedis`: every call is
 //!   bounded (50 ms), an outage is noticed at the first failure and costs later calls no round trip,
@@ -99,8 +99,14 @@
 //!
 //! # Feature flags
 //!
-//! This crate has no optional features. Redis support (`redis` 1.x with `tokio-comp`,
-//! `connection-manager` and `script`) is always compiled in.
+//! | feature | default | adds |
+//! | --- | --- | --- |
+//! | `redis` | off | `RedisStore`, `RedisOptions` and `RateLimiter::redis`: quotas and server pauses shared by replicas through Redis; the `redis` crate and `integration-core/redis` |
+//!
+//! Without features the crate compiles no Redis client: [`MemoryStore`] or a
+//! [`store::RateLimitStore`] of your own.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
@@ -122,4 +128,7 @@ pub use layer::RateLimitLayer;
 pub use limiter::{RateLimiter, server_pause};
 pub use policy::{Adaptation, Quota, RateLimitPolicy};
 pub use service::RateLimit;
-pub use store::{MemoryStore, RedisOptions, RedisStore};
+pub use store::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use store::{RedisOptions, RedisStore};

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use http::{HeaderMap, StatusCode};
 use integration_core::error::RateLimited;
+#[cfg(feature = "redis")]
 use integration_core::redis::SharedRedis;
 use integration_core::throttle::ThrottleSignal;
 use integration_core::{BoxError, names};
@@ -18,10 +19,9 @@ use crate::gcra::{Adapt, Bounds, Signal};
 use crate::key::RateLimitKey;
 use crate::policy::RateLimitPolicy;
 use crate::store::memory::nanos;
-use crate::store::{
-    Acquire, Decision, MemoryStore, Observation, RateLimitStore, RedisOptions, RedisStore,
-    StoreFuture,
-};
+use crate::store::{Acquire, Decision, MemoryStore, Observation, RateLimitStore, StoreFuture};
+#[cfg(feature = "redis")]
+use crate::store::{RedisOptions, RedisStore};
 
 /// Entries of the concurrency table above which unused semaphores are dropped.
 const CONCURRENCY_TABLE_SWEEP: usize = 4_096;
@@ -73,6 +73,7 @@ struct Shared {
 
 enum Backend {
     Memory(MemoryStore),
+    #[cfg(feature = "redis")]
     Redis(RedisStore),
     Custom(Arc<dyn RateLimitStore>),
 }
@@ -97,6 +98,8 @@ impl RateLimiter {
 
     /// A limiter whose state lives in Redis, shared by every replica using the same `prefix`; see
     /// [`RedisStore`] for the guarantees and the fallback when Redis is unreachable.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(
         connection: impl Into<SharedRedis>,
         prefix: impl Into<String>,
@@ -107,6 +110,8 @@ impl RateLimiter {
     }
 
     /// A limiter over a [`RedisStore`] already built.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn with_redis_store(store: RedisStore, policy: RateLimitPolicy) -> Self {
         Self::with_backend(Backend::Redis(store), policy)
     }
@@ -221,6 +226,7 @@ impl RateLimiter {
                     store.decide_learning(key, policy.quotas(), adapt.as_ref(), bounds);
                 Pending::Ready(Ok(decision), rate)
             }
+            #[cfg(feature = "redis")]
             Backend::Redis(store) => Pending::Waiting(store.acquire(Acquire {
                 key: key.clone(),
                 policy,
@@ -249,6 +255,7 @@ impl RateLimiter {
                 );
                 (None, rate)
             }
+            #[cfg(feature = "redis")]
             Backend::Redis(store) => (Some(store.observe(observation)), None),
             Backend::Custom(store) => (Some(store.observe(observation)), None),
         }
@@ -259,6 +266,7 @@ impl RateLimiter {
     pub(crate) fn local_pause(&self, key: &RateLimitKey) -> Option<(Duration, Option<StatusCode>)> {
         match &self.shared.backend {
             Backend::Memory(store) => store.pause_left(key),
+            #[cfg(feature = "redis")]
             Backend::Redis(store) => store.local_pause(key),
             Backend::Custom(_) => None,
         }
@@ -292,6 +300,7 @@ impl fmt::Debug for RateLimiter {
         debug.field("policy", &self.shared.policy.load());
         match &self.shared.backend {
             Backend::Memory(store) => debug.field("store", store),
+            #[cfg(feature = "redis")]
             Backend::Redis(store) => debug.field("store", store),
             Backend::Custom(store) => debug.field("store", store),
         };

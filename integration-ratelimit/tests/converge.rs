@@ -16,8 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use integration_core::BoxError;
 use integration_core::error::RateLimited;
 use integration_core::ext::IntegrationName;
-use integration_ratelimit::{RateLimitLayer, RateLimitPolicy, RateLimiter, RedisOptions};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use integration_ratelimit::{RateLimitLayer, RateLimitPolicy, RateLimiter};
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
@@ -53,6 +52,7 @@ impl Seen {
             .count()
     }
     /// The most requests that arrived within any one second.
+    #[cfg(feature = "redis")]
     fn busiest_second(&self) -> usize {
         let mut times: Vec<f64> = self
             .arrivals
@@ -75,12 +75,14 @@ impl Seen {
 }
 
 /// A server-side GCRA: 50 per second, burst 10, 429 with `Retry-After: 1`.
+#[cfg(feature = "redis")]
 struct Gcra {
     start: Instant,
     tat: Mutex<Duration>,
     seen: Arc<Seen>,
 }
 
+#[cfg(feature = "redis")]
 impl Respond for Gcra {
     fn respond(&self, _request: &wiremock::Request) -> ResponseTemplate {
         let interval = Duration::from_secs(1) / RATE;
@@ -279,8 +281,12 @@ async fn an_upstream_that_sends_ratelimit_headers_paces_the_key() {
     assert!(share <= 0.15, "{callers:?}");
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_limiters_sharing_redis_converge_together_on_one_upstream_limit() {
+    use integration_ratelimit::RedisOptions;
+    use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
     let _alone = ONE_AT_A_TIME.lock().await;
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let prefix = format!(

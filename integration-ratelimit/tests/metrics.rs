@@ -6,16 +6,12 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use integration_core::ext::IntegrationName;
 use integration_core::names;
-use integration_ratelimit::{
-    Quota, RateLimitKey, RateLimitLayer, RateLimitPolicy, RateLimiter, RedisOptions, RedisStore,
-};
+use integration_ratelimit::{Quota, RateLimitLayer, RateLimitPolicy, RateLimiter};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 
+#[cfg(feature = "redis")]
 mod common;
-use common::PrivateRedis;
 
 /// One recorded metric: name, labels, value.
 type Recorded = (String, Vec<(String, String)>, DebugValue);
@@ -138,7 +134,18 @@ async fn metrics_name_the_integration_and_count_waits_rejections_signals_learned
         other => panic!("one learned-rate gauge expected: {other:?}"),
     }
 
-    // The fallback gauge: 1 while Redis is away, 0 once it answers again.
+    #[cfg(feature = "redis")]
+    fallback_gauge(&snapshotter).await;
+}
+
+/// The fallback gauge of a Redis store: 1 while Redis is away, 0 once it answers again.
+#[cfg(feature = "redis")]
+async fn fallback_gauge(snapshotter: &Snapshotter) {
+    use common::PrivateRedis;
+    use integration_ratelimit::{RateLimitKey, RedisOptions, RedisStore};
+    use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+    use tokio::time::Instant;
+
     let mut server = PrivateRedis::start();
     let client = redis::Client::open(server.url()).unwrap();
     let config = ConnectionManagerConfig::new()
@@ -160,7 +167,7 @@ async fn metrics_name_the_integration_and_count_waits_rejections_signals_learned
     tokio::time::sleep(Duration::from_millis(20)).await;
     limiter.acquire(&key).await.unwrap();
     assert!(store.is_on_fallback());
-    let snapshot = take(&snapshotter);
+    let snapshot = take(snapshotter);
     let gauge = values(&snapshot, names::RATE_LIMIT_FALLBACK, "ledger", None);
     assert_eq!(gauge, vec![&DebugValue::Gauge(1.0.into())]);
 
@@ -174,7 +181,7 @@ async fn metrics_name_the_integration_and_count_waits_rejections_signals_learned
         let _ = limiter.acquire(&key).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let snapshot = take(&snapshotter);
+    let snapshot = take(snapshotter);
     let gauge = values(&snapshot, names::RATE_LIMIT_FALLBACK, "ledger", None);
     assert_eq!(gauge, vec![&DebugValue::Gauge(0.0.into())]);
 }

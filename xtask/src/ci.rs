@@ -23,6 +23,13 @@ enum Step {
     Services,
     /// `cargo clippy` on every target and feature, warnings denied.
     Clippy,
+    /// `cargo clippy` of the layer crates and the facade without their default features (no Redis,
+    /// no PostgreSQL), library targets only, warnings denied: the builds a team taking one layer
+    /// gets must compile cleanly too.
+    Minimal,
+    /// The facade's `features` tests in a build without features: a Redis store in the
+    /// configuration is refused, naming the key and the feature.
+    MinimalTest,
     /// `cargo test` of the whole workspace: unit, integration and doc tests.
     Test,
     /// `cargo doc` with rustdoc warnings denied.
@@ -36,10 +43,12 @@ enum Step {
 
 /// Every step, in the order they run: the checks that take seconds (formatting, and the services,
 /// so a missing Redis fails before the long build) come first.
-const STEPS: [Step; 7] = [
+const STEPS: [Step; 9] = [
     Step::Fmt,
     Step::Services,
     Step::Clippy,
+    Step::Minimal,
+    Step::MinimalTest,
     Step::Test,
     Step::Doc,
     Step::BenchSmoke,
@@ -52,6 +61,8 @@ impl Step {
             Step::Fmt => "fmt",
             Step::Services => "services",
             Step::Clippy => "clippy",
+            Step::Minimal => "minimal",
+            Step::MinimalTest => "minimal-test",
             Step::Test => "test",
             Step::Doc => "doc",
             Step::BenchSmoke => "bench-smoke",
@@ -72,6 +83,38 @@ impl Step {
                 "--",
                 "-D",
                 "warnings",
+            ],
+            // The crates a team may take alone, and the facade. Selected together, their features
+            // unify only among themselves: none of them turns on another's `redis` or `postgres`
+            // (the tests crate and xtask, which do, are not selected).
+            Step::Minimal => &[
+                "clippy",
+                "--no-default-features",
+                "-p",
+                "integration-core",
+                "-p",
+                "integration-auth",
+                "-p",
+                "integration-ratelimit",
+                "-p",
+                "integration-retry",
+                "-p",
+                "integration-log",
+                "-p",
+                "integration-config",
+                "-p",
+                "integration-client",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            Step::MinimalTest => &[
+                "test",
+                "--no-default-features",
+                "-p",
+                "integration-client",
+                "--test",
+                "features",
             ],
             // Not `--all-targets`: with it, cargo test skips the doc tests. Without it, cargo runs
             // the lib, bin, integration-test and example targets' tests and then the doc tests.
@@ -103,7 +146,9 @@ impl Step {
                 };
                 vec![("RUSTDOCFLAGS", flags.clone(), format!("\"{flags}\""))]
             }
-            Step::Fmt | Step::Services | Step::Clippy => Vec::new(),
+            Step::Fmt | Step::Services | Step::Clippy | Step::Minimal | Step::MinimalTest => {
+                Vec::new()
+            }
         }
     }
 
@@ -113,6 +158,11 @@ impl Step {
             Step::Fmt => "Run `cargo fmt --all` and commit the result.",
             Step::Services => "",
             Step::Clippy => "Fix the warnings above (clippy runs with -D warnings).",
+            Step::Minimal => {
+                "Fix the warnings above: code behind `redis` or `postgres` needs its #[cfg], and so \
+                 does what only it uses."
+            }
+            Step::MinimalTest => "See the failing tests above.",
             Step::Test => "See the failing tests above.",
             Step::Doc => "Fix the rustdoc warnings above (RUSTDOCFLAGS has -D warnings).",
             Step::BenchSmoke => "A benchmark scenario failed or made no call: see above.",
@@ -290,6 +340,8 @@ mod tests {
                 "fmt",
                 "services",
                 "clippy",
+                "minimal",
+                "minimal-test",
                 "test",
                 "doc",
                 "bench-smoke",

@@ -2,8 +2,8 @@
 //! `.cargo/config.toml`).
 //!
 //! - `cargo xtask ci`: everything the CI checks, in order, stopping at the first failure: `fmt`,
-//!   `services`, `clippy`, `test` (unit, integration and doc tests), `doc`, `bench-smoke` and
-//!   `chaos-smoke`.
+//!   `services`, `clippy`, `minimal` and `minimal-test` (the layer crates and the facade without
+//!   features), `test` (unit, integration and doc tests), `doc`, `bench-smoke` and `chaos-smoke`.
 //! - `cargo xtask services`: whether the Redis at `REDIS_URL` and the PostgreSQL at `DATABASE_URL`
 //!   answer; a server that is down at its default loopback address is started when installed.
 //! - `cargo xtask bench [--smoke]`: the benchmark against the raw client and the peer stack (see
@@ -33,8 +33,8 @@ Usage: cargo xtask <command>
 
 Commands:
   ci        run every CI check in order, stopping at the first failure:
-            fmt, services, clippy, test (unit, integration and doc tests), doc, bench-smoke,
-            chaos-smoke
+            fmt, services, clippy, minimal and minimal-test (the crates without features),
+            test (unit, integration and doc tests), doc, bench-smoke, chaos-smoke
   services  check that Redis (REDIS_URL) and PostgreSQL (DATABASE_URL) answer;
             a server down at its default loopback address is started if installed
   bench     the benchmark (release, by hand): writes BENCHMARKS.md and benchmarks.json;

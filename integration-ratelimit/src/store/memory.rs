@@ -269,6 +269,7 @@ impl MemoryStore {
     /// Raises the TAT of each of `quotas` for `key` to at least `floor(quota)` (nanoseconds on this
     /// store's clock, see [`now`](Self::now)); never lowers one. The Redis store seeds its fallback so:
     /// the fallback never starts with a burst allowance nobody knows to be free.
+    #[cfg(feature = "redis")]
     pub(crate) fn raise(
         &self,
         key: &RateLimitKey,
@@ -295,7 +296,9 @@ impl MemoryStore {
     }
 
     /// The earliest instant (on this store's clock) at which `key` has a permit of every one of
-    /// `quotas`, server pauses aside; `None` for a key this store does not hold.
+    /// `quotas`, server pauses aside; `None` for a key this store does not hold. Used by the Redis
+    /// store to seed a key back into Redis.
+    #[cfg(feature = "redis")]
     pub(crate) fn next_permit(&self, key: &RateLimitKey, quotas: &[Quota]) -> Option<u64> {
         let shard = self.shard(key);
         let entry = shard.get(key.as_str())?;

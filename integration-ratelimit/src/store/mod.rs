@@ -1,5 +1,5 @@
-//! Where the state of each key lives: in this process ([`MemoryStore`]) or in Redis ([`RedisStore`],
-//! shared by every replica).
+//! Where the state of each key lives: in this process ([`MemoryStore`]) or in Redis (`RedisStore`,
+//! feature `redis`, shared by every replica).
 //!
 //! # Why a boxed future
 //!
@@ -22,9 +22,12 @@ use crate::key::RateLimitKey;
 use crate::policy::RateLimitPolicy;
 
 pub(crate) mod memory;
+#[cfg(feature = "redis")]
 mod redis;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisOptions, RedisStore};
 
 /// The future a [`RateLimitStore`] returns.
