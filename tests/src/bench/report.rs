@@ -665,6 +665,21 @@ mod tests {
         }
     }
 
+    fn settings(rounds: usize) -> Settings {
+        Settings {
+            rounds,
+            concurrency: 32,
+            rate: 2000.0,
+            warmup_s: 0.5,
+            duration_s: 3.0,
+            client_threads: 1,
+            server_threads: 1,
+            pool: PoolSettings::default(),
+            log_filter: "info".into(),
+            profile: "release".into(),
+        }
+    }
+
     #[test]
     fn median_of_odd_and_even_counts() {
         assert_eq!(median([3.0, 1.0, 2.0]), 2.0);
@@ -711,18 +726,7 @@ mod tests {
 
     #[test]
     fn markdown_names_the_machine_the_command_and_every_scenario() {
-        let settings = Settings {
-            rounds: 1,
-            concurrency: 32,
-            rate: 2000.0,
-            warmup_s: 0.5,
-            duration_s: 3.0,
-            client_threads: 1,
-            server_threads: 1,
-            pool: PoolSettings::default(),
-            log_filter: "info".into(),
-            profile: "release".into(),
-        };
+        let settings = settings(1);
         let report = BenchReport::new(
             "Wed, 25 Nov 2026 12:00:00 GMT".into(),
             "cargo xtask bench".into(),
@@ -765,18 +769,7 @@ mod tests {
     #[test]
     fn instruction_counts_show_per_scenario_and_per_layer() {
         use integration_client::stack::StackLayer;
-        let settings = Settings {
-            rounds: 0,
-            concurrency: 32,
-            rate: 2000.0,
-            warmup_s: 0.5,
-            duration_s: 3.0,
-            client_threads: 1,
-            server_threads: 1,
-            pool: PoolSettings::default(),
-            log_filter: "info".into(),
-            profile: "release".into(),
-        };
+        let settings = settings(0);
         let mut report = BenchReport::new(
             "Wed, 25 Nov 2026 12:00:00 GMT".into(),
             "cargo xtask bench --rounds 0".into(),
