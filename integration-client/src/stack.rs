@@ -43,6 +43,7 @@ use integration_retry::{
 use secrecy::{ExposeSecret, SecretString};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
+use tower::util::option_layer;
 
 use crate::client::config_error;
 use crate::response::ResponseBody;
@@ -613,35 +614,232 @@ pub fn build_stack(
     state: &SharedState,
     transport: Transport,
 ) -> Result<HttpService, Error> {
+    build_stack_without(config, state, transport, None)
+}
+
+/// One layer of the stack [`build_stack`] assembles, named to leave it out with
+/// [`build_stack_without`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StackLayer {
+    /// `LogLayer`: the call span, the outcome line and the call metrics.
+    Log,
+    /// `DeadlineLayer`: the total deadline.
+    Deadline,
+    /// `RetryLayer` and its budget.
+    Retry,
+    /// `CircuitBreakerLayer` (present only when `circuit_breaker.enabled`).
+    CircuitBreaker,
+    /// `RateLimitLayer`.
+    RateLimit,
+    /// `AuthLayer` (present only with an `auth` section).
+    Auth,
+    /// `AttemptLogLayer`: the attempt span and the attempt metrics.
+    AttemptLog,
+    /// `AttemptTimeoutLayer`.
+    AttemptTimeout,
+}
+
+impl StackLayer {
+    /// Every layer, outermost first.
+    pub const ALL: [StackLayer; 8] = [
+        StackLayer::Log,
+        StackLayer::Deadline,
+        StackLayer::Retry,
+        StackLayer::CircuitBreaker,
+        StackLayer::RateLimit,
+        StackLayer::Auth,
+        StackLayer::AttemptLog,
+        StackLayer::AttemptTimeout,
+    ];
+
+    /// A short kebab-case name (`attempt-log`), for command lines and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            StackLayer::Log => "log",
+            StackLayer::Deadline => "deadline",
+            StackLayer::Retry => "retry",
+            StackLayer::CircuitBreaker => "circuit-breaker",
+            StackLayer::RateLimit => "rate-limit",
+            StackLayer::Auth => "auth",
+            StackLayer::AttemptLog => "attempt-log",
+            StackLayer::AttemptTimeout => "attempt-timeout",
+        }
+    }
+}
+
+impl fmt::Display for StackLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for StackLayer {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        StackLayer::ALL
+            .into_iter()
+            .find(|layer| layer.name() == name)
+            .ok_or_else(|| config_error(format!("no stack layer named `{name}`")))
+    }
+}
+
+/// [`build_stack`] with one layer left out (`None`: every layer): what the benchmark measures to
+/// tell what each layer costs (the whole stack minus the stack without it). A stack without its
+/// retry, deadline or rate-limit layer does not keep the behaviour rules; it is for measurement,
+/// not for calls that matter.
+///
+/// ```
+/// use integration_client::stack::{SharedHandles, SharedState, StackLayer, build_stack_without};
+/// use integration_client::transport::Transport;
+/// use integration_config::IntegrationConfig;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = IntegrationConfig::builder("https://api.example.com/v1/").build()?;
+/// let transport = Transport::new()?;
+/// let state = SharedState::derive("example", &config, None, &SharedHandles::new(), &transport)?;
+/// let without_log = build_stack_without(&config, &state, transport, Some(StackLayer::Log))?;
+/// # let _ = without_log;
+/// assert_eq!("attempt-log".parse::<StackLayer>()?, StackLayer::AttemptLog);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// As [`build_stack`].
+pub fn build_stack_without(
+    config: &IntegrationConfig,
+    state: &SharedState,
+    transport: Transport,
+    without: Option<StackLayer>,
+) -> Result<HttpService, Error> {
     let policy = log_policy(&config.log, &config.auth);
+    let log = LogLayer::new(policy.clone());
+    let deadline = DeadlineLayer::new(config.timeout);
+    let retry = RetryLayer::new(retry_policy(config)).with_budget(state.budget.1.clone());
+    let breaker = option_layer(config.circuit_breaker.enabled.then(|| {
+        CircuitBreakerLayer::new(breaker_policy(&config.circuit_breaker))
+            .with_registry(state.breaker.1.clone())
+    }));
+    let rate_limit = RateLimitLayer::new(state.rate_limit.1.clone());
+    // The facade's retry layer replays a 401 once; the auth layer must not replay it again.
+    let auth = option_layer(
+        state
+            .auth
+            .1
+            .clone()
+            .map(|provider| AuthLayer::from_arc(provider).replay_on_unauthorized(false)),
+    );
+    let attempt_log = AttemptLogLayer::new(attempt_log_policy(&policy, &config.log));
     let attempt_timeout =
         AttemptTimeoutLayer::within(config.effective_attempt_timeout(), config.timeout)
             .map_err(|e| config_error("attempt_timeout: must not exceed timeout").with_source(e))?;
-    let breaker = config.circuit_breaker.enabled.then(|| {
-        CircuitBreakerLayer::new(breaker_policy(&config.circuit_breaker))
-            .with_registry(state.breaker.1.clone())
-    });
-    // The facade's retry layer replays a 401 once; the auth layer must not replay it again.
-    let auth = state
-        .auth
-        .1
-        .clone()
-        .map(|provider| AuthLayer::from_arc(provider).replay_on_unauthorized(false));
-    let service = ServiceBuilder::new()
-        .map_response(|response: Response<_>| response.map(ResponseBody::new))
-        .layer(LogLayer::new(policy.clone()))
-        .layer(DeadlineLayer::new(config.timeout))
-        .layer(RetryLayer::new(retry_policy(config)).with_budget(state.budget.1.clone()))
-        .option_layer(breaker)
-        .layer(RateLimitLayer::new(state.rate_limit.1.clone()))
-        .option_layer(auth)
-        .layer(AttemptLogLayer::new(attempt_log_policy(
-            &policy,
-            &config.log,
-        )))
-        .layer(attempt_timeout)
-        .service(transport);
-    Ok(HttpService::new(service))
+    // One arm per variant: each is its own concrete stack, boxed once, so the whole stack pays for
+    // no `Either` per layer (and the log layers' body types need no common type).
+    macro_rules! assemble {
+        ($($layer:expr),+) => {
+            HttpService::new(
+                ServiceBuilder::new()
+                    .map_response(|response: Response<_>| response.map(ResponseBody::new))
+                    $(.layer($layer))+
+                    .service(transport),
+            )
+        };
+    }
+    Ok(match without {
+        None => assemble!(
+            log,
+            deadline,
+            retry,
+            breaker,
+            rate_limit,
+            auth,
+            attempt_log,
+            attempt_timeout
+        ),
+        Some(StackLayer::Log) => {
+            assemble!(
+                deadline,
+                retry,
+                breaker,
+                rate_limit,
+                auth,
+                attempt_log,
+                attempt_timeout
+            )
+        }
+        Some(StackLayer::Deadline) => {
+            assemble!(
+                log,
+                retry,
+                breaker,
+                rate_limit,
+                auth,
+                attempt_log,
+                attempt_timeout
+            )
+        }
+        Some(StackLayer::Retry) => {
+            assemble!(
+                log,
+                deadline,
+                breaker,
+                rate_limit,
+                auth,
+                attempt_log,
+                attempt_timeout
+            )
+        }
+        Some(StackLayer::CircuitBreaker) => {
+            assemble!(
+                log,
+                deadline,
+                retry,
+                rate_limit,
+                auth,
+                attempt_log,
+                attempt_timeout
+            )
+        }
+        Some(StackLayer::RateLimit) => {
+            assemble!(
+                log,
+                deadline,
+                retry,
+                breaker,
+                auth,
+                attempt_log,
+                attempt_timeout
+            )
+        }
+        Some(StackLayer::Auth) => {
+            assemble!(
+                log,
+                deadline,
+                retry,
+                breaker,
+                rate_limit,
+                attempt_log,
+                attempt_timeout
+            )
+        }
+        Some(StackLayer::AttemptLog) => {
+            assemble!(
+                log,
+                deadline,
+                retry,
+                breaker,
+                rate_limit,
+                auth,
+                attempt_timeout
+            )
+        }
+        Some(StackLayer::AttemptTimeout) => {
+            assemble!(log, deadline, retry, breaker, rate_limit, auth, attempt_log)
+        }
+    })
 }
 
 #[cfg(test)]

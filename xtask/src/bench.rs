@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use crate::services::{self, Service};
+use crate::suite::{self, Options, Spec};
 use crate::timing::{now, secs};
 
 /// The package that holds the benchmarks.
@@ -28,6 +29,26 @@ const CRITERION_BENCH: &str = "middleware";
 
 /// The end-to-end benchmark's binary.
 const BENCH_BIN: &str = "bench";
+
+/// The arguments of `cargo xtask bench`: the binary's options (see `tests/src/bin/bench.rs`).
+const SPEC: Spec = Spec {
+    name: "bench",
+    flags: &[],
+    values: &[
+        "--rounds",
+        "--duration",
+        "--warmup",
+        "--concurrency",
+        "--rate",
+        "--client-threads",
+        "--server-threads",
+        "--scenarios",
+        "--log-filter",
+        "--instructions",
+        "--callgrind-dir",
+    ],
+    smoke_values: &[],
+};
 
 /// The cargo commands of a run: `(arguments, what it is for)`.
 fn cargo_commands(smoke: bool) -> Vec<Vec<&'static str>> {
@@ -76,42 +97,16 @@ pub(crate) fn target_dir(root: &Path) -> PathBuf {
 }
 
 /// The arguments of the `bench` binary.
-fn bench_args(smoke: bool, root: &Path, target: &Path, passed: &[String]) -> Vec<String> {
-    let mut args = Vec::new();
-    if smoke {
-        args.push("--smoke".to_owned());
-    } else {
-        let mut command = String::from("cargo xtask bench");
-        for arg in passed {
-            command.push(' ');
-            command.push_str(arg);
-        }
-        args.extend([
-            "--out".to_owned(),
-            root.display().to_string(),
-            "--criterion".to_owned(),
-            target.join("criterion").display().to_string(),
-            "--command".to_owned(),
-            command,
-        ]);
-    }
-    args.extend(passed.iter().cloned());
-    args
+fn bench_args(options: &Options, root: &Path, target: &Path) -> Vec<String> {
+    let criterion = [
+        "--criterion".to_owned(),
+        target.join("criterion").display().to_string(),
+    ];
+    suite::binary_args(&SPEC, options, root, &criterion)
 }
 
-fn run_command(command: &mut Command, shown: &str) -> Result<(), String> {
-    println!("bench: {shown}");
-    let status = command
-        .status()
-        .map_err(|e| format!("`{shown}` could not run: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{shown}` exited with {status}"))
-    }
-}
-
-fn run_all(smoke: bool, passed: &[String]) -> Result<(), String> {
+fn run_all(options: &Options) -> Result<(), String> {
+    let smoke = options.smoke;
     let root = workspace_root();
     let target = target_dir(&root);
     let redis = services::configured_url(Service::Redis)?;
@@ -122,52 +117,35 @@ fn run_all(smoke: bool, passed: &[String]) -> Result<(), String> {
             .args(&args)
             .current_dir(&root)
             .env("REDIS_URL", &redis);
-        run_command(&mut command, &format!("cargo {}", args.join(" ")))?;
+        suite::run_command(
+            SPEC.name,
+            &mut command,
+            &format!("cargo {}", args.join(" ")),
+        )?;
     }
     let profile = if smoke { "debug" } else { "release" };
     let binary = target.join(profile).join(BENCH_BIN);
-    let args = bench_args(smoke, &root, &target, passed);
+    let args = bench_args(options, &root, &target);
     let mut command = Command::new(&binary);
     command
         .args(&args)
         .current_dir(&root)
         .env("REDIS_URL", &redis);
-    let quoted: Vec<String> = args
-        .iter()
-        .map(|arg| {
-            if arg.contains(' ') {
-                format!("\"{arg}\"")
-            } else {
-                arg.clone()
-            }
-        })
-        .collect();
-    let shown = format!(
-        "REDIS_URL={} {} {}",
-        crate::service_url::redact(&redis),
-        binary.display(),
-        quoted.join(" ")
-    );
-    run_command(&mut command, &shown)
+    let env = [format!("REDIS_URL={}", crate::service_url::redact(&redis))];
+    suite::run_command(SPEC.name, &mut command, &suite::shown(&env, &binary, &args))
 }
 
 /// `cargo xtask bench [--smoke] [ARGS]`.
 pub(crate) fn run(args: &[String]) -> ExitCode {
-    let smoke = args.iter().any(|arg| arg == "--smoke");
-    let passed: Vec<String> = args
-        .iter()
-        .filter(|arg| *arg != "--smoke")
-        .cloned()
-        .collect();
-    if smoke && !passed.is_empty() {
-        eprintln!(
-            "xtask: `bench --smoke` takes no other argument, got: {}",
-            passed.join(" ")
-        );
-        return ExitCode::from(2);
-    }
+    let options = match suite::parse(&SPEC, args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let started = now();
-    match run_all(smoke, &passed) {
+    match run_all(&options) {
         Ok(()) => {
             println!("bench: ok ({})", secs(started.elapsed()));
             ExitCode::SUCCESS
@@ -213,12 +191,8 @@ mod tests {
     #[test]
     fn the_real_run_writes_at_the_root_and_records_its_command() {
         let root = Path::new("/w");
-        let args = bench_args(
-            false,
-            root,
-            Path::new("/w/target"),
-            &["--rounds".into(), "3".into()],
-        );
+        let options = suite::parse(&SPEC, &["--rounds".into(), "3".into()]).unwrap();
+        let args = bench_args(&options, root, Path::new("/w/target"));
         assert_eq!(
             args,
             [
@@ -232,9 +206,11 @@ mod tests {
                 "3"
             ]
         );
+        let smoke = suite::parse(&SPEC, &["--smoke".into()]).unwrap();
         assert_eq!(
-            bench_args(true, root, Path::new("/w/target"), &[]),
+            bench_args(&smoke, root, Path::new("/w/target")),
             ["--smoke"]
         );
+        assert!(suite::parse(&SPEC, &["--smoke".into(), "--rounds".into(), "2".into()]).is_err());
     }
 }

@@ -15,6 +15,7 @@ use std::process::{Command, ExitCode};
 
 use crate::bench::{target_dir, workspace_root};
 use crate::services::{self, Service};
+use crate::suite::{self, Options, Spec};
 use crate::timing::{now, secs};
 
 /// The package that holds the suite.
@@ -26,45 +27,17 @@ const CHAOS_BIN: &str = "chaos";
 /// The harness's own tests; building them builds the binary in the test step's profile.
 const HARNESS_TEST: &str = "chaos_harness";
 
-/// What `cargo xtask chaos` was asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Options {
-    smoke: bool,
-    debug: bool,
-    /// Arguments passed on to the binary.
-    passed: Vec<String>,
-}
-
-/// Parses the arguments; `Err` is the message for a usage error.
-fn parse(args: &[String]) -> Result<Options, String> {
-    let mut options = Options {
-        smoke: false,
-        debug: false,
-        passed: Vec::new(),
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--smoke" => options.smoke = true,
-            "--debug" => options.debug = true,
-            "--scenarios" | "--duration-scale" | "--rate-scale" => {
-                let value = args
-                    .next()
-                    .ok_or_else(|| format!("`chaos {arg}` needs a value"))?;
-                options.passed.extend([arg.clone(), value.clone()]);
-            }
-            other => return Err(format!("`chaos` does not take `{other}`")),
-        }
-    }
-    if options.smoke && options.passed.iter().any(|arg| arg.ends_with("-scale")) {
-        return Err("`chaos --smoke` has its own scale; use the full run to choose one".to_owned());
-    }
-    Ok(options)
-}
+/// The arguments of `cargo xtask chaos`.
+const SPEC: Spec = Spec {
+    name: "chaos",
+    flags: &["--debug"],
+    values: &["--scenarios", "--duration-scale", "--rate-scale"],
+    smoke_values: &["--scenarios"],
+};
 
 /// The cargo command that builds the binary.
 fn cargo_build(options: &Options) -> Vec<&'static str> {
-    if options.smoke || options.debug {
+    if options.smoke || options.has("--debug") {
         // The test step's features and profile, so nothing is rebuilt after `cargo xtask ci`'s
         // test step; the harness's tests run too (a few seconds).
         let mut args = vec![
@@ -90,43 +63,6 @@ fn cargo_build(options: &Options) -> Vec<&'static str> {
     }
 }
 
-/// The arguments of the binary.
-fn chaos_args(options: &Options, root: &std::path::Path) -> Vec<String> {
-    let mut args = Vec::new();
-    if options.smoke {
-        args.push("--smoke".to_owned());
-    } else {
-        let mut command = String::from("cargo xtask chaos");
-        if options.debug {
-            command.push_str(" --debug");
-        }
-        for arg in &options.passed {
-            command.push(' ');
-            command.push_str(arg);
-        }
-        args.extend([
-            "--out".to_owned(),
-            root.display().to_string(),
-            "--command".to_owned(),
-            command,
-        ]);
-    }
-    args.extend(options.passed.iter().cloned());
-    args
-}
-
-fn run_command(command: &mut Command, shown: &str) -> Result<(), String> {
-    println!("chaos: {shown}");
-    let status = command
-        .status()
-        .map_err(|e| format!("`{shown}` could not run: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{shown}` exited with {status}"))
-    }
-}
-
 fn run_all(options: &Options) -> Result<(), String> {
     let root = workspace_root();
     let target = target_dir(&root);
@@ -141,35 +77,31 @@ fn run_all(options: &Options) -> Result<(), String> {
     for (name, url) in &urls {
         command.env(name, url);
     }
-    run_command(&mut command, &format!("cargo {}", build.join(" ")))?;
-    let profile = if options.smoke || options.debug {
+    suite::run_command(
+        SPEC.name,
+        &mut command,
+        &format!("cargo {}", build.join(" ")),
+    )?;
+    let profile = if options.smoke || options.has("--debug") {
         "debug"
     } else {
         "release"
     };
     let binary = target.join(profile).join(CHAOS_BIN);
-    let args = chaos_args(options, &root);
+    let args = suite::binary_args(&SPEC, options, &root, &[]);
     let mut command = Command::new(&binary);
     command.args(&args).current_dir(&root);
-    let mut shown = Vec::new();
+    let mut env = Vec::new();
     for (name, url) in &urls {
         command.env(name, url);
-        shown.push(format!("{name}={}", crate::service_url::redact(url)));
+        env.push(format!("{name}={}", crate::service_url::redact(url)));
     }
-    shown.push(binary.display().to_string());
-    shown.extend(args.iter().map(|arg| {
-        if arg.contains(' ') {
-            format!("\"{arg}\"")
-        } else {
-            arg.clone()
-        }
-    }));
-    run_command(&mut command, &shown.join(" "))
+    suite::run_command(SPEC.name, &mut command, &suite::shown(&env, &binary, &args))
 }
 
 /// `cargo xtask chaos [--smoke] [ARGS]`.
 pub(crate) fn run(args: &[String]) -> ExitCode {
-    let options = match parse(args) {
+    let options = match suite::parse(&SPEC, args) {
         Ok(options) => options,
         Err(message) => {
             eprintln!("xtask: {message}");
@@ -200,22 +132,23 @@ mod tests {
 
     #[test]
     fn the_smoke_run_shares_the_test_steps_build_and_writes_nothing() {
-        let options = parse(&strings(&["--smoke"])).unwrap();
+        let options = suite::parse(&SPEC, &strings(&["--smoke"])).unwrap();
         let build = cargo_build(&options);
         assert_eq!(build[0], "test");
         assert!(build.contains(&"--workspace") && build.contains(&"--all-features"));
         assert!(!build.contains(&"--release") && !build.contains(&"--no-run"));
-        assert_eq!(chaos_args(&options, Path::new("/w")), ["--smoke"]);
+        assert_eq!(
+            suite::binary_args(&SPEC, &options, Path::new("/w"), &[]),
+            ["--smoke"]
+        );
     }
 
     #[test]
     fn the_full_run_is_a_release_build_that_writes_at_the_root() {
-        let options = parse(&strings(&[
-            "--scenarios",
-            "slow,flaky-10",
-            "--duration-scale",
-            "0.25",
-        ]))
+        let options = suite::parse(
+            &SPEC,
+            &strings(&["--scenarios", "slow,flaky-10", "--duration-scale", "0.25"]),
+        )
         .unwrap();
         assert_eq!(
             cargo_build(&options),
@@ -229,7 +162,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            chaos_args(&options, Path::new("/w")),
+            suite::binary_args(&SPEC, &options, Path::new("/w"), &[]),
             [
                 "--out",
                 "/w",
@@ -241,19 +174,11 @@ mod tests {
                 "0.25"
             ]
         );
-        let debug = parse(&strings(&["--debug"])).unwrap();
+        let debug = suite::parse(&SPEC, &strings(&["--debug"])).unwrap();
         assert!(cargo_build(&debug).contains(&"--no-run"));
         assert_eq!(
-            chaos_args(&debug, Path::new("/w"))[3],
+            suite::binary_args(&SPEC, &debug, Path::new("/w"), &[])[3],
             "cargo xtask chaos --debug"
         );
-    }
-
-    #[test]
-    fn usage_errors() {
-        assert!(parse(&strings(&["--scenarios"])).is_err());
-        assert!(parse(&strings(&["--rounds", "3"])).is_err());
-        assert!(parse(&strings(&["--smoke", "--duration-scale", "2"])).is_err());
-        assert!(parse(&strings(&["--smoke", "--scenarios", "slow"])).is_ok());
     }
 }

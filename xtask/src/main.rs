@@ -23,6 +23,7 @@ mod disk;
 mod probe;
 mod service_url;
 mod services;
+mod suite;
 mod timing;
 
 /// The usage text of `cargo xtask help`.
@@ -38,7 +39,8 @@ Commands:
   services  check that Redis (REDIS_URL) and PostgreSQL (DATABASE_URL) answer;
             a server down at its default loopback address is started if installed
   bench     the benchmark (release, by hand): writes BENCHMARKS.md and benchmarks.json;
-            arguments are passed on to it (--rounds N, --duration SECS, --scenarios a,b)
+            arguments are passed on to it (--rounds N, --duration SECS, --scenarios a,b,
+            --instructions N: calls counted under valgrind's callgrind, 0 for none)
   bench --smoke
             every scenario for a fraction of a second, no file written (a ci step)
   chaos     the chaos suite (release, by hand): the facade against a fault upstream and

@@ -15,6 +15,8 @@
 //!   `/proc/self/status`).
 //! - [`worker`]: one scenario measured in its own process: the observability every worker
 //!   installs, the client, the closed loop then the open loop.
+//! - [`count`]: instruction counts, a fixed number of calls run under valgrind's callgrind (N and 2N
+//!   calls, differenced), for every scenario and for the stack with one layer left out at a time.
 //! - [`report`]: what one worker measured ([`worker::WorkerReport`]), the medians across rounds,
 //!   the ratios against the raw client and the peer stack, and the Markdown and JSON files.
 //!
@@ -22,6 +24,7 @@
 //! `worker`), so that one scenario's tracing subscriber, metrics recorder, allocator state or peak
 //! memory never leaks into the next.
 
+pub mod count;
 pub mod load;
 pub mod measure;
 pub mod report;

@@ -1,5 +1,6 @@
 //! The run's report: medians across rounds, ratios, the machine, and the Markdown and JSON files.
 
+use super::count::{InstructionCount, Subject};
 use super::scenario::{PoolSettings, Scenario};
 use super::worker::WorkerReport;
 use serde::{Deserialize, Serialize};
@@ -305,6 +306,9 @@ pub struct BenchReport {
     pub load_average: Vec<String>,
     /// Every worker's raw figures, round by round.
     pub rounds: Vec<WorkerReport>,
+    /// Instructions per call under callgrind, per scenario and for the stack without each layer.
+    #[serde(default)]
+    pub instructions: Vec<InstructionCount>,
 }
 
 impl BenchReport {
@@ -331,6 +335,7 @@ impl BenchReport {
             left_out,
             load_average: Vec::new(),
             rounds,
+            instructions: Vec::new(),
         }
     }
 
@@ -338,6 +343,74 @@ impl BenchReport {
         self.ratios
             .iter()
             .find(|r| r.scenario == scenario && r.reference == reference)
+    }
+
+    fn instructions_of(&self, subject: Subject) -> Option<f64> {
+        self.instructions
+            .iter()
+            .find(|count| count.subject == subject)
+            .map(|count| count.per_call)
+    }
+
+    /// The instruction tables: per scenario, then per layer.
+    fn instructions_markdown(&self, out: &mut String) {
+        let Some(first) = self.instructions.first() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "\n## Instructions per call (callgrind, {} calls then {}, differenced)\n",
+            first.calls,
+            2 * first.calls
+        );
+        let raw = self.instructions_of(Subject::Scenario(Scenario::RawHyper));
+        let peer = self.instructions_of(Subject::Scenario(Scenario::PeerStack));
+        let ratio = |value: f64, reference: Option<f64>| match reference {
+            Some(reference) if reference > 0.0 => format!("{:.2}×", value / reference),
+            _ => "n/a".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "| subject | what it runs | instructions/call | vs raw (1) | vs peer (4) |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|");
+        for count in &self.instructions {
+            if matches!(count.subject, Subject::Without(Some(_))) {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {} | {} |",
+                count.subject,
+                count.description,
+                count.per_call,
+                ratio(count.per_call, raw),
+                ratio(count.per_call, peer),
+            );
+        }
+        let Some(all) = self.instructions_of(Subject::Without(None)) else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "\n### Per layer: the stack with every layer ({all:.0} a call) minus the stack without one\n"
+        );
+        let _ = writeln!(
+            out,
+            "| layer left out | instructions/call without it | the layer's cost | share of the stack |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for count in &self.instructions {
+            if let Subject::Without(Some(layer)) = count.subject {
+                let cost = all - count.per_call;
+                let _ = writeln!(
+                    out,
+                    "| {layer} | {:.0} | {cost:+.0} | {:.1} % |",
+                    count.per_call,
+                    100.0 * cost / all
+                );
+            }
+        }
     }
 
     /// The report as Markdown: machine, command, date, the tables, and how each figure is measured.
@@ -458,6 +531,8 @@ impl BenchReport {
             "\nFailed or unfinished calls over the whole run: {failures}."
         );
 
+        self.instructions_markdown(&mut out);
+
         if !self.left_out.is_empty() {
             let _ = writeln!(out, "\nLeft out of this run:\n");
             for reason in &self.left_out {
@@ -508,7 +583,8 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "- 4 is assembled as its README shows: `TracingMiddleware::default()` then `RetryTransientMiddleware` with exponential backoff and 2 retries (3 attempts); reqwest is built without default features (plain HTTP, no TLS)."
+            "- 4 is assembled as its README shows: `TracingMiddleware::default()` then `RetryTransientMiddleware` with exponential backoff and 2 retries (3 attempts); reqwest is built without default features (plain HTTP, no TLS). It runs as users run it, like ours: under the same fmt subscriber at `{}` and with the same metrics recorder installed.",
+            s.log_filter
         );
         let _ = writeln!(
             out,
@@ -541,6 +617,13 @@ impl BenchReport {
             out,
             "- Latency: calls are due on a fixed schedule and sent by a pacing thread; each latency runs from the due time to the end of the body, so a stall is charged to every call due during it (no coordinated omission). Percentiles from an HdrHistogram (3 significant digits)."
         );
+        if !self.instructions.is_empty() {
+            let _ = writeln!(
+                out,
+                "- Instructions per call: `valgrind --tool=callgrind` on the `bench count` subcommand, which installs the same subscriber and recorder, builds the client, makes exactly N calls with {} in flight and exits; run for N and for 2N calls, the difference over N is one call's instructions (start-up, connections and the client's construction drop out). Every thread of the client process is counted; the server is another process. The counts depend far less on the machine's load than time does, but not at all: how often a future finds its I/O not ready changes with timing (at N = 100 the rows disagreed by 10k or more, at N = 1000 by a few thousand), so take a difference of a few thousand as noise. The per-layer rows build the full stack (memory limiter) with `integration_client::stack::build_stack_without`, given to the facade as one service, and call it as scenario 2 does: a layer's cost is the stack with every layer minus the stack without it.",
+                s.concurrency
+            );
+        }
         let _ = writeln!(
             out,
             "- Memory: the worker's peak resident set (`VmHWM`) at its end; the resident set before the client is built (runtime, subscriber, recorder) is shown beside it, the same binary for every scenario."
@@ -579,6 +662,21 @@ mod tests {
             rss_baseline_kib: 1000,
             peak_rss_kib: 2000,
             first_error: None,
+        }
+    }
+
+    fn settings(rounds: usize) -> Settings {
+        Settings {
+            rounds,
+            concurrency: 32,
+            rate: 2000.0,
+            warmup_s: 0.5,
+            duration_s: 3.0,
+            client_threads: 1,
+            server_threads: 1,
+            pool: PoolSettings::default(),
+            log_filter: "info".into(),
+            profile: "release".into(),
         }
     }
 
@@ -628,18 +726,7 @@ mod tests {
 
     #[test]
     fn markdown_names_the_machine_the_command_and_every_scenario() {
-        let settings = Settings {
-            rounds: 1,
-            concurrency: 32,
-            rate: 2000.0,
-            warmup_s: 0.5,
-            duration_s: 3.0,
-            client_threads: 1,
-            server_threads: 1,
-            pool: PoolSettings::default(),
-            log_filter: "info".into(),
-            profile: "release".into(),
-        };
+        let settings = settings(1);
         let report = BenchReport::new(
             "Wed, 25 Nov 2026 12:00:00 GMT".into(),
             "cargo xtask bench".into(),
@@ -676,6 +763,55 @@ mod tests {
         assert!(markdown.contains("0.75×"));
         let json = serde_json::to_string(&report).unwrap();
         let back: BenchReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn instruction_counts_show_per_scenario_and_per_layer() {
+        use integration_client::stack::StackLayer;
+        let settings = settings(0);
+        let mut report = BenchReport::new(
+            "Wed, 25 Nov 2026 12:00:00 GMT".into(),
+            "cargo xtask bench --rounds 0".into(),
+            settings,
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        let count = |subject, per_call: u64| {
+            InstructionCount::new(
+                subject,
+                1000,
+                1_000_000 + 1000 * per_call,
+                1_000_000 + 2000 * per_call,
+            )
+        };
+        report.instructions = vec![
+            count(Subject::Scenario(Scenario::RawHyper), 20_000),
+            count(Subject::Scenario(Scenario::PeerStack), 80_000),
+            count(Subject::Scenario(Scenario::FullStack), 60_000),
+            count(Subject::Without(None), 62_000),
+            count(Subject::Without(Some(StackLayer::Log)), 50_000),
+        ];
+        let markdown = report.to_markdown();
+        assert!(
+            markdown.contains("1000 calls then 2000, differenced"),
+            "{markdown}"
+        );
+        // The full stack against the raw client and the peer: 60k / 20k, 60k / 80k.
+        assert!(
+            markdown.contains(
+                "| full-stack | our full stack, rate limit in memory | 60000 | 3.00× | 0.75× |"
+            ),
+            "{markdown}"
+        );
+        // The log layer's cost: 62k with it, 50k without.
+        assert!(
+            markdown.contains("| log | 50000 | +12000 | 19.4 % |"),
+            "{markdown}"
+        );
+        let back: BenchReport =
+            serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
         assert_eq!(back, report);
     }
 

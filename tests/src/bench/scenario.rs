@@ -365,6 +365,19 @@ enabled = true
     )
 }
 
+/// The documented call through the facade: `client.api("bench")?.get(PATH).send().await?.bytes()`.
+async fn facade_call(client: &integration_client::Client) -> Result<(), BoxError> {
+    let response = client
+        .api(API_NAME)?
+        .get(PATH)
+        .header(header::ACCEPT, ACCEPT_JSON)
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    check(status, &body)
+}
+
 /// Where the full-stack scenario keeps its rate-limit counters.
 #[derive(Clone, Debug)]
 pub enum RateLimitStore {
@@ -440,16 +453,7 @@ impl FullStack {
 
 impl Caller for FullStack {
     async fn call(&self) -> Result<(), BoxError> {
-        let response = self
-            .client
-            .api(API_NAME)?
-            .get(PATH)
-            .header(header::ACCEPT, ACCEPT_JSON)
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        check(status, &body)
+        facade_call(&self.client).await
     }
 }
 
@@ -523,16 +527,56 @@ impl FacadeNoLayers {
 
 impl Caller for FacadeNoLayers {
     async fn call(&self) -> Result<(), BoxError> {
-        let response = self
-            .client
-            .api(API_NAME)?
-            .get(PATH)
-            .header(header::ACCEPT, ACCEPT_JSON)
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        check(status, &body)
+        facade_call(&self.client).await
+    }
+}
+
+/// The full stack's layers (rate limit in memory) assembled by `build_stack_without` with one layer
+/// left out (`None`: every layer), given to the facade as one service
+/// (`ClientBuilder::service`) and called as in scenario 2. For the per-layer instruction counts: a
+/// layer's cost is the stack with every layer minus the stack without it, both built this way.
+#[derive(Clone, Debug)]
+pub struct FullStackLayers {
+    client: integration_client::Client,
+}
+
+impl FullStackLayers {
+    /// A client for the server at `addr` whose stack lacks `without`.
+    ///
+    /// # Errors
+    ///
+    /// When the configuration does not validate or the transport cannot be built.
+    pub fn new(
+        addr: SocketAddr,
+        pool: &PoolSettings,
+        without: Option<integration_client::stack::StackLayer>,
+    ) -> Result<Self, BoxError> {
+        use integration_client::stack::{SharedHandles, SharedState, build_stack_without};
+        let toml = full_stack_toml(addr, pool, &RateLimitStore::Memory);
+        let config = integration_config::Config::from_toml_str(&toml)?;
+        let integration = config
+            .integrations
+            .get(API_NAME)
+            .ok_or("the full stack's configuration names its integration")?;
+        let transport = our_transport(pool)?;
+        let state = SharedState::derive(
+            API_NAME,
+            integration,
+            None,
+            &SharedHandles::new(),
+            &transport,
+        )?;
+        let stack = build_stack_without(integration, &state, transport, without)?;
+        let client = integration_client::Client::builder()
+            .service(API_NAME, format!("http://{addr}/"), stack)
+            .build()?;
+        Ok(Self { client })
+    }
+}
+
+impl Caller for FullStackLayers {
+    async fn call(&self) -> Result<(), BoxError> {
+        facade_call(&self.client).await
     }
 }
 

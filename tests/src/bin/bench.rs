@@ -3,15 +3,19 @@
 //! ```text
 //! bench [--smoke] [--rounds N] [--duration SECS] [--warmup SECS] [--concurrency N] [--rate PER_SEC]
 //!       [--client-threads N] [--server-threads N] [--scenarios a,b,..] [--out DIR]
-//!       [--log-filter FILTER] [--criterion DIR] [--command TEXT]
+//!       [--log-filter FILTER] [--criterion DIR] [--command TEXT] [--instructions N]
+//!       [--callgrind-dir DIR]
 //! bench serve [--threads N]          the loopback server (started by the benchmark itself)
 //! bench worker [--threads N] JSON    one scenario in its own process (started by the benchmark)
+//! bench count JSON                   a fixed number of calls (run under callgrind by the benchmark)
 //! ```
 //!
 //! Without `--out` the report is printed, not written. `--smoke` runs every scenario once for a
-//! fraction of a second and fails unless each completed calls without a single error.
+//! fraction of a second and fails unless each completed calls without a single error; it makes the
+//! count runs' calls too, without valgrind.
 
 use integration_tests::bench::BoxError;
+use integration_tests::bench::count::{self, CountConfig, InstructionCount, Subject};
 use integration_tests::bench::report::{BenchReport, Settings, read_criterion};
 use integration_tests::bench::scenario::{PoolSettings, Scenario};
 use integration_tests::bench::server::{READY_PREFIX, ServerProcess, serve};
@@ -28,6 +32,7 @@ The end-to-end benchmark: the full stack against the raw client and the peer sta
 Usage: bench [OPTIONS]           run every scenario, print the report (or write it with --out)
        bench serve [--threads N] the loopback server (the benchmark starts it itself)
        bench worker JSON         one scenario in its own process (the benchmark starts it itself)
+       bench count JSON          a fixed number of calls (the benchmark runs it under callgrind)
 
 Options:
   --smoke               every scenario briefly; fail unless each completed calls with no error
@@ -44,6 +49,11 @@ Options:
   --out DIR             write BENCHMARKS.md and benchmarks.json there
   --criterion DIR       add criterion's middleware results found there (target/criterion)
   --command TEXT        the command recorded in the report
+  --instructions N      instruction counts: each scenario, and the full stack without each of
+                        its layers, run for N then 2N calls under valgrind's callgrind; the
+                        difference over N is a call's count [1000; 0: none; --smoke: N calls
+                        each, without valgrind]. With --rounds 0, only the counts run
+  --callgrind-dir DIR   keep callgrind's output files there (for callgrind_annotate)
 
 Environment:
   REDIS_URL             the Redis of scenario 3 [redis://127.0.0.1:6379]
@@ -54,6 +64,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => run_server(&args[1..]),
         Some("worker") => run_worker(&args[1..]),
+        Some("count") => run_count(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -148,6 +159,14 @@ fn run_worker(args: &[String]) -> Result<(), BoxError> {
     Ok(())
 }
 
+fn run_count(args: &[String]) -> Result<(), BoxError> {
+    let [config] = args else {
+        return Err("count takes one JSON configuration".into());
+    };
+    let config: CountConfig = serde_json::from_str(config)?;
+    runtime(1)?.block_on(count::run(&config))
+}
+
 #[allow(clippy::disallowed_methods)] // The report's date is wall-clock time by nature.
 fn now_http_date() -> String {
     httpdate::fmt_http_date(std::time::SystemTime::now())
@@ -175,11 +194,13 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
         .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
     // `info` by default: the level of our log layer's spans and of reqwest-tracing's.
     let log_filter = take_value(&mut args, "--log-filter")?.unwrap_or_else(|| "info".to_owned());
+    let instructions = take_parsed(&mut args, "--instructions", if smoke { 5 } else { 1000 })?;
+    let callgrind_dir = take_value(&mut args, "--callgrind-dir")?.map(PathBuf::from);
     if !args.is_empty() {
         return Err(format!("unknown arguments: {}", args.join(" ")).into());
     }
-    if rounds == 0 || scenarios.is_empty() {
-        return Err("nothing to run: no rounds or no scenarios".into());
+    if (rounds == 0 && instructions == 0) || scenarios.is_empty() {
+        return Err("nothing to run: no rounds, no instruction counts or no scenarios".into());
     }
 
     let load_before = integration_tests::bench::report::load_average();
@@ -236,6 +257,35 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
             reports.push(report);
         }
     }
+    let counts = if instructions == 0 {
+        Vec::new()
+    } else {
+        let counter = Counter {
+            exe: &exe,
+            base: CountConfig {
+                subject: Subject::Scenario(Scenario::RawHyper),
+                addr: server.addr(),
+                calls: instructions,
+                concurrency,
+                pool: pool.clone(),
+                log_filter: log_filter.clone(),
+                redis_url: redis_url.clone(),
+                redis_prefix: redis_prefix.clone(),
+            },
+            dir: callgrind_dir.as_deref(),
+        };
+        let mut subjects: Vec<Subject> = scenarios.iter().copied().map(Subject::Scenario).collect();
+        if scenarios.contains(&Scenario::FullStack) {
+            subjects.extend(Subject::per_layer());
+        }
+        if smoke {
+            // The scenarios' clients ran above: the smoke checks the stacks of the per-layer rows.
+            counter.smoke(&Subject::per_layer())?;
+            Vec::new()
+        } else {
+            counter.count_all(&subjects)?
+        }
+    };
     drop(server);
 
     if smoke {
@@ -281,6 +331,7 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
         middleware,
         left_out,
     );
+    report.instructions = counts;
     report.load_average = vec![
         load_before,
         integration_tests::bench::report::load_average(),
@@ -357,5 +408,110 @@ fn check_smoke(reports: &[WorkerReport]) -> Result<(), BoxError> {
         Ok(())
     } else {
         Err(format!("smoke failed:\n  {}", broken.join("\n  ")).into())
+    }
+}
+
+/// Runs the count subcommand of this binary, under callgrind or not.
+struct Counter<'a> {
+    exe: &'a std::path::Path,
+    /// Every setting but the subject and the number of calls.
+    base: CountConfig,
+    /// Where to keep callgrind's files (a temporary directory, removed, when `None`).
+    dir: Option<&'a std::path::Path>,
+}
+
+impl Counter<'_> {
+    fn config(&self, subject: Subject, calls: u64) -> CountConfig {
+        CountConfig {
+            subject,
+            calls,
+            ..self.base.clone()
+        }
+    }
+
+    /// The smoke run: every subject's calls, directly (no valgrind), failing on any error.
+    fn smoke(&self, subjects: &[Subject]) -> Result<(), BoxError> {
+        for &subject in subjects {
+            let config = self.config(subject, self.base.calls);
+            let output = Command::new(self.exe)
+                .args(["count", &serde_json::to_string(&config)?])
+                .stdin(Stdio::null())
+                .output()?;
+            if !output.status.success() {
+                return Err(format!(
+                    "the count run of {subject} failed ({}): {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )
+                .into());
+            }
+        }
+        eprintln!(
+            "bench: smoke: {} count run(s) of {} calls completed",
+            subjects.len(),
+            self.base.calls
+        );
+        Ok(())
+    }
+
+    /// Every subject under callgrind, N then 2N calls.
+    fn count_all(&self, subjects: &[Subject]) -> Result<Vec<InstructionCount>, BoxError> {
+        let temporary;
+        let dir = match self.dir {
+            Some(dir) => dir.to_path_buf(),
+            None => {
+                temporary =
+                    std::env::temp_dir().join(format!("bench-callgrind-{}", std::process::id()));
+                temporary.clone()
+            }
+        };
+        std::fs::create_dir_all(&dir)?;
+        let n = self.base.calls;
+        let mut counts = Vec::new();
+        for &subject in subjects {
+            let once = self.callgrind(subject, n, &dir)?;
+            let twice = self.callgrind(subject, 2 * n, &dir)?;
+            let count = InstructionCount::new(subject, n, once, twice);
+            eprintln!(
+                "bench: instructions {:<34} {:>9.0} per call ({n} calls: {once}, {}: {twice})",
+                subject.name(),
+                count.per_call,
+                2 * n
+            );
+            counts.push(count);
+        }
+        if self.dir.is_none() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(counts)
+    }
+
+    fn callgrind(
+        &self,
+        subject: Subject,
+        calls: u64,
+        dir: &std::path::Path,
+    ) -> Result<u64, BoxError> {
+        let out = dir.join(format!("callgrind.{}.{calls}.out", subject.name()));
+        let config = self.config(subject, calls);
+        let output = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(self.exe)
+            .args(["count", &serde_json::to_string(&config)?])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| {
+                format!("valgrind could not run ({error}): install it, or pass --instructions 0")
+            })?;
+        if !output.status.success() {
+            return Err(format!(
+                "the count run of {subject} under callgrind failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+            .into());
+        }
+        count::read_callgrind_total(&out)
     }
 }

@@ -1,0 +1,281 @@
+//! Instruction counts: a fixed number of calls run under valgrind's callgrind.
+//!
+//! Time on a shared machine is noisy; the number of instructions a call executes is not. A count
+//! run ([`run`], the `bench count` subcommand) makes exactly `calls` calls with a fixed number in
+//! flight, then exits. The benchmark runs it under `valgrind --tool=callgrind` twice, for N and 2N
+//! calls, and divides the difference by N ([`per_call`]): start-up (the binary, the runtime, the
+//! subscriber, the client, the pool's connections) costs the same in both runs and drops out.
+//!
+//! Besides the scenarios of the timed run, [`Subject::Without`] measures the facade's stack given
+//! as one service with one layer left out (`build_stack_without`): a layer's cost is the whole
+//! stack ([`Subject::Without`]`(None)`) minus the stack without it.
+
+use super::BoxError;
+use super::load::Caller;
+use super::scenario::{
+    FacadeNoLayers, FullStack, FullStackLayers, OurTransport, PeerStack, PoolSettings,
+    RateLimitStore, RawHyper, Reqwest, Scenario,
+};
+use super::worker::install_observability;
+use integration_client::stack::StackLayer;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a count run calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// A scenario of the timed run, as it runs there.
+    Scenario(Scenario),
+    /// The full stack's layers (rate limit in memory) given to the facade as one service, with one
+    /// layer left out (`None`: every layer, the reference of the per-layer figures).
+    Without(Option<StackLayer>),
+}
+
+impl Subject {
+    /// The per-layer subjects: every layer, then the stack without each layer in turn.
+    pub fn per_layer() -> Vec<Subject> {
+        std::iter::once(Subject::Without(None))
+            .chain(
+                StackLayer::ALL
+                    .into_iter()
+                    .map(|layer| Subject::Without(Some(layer))),
+            )
+            .collect()
+    }
+
+    /// The name on the command line and in the JSON file: the scenario's, `layers`, or
+    /// `layers-without-<layer>`.
+    pub fn name(self) -> String {
+        match self {
+            Subject::Scenario(scenario) => scenario.name().to_owned(),
+            Subject::Without(None) => "layers".to_owned(),
+            Subject::Without(Some(layer)) => format!("layers-without-{layer}"),
+        }
+    }
+
+    /// What it runs, for the report.
+    pub fn describe(self) -> String {
+        match self {
+            Subject::Scenario(scenario) => scenario.describe().to_owned(),
+            Subject::Without(None) => {
+                "the full stack's layers given as one service (`build_stack_without(.., None)`)"
+                    .to_owned()
+            }
+            Subject::Without(Some(layer)) => format!("the same without the {layer} layer"),
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl FromStr for Subject {
+    type Err = BoxError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        if name == "layers" {
+            return Ok(Subject::Without(None));
+        }
+        if let Some(layer) = name.strip_prefix("layers-without-") {
+            return Ok(Subject::Without(Some(layer.parse()?)));
+        }
+        Ok(Subject::Scenario(name.parse()?))
+    }
+}
+
+impl Serialize for Subject {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Subject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a count run does: `calls` calls of `subject`, `concurrency` in flight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CountConfig {
+    /// What to call.
+    pub subject: Subject,
+    /// The loopback server.
+    pub addr: SocketAddr,
+    /// Calls to make, exactly.
+    pub calls: u64,
+    /// Calls in flight.
+    pub concurrency: usize,
+    /// Pool settings for every client.
+    pub pool: PoolSettings,
+    /// The tracing filter of the subscriber the run installs, as every timed worker does.
+    pub log_filter: String,
+    /// The Redis of `full-stack-redis`.
+    pub redis_url: String,
+    /// Its key prefix, private to this run.
+    pub redis_prefix: String,
+}
+
+/// Makes `config.calls` calls (after installing the subscriber and recorder every worker has).
+///
+/// # Errors
+///
+/// When the client cannot be built, or any call fails: a count of failing calls measures nothing.
+pub async fn run(config: &CountConfig) -> Result<(), BoxError> {
+    install_observability(&config.log_filter)?;
+    let (addr, pool) = (config.addr, &config.pool);
+    let redis = || RateLimitStore::Redis {
+        url: config.redis_url.clone(),
+        key_prefix: config.redis_prefix.clone(),
+    };
+    match config.subject {
+        Subject::Scenario(scenario) => match scenario {
+            Scenario::RawHyper => calls(config, RawHyper::new(addr, pool)).await,
+            Scenario::FullStack => {
+                calls(
+                    config,
+                    FullStack::new(addr, pool, RateLimitStore::Memory).await?,
+                )
+                .await
+            }
+            Scenario::FullStackRedis => {
+                calls(config, FullStack::new(addr, pool, redis()).await?).await
+            }
+            Scenario::PeerStack => calls(config, PeerStack::new(addr, pool)?).await,
+            Scenario::Reqwest => calls(config, Reqwest::new(addr, pool)?).await,
+            Scenario::OurTransport => calls(config, OurTransport::new(addr, pool)?).await,
+            Scenario::FacadeNoLayers => calls(config, FacadeNoLayers::new(addr, pool)?).await,
+        },
+        Subject::Without(layer) => calls(config, FullStackLayers::new(addr, pool, layer)?).await,
+    }
+}
+
+async fn calls<C: Caller>(config: &CountConfig, caller: C) -> Result<(), BoxError> {
+    let left = Arc::new(AtomicU64::new(config.calls));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..config.concurrency.max(1) {
+        let (caller, left) = (caller.clone(), Arc::clone(&left));
+        tasks.spawn(async move {
+            // Take a call from the count, or stop when none is left.
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                caller.call().await?;
+            }
+            Ok::<_, BoxError>(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined??;
+    }
+    Ok(())
+}
+
+/// The instruction count of one callgrind run: the `summary:` (or `totals:`) line of its output
+/// file, the events counted over every thread of the process.
+///
+/// # Errors
+///
+/// When the file cannot be read or holds no such line.
+pub fn read_callgrind_total(path: &Path) -> Result<u64, BoxError> {
+    parse_callgrind_total(&std::fs::read_to_string(path)?)
+        .ok_or_else(|| format!("no `summary:` line in {}", path.display()).into())
+}
+
+fn parse_callgrind_total(text: &str) -> Option<u64> {
+    let line = text
+        .lines()
+        .find_map(|line| line.strip_prefix("summary:"))
+        .or_else(|| text.lines().find_map(|line| line.strip_prefix("totals:")))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// The instructions of one call: the count of `2n` calls minus the count of `n`, over `n`.
+pub fn per_call(n: u64, count_n: u64, count_2n: u64) -> f64 {
+    (count_2n as f64 - count_n as f64) / n.max(1) as f64
+}
+
+/// One subject's instruction counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstructionCount {
+    /// What was called.
+    pub subject: Subject,
+    /// What it runs.
+    pub description: String,
+    /// N: calls of the shorter run (the longer made 2N).
+    pub calls: u64,
+    /// Instructions of the run of N calls, start-up included.
+    pub instructions_n: u64,
+    /// Instructions of the run of 2N calls.
+    pub instructions_2n: u64,
+    /// Instructions per call: the difference over N.
+    pub per_call: f64,
+}
+
+impl InstructionCount {
+    /// The figures of `subject` from its two runs.
+    pub fn new(subject: Subject, calls: u64, instructions_n: u64, instructions_2n: u64) -> Self {
+        Self {
+            subject,
+            description: subject.describe(),
+            calls,
+            instructions_n,
+            instructions_2n,
+            per_call: per_call(calls, instructions_n, instructions_2n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_total_is_read_from_the_summary_line() {
+        let out = "version: 1\ncreator: callgrind-3.19.0\ncmd: bench count\nevents: Ir\n\
+                   fl=(1) a.rs\nfn=(1) main\n3 120\nsummary: 123456789\ntotals: 123456789\n";
+        assert_eq!(parse_callgrind_total(out), Some(123_456_789));
+        assert_eq!(parse_callgrind_total("events: Ir\ntotals: 42\n"), Some(42));
+        assert_eq!(parse_callgrind_total("events: Ir\n"), None);
+    }
+
+    #[test]
+    fn start_up_drops_out_of_the_difference() {
+        // 5M of start-up, 80k a call: 1000 calls then 2000.
+        let (n, start, call) = (1000, 5_000_000, 80_000);
+        assert_eq!(
+            per_call(n, start + n * call, start + 2 * n * call),
+            80_000.0
+        );
+    }
+
+    #[test]
+    fn subjects_round_trip_through_their_names() {
+        let mut subjects: Vec<Subject> = Scenario::ALL.into_iter().map(Subject::Scenario).collect();
+        subjects.extend(Subject::per_layer());
+        for subject in subjects {
+            assert_eq!(subject.name().parse::<Subject>().unwrap(), subject);
+            let json = serde_json::to_string(&subject).unwrap();
+            assert_eq!(serde_json::from_str::<Subject>(&json).unwrap(), subject);
+        }
+        assert_eq!(
+            Subject::Without(Some(StackLayer::AttemptLog)).name(),
+            "layers-without-attempt-log"
+        );
+        assert!(
+            "layers-without-cache-of-nothing"
+                .parse::<Subject>()
+                .is_err()
+        );
+    }
+}
