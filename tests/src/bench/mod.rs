@@ -15,6 +15,7 @@
 //!   `/proc/self/status`).
 //! - [`worker`]: one scenario measured in its own process: the observability every worker
 //!   installs, the client, the closed loop then the open loop.
+//! - [`gateway`]: the gateway's overhead against calling the stack in-process (`bench gateway`).
 //! - [`report`]: what one worker measured ([`worker::WorkerReport`]), the medians across rounds,
 //!   the ratios against the raw client and the peer stack, and the Markdown and JSON files.
 //!
@@ -22,6 +23,7 @@
 //! `worker`), so that one scenario's tracing subscriber, metrics recorder, allocator state or peak
 //! memory never leaks into the next.
 
+pub mod gateway;
 pub mod load;
 pub mod measure;
 pub mod report;
