@@ -153,9 +153,11 @@ mod tests {
     fn auth_with(token: &str, header: HeaderName) -> (CallerAuth, tempfile::NamedTempFile) {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), format!("{token}\n")).unwrap();
-        let mut args = ServeArgs::default();
-        args.caller_token_file = Some(file.path().to_path_buf());
-        args.caller_auth_header = header;
+        let args = ServeArgs {
+            caller_token_file: Some(file.path().to_path_buf()),
+            caller_auth_header: header,
+            ..ServeArgs::default()
+        };
         (CallerAuth::from_args(&args).unwrap(), file)
     }
 
@@ -230,8 +232,10 @@ mod tests {
         let args = ServeArgs::default();
         assert!(CallerAuth::from_args(&args).unwrap_err().is_caller_auth());
         let file = tempfile::NamedTempFile::new().unwrap();
-        let mut args = ServeArgs::default();
-        args.caller_token_file = Some(file.path().to_path_buf());
+        let mut args = ServeArgs {
+            caller_token_file: Some(file.path().to_path_buf()),
+            ..ServeArgs::default()
+        };
         assert!(CallerAuth::from_args(&args).unwrap_err().is_caller_auth());
         args.caller_auth = CallerAuthMode::None;
         assert!(!CallerAuth::from_args(&args).unwrap().is_on());

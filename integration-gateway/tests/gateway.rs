@@ -522,3 +522,54 @@ async fn a_drain_fails_readiness_at_once_and_still_serves_during_the_grace_perio
     // The listener is closed.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn integrations_stored_in_postgresql_are_served_and_followed_live() {
+    use integration_config::IntegrationConfig;
+    use integration_config::testing::TestSchema;
+    let upstream = MockServer::start().await;
+    Mock::given(path("/hello"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("from the database"))
+        .mount(&upstream)
+        .await;
+    let (schema, store) = TestSchema::new().await;
+    let integration = IntegrationConfig::builder(format!("{}/", upstream.uri()))
+        .build()
+        .unwrap();
+    store
+        .put("stored", &integration, None, "test")
+        .await
+        .unwrap();
+    let (url, name) = (schema.url.clone(), schema.name.clone());
+    let gateway = start_with("", move |args| {
+        args.config = None;
+        args.database_url = Some(url);
+        args.database_schema = name;
+    })
+    .await;
+    let (status, _, body) = gateway.get("/stored/hello").await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::OK, &b"from the database"[..])
+    );
+    let (_, view) = gateway.admin(INTEGRATIONS_PATH).await;
+    let view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    assert_eq!(view["source"]["database"], true);
+    assert_eq!(view["integrations"][0]["version"], 1);
+
+    // A row added later is served without a restart (LISTEN/NOTIFY, or the poll).
+    store
+        .put("later", &integration, None, "test")
+        .await
+        .unwrap();
+    let mut status = StatusCode::NOT_FOUND;
+    for _ in 0..300 {
+        status = gateway.get("/later/hello").await.0;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, StatusCode::OK);
+    gateway.stop().await;
+}

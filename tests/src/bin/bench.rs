@@ -392,17 +392,16 @@ fn run_gateway(args: &[String]) -> Result<(), BoxError> {
     let rows = runtime(threads)?.block_on(gateway::run(&settings))?;
     println!("## The gateway against the stack in-process\n");
     print!("{}", gateway::markdown(&rows));
-    if smoke {
-        if let Some(row) = rows
+    if smoke
+        && let Some(row) = rows
             .iter()
             .find(|row| row.errors > 0 || row.achieved <= 0.0)
-        {
-            return Err(format!(
-                "bench gateway --smoke: {} at {}/s: {} errors, first: {:?}",
-                row.path, row.rate, row.errors, row.first_error
-            )
-            .into());
-        }
+    {
+        return Err(format!(
+            "bench gateway --smoke: {} at {}/s: {} errors, first: {:?}",
+            row.path, row.rate, row.errors, row.first_error
+        )
+        .into());
     }
     Ok(())
 }
