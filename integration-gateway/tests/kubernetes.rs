@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Probe, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Probe, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -103,6 +103,15 @@ fn selects(selector: &BTreeMap<String, String>, pod: &BTreeMap<String, String>) 
     !selector.is_empty() && selector.iter().all(|(k, v)| pod.get(k) == Some(v))
 }
 
+/// The pod template of the (one) Deployment.
+fn pod_of(manifests: &Manifests) -> &PodSpec {
+    manifests.deployments[0]
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .expect("the Deployment has a pod template")
+}
+
 #[test]
 fn the_deployment_probes_the_gateways_own_paths_and_ports() {
     let manifests = load();
@@ -153,15 +162,7 @@ fn the_deployment_probes_the_gateways_own_paths_and_ports() {
 #[test]
 fn the_pod_outlives_its_drain_and_runs_locked_down() {
     let manifests = load();
-    let deployment = &manifests.deployments[0];
-    let pod = deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let pod = pod_of(&manifests);
     let container = &pod.containers[0];
 
     // preStop, then the grace period, then the drain bound: all inside the termination period.
@@ -212,14 +213,7 @@ fn the_pod_outlives_its_drain_and_runs_locked_down() {
 #[test]
 fn config_and_secrets_are_mounted_where_the_gateway_reads_them() {
     let manifests = load();
-    let pod = manifests.deployments[0]
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let pod = pod_of(&manifests);
     let container = &pod.containers[0];
     let volumes = pod.volumes.as_ref().unwrap();
     let mount_of = |file: &str| {
