@@ -85,7 +85,8 @@ pub struct ServeArgs {
     pub admin_listen: SocketAddr,
 
     /// The TOML configuration file, read again every --reload-interval. With --database-url it
-    /// is the base (defaults, `[redis]`, integrations the database does not override).
+    /// is the base (defaults, `[redis]`, integrations the database does not override), read once
+    /// at start; the database's changes are then followed live.
     #[arg(long, env = "INTEGRATION_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
