@@ -180,21 +180,54 @@ async fn answer(shared: &Shared, request: Request<Incoming>) -> Response<Gateway
             );
         }
     };
-    shared.begin(&name);
-    metrics::gauge!(IN_FLIGHT).increment(1.0);
-    let started = Instant::now();
+    let mut tracked = Tracked::begin(shared, &name);
     let (status, failure, response) = forward(shared, &api, &name, target, request).await;
-    metrics::gauge!(IN_FLIGHT).decrement(1.0);
-    metrics::histogram!(REQUEST_DURATION, INTEGRATION => name.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!(
-        REQUESTS,
-        INTEGRATION => name.clone(),
-        HTTP_RESPONSE_STATUS_CODE => status.as_str().to_owned()
-    )
-    .increment(1);
-    shared.end(&name, status.as_u16(), failure);
+    tracked.outcome = Some((status, failure));
+    drop(tracked);
     response
+}
+
+/// Counts one forwarded request from its start to its answer; dropped early (the caller went away
+/// and hyper dropped the request's future), it still counts, as `499` / `cancelled`.
+struct Tracked<'a> {
+    shared: &'a Shared,
+    name: &'a str,
+    started: Instant,
+    outcome: Option<(StatusCode, Option<(&'static str, String)>)>,
+}
+
+impl<'a> Tracked<'a> {
+    fn begin(shared: &'a Shared, name: &'a str) -> Self {
+        shared.begin(name);
+        metrics::gauge!(IN_FLIGHT).increment(1.0);
+        Tracked {
+            shared,
+            name,
+            started: Instant::now(),
+            outcome: None,
+        }
+    }
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        let (status, failure) = self.outcome.take().unwrap_or_else(|| {
+            (
+                StatusCode::from_u16(499).expect("499 is a valid status code"),
+                Some(("cancelled", "the caller left before the answer".to_owned())),
+            )
+        });
+        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+        metrics::histogram!(REQUEST_DURATION, INTEGRATION => self.name.to_owned())
+            .record(self.started.elapsed().as_secs_f64());
+        metrics::counter!(
+            REQUESTS,
+            INTEGRATION => self.name.to_owned(),
+            HTTP_RESPONSE_STATUS_CODE => status.as_str().to_owned()
+        )
+        .increment(1);
+        self.shared.end(self.name, status.as_u16(), failure);
+    }
 }
 
 type Forwarded = (

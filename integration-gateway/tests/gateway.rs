@@ -573,3 +573,34 @@ async fn integrations_stored_in_postgresql_are_served_and_followed_live() {
     assert_eq!(status, StatusCode::OK);
     gateway.stop().await;
 }
+
+/// Regression: a caller that left before its answer (hyper drops the request's future) was never
+/// counted as finished, so the admin view's `in_flight` only grew. It is now counted as `499`.
+#[tokio::test]
+async fn a_caller_that_leaves_early_is_counted_as_finished() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&upstream)
+        .await;
+    let gateway = start(&format!(
+        "[integrations.slow]\nbase_url = \"{}/\"\n",
+        upstream.uri()
+    ))
+    .await;
+    let left = tokio::time::timeout(Duration::from_millis(300), gateway.get("/slow/slow")).await;
+    assert!(left.is_err(), "the caller gave up first");
+    let mut view = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, text) = gateway.admin(&format!("{INTEGRATIONS_PATH}/slow")).await;
+        view = serde_json::from_str(&text).unwrap();
+        if view["in_flight"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(view["in_flight"], 0, "{view}");
+    assert_eq!(view["responses"]["499"], 1, "{view}");
+    assert_eq!(view["failures"]["cancelled"], 1, "{view}");
+    gateway.stop().await;
+}
