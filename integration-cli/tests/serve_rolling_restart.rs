@@ -106,10 +106,12 @@ async fn a_rolling_restart_under_load_fails_no_request() {
         .expect("the first gateway exits within its drain bound");
     let drained_at = started.elapsed();
     let total = load.await.unwrap();
+    let finished_at = started.elapsed();
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     println!(
-        "rolling restart: {total} requests at {rate}/s over {secs} s: {ok} ok, {failed} failed \
-         ({before_sigterm} ok before SIGTERM; the first process exited with {exit} after {drained_at:?})"
+        "rolling restart: {total} requests offered at {rate}/s over {secs} s: {ok} ok, {failed} \
+         failed, the last answered after {finished_at:?} ({before_sigterm} ok before SIGTERM; the \
+         first process exited with {exit} after {drained_at:?})"
     );
     sigterm(&second);
     let second_exit = wait_exit(&mut second, Duration::from_secs(60)).await;
