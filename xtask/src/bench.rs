@@ -5,6 +5,8 @@
 //!   binary of the `integration-tests` package) with `ARGS` passed on (`--rounds 3`,
 //!   `--duration 5`, `--scenarios raw-hyper,full-stack`...). It writes `BENCHMARKS.md` and
 //!   `benchmarks.json` at the workspace root.
+//!   Then `bench gateway`: the gateway's overhead against the stack in-process, at 1,000 and
+//!   5,000 calls a second (printed).
 //! - `cargo xtask bench --smoke`: every scenario for a fraction of a second and every criterion
 //!   benchmark once, in the debug profile CI already built; fails unless each scenario completed
 //!   calls without an error. It writes nothing. `cargo xtask ci` runs it last.
@@ -132,7 +134,25 @@ fn run_all(options: &Options) -> Result<(), String> {
         .current_dir(&root)
         .env("REDIS_URL", &redis);
     let env = [format!("REDIS_URL={}", crate::service_url::redact(&redis))];
-    suite::run_command(SPEC.name, &mut command, &suite::shown(&env, &binary, &args))
+    suite::run_command(SPEC.name, &mut command, &suite::shown(&env, &binary, &args))?;
+    // The gateway's overhead (issue 18): printed, not written to the report files.
+    let gateway_args = gateway_bench_args(smoke);
+    let mut command = Command::new(&binary);
+    command.args(&gateway_args).current_dir(&root);
+    suite::run_command(
+        SPEC.name,
+        &mut command,
+        &suite::shown(&[], &binary, &gateway_args),
+    )
+}
+
+/// The arguments of the gateway's overhead benchmark.
+fn gateway_bench_args(smoke: bool) -> Vec<String> {
+    let mut args = vec!["gateway".to_owned()];
+    if smoke {
+        args.push("--smoke".to_owned());
+    }
+    args
 }
 
 /// `cargo xtask bench [--smoke] [ARGS]`.
@@ -169,6 +189,12 @@ mod tests {
         assert_eq!(test[0], "test");
         assert!(test.contains(&"--workspace") && test.contains(&"--all-features"));
         assert!(!test.contains(&"--release"));
+    }
+
+    #[test]
+    fn the_gateway_overhead_runs_after_the_benchmark_and_briefly_in_the_smoke() {
+        assert_eq!(gateway_bench_args(false), ["gateway"]);
+        assert_eq!(gateway_bench_args(true), ["gateway", "--smoke"]);
     }
 
     #[test]

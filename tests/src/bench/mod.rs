@@ -17,6 +17,7 @@
 //!   installs, the client, the closed loop then the open loop.
 //! - [`count`]: instruction counts, a fixed number of calls run under valgrind's callgrind (N and 2N
 //!   calls, differenced), for every scenario and for the stack with one layer left out at a time.
+//! - [`gateway`]: the gateway's overhead against calling the stack in-process (`bench gateway`).
 //! - [`report`]: what one worker measured ([`worker::WorkerReport`]), the medians across rounds,
 //!   the ratios against the raw client and the peer stack, and the Markdown and JSON files.
 //!
@@ -25,6 +26,7 @@
 //! memory never leaks into the next.
 
 pub mod count;
+pub mod gateway;
 pub mod load;
 pub mod measure;
 pub mod report;

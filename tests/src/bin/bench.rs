@@ -8,6 +8,8 @@
 //! bench serve [--threads N]          the loopback server (started by the benchmark itself)
 //! bench worker [--threads N] JSON    one scenario in its own process (started by the benchmark)
 //! bench count JSON                   a fixed number of calls (run under callgrind by the benchmark)
+//! bench gateway [--smoke] [--rates 1000,5000] [--duration SECS] [--warmup SECS] [--threads N]
+//!                                    the gateway's overhead against the stack in-process
 //! ```
 //!
 //! Without `--out` the report is printed, not written. `--smoke` runs every scenario once for a
@@ -33,6 +35,8 @@ Usage: bench [OPTIONS]           run every scenario, print the report (or write 
        bench serve [--threads N] the loopback server (the benchmark starts it itself)
        bench worker JSON         one scenario in its own process (the benchmark starts it itself)
        bench count JSON          a fixed number of calls (the benchmark runs it under callgrind)
+       bench gateway [--smoke] [--rates 1000,5000] [--duration SECS] [--warmup SECS] [--threads N]
+                                 the gateway's overhead against calling the stack in-process
 
 Options:
   --smoke               every scenario briefly; fail unless each completed calls with no error
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Some("serve") => run_server(&args[1..]),
         Some("worker") => run_worker(&args[1..]),
         Some("count") => run_count(&args[1..]),
+        Some("gateway") => run_gateway(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -514,4 +519,45 @@ impl Counter<'_> {
         }
         count::read_callgrind_total(&out)
     }
+}
+
+fn run_gateway(args: &[String]) -> Result<(), BoxError> {
+    use integration_tests::bench::gateway::{self, GatewayBenchSettings};
+    let mut args = args.to_vec();
+    let smoke = take_flag(&mut args, "--smoke");
+    let mut settings = if smoke {
+        GatewayBenchSettings::smoke()
+    } else {
+        GatewayBenchSettings::full()
+    };
+    if let Some(rates) = take_value(&mut args, "--rates")? {
+        settings.rates = rates
+            .split(',')
+            .map(|rate| rate.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|error| format!("--rates {rates}: {error}"))?;
+    }
+    let duration = take_parsed(&mut args, "--duration", settings.duration.as_secs_f64())?;
+    let warmup = take_parsed(&mut args, "--warmup", settings.warmup.as_secs_f64())?;
+    settings.duration = Duration::from_secs_f64(duration);
+    settings.warmup = Duration::from_secs_f64(warmup);
+    let threads = take_parsed(&mut args, "--threads", 2usize)?;
+    if !args.is_empty() {
+        return Err(format!("bench gateway: unknown arguments {args:?}").into());
+    }
+    let rows = runtime(threads)?.block_on(gateway::run(&settings))?;
+    println!("## The gateway against the stack in-process\n");
+    print!("{}", gateway::markdown(&rows));
+    if smoke
+        && let Some(row) = rows
+            .iter()
+            .find(|row| row.errors > 0 || row.achieved <= 0.0)
+    {
+        return Err(format!(
+            "bench gateway --smoke: {} at {}/s: {} errors, first: {:?}",
+            row.path, row.rate, row.errors, row.first_error
+        )
+        .into());
+    }
+    Ok(())
 }
