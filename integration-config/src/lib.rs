@@ -81,7 +81,9 @@ pub use model::{
 pub use secret::{REDACTED_MARKER, Secret, SecretError, SecretSource};
 pub use snapshot::Snapshot;
 pub use source::{ConfigDocument, ConfigError};
-pub use store::{ChangeKind, DEFAULT_SCHEMA, HistoryEntry, PgStore, StoreError, StoredIntegration};
+pub use store::{
+    Change, ChangeKind, DEFAULT_SCHEMA, HistoryEntry, PgStore, StoreError, StoredIntegration,
+};
 pub use validate::{ValidationError, ValidationErrors};
 pub use watch::{
     DEFAULT_MAX_BACKOFF, DEFAULT_POLL_INTERVAL, Rejection, WatchHandle, WatchOptions, WatchStatus,
