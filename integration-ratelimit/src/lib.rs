@@ -122,4 +122,4 @@ pub use layer::RateLimitLayer;
 pub use limiter::{RateLimiter, server_pause};
 pub use policy::{Adaptation, Quota, RateLimitPolicy};
 pub use service::RateLimit;
-pub use store::{MemoryStore, RedisOptions, RedisStore};
+pub use store::{MemoryStore, RedisOptions, RedisStore, SharedKeyState};
