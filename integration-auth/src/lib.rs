@@ -118,7 +118,7 @@ pub use jsonwebtoken::Algorithm as JwtAlgorithm;
 pub use jwt::{JwtAssertion, JwtBearerGrant, JwtClaims, JwtSigner};
 pub use layer::AuthLayer;
 pub use oauth::{ClientAuth, ClientCredentials, RefreshToken};
-pub use redis_store::RedisTokenStore;
+pub use redis_store::{RedisTokenStore, TokenState};
 pub use service::Auth;
 pub use store::{MemoryTokenStore, StoreFuture, StoreLock, StoredToken, TokenStore};
 pub use transport::{TokenRequest, TokenResponse, TokenTransport};
