@@ -209,10 +209,10 @@ fn show(name: &str, integration: &IntegrationConfig, format: Format) -> Result<E
 async fn side(global: &Global, spec: &str, name: Option<&str>) -> Result<String, Failure> {
     let path = Path::new(spec);
     if path.is_file() {
-        let config = ConfigDocument::from_file(path)?.build_unvalidated()?;
         return match name {
-            Some(name) => to_toml(name, find(&config, name)?),
+            Some(name) => to_toml(name, &read_integration(name, path)?),
             None => {
+                let config = ConfigDocument::from_file(path)?.build_unvalidated()?;
                 let mut shown_config = Config::new();
                 for (name, integration) in &config.integrations {
                     shown_config = shown_config.with_integration(name, shown(integration));
