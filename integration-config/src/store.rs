@@ -516,15 +516,7 @@ impl PgStore {
             });
         };
         let json: serde_json::Value = row.try_get("config")?;
-        let config = IntegrationConfig::from_json(json).map_err(|e| StoreError::Corrupt {
-            name: name.to_owned(),
-            version,
-            message: if e.path.is_empty() {
-                e.message
-            } else {
-                format!("{}: {}", e.path, e.message)
-            },
-        })?;
+        let config = IntegrationConfig::from_json(json).map_err(|e| corrupt(name, version, e))?;
         self.put_with(name, &config, expected_version, change).await
     }
 
@@ -812,6 +804,19 @@ fn validate_for_store(name: &str, config: &IntegrationConfig) -> Result<(), Stor
     })
 }
 
+/// A stored configuration that no longer reads, with the path of the problem.
+fn corrupt(name: &str, version: i64, error: crate::model::PathError) -> StoreError {
+    StoreError::Corrupt {
+        name: name.to_owned(),
+        version,
+        message: if error.path.is_empty() {
+            error.message
+        } else {
+            format!("{}: {}", error.path, error.message)
+        },
+    }
+}
+
 fn decode_stored(row: &PgRow, defaults: &toml::Table) -> Result<StoredIntegration, StoreError> {
     let name: String = row.try_get("name")?;
     let version: i64 = row.try_get("version")?;
@@ -839,15 +844,7 @@ fn decode_stored(row: &PgRow, defaults: &toml::Table) -> Result<StoredIntegratio
             json = serde_json::to_value(merge_defaults(defaults, table))?;
         }
     }
-    let config = IntegrationConfig::from_json(json).map_err(|e| StoreError::Corrupt {
-        name: name.clone(),
-        version,
-        message: if e.path.is_empty() {
-            e.message
-        } else {
-            format!("{}: {}", e.path, e.message)
-        },
-    })?;
+    let config = IntegrationConfig::from_json(json).map_err(|e| corrupt(&name, version, e))?;
     Ok(StoredIntegration {
         name,
         version,

@@ -83,7 +83,11 @@ async fn migrations_apply_twice_idempotently() {
     let embedded = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
         .unwrap()
         .count();
-    assert_eq!(applied, i64::try_from(embedded).unwrap(), "each migration once");
+    assert_eq!(
+        applied,
+        i64::try_from(embedded).unwrap(),
+        "each migration once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
