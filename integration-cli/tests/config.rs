@@ -182,6 +182,41 @@ async fn diff_of_two_files_shows_the_changed_lines_and_exits_1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colour_only_when_asked_for_and_never_with_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = file(dir.path(), "a.toml", GOOD);
+    let b = file(
+        dir.path(),
+        "b.toml",
+        &GOOD.replace("max_attempts = 4", "max_attempts = 6"),
+    );
+    let diff = || cli(["config", "diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let piped = diff().run().await.expect_code(1);
+    assert!(
+        !piped.stdout.contains('\x1b'),
+        "no colour into a pipe: {:?}",
+        piped.stdout
+    );
+    let forced = diff().env("CLICOLOR_FORCE", "1").run().await.expect_code(1);
+    assert!(
+        forced.stdout.contains("\x1b[31m-max_attempts = 4"),
+        "{:?}",
+        forced.stdout
+    );
+    let refused = diff()
+        .env("CLICOLOR_FORCE", "1")
+        .env("NO_COLOR", "1")
+        .run()
+        .await
+        .expect_code(1);
+    assert!(
+        !refused.stdout.contains('\x1b'),
+        "NO_COLOR wins: {:?}",
+        refused.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_list_history_rollback_and_diff_against_postgres_record_who_and_why() {
     let (schema, _store) = TestSchema::new().await;
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt as _;
 
 /// The variables the binary reads, removed so the machine's own never leak into a test.
-const OURS: [&str; 8] = [
+const OURS: [&str; 9] = [
     "INTEGRATION_CONFIG",
     "INTEGRATION_ENV_PREFIX",
     "INTEGRATION_SCHEMA",
@@ -16,6 +16,7 @@ const OURS: [&str; 8] = [
     "DATABASE_URL",
     "REDIS_URL",
     "CLICOLOR_FORCE",
+    "NO_COLOR",
     "RUST_LOG",
 ];
 
