@@ -396,6 +396,12 @@ pub trait CredentialProvider: fmt::Debug + Send + Sync + 'static {
     fn can_renew(&self) -> bool {
         false
     }
+
+    /// The key this provider's tokens are cached under in its [`TokenStore`](crate::TokenStore)
+    /// (no secret in it), for inspecting the cache; `None` (the default) for a provider without one.
+    fn cache_key(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl<P: CredentialProvider + ?Sized> CredentialProvider for Arc<P> {
@@ -410,6 +416,10 @@ impl<P: CredentialProvider + ?Sized> CredentialProvider for Arc<P> {
     fn can_renew(&self) -> bool {
         (**self).can_renew()
     }
+
+    fn cache_key(&self) -> Option<&str> {
+        (**self).cache_key()
+    }
 }
 
 impl<P: CredentialProvider + ?Sized> CredentialProvider for Box<P> {
@@ -423,6 +433,10 @@ impl<P: CredentialProvider + ?Sized> CredentialProvider for Box<P> {
 
     fn can_renew(&self) -> bool {
         (**self).can_renew()
+    }
+
+    fn cache_key(&self) -> Option<&str> {
+        (**self).cache_key()
     }
 }
 

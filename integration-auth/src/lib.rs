@@ -131,7 +131,7 @@ pub use layer::AuthLayer;
 pub use oauth::{ClientAuth, ClientCredentials, RefreshToken};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis_store::RedisTokenStore;
+pub use redis_store::{RedisTokenStore, TokenState};
 pub use service::Auth;
 pub use store::{MemoryTokenStore, StoreFuture, StoreLock, StoredToken, TokenStore};
 pub use transport::{TokenRequest, TokenResponse, TokenTransport};

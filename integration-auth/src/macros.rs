@@ -47,6 +47,10 @@ macro_rules! cached_grant {
             fn can_renew(&self) -> bool {
                 true
             }
+
+            fn cache_key(&self) -> Option<&str> {
+                Some(self.cache.key())
+            }
         }
     };
 }

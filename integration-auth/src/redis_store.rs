@@ -142,6 +142,21 @@ impl Cipher {
     }
 }
 
+/// What [`RedisTokenStore::inspect`] found under one key: never the token itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenState {
+    /// A token is cached (the next call uses it without a fetch).
+    pub cached: bool,
+    /// How long the cached token is still used (its lifetime minus the skew); `None` when none is
+    /// cached or it has no expiry.
+    pub expires_in: Option<Duration>,
+    /// A refresh token is kept (refresh-token grants).
+    pub refresh_token: bool,
+    /// A replica holds the refresh lock: a fetch is under way.
+    pub refreshing: bool,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Entry {
     id: String,
@@ -224,6 +239,56 @@ impl RedisTokenStore {
 
     fn key(&self, key: &str, what: &str) -> String {
         format!("{{{}:{key}}}:{what}", self.prefix)
+    }
+
+    /// Whether a token is cached under `key` and when it expires, whether a refresh token is kept
+    /// and whether a refresh is under way (its lock held), read without reading any of them: only
+    /// `PTTL` and `EXISTS`, so no token leaves Redis. For operators (`integration status`).
+    ///
+    /// `key` is the provider's cache key ([`CredentialProvider::cache_key`](crate::CredentialProvider::cache_key)).
+    ///
+    /// ```no_run
+    /// use integration_auth::RedisTokenStore;
+    ///
+    /// # async fn run() -> Result<(), integration_core::Error> {
+    /// let store = RedisTokenStore::connect("redis://127.0.0.1:6379", "billing-service").await?;
+    /// let state = store.inspect("client_credentials:https://auth.example.com/token:billing::").await?;
+    /// match (state.cached, state.expires_in) {
+    ///     (true, Some(left)) => println!("a token is cached for {left:?} more"),
+    ///     (true, None) => println!("a token is cached, with no expiry"),
+    ///     (false, _) => println!("no token cached: the next call fetches one"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// An [`Other`](ErrorKind::Other) error when Redis is unavailable or does not answer in time.
+    pub async fn inspect(&self, key: &str) -> Result<TokenState, Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PTTL")
+            .arg(self.key(key, "token"))
+            .cmd("EXISTS")
+            .arg(self.key(key, "refresh"))
+            .cmd("EXISTS")
+            .arg(self.key(key, "lock"));
+        let (ttl, refresh, lock): (i64, i64, i64) = self
+            .connection
+            .run(|mut connection| async move { pipe.query_async(&mut connection).await })
+            .await
+            .map_err(|error| {
+                Error::new(ErrorKind::Other)
+                    .with_message("the token store in Redis could not be read")
+                    .with_source(error)
+            })?;
+        Ok(TokenState {
+            // -2: no such key; -1: a key without expiry (the endpoint gave no lifetime).
+            cached: ttl != -2,
+            expires_in: u64::try_from(ttl).ok().map(Duration::from_millis),
+            refresh_token: refresh > 0,
+            refreshing: lock > 0,
+        })
     }
 
     async fn load_token(&self, key: &str) -> Result<Option<StoredToken>, BoxError> {

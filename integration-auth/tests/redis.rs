@@ -438,3 +438,45 @@ async fn a_refresh_during_a_redis_outage_does_not_wait_for_reconnections() {
     assert!(!second.same_as(&first));
     server.verify().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_tells_whether_a_token_is_cached_and_when_it_expires_never_the_token() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(token("inspected-tok", 3600))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let prefix = unique_prefix();
+    let redis = store(&prefix).await;
+    let provider = replica(&server, redis.clone());
+    let key = provider
+        .cache_key()
+        .expect("a cached grant has a key")
+        .to_owned();
+    assert!(!key.contains("client-secret-value"), "{key}");
+
+    let before = redis.inspect(&key).await.unwrap();
+    assert!(!before.cached);
+    assert_eq!(before.expires_in, None);
+
+    let upstream = Upstream::default();
+    let service = ServiceBuilder::new()
+        .layer(AuthLayer::new(provider))
+        .service(upstream.service());
+    assert_eq!(
+        service.oneshot(get()).await.unwrap().body(),
+        "Bearer inspected-tok"
+    );
+    let after = redis.inspect(&key).await.unwrap();
+    assert!(after.cached);
+    let left = after.expires_in.expect("the token expires");
+    assert!(
+        left > Duration::from_secs(3000) && left <= Duration::from_secs(3600),
+        "{left:?}"
+    );
+    assert!(!after.refreshing);
+    assert!(!format!("{after:?}").contains("inspected-tok"));
+    server.verify().await;
+    clean(&prefix).await;
+}

@@ -1,13 +1,13 @@
 //! `integration serve` as a process: SIGTERM drains and exits 0; caller authentication is off only
 //! when asked.
 
-mod common;
+mod process;
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use process::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_fails_readiness_at_once_serves_the_grace_period_and_exits_0() {

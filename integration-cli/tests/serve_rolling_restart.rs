@@ -13,14 +13,14 @@
 //! request due while they are all taken waits for one, and its wait is part of its time, so the
 //! loop stays open; without the cap a stall would open thousands of connections.
 
-mod common;
+mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::*;
+use process::*;
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// Requests in flight at most, over all callers.

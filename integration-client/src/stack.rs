@@ -185,7 +185,7 @@ impl SharedState {
                             .with_timeout(connection.config().command_timeout())
                             .with_expected_replicas(config.rate_limit.expected_replicas)
                             .with_integration(name);
-                        RateLimiter::redis(connection, format!("{prefix}:rl"), policy, options)
+                        RateLimiter::redis(connection, rate_limit_prefix(prefix), policy, options)
                     }
                     #[cfg(not(feature = "redis"))]
                     StoreKind::Redis => {
@@ -261,6 +261,25 @@ impl SharedState {
     }
 }
 
+/// The Redis key prefix of the rate limiters of a client whose `[redis]` section has `key_prefix`
+/// (each integration's keys are under it, named after the integration).
+///
+/// ```
+/// assert_eq!(integration_client::stack::rate_limit_prefix("prod"), "prod:rl");
+/// ```
+pub fn rate_limit_prefix(key_prefix: &str) -> String {
+    format!("{key_prefix}:rl")
+}
+
+/// The Redis key prefix of the token stores of a client whose `[redis]` section has `key_prefix`.
+///
+/// ```
+/// assert_eq!(integration_client::stack::token_prefix("prod"), "prod:token");
+/// ```
+pub fn token_prefix(key_prefix: &str) -> String {
+    format!("{key_prefix}:token")
+}
+
 fn secret(secret: &integration_config::Secret) -> SecretString {
     SecretString::from(secret.expose_secret().to_owned())
 }
@@ -305,7 +324,7 @@ fn token_store(
             let (connection, prefix) = shared.redis(&format!("{path}.auth.store"))?;
             Ok(Some(Arc::new(integration_auth::RedisTokenStore::new(
                 connection,
-                format!("{prefix}:token"),
+                token_prefix(prefix),
             ))))
         }
         #[cfg(not(feature = "redis"))]
@@ -503,9 +522,21 @@ fn credential_names(auth: &AuthConfig) -> Vec<&str> {
 }
 
 /// The redactor of an integration's logs: the built-in rule, its `log.redact_*` deny lists,
-/// `log.allow_headers`, and the names its credential goes under ([`credential_names`], denied even
-/// when allowed). The transport uses [`redirect_redactor`] instead.
-fn redactor(log: &LogConfig, auth: &AuthConfig) -> Redactor {
+/// `log.allow_headers`, and the names its credential goes under (denied even when allowed). The
+/// transport uses its redirect rule instead. Public so that tools showing what a call did (the
+/// `integration` command) redact exactly as the logs do.
+///
+/// ```
+/// use integration_config::{IntegrationConfig, Secret};
+///
+/// let config = IntegrationConfig::builder("https://api.example.com")
+///     .api_key_header("x-vendor-key", Secret::new("k"))
+///     .build_unvalidated();
+/// let redactor = integration_client::stack::redactor(&config.log, &config.auth);
+/// assert!(redactor.is_sensitive("x-vendor-key"));
+/// assert!(!redactor.is_sensitive("accept"));
+/// ```
+pub fn redactor(log: &LogConfig, auth: &AuthConfig) -> Redactor {
     Redactor::default()
         .deny(log.redact_headers.iter().chain(&log.redact_fields))
         .deny(credential_names(auth))

@@ -100,7 +100,9 @@ pub use snapshot::Snapshot;
 pub use source::{ConfigDocument, ConfigError};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use store::{ChangeKind, DEFAULT_SCHEMA, HistoryEntry, PgStore, StoreError, StoredIntegration};
+pub use store::{
+    Change, ChangeKind, DEFAULT_SCHEMA, HistoryEntry, PgStore, StoreError, StoredIntegration,
+};
 pub use validate::{ValidationError, ValidationErrors};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -91,6 +91,14 @@ pub enum StoreError {
         /// The integration already there.
         existing: String,
     },
+    /// [`PgStore::rollback`] was asked for a version the integration's history does not hold.
+    #[error("integrations.{name} has no version {version} in its history")]
+    UnknownVersion {
+        /// The integration.
+        name: String,
+        /// The version asked for.
+        version: i64,
+    },
     /// The configuration could not be encoded as JSON.
     #[error("cannot encode the configuration: {0}")]
     Encode(#[from] serde_json::Error),
@@ -154,6 +162,52 @@ pub struct HistoryEntry {
     pub changed_at: DateTime<Utc>,
     /// Who (`updated_by`, or the actor given to `delete`).
     pub changed_by: String,
+    /// Why, when the writer said ([`Change::with_reason`]).
+    pub reason: Option<String>,
+}
+
+/// Who makes a change to the store, and why: recorded in the history by
+/// [`PgStore::put_with`] and [`PgStore::rollback`].
+///
+/// ```
+/// use integration_config::Change;
+///
+/// let change = Change::by("ops@example.com").with_reason("INC-42: the vendor asked for 5 per second");
+/// assert_eq!(change.actor(), "ops@example.com");
+/// assert_eq!(change.reason(), Some("INC-42: the vendor asked for 5 per second"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    actor: String,
+    reason: Option<String>,
+}
+
+impl Change {
+    /// A change made by `actor` (a person or a deploy job), with no reason given.
+    pub fn by(actor: impl Into<String>) -> Self {
+        Self {
+            actor: actor.into(),
+            reason: None,
+        }
+    }
+
+    /// Why the change is made (a ticket, an incident, a sentence); an empty reason records none.
+    #[must_use]
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        self.reason = (!reason.is_empty()).then_some(reason);
+        self
+    }
+
+    /// Who.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// Why, if said.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
 }
 
 /// The outcome of reading every row: the good ones, and the rejected ones with the reason.
@@ -326,6 +380,8 @@ impl PgStore {
     /// The configuration is validated first (secret references are not resolved here: the writing
     /// process need not hold the secrets) and a plaintext secret is refused.
     ///
+    /// The same as [`put_with`](Self::put_with) with `Change::by(updated_by)` (no reason).
+    ///
     /// # Errors
     ///
     /// [`StoreError::VersionConflict`], [`StoreError::PlaintextSecret`], [`StoreError::Invalid`],
@@ -338,51 +394,76 @@ impl PgStore {
         expected_version: Option<i64>,
         updated_by: &str,
     ) -> Result<i64, StoreError> {
+        self.put_with(name, config, expected_version, &Change::by(updated_by))
+            .await
+    }
+
+    /// Writes an integration as [`put`](Self::put) does, recording who made the change and why in the
+    /// history ([`HistoryEntry::changed_by`], [`HistoryEntry::reason`]).
+    ///
+    /// ```no_run
+    /// use integration_config::{Change, IntegrationConfig, PgStore};
+    ///
+    /// # async fn example(store: PgStore, stripe: IntegrationConfig) -> Result<(), integration_config::StoreError> {
+    /// let version = store
+    ///     .put_with("stripe", &stripe, None, &Change::by("ops@example.com").with_reason("INC-42: slower retries"))
+    ///     .await?;
+    /// let history = store.history("stripe").await?;
+    /// assert_eq!(history.last().unwrap().reason.as_deref(), Some("INC-42: slower retries"));
+    /// # let _ = version;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Self::put).
+    pub async fn put_with(
+        &self,
+        name: &str,
+        config: &IntegrationConfig,
+        expected_version: Option<i64>,
+        change: &Change,
+    ) -> Result<i64, StoreError> {
         check_name(name)?;
         self.refuse_confusable(name).await?;
         refuse_plaintext(name, config)?;
         validate_for_store(name, config)?;
         let json = serde_json::to_value(config)?;
         let table = self.table();
-        let row = match expected_version {
-            None => {
-                sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO {table} AS t (name, version, config, updated_at, updated_by) \
-                     VALUES ($1, 1, $2, now(), $3) \
-                     ON CONFLICT (name) DO UPDATE SET version = t.version + 1, config = EXCLUDED.config, \
-                     updated_at = now(), updated_by = EXCLUDED.updated_by \
-                     RETURNING version"
-                )))
-                .bind(name)
-                .bind(&json)
-                .bind(updated_by)
-                .fetch_optional(&self.pool)
-                .await?
-            }
-            Some(0) => {
-                sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO {table} (name, version, config, updated_at, updated_by) \
-                     VALUES ($1, 1, $2, now(), $3) ON CONFLICT (name) DO NOTHING RETURNING version"
-                )))
-                .bind(name)
-                .bind(&json)
-                .bind(updated_by)
-                .fetch_optional(&self.pool)
-                .await?
-            }
-            Some(expected) => {
-                sqlx::query(AssertSqlSafe(format!(
-                    "UPDATE {table} SET version = version + 1, config = $2, updated_at = now(), updated_by = $3 \
-                     WHERE name = $1 AND version = $4 RETURNING version"
-                )))
-                .bind(name)
-                .bind(&json)
-                .bind(updated_by)
-                .bind(expected)
-                .fetch_optional(&self.pool)
-                .await?
-            }
+        let statement = match expected_version {
+            None => format!(
+                "INSERT INTO {table} AS t (name, version, config, updated_at, updated_by) \
+                 VALUES ($1, 1, $2, now(), $3) \
+                 ON CONFLICT (name) DO UPDATE SET version = t.version + 1, config = EXCLUDED.config, \
+                 updated_at = now(), updated_by = EXCLUDED.updated_by \
+                 RETURNING version"
+            ),
+            Some(0) => format!(
+                "INSERT INTO {table} (name, version, config, updated_at, updated_by) \
+                 VALUES ($1, 1, $2, now(), $3) ON CONFLICT (name) DO NOTHING RETURNING version"
+            ),
+            Some(_) => format!(
+                "UPDATE {table} SET version = version + 1, config = $2, updated_at = now(), updated_by = $3 \
+                 WHERE name = $1 AND version = $4 RETURNING version"
+            ),
         };
+        // The reason reaches the history trigger as a transaction-local setting, like the actor of
+        // a delete.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('integration_config.reason', $1, true)")
+            .bind(change.reason.as_deref().unwrap_or(""))
+            .execute(&mut *tx)
+            .await?;
+        let mut query = sqlx::query(AssertSqlSafe(statement))
+            .bind(name)
+            .bind(&json)
+            .bind(&change.actor);
+        if let Some(expected) = expected_version.filter(|v| *v != 0) {
+            query = query.bind(expected);
+        }
+        let row = query.fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
         match row {
             Some(row) => Ok(row.try_get::<i64, _>("version")?),
             None => Err(StoreError::VersionConflict {
@@ -391,6 +472,55 @@ impl PgStore {
                 actual: self.current_version(name).await?,
             }),
         }
+    }
+
+    /// Writes the configuration that `name` had at `version` (from its history) as a new version, and
+    /// returns that new version. Rolling back adds to the history; it never rewrites it. The old
+    /// configuration is validated and checked for plaintext secrets as any [`put`](Self::put) is.
+    ///
+    /// `expected_version` is the optimistic-concurrency check of [`put`](Self::put) on the current row.
+    ///
+    /// ```no_run
+    /// use integration_config::{Change, PgStore};
+    ///
+    /// # async fn example(store: PgStore) -> Result<(), integration_config::StoreError> {
+    /// // Version 3 broke something: go back to what version 2 said.
+    /// let v4 = store.rollback("stripe", 2, Some(3), &Change::by("ops@example.com").with_reason("v3 broke refunds")).await?;
+    /// assert_eq!(v4, 4);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UnknownVersion`] when the history holds no such version, [`StoreError::Corrupt`]
+    /// when that version no longer reads as a configuration, and the errors of [`put`](Self::put).
+    pub async fn rollback(
+        &self,
+        name: &str,
+        version: i64,
+        expected_version: Option<i64>,
+        change: &Change,
+    ) -> Result<i64, StoreError> {
+        // A name deleted and created again reuses version numbers: the latest write of `version` wins.
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT config FROM {}.integrations_history \
+             WHERE name = $1 AND version = $2 AND operation <> 'delete' ORDER BY id DESC LIMIT 1",
+            self.quoted
+        )))
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::UnknownVersion {
+                name: name.to_owned(),
+                version,
+            });
+        };
+        let json: serde_json::Value = row.try_get("config")?;
+        let config = IntegrationConfig::from_json(json).map_err(|e| corrupt(name, version, e))?;
+        self.put_with(name, &config, expected_version, change).await
     }
 
     /// Refuses `name` when another row's name is the same up to case and `-`/`_`.
@@ -507,8 +637,8 @@ impl PgStore {
     /// [`StoreError::Database`].
     pub async fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT name, version, operation, config, changed_at, changed_by FROM {}.integrations_history \
-             WHERE name = $1 ORDER BY id",
+            "SELECT name, version, operation, config, changed_at, changed_by, reason \
+             FROM {}.integrations_history WHERE name = $1 ORDER BY id",
             self.quoted
         )))
         .bind(name)
@@ -528,6 +658,7 @@ impl PgStore {
                     config: row.try_get("config")?,
                     changed_at: row.try_get("changed_at")?,
                     changed_by: row.try_get("changed_by")?,
+                    reason: row.try_get("reason")?,
                 })
             })
             .collect()
@@ -676,6 +807,19 @@ fn validate_for_store(name: &str, config: &IntegrationConfig) -> Result<(), Stor
     })
 }
 
+/// A stored configuration that no longer reads, with the path of the problem.
+fn corrupt(name: &str, version: i64, error: crate::model::PathError) -> StoreError {
+    StoreError::Corrupt {
+        name: name.to_owned(),
+        version,
+        message: if error.path.is_empty() {
+            error.message
+        } else {
+            format!("{}: {}", error.path, error.message)
+        },
+    }
+}
+
 fn decode_stored(row: &PgRow, defaults: &toml::Table) -> Result<StoredIntegration, StoreError> {
     let name: String = row.try_get("name")?;
     let version: i64 = row.try_get("version")?;
@@ -709,15 +853,7 @@ fn decode_stored(row: &PgRow, defaults: &toml::Table) -> Result<StoredIntegratio
             json = serde_json::to_value(merge_defaults(defaults, table))?;
         }
     }
-    let config = IntegrationConfig::from_json(json).map_err(|e| StoreError::Corrupt {
-        name: name.clone(),
-        version,
-        message: if e.path.is_empty() {
-            e.message
-        } else {
-            format!("{}: {}", e.path, e.message)
-        },
-    })?;
+    let config = IntegrationConfig::from_json(json).map_err(|e| corrupt(&name, version, e))?;
     Ok(StoredIntegration {
         name,
         version,

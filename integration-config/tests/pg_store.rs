@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use integration_config::testing::{self, FaultProxy, TestSchema};
 use integration_config::{
-    ChangeKind, Config, IntegrationConfig, PgStore, QuotaConfig, Secret, Snapshot, StoreError,
-    WatchOptions,
+    Change, ChangeKind, Config, IntegrationConfig, PgStore, QuotaConfig, Secret, Snapshot,
+    StoreError, WatchOptions,
 };
 use secrecy::ExposeSecret;
 use sqlx::Row;
@@ -80,7 +80,14 @@ async fn migrations_apply_twice_idempotently() {
     .await
     .unwrap()
     .get("n");
-    assert_eq!(applied, 1);
+    let embedded = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        applied,
+        i64::try_from(embedded).unwrap(),
+        "each migration once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -621,4 +628,81 @@ async fn watcher_survives_a_silent_partition_and_recovers() {
         attempts(s, "api") == Some(9)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_with_records_who_and_why_and_rollback_writes_the_old_version_anew() {
+    let (_schema, store) = TestSchema::new().await;
+    let v1 = store
+        .put_with(
+            "stripe",
+            &integration(3),
+            Some(0),
+            &Change::by("alice").with_reason("onboarding"),
+        )
+        .await
+        .unwrap();
+    let v2 = store
+        .put_with(
+            "stripe",
+            &integration(7),
+            Some(v1),
+            &Change::by("bob").with_reason("INC-42: more attempts"),
+        )
+        .await
+        .unwrap();
+    // A plain put records no reason.
+    let v3 = store
+        .put("stripe", &integration(8), Some(v2), "carol")
+        .await
+        .unwrap();
+
+    let v4 = store
+        .rollback(
+            "stripe",
+            1,
+            Some(v3),
+            &Change::by("dave").with_reason("v2 and v3 made it worse"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v4, 4, "a rollback is a new version, not a rewrite");
+    assert_eq!(
+        store.get("stripe").await.unwrap().unwrap().config,
+        integration(3)
+    );
+
+    let history = store.history("stripe").await.unwrap();
+    let summary: Vec<(i64, &str, Option<&str>)> = history
+        .iter()
+        .map(|h| (h.version, h.changed_by.as_str(), h.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "alice", Some("onboarding")),
+            (2, "bob", Some("INC-42: more attempts")),
+            (3, "carol", None),
+            (4, "dave", Some("v2 and v3 made it worse")),
+        ]
+    );
+
+    // The optimistic check applies to the row as it stands.
+    let err = store
+        .rollback("stripe", 2, Some(3), &Change::by("erin"))
+        .await
+        .unwrap_err();
+    assert!(err.is_version_conflict(), "{err}");
+    let err = store
+        .rollback("stripe", 9, None, &Change::by("erin"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnknownVersion { version: 9, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "integrations.stripe has no version 9 in its history"
+    );
 }

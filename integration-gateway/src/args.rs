@@ -63,7 +63,6 @@ pub enum CallerAuthMode {
 /// let cli = Cli::try_parse_from([
 ///     "integration",
 ///     "--listen", "127.0.0.1:18080",
-///     "--config", "/etc/integration/gateway.toml",
 ///     "--caller-token-file", "/var/run/secrets/integration/caller-token",
 ///     "--drain-grace", "3s",
 /// ])
@@ -84,23 +83,28 @@ pub struct ServeArgs {
     #[arg(long, env = "INTEGRATION_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
     pub admin_listen: SocketAddr,
 
-    /// The TOML configuration file, read again every --reload-interval. With --database-url it
-    /// is the base (defaults, `[redis]`, integrations the database does not override), read once
-    /// at start; the database's changes are then followed live.
-    #[arg(long, env = "INTEGRATION_CONFIG", value_name = "FILE")]
+    /// The TOML configuration file, read again every --reload-interval. With a database it is
+    /// the base (defaults, `[redis]`, integrations the database does not override), read once at
+    /// start; the database's changes are then followed live. Not parsed here: the `integration`
+    /// command sets it from its global `--config` (`INTEGRATION_CONFIG`), which every command
+    /// shares.
+    #[arg(skip)]
     pub config: Option<PathBuf>,
 
     /// PostgreSQL holding the integrations, followed live (LISTEN/NOTIFY and a periodic poll).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    /// Set from the command's global `--database-url` (`DATABASE_URL`).
+    #[arg(skip)]
     pub database_url: Option<String>,
 
-    /// The schema of the configuration tables in PostgreSQL.
-    #[arg(long, env = "INTEGRATION_DATABASE_SCHEMA", default_value = integration_config::DEFAULT_SCHEMA)]
+    /// The schema of the configuration tables in PostgreSQL. Set from the command's global
+    /// `--schema` (`INTEGRATION_SCHEMA`).
+    #[arg(skip = integration_config::DEFAULT_SCHEMA.to_owned())]
     pub database_schema: String,
 
     /// Redis for the state replicas share (rate limits, throttle pauses, tokens), when the
-    /// configuration has no `[redis]` section of its own.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]
+    /// configuration has no `[redis]` section of its own. Set from the command's global
+    /// `--redis-url` (`REDIS_URL`).
+    #[arg(skip)]
     pub redis_url: Option<String>,
 
     /// How callers authenticate: `token` (a shared bearer token) or `none` (explicitly off).

@@ -131,4 +131,4 @@ pub use service::RateLimit;
 pub use store::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use store::{RedisOptions, RedisStore};
+pub use store::{RedisOptions, RedisStore, SharedKeyState};

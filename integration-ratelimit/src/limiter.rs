@@ -131,6 +131,15 @@ impl RateLimiter {
         }
     }
 
+    /// The Redis store, when this limiter keeps its state in Redis ([`RateLimiter::redis`]): for
+    /// read-only inspection with [`RedisStore::inspect`].
+    pub fn redis_store(&self) -> Option<&RedisStore> {
+        match &self.shared.backend {
+            Backend::Redis(store) => Some(store),
+            _ => None,
+        }
+    }
+
     /// Replaces the policy for every call from now on. Calls already waiting keep the permit they
     /// reserved. The state of each key carries over: quota `i` of the new policy continues from quota
     /// `i` of the old one, and server pauses stay in force. A changed concurrency cap applies to

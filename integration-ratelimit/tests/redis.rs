@@ -572,3 +572,51 @@ async fn an_outage_never_passes_the_quota_at_either_switch() {
         sends.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_reads_the_shared_pause_and_quotas_without_changing_them() {
+    let url = redis_url();
+    let prefix = prefix("inspect");
+    let policy = RateLimitPolicy::new([
+        Quota::new(10, Duration::from_secs(1), 5).unwrap(),
+        Quota::new(100, Duration::from_secs(60), 100).unwrap(),
+    ]);
+    let limiter = RateLimiter::redis(connect(&url).await, prefix, policy, options());
+    let store = limiter.redis_store().expect("a Redis limiter").clone();
+    let key = RateLimitKey::from("inspected");
+
+    let untouched = store.inspect(&key, 2).await.unwrap();
+    assert_eq!(untouched.pause, None);
+    assert_eq!(untouched.quotas, [Duration::ZERO, Duration::ZERO]);
+
+    limiter.acquire(&key).await.unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("retry-after", "30".parse().unwrap());
+    limiter
+        .observe(&key, StatusCode::TOO_MANY_REQUESTS, &headers)
+        .await
+        .expect("a pause");
+
+    let state = store.inspect(&key, 2).await.unwrap();
+    let pause = state.pause.expect("the server pause is visible");
+    // Bounds, not times: whatever the machine's load, the pause read is at most what was asked
+    // and no less than what a generous 20 s of scheduling delay would leave.
+    assert!(
+        pause <= Duration::from_secs(30) && pause > Duration::from_secs(10),
+        "{pause:?}"
+    );
+    assert_eq!(state.pause_status, Some(StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(state.quotas.len(), 2);
+    assert!(
+        state.quotas.iter().all(|busy| *busy > Duration::ZERO),
+        "a permit was taken from each quota: {:?}",
+        state.quotas
+    );
+    let again = store.inspect(&key, 2).await.unwrap();
+    assert!(again.pause.unwrap() <= pause, "inspecting changes nothing");
+    assert!(
+        RateLimiter::memory(RateLimitPolicy::new([]))
+            .redis_store()
+            .is_none()
+    );
+}

@@ -472,6 +472,52 @@ impl RedisStore {
         &self.inner.connection
     }
 
+    /// Reads the shared state of `key` without changing it: the server pause in force, and how long
+    /// each of its first `quotas` quotas needs to be full again. For operators (`integration status`);
+    /// one round trip, read-only commands on the key's own hash slot and `TIME`, so Redis's clock
+    /// rules as it does for decisions.
+    ///
+    /// ```no_run
+    /// use integration_core::redis::{SharedRedis, SharedRedisConfig};
+    /// use integration_ratelimit::{RateLimitKey, RedisOptions, RedisStore};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let connection = SharedRedis::open("redis://127.0.0.1:6379", SharedRedisConfig::new())?;
+    /// let store = RedisStore::new(connection, "ratelimit:prod", RedisOptions::new());
+    /// let state = store.inspect(&RateLimitKey::from("github"), 2).await?;
+    /// if let Some(pause) = state.pause {
+    ///     println!("paused by the server for {pause:?} (status {:?})", state.pause_status);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// When Redis is unavailable or does not answer within the store's timeout.
+    pub async fn inspect(
+        &self,
+        key: &RateLimitKey,
+        quotas: usize,
+    ) -> Result<SharedKeyState, RedisCallError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("TIME");
+        let pause_key = self.pause_key(key);
+        pipe.cmd("PTTL").arg(&pause_key).cmd("GET").arg(&pause_key);
+        pipe.cmd("EXISTS").arg(self.learned_key(key));
+        for index in 0..quotas {
+            pipe.cmd("GET").arg(self.quota_key(key, index));
+        }
+        let values: Vec<redis::Value> = self
+            .inner
+            .connection
+            .run_within(self.inner.options.timeout, |mut connection| async move {
+                pipe.query_async(&mut connection).await
+            })
+            .await?;
+        Ok(SharedKeyState::from_values(&values))
+    }
+
     fn redis_failed(&self, error: &dyn fmt::Display) {
         if !self.inner.on_fallback.swap(true, Ordering::AcqRel) {
             // The outage itself is logged once, at `warn`, by the shared connection.
@@ -854,5 +900,64 @@ impl RateLimitStore for RedisStore {
             store.record(observation).await;
             Ok(())
         })
+    }
+}
+
+/// The shared state of one key in Redis, read by [`RedisStore::inspect`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedKeyState {
+    /// The server pause left, when one is in force: every caller of the key waits it out.
+    pub pause: Option<Duration>,
+    /// The status of the response that set the pause (`429`, `503`), when it had one.
+    pub pause_status: Option<StatusCode>,
+    /// Per quota, in the policy's order, how long until it is full again (its whole burst available):
+    /// zero for a quota at rest or never used.
+    pub quotas: Vec<Duration>,
+    /// Whether the key holds a rate learned from the server (adaptation to its throttle signals).
+    pub adaptive: bool,
+}
+
+impl SharedKeyState {
+    /// Reads the answers of [`RedisStore::inspect`]'s pipeline: `TIME`, the pause's `PTTL` and value,
+    /// `EXISTS` of the learned hash, then each quota's TAT (microseconds on Redis's clock).
+    fn from_values(values: &[redis::Value]) -> Self {
+        use redis::FromRedisValue as _;
+        let int = |value: Option<&redis::Value>| {
+            value.and_then(|v| i64::from_redis_value(v.clone()).ok())
+        };
+        let now = values
+            .first()
+            .and_then(|v| <(u64, u64)>::from_redis_value(v.clone()).ok())
+            .map_or(0, |(secs, micros)| secs * 1_000_000 + micros);
+        let pause = int(values.get(1))
+            .filter(|ms| *ms > 0)
+            .map(|ms| Duration::from_millis(ms.unsigned_abs()));
+        let pause_status = pause.and(
+            int(values.get(2))
+                .and_then(|code| u16::try_from(code).ok())
+                .and_then(|code| StatusCode::from_u16(code).ok()),
+        );
+        let adaptive = int(values.get(3)).is_some_and(|n| n > 0);
+        let quotas = values
+            .iter()
+            .skip(4)
+            .map(|value| {
+                let tat = Option::<String>::from_redis_value(value.clone())
+                    .ok()
+                    .flatten()
+                    .and_then(|text| text.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                // A TAT in the future is the time until the quota's burst is whole again.
+                let ahead = (tat - now as f64).max(0.0);
+                Duration::from_micros(ahead as u64)
+            })
+            .collect();
+        Self {
+            pause,
+            pause_status,
+            quotas,
+            adaptive,
+        }
     }
 }
