@@ -14,8 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 
-mod common;
-use common::PrivateRedis;
+use integration_core::testing::RedisServer;
 
 /// One recorded metric: name, labels, value.
 type Recorded = (String, Vec<(String, String)>, DebugValue);
@@ -139,7 +138,7 @@ async fn metrics_name_the_integration_and_count_waits_rejections_signals_learned
     }
 
     // The fallback gauge: 1 while Redis is away, 0 once it answers again.
-    let mut server = PrivateRedis::start();
+    let mut server = RedisServer::start().expect("own redis-server");
     let client = redis::Client::open(server.url()).unwrap();
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(200)))
@@ -164,7 +163,7 @@ async fn metrics_name_the_integration_and_count_waits_rejections_signals_learned
     let gauge = values(&snapshot, names::RATE_LIMIT_FALLBACK, "ledger", None);
     assert_eq!(gauge, vec![&DebugValue::Gauge(1.0.into())]);
 
-    server.restart();
+    server.restart().unwrap();
     let since = Instant::now();
     while store.is_on_fallback() {
         assert!(

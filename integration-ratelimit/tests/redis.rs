@@ -16,9 +16,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 
-mod common;
-use common::PrivateRedis;
 use integration_core::redis::{SharedRedis, SharedRedisConfig};
+use integration_core::testing::RedisServer;
 
 /// Options for tests on the shared Redis: a generous timeout, so a loaded machine does not send a test
 /// to the fallback (the fallback has tests of its own).
@@ -332,7 +331,7 @@ async fn hammer(limiter: &RateLimiter, key: &RateLimitKey, run_for: Duration) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_falls_back_to_the_local_share_and_recovers() {
-    let mut server = PrivateRedis::start();
+    let mut server = RedisServer::start().expect("own redis-server");
     let connection = SharedRedis::open(
         &server.url(),
         SharedRedisConfig::new().with_probe_interval(Duration::from_millis(200)),
@@ -380,7 +379,7 @@ async fn a_redis_outage_falls_back_to_the_local_share_and_recovers() {
     );
 
     // Redis returns, empty (no script loaded: the first EVALSHA meets NOSCRIPT and loads it).
-    server.restart();
+    server.restart().unwrap();
     let recovered = Instant::now();
     while store.is_on_fallback() {
         assert!(
@@ -404,7 +403,7 @@ async fn a_redis_outage_falls_back_to_the_local_share_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_script_is_reloaded_after_a_script_flush() {
     // A private server: flushing scripts on the shared instance would disturb other tests.
-    let server = PrivateRedis::start();
+    let server = RedisServer::start().expect("own redis-server");
     let mut connection = connect(&server.url()).await;
     let store = RedisStore::new(connection.clone(), "noscript", options());
     let limiter = RateLimiter::with_redis_store(
@@ -514,7 +513,7 @@ fn busiest_window(sends: &[f64], window: f64) -> (usize, f64) {
 /// the quota (+5 %, +1 for the window's edge).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_never_passes_the_quota_at_either_switch() {
-    let mut server = PrivateRedis::start();
+    let mut server = RedisServer::start().expect("own redis-server");
     let connection = SharedRedis::open(
         &server.url(),
         SharedRedisConfig::new()
@@ -548,7 +547,7 @@ async fn an_outage_never_passes_the_quota_at_either_switch() {
     let killed_at = start.elapsed().as_secs_f64();
     tokio::time::sleep_until(start + Duration::from_secs(4)).await;
     assert!(store.is_on_fallback(), "Redis is down");
-    tokio::task::block_in_place(|| server.restart());
+    tokio::task::block_in_place(|| server.restart()).unwrap();
     let restarted_at = start.elapsed().as_secs_f64();
     let sends = offer.await.unwrap();
     assert!(!store.is_on_fallback(), "back on Redis");
