@@ -76,52 +76,49 @@ fn a_syntax_error_in_a_file_names_the_file_and_the_place_only() {
     assert_hidden(error, secret);
 }
 
+/// The error of an integration `pay` whose table holds `line`.
+fn pay_with(line: &str) -> ConfigError {
+    let text = format!("[integrations.pay]\nbase_url = \"https://pay.example.com\"\n{line}\n");
+    Config::from_toml_str(&text).unwrap_err()
+}
+
+/// The error says each of `what` (its path and category), and never `secret`.
+fn assert_says_without(error: ConfigError, what: &[&str], secret: &str) {
+    let display = error.to_string();
+    for what in what {
+        assert!(display.contains(what), "expected {what:?} in {display}");
+    }
+    assert_hidden(error, secret);
+}
+
 /// Regression: `key = 123456` (a secret written without quotes) said ``invalid type: integer
 /// `123456`, expected a string``.
 #[test]
 fn regression_a_type_error_never_quotes_the_value() {
-    let text = "[integrations.pay]\n\
-                base_url = \"https://pay.example.com\"\n\
-                auth = { type = \"api_key\", key = 982451653, header = \"X-Key\" }\n";
-    let error = Config::from_toml_str(text).unwrap_err();
-    let display = error.to_string();
-    assert!(display.contains("integrations.pay.auth"), "{display}");
-    assert!(display.contains("invalid type: integer"), "{display}");
-    assert_hidden(error, "982451653");
+    assert_says_without(
+        pay_with(r#"auth = { type = "api_key", key = 982451653, header = "X-Key" }"#),
+        &["integrations.pay.auth", "invalid type: integer"],
+        "982451653",
+    );
 }
 
-/// A secret in a field of another type (a misplaced line): the path and the category, no value.
+/// A secret in a field of another type (a misplaced line), or where a variant's name goes: the
+/// path and the category (with the variants expected), no value.
 #[test]
-fn a_secret_in_a_numeric_field_is_not_quoted() {
+fn a_secret_in_the_wrong_place_is_described_not_quoted() {
     let secret = "sk_live_M1splacedSecret";
-    let text = format!(
-        "[integrations.pay]\n\
-         base_url = \"https://pay.example.com\"\n\
-         retry = {{ max_attempts = \"{secret}\" }}\n"
-    );
-    let error = Config::from_toml_str(&text).unwrap_err();
-    let display = error.to_string();
-    assert!(
-        display.contains("integrations.pay.retry.max_attempts: invalid type: string"),
-        "{display}"
-    );
-    assert_hidden(error, secret);
-}
-
-/// The category is kept for the shapes that quote a value: an unknown variant says which ones
-/// were expected.
-#[test]
-fn an_unknown_variant_lists_the_expected_ones_without_the_value() {
-    let secret = "S3cr3tAsAnAuthType";
-    let text = format!(
-        "[integrations.pay]\n\
-         base_url = \"https://pay.example.com\"\n\
-         auth = {{ type = \"{secret}\" }}\n"
-    );
-    let error = Config::from_toml_str(&text).unwrap_err();
-    let display = error.to_string();
-    assert!(display.contains("unknown variant, expected"), "{display}");
-    assert_hidden(error, secret);
+    for (line, what) in [
+        (
+            format!(r#"retry = {{ max_attempts = "{secret}" }}"#),
+            "integrations.pay.retry.max_attempts: invalid type: string",
+        ),
+        (
+            format!(r#"auth = {{ type = "{secret}" }}"#),
+            "unknown variant, expected one of `none`",
+        ),
+    ] {
+        assert_says_without(pay_with(&line), &[what], secret);
+    }
 }
 
 /// A secret-looking value: letters and digits, and the characters a TOML basic string holds
@@ -159,11 +156,7 @@ proptest! {
             ("auth", format!("{{ type = \"basic\", username = \"u\", password = {number} }}")),
             ("auth", format!("{{ type = \"{secret}\" }}")),
         ] {
-            let text = format!(
-                "[integrations.x]\nbase_url = \"https://x.example.com\"\n{field} = {value}\n"
-            );
-            let error = Config::from_toml_str(&text).unwrap_err();
-            for text in shown(error) {
+            for text in shown(pay_with(&format!("{field} = {value}"))) {
                 prop_assert!(!text.contains(&secret), "{}", text);
                 prop_assert!(!text.contains(&number.to_string()), "{}", text);
             }
