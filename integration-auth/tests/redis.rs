@@ -12,6 +12,7 @@ use integration_auth::{
     AuthContext, AuthLayer, ClientCredentials, CredentialProvider, RedisTokenStore, RefreshToken,
     TokenCacheConfig, TokenStore,
 };
+use integration_core::testing::RedisServer;
 use secrecy::{ExposeSecret, SecretString};
 use tower::{ServiceBuilder, ServiceExt};
 use wiremock::matchers::{body_string_contains, method, path};
@@ -306,81 +307,19 @@ async fn tokens_in_redis_are_encrypted_with_the_configured_key() {
     clean(&prefix).await;
 }
 
-/// A Redis server of this test's own, on a free port, in a temporary directory.
-struct OwnRedis {
-    child: std::process::Child,
-    url: String,
-    _dir: std::path::PathBuf,
-}
-
-impl OwnRedis {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("auth-redis-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .current_dir(&dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (for the fault test) could not be started");
-        let url = format!("redis://127.0.0.1:{port}");
-        // Owned at once, so the server is killed and reaped on every path (Drop), panics included.
-        let own = Self {
-            child,
-            url,
-            _dir: dir,
-        };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return own;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("own redis-server at {} did not start", own.url);
-    }
-
-    fn stop(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_degrades_to_refreshing_in_this_process() {
     let server = MockServer::start().await;
     two_tokens_mocks(&server).await;
-    let mut redis = OwnRedis::start().await;
-    let store = RedisTokenStore::connect(&redis.url, unique_prefix())
+    let mut redis = RedisServer::start().expect("own redis-server");
+    let store = RedisTokenStore::connect(&redis.url(), unique_prefix())
         .await
         .expect("own Redis reachable");
     let provider = replica(&server, store);
     let ctx = AuthContext::detached();
     let first = provider.credential(&ctx).await.unwrap();
 
-    redis.stop();
+    redis.kill();
     provider.invalidate(&first);
     // Redis is gone: the token is fetched and used anyway (the store failure is logged).
     let second = provider.credential(&ctx).await.unwrap();
@@ -418,16 +357,16 @@ async fn two_tokens_mocks(server: &MockServer) {
 async fn a_refresh_during_a_redis_outage_does_not_wait_for_reconnections() {
     let server = MockServer::start().await;
     two_tokens_mocks(&server).await;
-    let mut redis = OwnRedis::start().await;
+    let mut redis = RedisServer::start().expect("own redis-server");
     let manager =
-        redis::aio::ConnectionManager::new(redis::Client::open(redis.url.as_str()).unwrap())
+        redis::aio::ConnectionManager::new(redis::Client::open(redis.url().as_str()).unwrap())
             .await
             .expect("own Redis reachable");
     let provider = replica(&server, RedisTokenStore::new(manager, unique_prefix()));
     let ctx = AuthContext::detached();
     let first = provider.credential(&ctx).await.unwrap();
 
-    redis.stop();
+    redis.kill();
     provider.invalidate(&first);
     let began = tokio::time::Instant::now();
     let second = tokio::time::timeout(Duration::from_secs(3), provider.credential(&ctx))

@@ -50,28 +50,6 @@ enum Category {
     Eof,
 }
 
-/// What an unexpected value was, by serde's `Unexpected` wording (its content follows, quoted, and
-/// is dropped).
-const KINDS: &[&str] = &[
-    "boolean",
-    "integer",
-    "floating point",
-    "character",
-    "string",
-    "byte array",
-    "unit value",
-    "Option value",
-    "newtype struct",
-    "sequence",
-    "map",
-    "enum",
-    "unit variant",
-    "newtype variant",
-    "tuple variant",
-    "struct variant",
-    "null",
-];
-
 impl JsonError {
     /// Decodes `bytes` as a `T`, as `serde_json::from_slice` does (trailing characters refused),
     /// with the path of the field that did not fit.
@@ -169,56 +147,18 @@ impl JsonError {
     }
 }
 
-/// A data error's message without the value it quotes: serde's wording is `invalid type: <what>
-/// <value>, expected <what the type wanted>`, `unknown field `<name>`, expected ...` and so on. The
-/// forms whose every part comes from the expected type (`missing field `id``) stay as they are; any
-/// other message (a custom `Deserialize` impl's, which may quote anything) becomes `invalid value`.
+/// A data error's message without the value it quotes
+/// ([`serde_message_without_values`](integration_core::redact::serde_message_without_values)), and
+/// without the name of an unknown field: a response's keys are its data too.
 fn describe_data(message: &str) -> String {
-    // The expected part is always last, after the value: the last `, expected ` is the real one
-    // even when the value itself holds those words.
-    let expected = |rest: &str| {
-        rest.rfind(", expected ")
-            .map(|at| rest[at + 2..].to_owned())
-    };
-    let with_expected = |head: &str, rest: &str| match expected(rest) {
-        Some(expected) => format!("{head}, {expected}"),
-        None => head.to_owned(),
-    };
-    for head in ["invalid type", "invalid value"] {
-        if let Some(rest) = message
-            .strip_prefix(head)
-            .and_then(|r| r.strip_prefix(": "))
-        {
-            let kind = KINDS
-                .iter()
-                .filter(|kind| rest.starts_with(*kind))
-                .max_by_key(|kind| kind.len());
-            return match kind {
-                Some(kind) => with_expected(&format!("{head}: {kind}"), rest),
-                None => with_expected(head, rest),
-            };
-        }
+    let description = integration_core::redact::serde_message_without_values(message);
+    match description.strip_prefix("unknown field `") {
+        Some(rest) => match rest.rfind(", expected ") {
+            Some(at) => format!("unknown field, {}", &rest[at + 2..]),
+            None => "unknown field".to_owned(),
+        },
+        None => description,
     }
-    for head in ["unknown variant", "unknown field"] {
-        if let Some(rest) = message.strip_prefix(head) {
-            return with_expected(head, rest);
-        }
-    }
-    if let Some(rest) = message.strip_prefix("invalid length ")
-        && rest.bytes().next().is_some_and(|b| b.is_ascii_digit())
-    {
-        // `invalid length 3, expected ...`: a count, then the type's words.
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        return with_expected(
-            &format!("invalid length {}", &rest[..digits]),
-            &rest[digits..],
-        );
-    }
-    if message.starts_with("missing field `") || message.starts_with("duplicate field `") {
-        // The field is the expected type's, not the body's.
-        return message.to_owned();
-    }
-    "invalid value".to_owned()
 }
 
 impl fmt::Display for JsonError {

@@ -5,97 +5,26 @@
 //!
 //! # How logs are captured
 //!
-//! Not through a thread-local subscriber (`tracing::subscriber::set_default`): tracing caches a
-//! callsite's interest process-wide, so a test running in parallel with another one whose thread has
-//! no subscriber can have its events disabled. This file is a test binary of its own and installs
-//! one **global** subscriber, once, before any event: a registry with a [`Recorder`] that accepts
-//! every callsite at every level and writes every span's fields (at creation and on `record`) and
-//! every event's fields into one buffer. The tests of this binary take [`capture`]'s lock, so each
-//! reads only the lines of its own calls; the calls run on a multi-threaded runtime, which a
-//! thread-local capture would not see anyway.
+//! Through `integration_core::testing`, the one global capturing subscriber of the workspace's
+//! tests (a thread-local subscriber is not correct when tests run in parallel: tracing caches a
+//! callsite's interest process-wide). Each case's calls run under `block_on` on the test's thread,
+//! where its capture is current; the work the runtime's workers do for a call runs inside the call's
+//! spans, which belong to that capture. Captures of parallel tests stay apart.
 
-use std::fmt::{self, Write as _};
-use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use integration_client::Client;
 use integration_config::{IntegrationConfig, IntegrationConfigBuilder, Secret};
+use integration_core::testing::{Captured, capture};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
+use tracing::Level;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-/// Everything any span or event recorded since the last [`capture`].
-static LOG: Mutex<String> = Mutex::new(String::new());
-
-/// Writes every field of every span and event into [`LOG`].
-struct Recorder;
-
-struct Fields<'a>(&'a mut String);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let _ = write!(self.0, " {}={}", field.name(), value);
-    }
-}
-
-impl<S> tracing_subscriber::Layer<S> for Recorder
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
-        let mut line = format!("span {}", attrs.metadata().name());
-        attrs.record(&mut Fields(&mut line));
-        line.push('\n');
-        LOG.lock().unwrap().push_str(&line);
-    }
-
-    fn on_record(&self, _id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
-        let mut line = String::from("record");
-        values.record(&mut Fields(&mut line));
-        line.push('\n');
-        LOG.lock().unwrap().push_str(&line);
-    }
-
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let mut line = format!(
-            "event {} {}",
-            event.metadata().level(),
-            event.metadata().target()
-        );
-        event.record(&mut Fields(&mut line));
-        line.push('\n');
-        LOG.lock().unwrap().push_str(&line);
-    }
-}
-
-/// Installs the global subscriber (once per process), takes the lock that serialises the tests of
-/// this binary, and empties the buffer.
-fn capture() -> MutexGuard<'static, ()> {
-    static INSTALL: OnceLock<()> = OnceLock::new();
-    static SERIAL: Mutex<()> = Mutex::new(());
-    INSTALL.get_or_init(|| {
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Recorder))
-            .expect("no other global subscriber in this test binary");
-    });
-    let guard = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    LOG.lock().unwrap().clear();
-    guard
-}
-
-fn captured() -> String {
-    LOG.lock().unwrap().clone()
+/// Every text the capture recorded (span names, span and event fields), one per line.
+fn captured(capture: &Captured) -> String {
+    capture.all_text().join("\n")
 }
 
 /// Where the credential goes.
@@ -204,9 +133,13 @@ fn leaks(text: &str, secret: &str) -> bool {
 }
 
 /// One case: three calls (a redirect that lands, one that lands on a 500, one to a closed port),
-/// then every place the credential must not reach. The caller holds [`capture`]'s lock (not held
-/// across an await here: it is a blocking lock).
-async fn case(upstreams: &Upstreams, place: &Place, secret: &str) -> Result<(), TestCaseError> {
+/// then every place the credential must not reach, the logs of `capture` among them.
+async fn case(
+    upstreams: &Upstreams,
+    place: &Place,
+    secret: &str,
+    capture: &Captured,
+) -> Result<(), TestCaseError> {
     let config = config(upstreams, place, secret);
     let client = Client::builder()
         .api("leaky", config.clone())
@@ -258,7 +191,7 @@ async fn case(upstreams: &Upstreams, place: &Place, secret: &str) -> Result<(), 
     }
 
     // Never a log line or a span field; the capture did see the credential's place, redacted.
-    let logs = captured();
+    let logs = captured(capture);
     prop_assert!(!leaks(&logs, secret), "{}", logs);
     let shown = match place {
         Place::Header(name) => format!("\"{}\": \"[REDACTED]\"", name.to_ascii_lowercase()),
@@ -312,8 +245,8 @@ fn regression_credentials_under_unusual_names_do_not_leak() {
         ),
         (Place::Query("appid".into()), "S3cr3tFromTheIssueReport3"),
     ] {
-        let _capture = capture();
-        if let Err(error) = rt.block_on(case(&upstreams, &place, secret)) {
+        let capture = capture(Level::TRACE);
+        if let Err(error) = rt.block_on(case(&upstreams, &place, secret, &capture)) {
             panic!("{place:?}: {error}");
         }
     }
@@ -331,8 +264,8 @@ fn a_credential_under_any_name_never_leaks() {
     });
     runner
         .run(&(place(), secret()), |(place, secret)| {
-            let _capture = capture();
-            rt.block_on(case(&upstreams, &place, &secret))
+            let capture = capture(Level::TRACE);
+            rt.block_on(case(&upstreams, &place, &secret, &capture))
         })
         .unwrap();
 }

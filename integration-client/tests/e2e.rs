@@ -1,9 +1,12 @@
 //! End to end through the full stack (log, deadline, retry, breaker, rate limit, auth, transport)
 //! against wiremock upstreams.
 
+mod common;
+
 use std::error::Error as _;
 use std::time::Duration;
 
+use common::{client, fast_at, mount_first_token_answer, mount_token_endpoint, oauth_client};
 use integration_client::{Client, GraphQlError};
 use integration_config::{
     ApiKeyAuth, AuthConfig, Config, IntegrationConfig, QuotaConfig, RedisConfig, Secret, StoreKind,
@@ -19,49 +22,59 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// An integration at `server` with fast retries, so tests do not wait on real backoff.
 fn fast(server: &MockServer) -> IntegrationConfig {
-    let mut config = IntegrationConfig::builder(server.uri()).build().unwrap();
-    config.retry.base = Duration::from_millis(1);
-    config.retry.cap = Duration::from_millis(5);
-    config.retry.throttle_base = Duration::from_millis(1);
-    config.timeout = Duration::from_secs(10);
-    config
+    fast_at(&server.uri(), |builder| builder)
 }
 
-fn client(name: &str, config: IntegrationConfig) -> Client {
-    Client::builder().api(name, config).build().unwrap()
+/// A loopback upstream that answers one request with `200 body`, but only once the test releases
+/// it: "this call is in flight" is then a fact the test waits for ([`Held::arrived`]), not a guess
+/// made by sleeping (a 50 ms sleep was not enough on a loaded machine, and the response delay of
+/// wiremock could elapse before the test looked).
+struct Held {
+    uri: String,
+    arrived: Option<tokio::sync::oneshot::Receiver<()>>,
+    release: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-/// An OAuth token endpoint at `/oauth/token` that hands out `token` (valid for an hour) and must be
-/// asked exactly `expected` times.
-async fn mount_token_endpoint(server: &MockServer, token: &str, expected: u64) {
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": token, "token_type": "Bearer", "expires_in": 3600
-        })))
-        .expect(expected)
-        .mount(server)
-        .await;
-}
+impl Held {
+    async fn start(body: &'static str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}", listener.local_addr().unwrap());
+        let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buffer = [0; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buffer).await.unwrap();
+                assert!(n > 0, "the client closed before sending its request head");
+                head.extend_from_slice(&buffer[..n]);
+            }
+            let _ = arrived_tx.send(());
+            let _ = release_rx.await;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(response.as_bytes()).await.unwrap();
+        });
+        Held {
+            uri,
+            arrived: Some(arrived),
+            release: Some(release),
+        }
+    }
 
-/// A client with one integration `name` at `server`, authenticated by OAuth client credentials
-/// against the server's `/oauth/token`; `extra` is more TOML of the integration's table (a retry
-/// policy, say).
-fn oauth_client(server: &MockServer, name: &str, extra: &str) -> Client {
-    let text = format!(
-        r#"
-        [integrations.{name}]
-        base_url = "{uri}"
-        {extra}
-        [integrations.{name}.auth]
-        type = "oauth2_client_credentials"
-        token_url = "{uri}/oauth/token"
-        client_id = "app"
-        client_secret = "s3cr3t"
-        "#,
-        uri = server.uri()
-    );
-    Client::from_config(Config::from_toml_str(&text).unwrap()).unwrap()
+    /// Waits until the request head has reached the upstream.
+    async fn arrived(&mut self) {
+        self.arrived.take().unwrap().await.unwrap();
+    }
+
+    /// Lets the upstream answer.
+    fn release(&mut self) {
+        let _ = self.release.take().unwrap().send(());
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -585,23 +598,36 @@ async fn update_swaps_changed_integrations_and_removes_old_ones() {
     assert!(report.changed.is_empty());
 }
 
+/// Regression (load): the test slept 50 ms to let the call get in flight, and the upstream answered
+/// after 300 ms; on a loaded machine either could be off. The upstream now holds its answer until
+/// released, and the test waits for the request to arrive.
 #[tokio::test]
 async fn shutdown_waits_for_calls_in_flight_and_refuses_new_ones() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(300)))
-        .mount(&server)
-        .await;
-    let client = client("slow", fast(&server));
+    let mut upstream = Held::start("done").await;
+    let client = client("slow", fast_at(&upstream.uri, |builder| builder));
     let api = client.api("slow").unwrap();
     let in_flight = tokio::spawn({
         let api = api.clone();
         async move { api.get("/").send().await.map(|r| r.status()) }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    upstream.arrived().await;
     assert_eq!(client.in_flight(), 1);
-    let left = client.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(left, 0);
+    let shutdown = client.shutdown(Duration::from_secs(60));
+    tokio::pin!(shutdown);
+    // The call is held at the upstream: the shutdown cannot be done, however long we look.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut shutdown)
+            .await
+            .is_err(),
+        "the shutdown waits while the call is in flight"
+    );
+    let error = api.get("/").send().await.unwrap_err();
+    assert!(
+        error.is_cancelled(),
+        "a new call during the shutdown: {error:?}"
+    );
+    upstream.release();
+    assert_eq!(shutdown.await, 0, "no call left behind");
     assert_eq!(
         in_flight.await.unwrap().unwrap(),
         200,
@@ -670,29 +696,22 @@ async fn update_keeps_the_token_cache_when_auth_is_unchanged() {
     assert_eq!(api.get("/b").send().await.unwrap().status(), 200);
 }
 
+/// Regression (load): as the shutdown test, a 50 ms sleep stood for "the call is in flight".
 #[tokio::test]
 async fn a_call_in_flight_finishes_on_the_stack_it_started_on() {
-    let old = MockServer::start().await;
+    let mut old = Held::start("old").await;
     let new = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_string("old")
-                .set_delay(Duration::from_millis(300)),
-        )
-        .mount(&old)
-        .await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(200).set_body_string("new"))
         .mount(&new)
         .await;
-    let client = client("svc", fast(&old));
+    let client = client("svc", fast_at(&old.uri, |builder| builder));
     let api = client.api("svc").unwrap();
     let in_flight = tokio::spawn({
         let api = api.clone();
         async move { api.get("/").send().await.unwrap().text().await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    old.arrived().await;
     client
         .update(Config::new().with_integration("svc", fast(&new)))
         .unwrap();
@@ -700,6 +719,7 @@ async fn a_call_in_flight_finishes_on_the_stack_it_started_on() {
         api.get("/").send().await.unwrap().text().await.unwrap(),
         "new"
     );
+    old.release();
     assert_eq!(in_flight.await.unwrap(), "old");
 }
 
@@ -977,13 +997,7 @@ async fn invalid_grant_is_final_through_the_facade() {
 #[tokio::test]
 async fn a_token_endpoint_blip_is_retried_after_the_cool_down() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_first_token_answer(&server, ResponseTemplate::new(503)).await;
     mount_token_endpoint(&server, "tok-after-blip", 1).await;
     Mock::given(method("POST"))
         .and(path("/v1/orders"))

@@ -20,6 +20,10 @@ fn config(server: &MockServer, prefix: &str) -> Config {
         [redis]
         url = "{redis}"
         key_prefix = "{prefix}"
+        # Regression (load): with the default 50 ms, a Redis round trip that a loaded machine
+        # made slower sent a replica to its fallback (a local token refresh, a local quota), and
+        # the upstream saw a second token fetch. The fallbacks have tests of their own.
+        command_timeout = "2s"
 
         [integrations.partner]
         base_url = "{uri}"

@@ -6,82 +6,17 @@
 //!
 //! `REDIS_OUTAGE_SECS` (default 4) lengthens the outage for a run by hand.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use integration_client::Client;
 use integration_config::Config;
+use integration_core::testing::RedisServer;
 use serde_json::json;
 use tokio::time::Instant;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
-
-/// A `redis-server` of this test's own; killed on drop.
-struct OwnRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    /// A free port, and no server on it yet.
-    fn reserve() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("client-redis-outage-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self {
-            port,
-            dir,
-            child: None,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn start(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .current_dir(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the `redis-server` binary must be on PATH for the outage tests");
-        self.child = Some(child);
-        for _ in 0..250 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("own redis-server on port {} did not start", self.port);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// An upstream recording the arrival of each `GET` (offset from `start`), and a token endpoint
 /// handing out tokens that live `token_lifetime` seconds (so they are refreshed every half of it).
@@ -153,8 +88,7 @@ async fn a_redis_outage_under_load_costs_no_call_and_never_passes_the_quota() {
             .and_then(|secs| secs.parse().ok())
             .unwrap_or(4),
     );
-    let mut redis = OwnRedis::reserve();
-    redis.start();
+    let mut redis = RedisServer::start().expect("own redis-server");
     let start = Instant::now();
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     // Tokens live 4 s: refreshed every 2 s, so refreshes fall due during the outage.
@@ -198,7 +132,7 @@ async fn a_redis_outage_under_load_costs_no_call_and_never_passes_the_quota() {
     tokio::time::sleep_until(start + kill_at).await;
     tokio::task::block_in_place(|| redis.kill());
     tokio::time::sleep_until(start + restart_at).await;
-    tokio::task::block_in_place(|| redis.start());
+    tokio::task::block_in_place(|| redis.restart()).unwrap();
     let results = load.await.unwrap();
 
     let count = |outcome| results.iter().filter(|(_, _, o)| *o == outcome).count();
@@ -252,7 +186,9 @@ async fn a_redis_outage_under_load_costs_no_call_and_never_passes_the_quota() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_at_start_the_client_serves_on_the_fallbacks_and_joins_redis_later() {
-    let mut redis = OwnRedis::reserve();
+    // A port of its own with nothing on it yet: started once to hold the port, then killed.
+    let mut redis = RedisServer::start().expect("own redis-server");
+    redis.kill();
     let start = Instant::now();
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     let (server, _fetches) = upstream(start, arrivals, 3600).await;
@@ -284,7 +220,7 @@ async fn without_redis_at_start_the_client_serves_on_the_fallbacks_and_joins_red
     assert!(error.to_string().contains("required"), "{error:#}");
 
     // Redis arrives: the limiter moves to it (its quota key appears there) without a restart.
-    redis.start();
+    redis.restart().unwrap();
     let prefix = config.redis.as_ref().unwrap().key_prefix.clone();
     let raw = redis::Client::open(redis.url()).unwrap();
     let mut connection = raw.get_multiplexed_async_connection().await.unwrap();

@@ -1,11 +1,11 @@
 //! Issue 14, part 3, through the facade: a 401 is replayed once, and only where the provider can
 //! produce a different credential (OAuth, JWT); a static key, Basic or bearer is never replayed.
 
-use std::time::Duration;
+mod common;
 
+use common::{fast_at, mount_first_token_answer, mount_token_endpoint, oauth_client, token_answer};
 use integration_client::Client;
-use integration_config::{Config, IntegrationConfig, IntegrationConfigBuilder, Secret};
-use serde_json::json;
+use integration_config::{IntegrationConfigBuilder, Secret};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -15,13 +15,9 @@ fn client(
     server: &MockServer,
     auth: fn(IntegrationConfigBuilder) -> IntegrationConfigBuilder,
 ) -> Client {
-    let mut config = auth(IntegrationConfig::builder(server.uri()))
-        .build()
-        .unwrap();
+    let mut config = fast_at(&server.uri(), auth);
     config.retry.max_attempts = 5;
-    config.retry.base = Duration::from_millis(1);
-    config.retry.cap = Duration::from_millis(5);
-    Client::builder().api("api", config).build().unwrap()
+    common::client("api", config)
 }
 
 /// Regression (issue 14, part 3): with Basic, a static bearer or an API key, a 401 was replayed once
@@ -72,23 +68,8 @@ async fn regression_a_static_credential_is_never_replayed_on_401() {
 #[tokio::test]
 async fn oauth_replays_a_401_once_with_a_new_token() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": "tok-1", "token_type": "Bearer", "expires_in": 3600
-        })))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": "tok-2", "token_type": "Bearer", "expires_in": 3600
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_first_token_answer(&server, token_answer("tok-1")).await;
+    mount_token_endpoint(&server, "tok-2", 1).await;
     Mock::given(method("POST"))
         .and(path("/orders"))
         .and(header("authorization", "Bearer tok-1"))
@@ -103,16 +84,11 @@ async fn oauth_replays_a_401_once_with_a_new_token() {
         .expect(1)
         .mount(&server)
         .await;
-    let text = format!(
-        r#"
-        [integrations.shop]
-        base_url = "{uri}"
-        retry = {{ max_attempts = 5, base = "1ms", cap = "5ms" }}
-        auth = {{ type = "oauth2_client_credentials", token_url = "{uri}/oauth/token", client_id = "app", client_secret = "s3cr3t" }}
-        "#,
-        uri = server.uri()
+    let client = oauth_client(
+        &server,
+        "shop",
+        r#"retry = { max_attempts = 5, base = "1ms", cap = "5ms" }"#,
     );
-    let client = Client::from_config(Config::from_toml_str(&text).unwrap()).unwrap();
     let response = client
         .api("shop")
         .unwrap()

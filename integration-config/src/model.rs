@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use integration_core::redact::serde_message_without_values;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use url::Url;
@@ -273,10 +274,19 @@ pub(crate) struct PathError {
 }
 
 impl PathError {
+    /// The path, and serde's message without the value it may quote (`api_key = 123` said
+    /// ``invalid type: integer `123`, expected a string``): what was wrong, never the value.
     pub(crate) fn from_path_to_error<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> Self {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        let message = e.inner().to_string().trim().to_owned();
+        let message = e.inner().to_string();
+        let message = message.trim();
+        // An integration's error comes through `Config`'s own `Deserialize` as a custom message
+        // that starts with its full path, its message cleaned already.
+        let message = match split_nested_path(message) {
+            Some((nested, rest)) => format!("{nested}: {}", serde_message_without_values(rest)),
+            None => serde_message_without_values(message),
+        };
         PathError { path, message }
     }
 
@@ -289,6 +299,14 @@ impl PathError {
             format!("{prefix}.{}: {}", self.path, self.message)
         }
     }
+}
+
+/// `integrations.x.retry.base: <message>` or `defaults: <message>`, as `Config`'s `Deserialize`
+/// words the error of one integration (or of the defaults): the path and the message.
+pub(crate) fn split_nested_path(message: &str) -> Option<(&str, &str)> {
+    let (path, rest) = message.split_once(": ")?;
+    ((path.starts_with("integrations.") || path.starts_with("defaults")) && !path.contains(' '))
+        .then_some((path, rest))
 }
 
 /// Merges `defaults` under `table`: the table's values win, nested tables merge, `auth` is taken whole.

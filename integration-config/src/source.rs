@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model::{Config, PathError};
+use crate::model::{Config, PathError, split_nested_path};
 use crate::validate::ValidationErrors;
 
 /// Why a configuration could not be loaded.
@@ -53,9 +53,7 @@ impl ConfigError {
     pub(crate) fn from_path_error(e: PathError) -> Self {
         // Errors raised inside an integration carry their full path in the message already.
         if e.path.is_empty()
-            && let Some((path, message)) = e.message.split_once(": ")
-            && (path.starts_with("integrations.") || path.starts_with("defaults"))
-            && !path.contains(' ')
+            && let Some((path, message)) = split_nested_path(&e.message)
         {
             return ConfigError::Deserialize {
                 path: path.to_owned(),
@@ -108,6 +106,28 @@ impl From<ConfigError> for integration_core::Error {
             .with_message(message)
             .with_source(error)
     }
+}
+
+/// A TOML syntax error's message and where it is, never the text around it: toml's `Display`
+/// quotes the whole source line, and the line of `client_secret = "s3cr3t" oops` is the secret.
+/// Regression: `invalid TOML: TOML parse error at line 3, column 25 | client_secret = "s3cr3t"
+/// oops ...` showed it, in the error and in every log line that printed the error.
+fn syntax_message(text: &str, error: &toml::de::Error) -> String {
+    let description = error.message().trim();
+    let Some(span) = error.span() else {
+        return description.to_owned();
+    };
+    let before = &text.as_bytes()[..span.start.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    format!("{description} at line {line}, column {column}")
 }
 
 /// The top-level keys an environment override may start with.
@@ -164,7 +184,7 @@ impl ConfigDocument {
             .parse::<toml::Table>()
             .map_err(|e| ConfigError::Syntax {
                 file: None,
-                message: e.to_string(),
+                message: syntax_message(text, &e),
             })?;
         Ok(ConfigDocument { table })
     }

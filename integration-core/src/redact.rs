@@ -76,6 +76,10 @@
 //! assert!(!redactor.is_sensitive("x-request-key"));
 //! ```
 
+mod serde_message;
+
+pub use serde_message::serde_message_without_values;
+
 use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;

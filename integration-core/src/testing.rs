@@ -1,5 +1,6 @@
 //! Test support (feature `test-util`): capturing `tracing` spans and events in tests that run in
-//! parallel. Never for production code.
+//! parallel, and a `redis-server` of a test's own ([`RedisServer`]) for outage tests. Never for
+//! production code.
 //!
 //! # Why not a thread-local subscriber per test
 //!
@@ -60,6 +61,10 @@
 //! assert_eq!(event.span, Some(span.id));
 //! assert_eq!(captured.events().len(), 1);
 //! ```
+
+mod redis_server;
+
+pub use redis_server::RedisServer;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

@@ -10,8 +10,6 @@ use integration_ratelimit::{Quota, RateLimitLayer, RateLimitPolicy, RateLimiter}
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tower::{ServiceBuilder, ServiceExt};
 
-#[cfg(feature = "redis")]
-mod common;
 
 /// One recorded metric: name, labels, value.
 type Recorded = (String, Vec<(String, String)>, DebugValue);
@@ -141,12 +139,12 @@ async fn metrics_name_the_integration_and_count_waits_rejections_signals_learned
 /// The fallback gauge of a Redis store: 1 while Redis is away, 0 once it answers again.
 #[cfg(feature = "redis")]
 async fn fallback_gauge(snapshotter: &Snapshotter) {
-    use common::PrivateRedis;
+    use integration_core::testing::RedisServer;
     use integration_ratelimit::{RateLimitKey, RedisOptions, RedisStore};
     use redis::aio::{ConnectionManager, ConnectionManagerConfig};
     use tokio::time::Instant;
 
-    let mut server = PrivateRedis::start();
+    let mut server = RedisServer::start().expect("own redis-server");
     let client = redis::Client::open(server.url()).unwrap();
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(200)))
@@ -171,7 +169,7 @@ async fn fallback_gauge(snapshotter: &Snapshotter) {
     let gauge = values(&snapshot, names::RATE_LIMIT_FALLBACK, "ledger", None);
     assert_eq!(gauge, vec![&DebugValue::Gauge(1.0.into())]);
 
-    server.restart();
+    server.restart().unwrap();
     let since = Instant::now();
     while store.is_on_fallback() {
         assert!(

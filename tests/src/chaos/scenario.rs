@@ -19,9 +19,9 @@ use integration_config::{
     AuthConfig, BreakerConfig, Config, IntegrationConfig, OAuth2ClientCredentials, QuotaConfig,
     RateLimitConfig, RedisConfig, Secret, StoreKind,
 };
+use integration_core::testing::RedisServer;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -932,74 +932,15 @@ async fn server_limit(scenario: Scenario, scale: Scale) -> Result<ScenarioReport
     })
 }
 
-/// A `redis-server` of the harness's own on a loopback port, killed when dropped.
-#[derive(Debug)]
-struct RedisProcess {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl RedisProcess {
-    /// Starts one on a free port and waits until it accepts connections.
-    async fn start() -> Result<Self, BoxError> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut redis = Self { child: None, port };
-        redis.restart().await?;
-        Ok(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Starts it again on the same port (no persistence: it comes back empty).
-    async fn restart(&mut self) -> Result<(), BoxError> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("redis-server could not start (is it installed?): {e}"))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            if Instant::now() >= deadline {
-                return Err(format!("redis-server did not listen on {}", self.port).into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-
-    /// Kills it (our own child, by its handle).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Runs a blocking step of a [`RedisServer`] (it waits until the server answers) off the runtime's
+/// workers, so the load of the scenario keeps going meanwhile.
+async fn off_runtime(
+    mut redis: RedisServer,
+    step: fn(&mut RedisServer) -> std::io::Result<()>,
+) -> Result<RedisServer, BoxError> {
+    tokio::task::spawn_blocking(move || step(&mut redis).map(|()| redis))
+        .await?
+        .map_err(|e| format!("the scenario's own redis-server: {e}").into())
 }
 
 async fn redis_outage(scale: Scale) -> Result<ScenarioReport, BoxError> {
@@ -1010,7 +951,9 @@ async fn redis_outage(scale: Scale) -> Result<ScenarioReport, BoxError> {
     let gap = scale.secs(15.0);
     let tail = scale.secs(15.0);
     let duration = warm + outages[0] + gap + outages[1] + tail;
-    let mut redis = RedisProcess::start().await?;
+    let redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await?
+        .map_err(|e| format!("the scenario's own redis-server: {e}"))?;
     let epoch = Instant::now();
     let server = FaultServer::start(FaultPlan::default(), epoch).await?;
     let base = server.base_url();
@@ -1042,6 +985,7 @@ async fn redis_outage(scale: Scale) -> Result<ScenarioReport, BoxError> {
     let starts = [warm, warm + outages[0] + gap];
     let mut events = Vec::new();
     let control = async {
+        let mut redis = redis;
         for (start, length) in starts.iter().zip(outages) {
             sleep_until(epoch + *start).await;
             redis.kill();
@@ -1050,16 +994,16 @@ async fn redis_outage(scale: Scale) -> Result<ScenarioReport, BoxError> {
                 format!("Redis killed for {}", secs(length)),
             ));
             sleep_until(epoch + *start + length).await;
-            redis.restart().await?;
+            redis = off_runtime(redis, RedisServer::restart).await?;
             events.push((
                 (*start + length).as_secs_f64(),
                 "Redis back (empty)".to_owned(),
             ));
         }
-        Ok::<(), BoxError>(())
+        Ok::<RedisServer, BoxError>(redis)
     };
     let (records, restarted) = tokio::join!(open_loop(&schedule, &caller, epoch, bound), control);
-    restarted?;
+    let redis = restarted?;
     let seconds = server.seconds();
     let run = Run {
         label: "defaults, store = redis".to_owned(),
