@@ -171,7 +171,13 @@ where
     let generation = lookup.generation;
     let now = shared.clock.now();
     let mut stale = None;
-    if let Some(entry) = lookup.entry {
+    // In the shared partition, a credentialed request takes only an entry a shared cache could
+    // have stored for a credentialed request (RFC 9111 3.5): an answer to an anonymous request may
+    // not be what this credential would get.
+    let usable = |entry: &Arc<Entry>| {
+        !call.credentialed || call.private || Directives::parse(&entry.headers).allows_authenticated
+    };
+    if let Some(entry) = lookup.entry.filter(usable) {
         match entry.policy.before_request(&call.view, now) {
             BeforeRequest::Fresh(parts) => {
                 let response = Response::from_parts(parts, CacheBody::full(entry.body.clone()));
@@ -213,7 +219,7 @@ where
             }
         }
         Join::Follower(receiver) => {
-            if let Some(entry) = flight::follow(receiver).await {
+            if let Some(entry) = flight::follow(receiver).await.filter(usable) {
                 let now = shared.clock.now();
                 if let BeforeRequest::Fresh(parts) = entry.policy.before_request(&call.view, now) {
                     let response = Response::from_parts(parts, CacheBody::full(entry.body.clone()));
@@ -340,7 +346,8 @@ fn store(shared: &Shared, call: &Call, entry: &Arc<Entry>, now: SystemTime) {
         return;
     }
     shared.store.put(call.key, entry.clone(), ttl);
-    if let Some(bytes) = shared.store.stored_bytes_hint() {
+    // Settled on each store (a miss, never a hit): the pending work is what this insert added.
+    if let Some(bytes) = shared.store.stored_bytes() {
         metrics::gauge!(names::CACHE_STORED_BYTES, names::INTEGRATION => call.label.to_string())
             .set(bytes as f64);
     }

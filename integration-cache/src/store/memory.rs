@@ -150,12 +150,9 @@ impl MemoryStore {
             .invalidate_entries_if(move |key, _| key.url == url);
     }
 
-    /// The bytes charged; `settle` first applies pending inserts and evictions (costly: not on
-    /// every call).
-    pub(crate) fn stored_bytes(&self, settle: bool) -> u64 {
-        if settle {
-            self.cache.run_pending_tasks();
-        }
+    /// The bytes charged, once pending inserts and evictions are applied.
+    pub(crate) fn stored_bytes(&self) -> u64 {
+        self.cache.run_pending_tasks();
         self.cache.weighted_size()
     }
 
@@ -170,5 +167,73 @@ impl fmt::Debug for MemoryStore {
             .field("config", &self.config)
             .field("entries", &self.cache.entry_count())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, Method, StatusCode};
+    use http_cache_semantics::CachePolicy;
+
+    use super::*;
+    use crate::entry::{RequestView, ResponseView, Windows};
+    use crate::key::HashKey;
+
+    fn entry(body: usize) -> Arc<Entry> {
+        let request = RequestView::new(
+            &Method::GET,
+            &"https://a.test/".parse().unwrap(),
+            &HeaderMap::new(),
+            &[],
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", "max-age=60".parse().unwrap());
+        let response = ResponseView {
+            status: StatusCode::OK,
+            headers: &headers,
+        };
+        let now = SystemTime::UNIX_EPOCH;
+        let policy = CachePolicy::new_options(&request, &response, now, Entry::options(true));
+        let body = Bytes::from(vec![b'x'; body]);
+        let head = (StatusCode::OK, headers.clone());
+        Arc::new(Entry::new(head, policy, body, now, Windows::default(), 0))
+    }
+
+    #[test]
+    fn the_store_is_bounded_in_entries_and_in_bytes() {
+        let hash = HashKey::new(b"k");
+        let key = |n: usize| {
+            let url = hash.url_key("", &format!("https://a.test/{n}"));
+            hash.entry_key(url, &Method::GET, None)
+        };
+        // Small entries: the entry bound binds.
+        let store = MemoryStore::new(
+            MemoryConfig::new()
+                .with_max_bytes(1 << 20)
+                .with_max_entries(4),
+        );
+        for n in 0..50 {
+            store.put(key(n), entry(10), Duration::from_secs(60));
+        }
+        store.stored_bytes();
+        assert!(
+            store.cache.entry_count() <= 4,
+            "{}",
+            store.cache.entry_count()
+        );
+        // Large entries: the byte bound binds.
+        let store = MemoryStore::new(
+            MemoryConfig::new()
+                .with_max_bytes(10_000)
+                .with_max_entries(1_000),
+        );
+        for n in 0..50 {
+            store.put(key(n), entry(2_000), Duration::from_secs(60));
+        }
+        assert!(store.stored_bytes() <= 10_000);
+        assert!(store.cache.entry_count() <= 5);
     }
 }

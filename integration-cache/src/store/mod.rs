@@ -81,16 +81,7 @@ impl CacheStore {
     /// The bytes the entries are charged for (memory store; `None` for Redis, which Redis reports).
     pub fn stored_bytes(&self) -> Option<u64> {
         match &self.inner {
-            Backend::Memory(store) => Some(store.stored_bytes(true)),
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => None,
-        }
-    }
-
-    /// As [`stored_bytes`](Self::stored_bytes), without settling pending work first.
-    pub(crate) fn stored_bytes_hint(&self) -> Option<u64> {
-        match &self.inner {
-            Backend::Memory(store) => Some(store.stored_bytes(false)),
+            Backend::Memory(store) => Some(store.stored_bytes()),
             #[cfg(feature = "redis")]
             Backend::Redis(_) => None,
         }
