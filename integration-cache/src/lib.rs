@@ -76,8 +76,10 @@
 //! when the layer was given the identity of a credential added below it
 //! ([`CacheLayer::with_identity`]). In [`CredentialMode::Partition`] (the default) its entries live
 //! in a partition keyed by an HMAC-SHA256 of the credential (never the credential): no other
-//! credential, nor an anonymous request, can read them. No credential header, and no query, is
-//! stored with an entry.
+//! credential, nor an anonymous request, can read them (`tests/credential_props.rs` checks it over
+//! random call sequences). In [`CredentialMode::Shared`] a credentialed request is stored, and
+//! served, only entries RFC 9111 3.5 lets a shared cache keep for credentialed requests. No
+//! credential header, and no query, is stored with an entry.
 //!
 //! # Stores
 //!
