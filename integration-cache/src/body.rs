@@ -104,15 +104,39 @@ where
 
     fn size_hint(&self) -> SizeHint {
         let buffered: u64 = self.prefix.iter().map(|b| b.len() as u64).sum();
-        let mut hint = match (&self.rest, &self.read) {
+        let behind = match (&self.rest, &self.read) {
             (Some(rest), _) => rest.size_hint(),
             (None, Some(read)) => read.size_hint(),
             (None, None) => SizeHint::with_exact(0),
         };
-        hint.set_lower(hint.lower() + buffered);
-        if let Some(upper) = hint.upper() {
+        // The upper bound first: `set_lower` panics above the current upper bound.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = behind.upper() {
             hint.set_upper(upper + buffered);
         }
+        hint.set_lower(behind.lower() + buffered);
         hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+
+    /// Regression: the size hint of a stored body set its lower bound above the upper bound of an
+    /// empty one (`http-body` panics), failing every hit through the facade.
+    #[tokio::test]
+    async fn regression_size_hints_are_exact_for_stored_and_partial_bodies() {
+        let stored = CacheBody::<Full<Bytes>>::full(Bytes::from_static(b"four"));
+        assert_eq!(stored.size_hint().exact(), Some(4));
+        assert!(stored.is_cached());
+        let partial = CacheBody::partial(
+            vec![Bytes::from_static(b"ab")],
+            Box::pin(Full::new(Bytes::from_static(b"cde"))),
+        );
+        assert_eq!(partial.size_hint().exact(), Some(5));
+        assert_eq!(partial.collect().await.unwrap().to_bytes(), "abcde");
     }
 }
