@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! LogLayer              one span per logical call; outcome, total latency, metrics
+//! CacheLayer            RFC 9111 cache (when `cache.enabled`); a hit never reaches the layers below
 //! DeadlineLayer         total deadline written into the request
 //! RetryLayer            attempts, backoff, Retry-After, budget, idempotency rules
 //! CircuitBreakerLayer   fail fast while the upstream is known broken
@@ -26,9 +27,12 @@ use integration_auth::{
     ApiKey, AuthLayer, Basic, Bearer, ClientCredentials, CredentialProvider, JwtAssertion,
     JwtClaims, JwtSigner, RedisTokenStore, RefreshToken, TokenCacheConfig, TokenTransport,
 };
+use integration_cache::{
+    CacheLayer, CacheStore, CredentialMode, HashKey, MemoryConfig, TtlOverride,
+};
 use integration_config::{
-    AuthConfig, BreakerConfig, BudgetConfig, IntegrationConfig, JwtAlgorithm, LogConfig, LogLevel,
-    RateLimitConfig, StoreKind,
+    AuthConfig, BreakerConfig, BudgetConfig, CacheConfig, CacheCredentials, IntegrationConfig,
+    JwtAlgorithm, LogConfig, LogLevel, RateLimitConfig, StoreKind,
 };
 use integration_core::redis::SharedRedis;
 use integration_core::{Body, BoxError, Error};
@@ -42,8 +46,8 @@ use integration_retry::{
     DeadlineLayer, RetryBudget, RetryLayer, RetryPolicy,
 };
 use secrecy::{ExposeSecret, SecretString};
-use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceBuilder};
 
 use crate::client::config_error;
 use crate::response::ResponseBody;
@@ -107,6 +111,7 @@ impl SharedHandles {
 /// | `retry.budget` | the [`RetryBudget`] | a new budget |
 /// | `circuit_breaker` | the [`BreakerRegistry`] | a new registry (closed) |
 /// | `auth` | the credential provider and its token cache | a new provider (fetches anew) |
+/// | `cache` (and `auth`) | the cache's store and its in-flight calls | a new store (empty in memory; with Redis, entries under a new credential partition) |
 ///
 /// A kept limiter is shared with the running stack, so its new quotas are not applied by
 /// [`derive`](SharedState::derive) but by [`commit`](SharedState::commit), once every stack of the
@@ -119,6 +124,8 @@ pub struct SharedState {
     budget: (Option<BudgetConfig>, RetryBudget),
     breaker: (BreakerConfig, BreakerRegistry),
     auth: (AuthConfig, Option<Arc<dyn CredentialProvider>>),
+    /// The cache layer (its store), with the cache and auth sections it was built from.
+    cache: ((CacheConfig, AuthConfig), Option<CacheLayer>),
 }
 
 impl fmt::Debug for SharedState {
@@ -128,6 +135,7 @@ impl fmt::Debug for SharedState {
             .field("retry_budget", &self.budget.1)
             .field("breaker", &self.breaker.1)
             .field("auth", &self.auth.0.kind())
+            .field("cache", &self.cache.1)
             .finish()
     }
 }
@@ -200,12 +208,18 @@ impl SharedState {
                 credential_provider(name, &path, &config.auth, shared, transport)?,
             ),
         };
+        let sections = (config.cache.clone(), config.auth.clone());
+        let cache = match previous {
+            Some(prev) if prev.cache.0 == sections => prev.cache.clone(),
+            _ => (sections, cache_layer(name, &path, config, shared)?),
+        };
         Ok(Self {
             rate_limit,
             pending_policy,
             budget,
             breaker,
             auth,
+            cache,
         })
     }
 
@@ -232,6 +246,12 @@ impl SharedState {
     /// The circuit breakers.
     pub fn breakers(&self) -> &BreakerRegistry {
         &self.breaker.1
+    }
+
+    /// The cache layer, when the integration's cache is enabled (shared by every stack built from
+    /// this state).
+    pub fn cache(&self) -> Option<&CacheLayer> {
+        self.cache.1.as_ref()
     }
 
     /// The credential provider, when the integration authenticates.
@@ -271,6 +291,93 @@ fn rate_limit_policy(path: &str, config: &RateLimitConfig) -> Result<RateLimitPo
                 .max_concurrency
                 .and_then(|n| NonZeroUsize::new(n as usize)),
         ))
+}
+
+/// The identity of the integration's credential, for the cache's partition (the cache sits above
+/// the auth layer, so the credential is not on the request it sees): the auth section's settings
+/// and its secret's value. The cache keeps only a keyed hash of it.
+fn credential_identity(auth: &AuthConfig) -> Option<Vec<u8>> {
+    let secret = match auth {
+        AuthConfig::None => return None,
+        AuthConfig::ApiKey(a) => Some(&a.key),
+        AuthConfig::Basic(a) => Some(&a.password),
+        AuthConfig::Bearer(a) => Some(&a.token),
+        AuthConfig::OAuth2ClientCredentials(a) => Some(&a.client_secret),
+        AuthConfig::OAuth2RefreshToken(a) => Some(&a.refresh_token),
+        AuthConfig::Jwt(a) => Some(&a.private_key),
+        AuthConfig::JwtBearerGrant(a) => Some(&a.private_key),
+        _ => None,
+    };
+    // The settings (kind, user, client id, scopes, secret references) tell accounts apart; the
+    // secret's value tells apart two literal secrets, which serialize alike.
+    let mut identity = serde_json::to_vec(auth).unwrap_or_default();
+    if let Some(secret) = secret {
+        identity.push(0);
+        identity.extend_from_slice(secret.expose_secret().as_bytes());
+    }
+    Some(identity)
+}
+
+/// The cache layer of an enabled `cache` section.
+fn cache_layer(
+    name: &str,
+    path: &str,
+    config: &IntegrationConfig,
+    shared: &SharedHandles,
+) -> Result<Option<CacheLayer>, Error> {
+    let section = &config.cache;
+    if !section.enabled {
+        return Ok(None);
+    }
+    let max_body = usize::try_from(section.max_body_bytes).unwrap_or(usize::MAX);
+    let mut settings = integration_cache::CacheConfig::new()
+        .with_max_body_bytes(max_body)
+        .with_max_ttl(section.max_ttl)
+        .with_credentials(match section.credentials {
+            CacheCredentials::Shared => CredentialMode::Shared,
+            _ => CredentialMode::Partition,
+        });
+    if let Some(window) = section.stale_while_revalidate {
+        settings = settings.with_stale_while_revalidate(window);
+    }
+    if let Some(window) = section.stale_if_error {
+        settings = settings.with_stale_if_error(window);
+    }
+    for (i, rule) in section.overrides.iter().enumerate() {
+        let rule = TtlOverride::new(rule.path.as_str(), rule.ttl).map_err(|e| {
+            config_error(format!("{path}.cache.overrides[{i}].path: {e}")).with_source(e)
+        })?;
+        settings = settings.with_override(rule);
+    }
+    // A caller's own API-key header is a credential too.
+    if let Some(header) = credential_names(&config.auth)
+        .into_iter()
+        .find_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+    {
+        settings = settings.with_credential_header(header);
+    }
+    let store = match section.store {
+        StoreKind::Redis => {
+            let (connection, prefix) = shared.redis(&format!("{path}.cache.store"))?;
+            let options = integration_cache::RedisConfig::new(format!("{prefix}:cache"))
+                .with_max_entry_bytes(max_body.saturating_add(64 * 1024))
+                .with_max_ttl(section.max_ttl);
+            CacheStore::redis(connection, options)
+        }
+        _ => CacheStore::memory(
+            MemoryConfig::new()
+                .with_max_bytes(section.max_bytes)
+                .with_max_entries(section.max_entries),
+        ),
+    };
+    let mut layer = CacheLayer::new(store, settings).with_scope(name);
+    if let Some(key) = &section.hash_key {
+        layer = layer.with_hash_key(HashKey::new(key.expose_secret().as_bytes()));
+    }
+    if let Some(identity) = credential_identity(&config.auth) {
+        layer = layer.with_identity(identity);
+    }
+    Ok(Some(layer))
 }
 
 fn token_store(
@@ -601,9 +708,7 @@ pub fn build_stack(
         .1
         .clone()
         .map(|provider| AuthLayer::from_arc(provider).replay_on_unauthorized(false));
-    let service = ServiceBuilder::new()
-        .map_response(|response: Response<_>| response.map(ResponseBody::new))
-        .layer(LogLayer::new(policy.clone()))
+    let below = ServiceBuilder::new()
         .layer(DeadlineLayer::new(config.timeout))
         .layer(RetryLayer::new(retry_policy(config)).with_budget(state.budget.1.clone()))
         .option_layer(breaker)
@@ -615,7 +720,27 @@ pub fn build_stack(
         )))
         .layer(attempt_timeout)
         .service(transport);
-    Ok(HttpService::new(service))
+    // The cache changes the body type, so it is placed by a match rather than an option layer.
+    Ok(match &state.cache.1 {
+        Some(cache) => top(&policy, cache.layer(below)),
+        None => top(&policy, below),
+    })
+}
+
+/// The top of every stack: the log layer over `service`, the body boxed, the whole boxed once.
+fn top<S, B>(policy: &LogPolicy, service: S) -> HttpService
+where
+    S: tower::Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let service = ServiceBuilder::new()
+        .map_response(|response: Response<_>| response.map(ResponseBody::new))
+        .layer(LogLayer::new(policy.clone()))
+        .service(service);
+    HttpService::new(service)
 }
 
 #[cfg(test)]
