@@ -403,8 +403,106 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("--- Prometheus exposition ---");
     print!("{exposition}");
 
+    cache_section().await?;
+
     if lost != 0 || finished != CALLS {
         return Err(format!("{lost} calls lost").into());
     }
+    Ok(())
+}
+
+/// The cache (issue 16), self-contained: a catalogue endpoint of its own that is fresh for one
+/// second, carries an `ETag`, and grants `stale-if-error`. Shows hits, a revalidation (a 304
+/// refreshes the entry) and a stale answer while the upstream fails.
+async fn cache_section() -> Result<(), Box<dyn std::error::Error>> {
+    use std::sync::atomic::AtomicBool;
+
+    #[derive(Default)]
+    struct Catalog {
+        requests: AtomicU64,
+        failing: AtomicBool,
+    }
+    let catalog = Arc::new(Catalog::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let served = catalog.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let catalog = served.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    catalog.requests.fetch_add(1, Ordering::SeqCst);
+                    let response = if catalog.failing.load(Ordering::SeqCst) {
+                        reply(StatusCode::SERVICE_UNAVAILABLE, "down")
+                    } else {
+                        let unchanged = request
+                            .headers()
+                            .get("if-none-match")
+                            .is_some_and(|tag| tag == "\"v1\"");
+                        let status = if unchanged {
+                            StatusCode::NOT_MODIFIED
+                        } else {
+                            StatusCode::OK
+                        };
+                        let body = if unchanged {
+                            ""
+                        } else {
+                            "[\"widget\", \"gadget\"]"
+                        };
+                        let mut response = reply(status, body);
+                        let headers = response.headers_mut();
+                        headers.insert("etag", "\"v1\"".parse().expect("a header value"));
+                        headers.insert(
+                            "cache-control",
+                            "max-age=1, stale-if-error=300"
+                                .parse()
+                                .expect("a header value"),
+                        );
+                        response
+                    };
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+
+    let text = format!(
+        r#"
+[integrations.catalog]
+base_url = "http://{addr}/"
+retry = {{ max_attempts = 2, base = "10ms", cap = "20ms" }}
+cache = {{ enabled = true }}
+"#
+    );
+    println!();
+    println!("--- the cache ---{text}");
+    let client = Client::from_config(Config::from_toml_str(&text)?)?;
+    let catalog_api = client.api("catalog")?;
+    let call = |step: &'static str| {
+        let api = catalog_api.clone();
+        let catalog = catalog.clone();
+        async move {
+            let response = api.get("items").send().await?;
+            let status = response.cache_status().map_or("none", |s| s.as_str());
+            let code = response.status();
+            let body = response.text().await?;
+            println!(
+                "{step:<44} cache.status = {status:<11} {code} {body}  (upstream requests so far: {})",
+                catalog.requests.load(Ordering::SeqCst)
+            );
+            Ok::<_, integration_core::Error>(())
+        }
+    };
+    call("first call: stored").await?;
+    call("second call: served from memory").await?;
+    call("third call: served from memory").await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    call("stale: revalidated with If-None-Match, 304").await?;
+    catalog.failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    call("upstream down: stale-if-error answers").await?;
     Ok(())
 }
