@@ -148,6 +148,24 @@ fn run_all(smoke: bool, passed: &[String]) -> Result<(), String> {
         binary.display(),
         quoted.join(" ")
     );
+    run_command(&mut command, &shown)?;
+    run_cache(&binary, smoke, &root, &redis)
+}
+
+/// The cache's figures (issue 16), apart from the scenarios: `bench cache [--smoke]`.
+fn run_cache(binary: &Path, smoke: bool, root: &Path, redis: &str) -> Result<(), String> {
+    let mut command = Command::new(binary);
+    command
+        .arg("cache")
+        .args(smoke.then_some("--smoke"))
+        .current_dir(root)
+        .env("REDIS_URL", redis);
+    let shown = format!(
+        "REDIS_URL={} {} cache{}",
+        crate::service_url::redact(redis),
+        binary.display(),
+        if smoke { " --smoke" } else { "" }
+    );
     run_command(&mut command, &shown)
 }
 

@@ -15,6 +15,8 @@
 //!   `/proc/self/status`).
 //! - [`worker`]: one scenario measured in its own process: the observability every worker
 //!   installs, the client, the closed loop then the open loop.
+//! - [`cache`]: the cache's own figures (a memory hit against a loopback miss, Redis hits per
+//!   second), measured by `bench cache` apart from the scenarios.
 //! - [`report`]: what one worker measured ([`worker::WorkerReport`]), the medians across rounds,
 //!   the ratios against the raw client and the peer stack, and the Markdown and JSON files.
 //!
@@ -22,6 +24,7 @@
 //! `worker`), so that one scenario's tracing subscriber, metrics recorder, allocator state or peak
 //! memory never leaks into the next.
 
+pub mod cache;
 pub mod load;
 pub mod measure;
 pub mod report;

@@ -6,6 +6,7 @@
 //!       [--log-filter FILTER] [--criterion DIR] [--command TEXT]
 //! bench serve [--threads N]          the loopback server (started by the benchmark itself)
 //! bench worker [--threads N] JSON    one scenario in its own process (started by the benchmark)
+//! bench cache [--smoke]              the cache's figures (issue 16): memory hit / miss, Redis hits/s
 //! ```
 //!
 //! Without `--out` the report is printed, not written. `--smoke` runs every scenario once for a
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => run_server(&args[1..]),
         Some("worker") => run_worker(&args[1..]),
+        Some("cache") => run_cache(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -67,6 +69,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `bench cache [--smoke]`: the cache's figures, printed (see `integration_tests::bench::cache`).
+/// The smoke run only checks that every call is answered as expected.
+fn run_cache(args: &[String]) -> Result<(), BoxError> {
+    use integration_tests::bench::cache;
+    let smoke = args.iter().any(|arg| arg == "--smoke");
+    let (calls, window) = if smoke {
+        (50, Duration::from_millis(200))
+    } else {
+        (5_000, Duration::from_secs(3))
+    };
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let figures = runtime.block_on(cache::measure(calls, window, Some(&redis)))?;
+    print!("{}", figures.markdown());
+    Ok(())
 }
 
 /// Takes the value after `flag` out of `args`.
