@@ -16,7 +16,9 @@
 //! 2. [`section_deadlines`]: an attempt timeout firing on every attempt, then a call's deadline;
 //! 3. [`section_breaker`]: the circuit breaker opening on a broken upstream, failing fast, and
 //!    closing again after a successful half-open probe;
-//! 4. [`section_summary`]: a short summary of the burst and of the metrics.
+//! 4. [`section_cache`]: the HTTP cache storing an answer, serving hits, revalidating a stale entry
+//!    (304) and answering from a stale entry while the upstream is down;
+//! 5. [`section_summary`]: a short summary of the burst and of the metrics.
 //!
 //! `integration-client/tests/tour.rs` runs it, so it cannot rot.
 
@@ -296,6 +298,12 @@ pub struct Report {
     pub breaker_opened: bool,
     /// The breaker closed again once the upstream healed.
     pub breaker_recovered: bool,
+    /// Calls of the cache section served from the cache without reaching the upstream.
+    pub cache_hits: u64,
+    /// A stale cache entry was revalidated with a 304.
+    pub cache_revalidated: bool,
+    /// With the upstream down, a stale entry answered (stale-if-error).
+    pub cache_stale_served: bool,
 }
 
 #[derive(Default)]
@@ -379,6 +387,7 @@ pub async fn run(
     let (tally, wall) = section_burst(&client.api("partner")?, &mut report).await;
     section_deadlines(&client.api("reports")?, &mut report).await;
     section_breaker(&client.api("status")?, &upstream, &mut report).await;
+    section_cache(&mut report).await?;
     let left = client.shutdown(Duration::from_secs(5)).await;
     report.lost += left as u64;
     section_summary(&tally, wall, &upstream, metrics, options);
@@ -626,5 +635,107 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if report.lost != 0 {
         return Err(format!("{} calls lost", report.lost).into());
     }
+    Ok(())
+}
+
+/// Section 4: the cache (`cache = { enabled = true }`). An upstream that answers `max-age=1` with an
+/// ETag and `stale-if-error=300`: the first call is stored, the next two are served from memory
+/// without reaching it, a stale entry is revalidated with `If-None-Match` (304), and with the
+/// upstream down the stale entry still answers.
+async fn section_cache(report: &mut Report) -> Result<(), Box<dyn std::error::Error>> {
+    #[derive(Default)]
+    struct Catalog {
+        requests: AtomicU64,
+        failing: AtomicBool,
+    }
+    let catalog = Arc::new(Catalog::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let served = catalog.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let catalog = served.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    catalog.requests.fetch_add(1, Ordering::SeqCst);
+                    let response = if catalog.failing.load(Ordering::SeqCst) {
+                        reply(StatusCode::SERVICE_UNAVAILABLE, "down")
+                    } else {
+                        let unchanged = request
+                            .headers()
+                            .get("if-none-match")
+                            .is_some_and(|tag| tag == "\"v1\"");
+                        let status = if unchanged {
+                            StatusCode::NOT_MODIFIED
+                        } else {
+                            StatusCode::OK
+                        };
+                        let body = if unchanged {
+                            ""
+                        } else {
+                            "[\"widget\", \"gadget\"]"
+                        };
+                        let mut response = reply(status, body);
+                        let headers = response.headers_mut();
+                        headers.insert("etag", "\"v1\"".parse().expect("a header value"));
+                        headers.insert(
+                            "cache-control",
+                            "max-age=1, stale-if-error=300"
+                                .parse()
+                                .expect("a header value"),
+                        );
+                        response
+                    };
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+
+    let text = format!(
+        r#"
+[integrations.catalog]
+base_url = "http://{addr}/"
+retry = {{ max_attempts = 2, base = "10ms", cap = "20ms" }}
+cache = {{ enabled = true }}
+"#
+    );
+    println!();
+    println!("=== 4. cache: max-age=1, ETag, stale-if-error=300 ==={text}");
+    let client = Client::from_config(Config::from_toml_str(&text)?)?;
+    let catalog_api = client.api("catalog")?;
+    let call = |step: &'static str| {
+        let api = catalog_api.clone();
+        let catalog = catalog.clone();
+        async move {
+            let response = api.get("items").send().await?;
+            let status = response.cache_status().map_or("none", |s| s.as_str());
+            let code = response.status();
+            let body = response.text().await?;
+            println!(
+                "  {step:<44} cache.status = {status:<11} {code} {body}  (upstream requests so far: {})",
+                catalog.requests.load(Ordering::SeqCst)
+            );
+            Ok::<_, integration_core::Error>(status)
+        }
+    };
+    let first = call("first call: stored").await?;
+    let second = call("second call: served from memory").await?;
+    let third = call("third call: served from memory").await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let revalidated = call("stale: revalidated with If-None-Match, 304").await?;
+    catalog.failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stale = call("upstream down: stale-if-error answers").await?;
+    report.cache_hits = [first, second, third]
+        .iter()
+        .filter(|s| **s == "hit")
+        .count() as u64;
+    report.cache_revalidated = revalidated == "revalidated";
+    report.cache_stale_served = stale == "stale";
+    let _ = client.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }

@@ -151,6 +151,7 @@ pub mod transport;
 pub use client::{Api, Client, ClientBuilder, UpdateReport};
 pub use decode::JsonError;
 pub use graphql::{GraphQlError, GraphQlErrorItem, GraphQlRequest, OperationKind, operation_kind};
+pub use integration_cache::CacheStatus;
 pub use redirect::is_credential_header;
 pub use request::RequestBuilder;
 pub use response::{BytesStream, Response, ResponseBody};

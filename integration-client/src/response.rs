@@ -232,6 +232,30 @@ impl Response {
         self.inner.extensions()
     }
 
+    /// How the integration's cache answered (`hit`, `miss`, `stale`, `revalidated`, `bypass`); `None`
+    /// when the integration has no cache. The `x-cache` of this client.
+    ///
+    /// ```
+    /// # use integration_client::CacheStatus;
+    /// # fn show(response: &integration_client::Response) {
+    /// if response.cache_status().is_some_and(CacheStatus::is_from_cache) {
+    ///     println!("served from the cache");
+    /// }
+    /// # }
+    /// ```
+    pub fn cache_status(&self) -> Option<integration_cache::CacheStatus> {
+        self.inner
+            .extensions()
+            .get::<integration_cache::CacheStatus>()
+            .copied()
+    }
+
+    /// Whether the body came from the cache (a hit, a stale answer or a revalidated entry).
+    pub fn from_cache(&self) -> bool {
+        self.cache_status()
+            .is_some_and(integration_cache::CacheStatus::is_from_cache)
+    }
+
     /// The integration that answered.
     pub fn integration(&self) -> &str {
         self.integration.as_str()

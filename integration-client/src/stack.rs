@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! LogLayer              one span per logical call; outcome, total latency, metrics
+//! CacheLayer            RFC 9111 cache (when `cache.enabled`); a hit never reaches the layers below
 //! DeadlineLayer         total deadline written into the request
 //! RetryLayer            attempts, backoff, Retry-After, budget, idempotency rules
 //! CircuitBreakerLayer   fail fast while the upstream is known broken
@@ -26,9 +27,12 @@ use integration_auth::{
     ApiKey, AuthLayer, Basic, Bearer, ClientCredentials, CredentialProvider, JwtAssertion,
     JwtClaims, JwtSigner, RefreshToken, TokenCacheConfig, TokenStore, TokenTransport,
 };
+use integration_cache::{
+    CacheLayer, CacheStore, CredentialMode, HashKey, MemoryConfig, TtlOverride,
+};
 use integration_config::{
-    AuthConfig, BreakerConfig, BudgetConfig, IntegrationConfig, JwtAlgorithm, LogConfig, LogLevel,
-    RateLimitConfig, StoreKind,
+    AuthConfig, BreakerConfig, BudgetConfig, CacheConfig, CacheCredentials, IntegrationConfig,
+    JwtAlgorithm, LogConfig, LogLevel, RateLimitConfig, StoreKind,
 };
 #[cfg(feature = "redis")]
 use integration_core::redis::SharedRedis;
@@ -41,9 +45,9 @@ use integration_retry::{
     DeadlineLayer, RetryBudget, RetryLayer, RetryPolicy,
 };
 use secrecy::{ExposeSecret, SecretString};
-use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 use tower::util::option_layer;
+use tower::{Layer, ServiceBuilder};
 
 use crate::client::config_error;
 use crate::response::ResponseBody;
@@ -120,6 +124,7 @@ pub(crate) fn feature_disabled(path: String, feature: &'static str) -> Error {
 /// | `retry.budget` | the [`RetryBudget`] | a new budget |
 /// | `circuit_breaker` | the [`BreakerRegistry`] | a new registry (closed) |
 /// | `auth` | the credential provider and its token cache | a new provider (fetches anew) |
+/// | `cache` (and `auth`) | the cache's store and its in-flight calls | a new store (empty in memory; with Redis, entries under a new credential partition) |
 ///
 /// A kept limiter is shared with the running stack, so its new quotas are not applied by
 /// [`derive`](SharedState::derive) but by [`commit`](SharedState::commit), once every stack of the
@@ -132,6 +137,8 @@ pub struct SharedState {
     budget: (Option<BudgetConfig>, RetryBudget),
     breaker: (BreakerConfig, BreakerRegistry),
     auth: (AuthConfig, Option<Arc<dyn CredentialProvider>>),
+    /// The cache layer (its store), with the cache and auth sections it was built from.
+    cache: ((CacheConfig, AuthConfig), Option<CacheLayer>),
 }
 
 impl fmt::Debug for SharedState {
@@ -141,6 +148,7 @@ impl fmt::Debug for SharedState {
             .field("retry_budget", &self.budget.1)
             .field("breaker", &self.breaker.1)
             .field("auth", &self.auth.0.kind())
+            .field("cache", &self.cache.1)
             .finish()
     }
 }
@@ -221,12 +229,18 @@ impl SharedState {
                 credential_provider(name, &path, &config.auth, shared, transport)?,
             ),
         };
+        let sections = (config.cache.clone(), config.auth.clone());
+        let cache = match previous {
+            Some(prev) if prev.cache.0 == sections => prev.cache.clone(),
+            _ => (sections, cache_layer(name, &path, config, shared)?),
+        };
         Ok(Self {
             rate_limit,
             pending_policy,
             budget,
             breaker,
             auth,
+            cache,
         })
     }
 
@@ -253,6 +267,12 @@ impl SharedState {
     /// The circuit breakers.
     pub fn breakers(&self) -> &BreakerRegistry {
         &self.breaker.1
+    }
+
+    /// The cache layer, when the integration's cache is enabled (shared by every stack built from
+    /// this state).
+    pub fn cache(&self) -> Option<&CacheLayer> {
+        self.cache.1.as_ref()
     }
 
     /// The credential provider, when the integration authenticates.
@@ -311,6 +331,99 @@ fn rate_limit_policy(path: &str, config: &RateLimitConfig) -> Result<RateLimitPo
                 .max_concurrency
                 .and_then(|n| NonZeroUsize::new(n as usize)),
         ))
+}
+
+/// The identity of the integration's credential, for the cache's partition (the cache sits above
+/// the auth layer, so the credential is not on the request it sees): the auth section's settings
+/// and its secret's value. The cache keeps only a keyed hash of it.
+fn credential_identity(auth: &AuthConfig) -> Option<Vec<u8>> {
+    let secret = match auth {
+        AuthConfig::None => return None,
+        AuthConfig::ApiKey(a) => Some(&a.key),
+        AuthConfig::Basic(a) => Some(&a.password),
+        AuthConfig::Bearer(a) => Some(&a.token),
+        AuthConfig::OAuth2ClientCredentials(a) => Some(&a.client_secret),
+        AuthConfig::OAuth2RefreshToken(a) => Some(&a.refresh_token),
+        AuthConfig::Jwt(a) => Some(&a.private_key),
+        AuthConfig::JwtBearerGrant(a) => Some(&a.private_key),
+        _ => None,
+    };
+    // The settings (kind, user, client id, scopes, secret references) tell accounts apart; the
+    // secret's value tells apart two literal secrets, which serialize alike.
+    let mut identity = serde_json::to_vec(auth).unwrap_or_default();
+    if let Some(secret) = secret {
+        identity.push(0);
+        identity.extend_from_slice(secret.expose_secret().as_bytes());
+    }
+    Some(identity)
+}
+
+/// The cache layer of an enabled `cache` section.
+fn cache_layer(
+    name: &str,
+    path: &str,
+    config: &IntegrationConfig,
+    shared: &SharedHandles,
+) -> Result<Option<CacheLayer>, Error> {
+    let section = &config.cache;
+    if !section.enabled {
+        return Ok(None);
+    }
+    let max_body = usize::try_from(section.max_body_bytes).unwrap_or(usize::MAX);
+    let mut settings = integration_cache::CacheConfig::new()
+        .with_max_body_bytes(max_body)
+        .with_max_ttl(section.max_ttl)
+        .with_credentials(match section.credentials {
+            CacheCredentials::Shared => CredentialMode::Shared,
+            _ => CredentialMode::Partition,
+        });
+    if let Some(window) = section.stale_while_revalidate {
+        settings = settings.with_stale_while_revalidate(window);
+    }
+    if let Some(window) = section.stale_if_error {
+        settings = settings.with_stale_if_error(window);
+    }
+    for (i, rule) in section.overrides.iter().enumerate() {
+        let rule = TtlOverride::new(rule.path.as_str(), rule.ttl).map_err(|e| {
+            config_error(format!("{path}.cache.overrides[{i}].path: {e}")).with_source(e)
+        })?;
+        settings = settings.with_override(rule);
+    }
+    // A caller's own API-key header is a credential too.
+    if let Some(header) = credential_names(&config.auth)
+        .into_iter()
+        .find_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+    {
+        settings = settings.with_credential_header(header);
+    }
+    let store = match section.store {
+        #[cfg(feature = "redis")]
+        StoreKind::Redis => {
+            let (connection, prefix) = shared.redis(&format!("{path}.cache.store"))?;
+            let options = integration_cache::RedisConfig::new(format!("{prefix}:cache"))
+                .with_max_entry_bytes(max_body.saturating_add(64 * 1024))
+                .with_max_ttl(section.max_ttl);
+            CacheStore::redis(connection, options)
+        }
+        #[cfg(not(feature = "redis"))]
+        StoreKind::Redis => {
+            let _ = shared;
+            return Err(feature_disabled(format!("{path}.cache.store"), "redis"));
+        }
+        _ => CacheStore::memory(
+            MemoryConfig::new()
+                .with_max_bytes(section.max_bytes)
+                .with_max_entries(section.max_entries),
+        ),
+    };
+    let mut layer = CacheLayer::new(store, settings).with_scope(name);
+    if let Some(key) = &section.hash_key {
+        layer = layer.with_hash_key(HashKey::new(key.expose_secret().as_bytes()));
+    }
+    if let Some(identity) = credential_identity(&config.auth) {
+        layer = layer.with_identity(identity);
+    }
+    Ok(Some(layer))
 }
 
 fn token_store(
@@ -747,7 +860,6 @@ pub fn build_stack_without(
     without: Option<StackLayer>,
 ) -> Result<HttpService, Error> {
     let policy = log_policy(&config.log, &config.auth);
-    let log = LogLayer::new(policy.clone());
     let deadline = DeadlineLayer::new(config.timeout);
     let retry = RetryLayer::new(retry_policy(config)).with_budget(state.budget.1.clone());
     let breaker = option_layer(config.circuit_breaker.enabled.then(|| {
@@ -768,20 +880,21 @@ pub fn build_stack_without(
         AttemptTimeoutLayer::within(config.effective_attempt_timeout(), config.timeout)
             .map_err(|e| config_error("attempt_timeout: must not exceed timeout").with_source(e))?;
     // One arm per variant: each is its own concrete stack, boxed once, so the whole stack pays for
-    // no `Either` per layer (and the log layers' body types need no common type).
+    // no `Either` per layer (and the log layers' body types need no common type). The cache sits
+    // between the log layer and the deadline layer; it changes the body type, so it is placed by a
+    // match rather than an option layer.
     macro_rules! assemble {
-        ($($layer:expr),+) => {
-            HttpService::new(
-                ServiceBuilder::new()
-                    .map_response(|response: Response<_>| response.map(ResponseBody::new))
-                    $(.layer($layer))+
-                    .service(transport),
-            )
-        };
+        ($top:ident; $($layer:expr),+) => {{
+            let below = ServiceBuilder::new()$(.layer($layer))+.service(transport);
+            match &state.cache.1 {
+                Some(cache) => $top(&policy, cache.layer(below)),
+                None => $top(&policy, below),
+            }
+        }};
     }
     Ok(match without {
         None => assemble!(
-            log,
+            logged;
             deadline,
             retry,
             breaker,
@@ -792,6 +905,7 @@ pub fn build_stack_without(
         ),
         Some(StackLayer::Log) => {
             assemble!(
+                unlogged;
                 deadline,
                 retry,
                 breaker,
@@ -803,7 +917,7 @@ pub fn build_stack_without(
         }
         Some(StackLayer::Deadline) => {
             assemble!(
-                log,
+                logged;
                 retry,
                 breaker,
                 rate_limit,
@@ -814,7 +928,7 @@ pub fn build_stack_without(
         }
         Some(StackLayer::Retry) => {
             assemble!(
-                log,
+                logged;
                 deadline,
                 breaker,
                 rate_limit,
@@ -825,7 +939,7 @@ pub fn build_stack_without(
         }
         Some(StackLayer::CircuitBreaker) => {
             assemble!(
-                log,
+                logged;
                 deadline,
                 retry,
                 rate_limit,
@@ -836,7 +950,7 @@ pub fn build_stack_without(
         }
         Some(StackLayer::RateLimit) => {
             assemble!(
-                log,
+                logged;
                 deadline,
                 retry,
                 breaker,
@@ -847,7 +961,7 @@ pub fn build_stack_without(
         }
         Some(StackLayer::Auth) => {
             assemble!(
-                log,
+                logged;
                 deadline,
                 retry,
                 breaker,
@@ -858,7 +972,7 @@ pub fn build_stack_without(
         }
         Some(StackLayer::AttemptLog) => {
             assemble!(
-                log,
+                logged;
                 deadline,
                 retry,
                 breaker,
@@ -868,9 +982,42 @@ pub fn build_stack_without(
             )
         }
         Some(StackLayer::AttemptTimeout) => {
-            assemble!(log, deadline, retry, breaker, rate_limit, auth, attempt_log)
+            assemble!(logged; deadline, retry, breaker, rate_limit, auth, attempt_log)
         }
     })
+}
+
+/// The top of a stack with the log layer: the log layer over `service`, the body boxed, the whole
+/// boxed once.
+fn logged<S, B>(policy: &LogPolicy, service: S) -> HttpService
+where
+    S: tower::Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let service = ServiceBuilder::new()
+        .map_response(|response: Response<_>| response.map(ResponseBody::new))
+        .layer(LogLayer::new(policy.clone()))
+        .service(service);
+    HttpService::new(service)
+}
+
+/// The top of a stack without the log layer (`StackLayer::Log` left out): the body boxed, the
+/// whole boxed once.
+fn unlogged<S, B>(_policy: &LogPolicy, service: S) -> HttpService
+where
+    S: tower::Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let service = ServiceBuilder::new()
+        .map_response(|response: Response<_>| response.map(ResponseBody::new))
+        .service(service);
+    HttpService::new(service)
 }
 
 #[cfg(test)]

@@ -17,4 +17,7 @@ async fn the_tour_shows_every_layer_at_work() {
     assert!(report.deadline_fired, "{report:?}");
     assert!(report.breaker_opened, "{report:?}");
     assert!(report.breaker_recovered, "{report:?}");
+    assert_eq!(report.cache_hits, 2, "{report:?}");
+    assert!(report.cache_revalidated, "{report:?}");
+    assert!(report.cache_stale_served, "{report:?}");
 }

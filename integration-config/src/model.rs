@@ -80,6 +80,14 @@ pub mod limits {
     pub const MAX_BREAKER_COUNT: u64 = 100_000;
     /// Greatest `circuit_breaker.open_for` and `circuit_breaker.max_open_for`: 1 hour.
     pub const MAX_OPEN_FOR: Duration = Duration::from_secs(3600);
+    /// Greatest `cache.max_bytes` of a memory cache: 16 GiB.
+    pub const MAX_CACHE_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+    /// Greatest `cache.max_entries`: 10 000 000.
+    pub const MAX_CACHE_ENTRIES: u64 = 10_000_000;
+    /// Greatest `cache.max_body_bytes`: 64 MiB (a stored body is held whole).
+    pub const MAX_CACHE_BODY_BYTES: u64 = 64 * 1024 * 1024;
+    /// Greatest `cache.max_ttl`, stale windows and override TTLs: 30 days.
+    pub const MAX_CACHE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
     /// Greatest `circuit_breaker.half_open_probes`: 1 000.
     pub const MAX_HALF_OPEN_PROBES: u64 = 1_000;
     /// Greatest `log.max_body_bytes`: 1 MiB.
@@ -398,6 +406,9 @@ pub struct IntegrationConfig {
     /// The circuit breaker.
     #[serde(default)]
     pub circuit_breaker: BreakerConfig,
+    /// The HTTP cache (RFC 9111). Default: off.
+    #[serde(default, skip_serializing_if = "CacheConfig::is_default")]
+    pub cache: CacheConfig,
     /// Logging, redaction and trace propagation.
     #[serde(default)]
     pub log: LogConfig,
@@ -636,6 +647,7 @@ impl IntegrationConfig {
             rate_limit: RateLimitConfig::default(),
             retry: RetryConfig::default(),
             circuit_breaker: BreakerConfig::default(),
+            cache: CacheConfig::default(),
             log: LogConfig::default(),
             tls: TlsConfig::default(),
             proxy: ProxyConfig::Environment,
@@ -829,6 +841,21 @@ impl IntegrationConfigBuilder {
     /// Sets the circuit breaker section.
     pub fn circuit_breaker(self, breaker: BreakerConfig) -> Self {
         self.op(move |c| c.circuit_breaker = breaker)
+    }
+
+    /// Sets the HTTP cache section (off by default; see [`CacheConfig`]).
+    ///
+    /// ```
+    /// use integration_config::{CacheConfig, IntegrationConfig};
+    ///
+    /// let mut cache = CacheConfig::default();
+    /// cache.enabled = true;
+    /// let config = IntegrationConfig::builder("https://api.example.com/").cache(cache).build()?;
+    /// assert!(config.cache.enabled);
+    /// # Ok::<_, integration_config::ValidationErrors>(())
+    /// ```
+    pub fn cache(self, cache: CacheConfig) -> Self {
+        self.op(move |c| c.cache = cache)
     }
 
     /// Sets the logging section.
@@ -1586,6 +1613,113 @@ mod budget_serde {
         }
         d.deserialize_any(BudgetVisitor)
     }
+}
+
+/// The HTTP cache of an integration (`integration-cache`): RFC 9111 freshness, `Vary`,
+/// `no-store`, `private`, revalidation, invalidation by unsafe methods, coalescing of concurrent
+/// misses, stale-while-revalidate and stale-if-error. Off by default.
+///
+/// ```toml
+/// [integrations.rates.cache]
+/// enabled = true
+/// store = "redis"                     # shared by replicas; needs a [redis] section
+/// stale_if_error = "10m"              # serve a stale answer when the upstream fails
+/// hash_key = "${env:CACHE_HASH_KEY}"  # replicas sharing Redis share this key
+/// overrides = [{ path = "/v1/rates/*", ttl = "60s" }]
+/// ```
+///
+/// Responses to an integration with credentials are stored per credential (a keyed hash of it),
+/// unless `credentials = "shared"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CacheConfig {
+    /// Whether the cache runs. Default false.
+    pub enabled: bool,
+    /// Where entries live: `memory` (this process) or `redis` (every replica). Default memory.
+    pub store: StoreKind,
+    /// Bound on a memory store's bytes (bodies and headers). Default 64 MiB; from 1 byte to 16 GiB.
+    pub max_bytes: u64,
+    /// Bound on a memory store's entries. Default 10 000; from 1 to 10 000 000.
+    pub max_entries: u64,
+    /// Larger bodies are streamed through and not stored. Default 1 MiB; from 1 byte to 64 MiB.
+    pub max_body_bytes: u64,
+    /// The stale-while-revalidate window of responses that give none (RFC 5861): a stale answer
+    /// is served at once while one background call refreshes it. Default: only what the response
+    /// says; at most 30 days.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub stale_while_revalidate: Option<Duration>,
+    /// The stale-if-error window of responses that give none (RFC 5861): a stale answer is served
+    /// when the upstream fails (an error, a timeout, an open breaker, a 500, 502, 503 or 504).
+    /// Default: only what the response says; at most 30 days.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub stale_if_error: Option<Duration>,
+    /// The longest an entry is kept, freshness and stale windows included. Default 1 day; from
+    /// 1 s to 30 days.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// How credentialed calls are cached: `partition` (each credential its own entries, the
+    /// default) or `shared` (stored only where RFC 9111 3.5 lets a shared cache: `public`,
+    /// `s-maxage`, `must-revalidate`).
+    pub credentials: CacheCredentials,
+    /// Fixed freshness lifetimes for paths (globs over the URI path: `*` within a segment, `**`
+    /// across them), for APIs that send no caching headers. **These go beyond the server's
+    /// word**: its freshness is replaced; its `no-store` is still obeyed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<CacheOverride>,
+    /// The key of the keyed hashes of cache keys and credentials (a secret reference). Replicas
+    /// sharing a Redis store must share it to share entries; without it each process has a random
+    /// one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<Secret>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: false,
+            store: StoreKind::Memory,
+            max_bytes: 64 * 1024 * 1024,
+            max_entries: 10_000,
+            max_body_bytes: 1024 * 1024,
+            stale_while_revalidate: None,
+            stale_if_error: None,
+            max_ttl: Duration::from_secs(24 * 3600),
+            credentials: CacheCredentials::Partition,
+            overrides: Vec::new(),
+            hash_key: None,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Whether every setting is the default (the section is then left out when serialized).
+    pub fn is_default(&self) -> bool {
+        *self == CacheConfig::default()
+    }
+}
+
+/// How a cache stores the answers to credentialed calls; see [`CacheConfig::credentials`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CacheCredentials {
+    /// Each credential has its own entries (a keyed hash of it names them).
+    #[default]
+    Partition,
+    /// One set of entries for every caller, holding only what RFC 9111 3.5 allows.
+    Shared,
+}
+
+/// A fixed freshness lifetime for the paths matching `path`; see [`CacheConfig::overrides`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheOverride {
+    /// A glob over the URI path, starting with `/`.
+    pub path: String,
+    /// How long matching responses are fresh. From 1 s to 30 days.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
 }
 
 /// The circuit breaker: fail fast while an upstream is known broken. It counts attempts (it sits

@@ -10,8 +10,9 @@ use url::Url;
 
 use crate::limits;
 use crate::model::{
-    AdaptiveConfig, AuthConfig, BreakerConfig, Config, IntegrationConfig, JwtAlgorithm, LogConfig,
-    ProxyConfig, RateLimitConfig, RedisConfig, RetryConfig, StoreKind, TlsConfig,
+    AdaptiveConfig, AuthConfig, BreakerConfig, CacheConfig, Config, IntegrationConfig,
+    JwtAlgorithm, LogConfig, ProxyConfig, RateLimitConfig, RedisConfig, RetryConfig, StoreKind,
+    TlsConfig,
 };
 use crate::secret::Secret;
 
@@ -423,6 +424,7 @@ pub(crate) fn integration(
     rate_limit(&c.rate_limit, &mut cx, redis);
     retry(&c.retry, &mut cx);
     breaker(&c.circuit_breaker, &mut cx);
+    cache(&c.cache, &mut cx, redis);
     log(&c.log, &mut cx);
     tls(&c.tls, &mut cx);
     proxy(&c.proxy, &mut cx);
@@ -632,6 +634,49 @@ fn retry(r: &RetryConfig, cx: &mut Ctx<'_>) {
             b.min_per_second.into(),
             limits::MAX_BUDGET_MIN_PER_SECOND,
         );
+    }
+}
+
+fn cache(c: &CacheConfig, cx: &mut Ctx<'_>, redis: Option<bool>) {
+    if c.enabled {
+        cx.store("cache.store", c.store, redis);
+    }
+    cx.at_least_one("cache.max_bytes", c.max_bytes);
+    cx.at_most("cache.max_bytes", c.max_bytes, limits::MAX_CACHE_BYTES);
+    cx.at_least_one("cache.max_entries", c.max_entries);
+    cx.at_most(
+        "cache.max_entries",
+        c.max_entries,
+        limits::MAX_CACHE_ENTRIES,
+    );
+    cx.at_least_one("cache.max_body_bytes", c.max_body_bytes);
+    cx.at_most(
+        "cache.max_body_bytes",
+        c.max_body_bytes,
+        limits::MAX_CACHE_BODY_BYTES,
+    );
+    for (field, window) in [
+        ("cache.stale_while_revalidate", c.stale_while_revalidate),
+        ("cache.stale_if_error", c.stale_if_error),
+    ] {
+        if let Some(window) = window {
+            cx.at_most_duration(field, window, limits::MAX_CACHE_TTL);
+        }
+    }
+    cx.non_zero("cache.max_ttl", c.max_ttl);
+    cx.at_least_duration("cache.max_ttl", c.max_ttl, Duration::from_secs(1));
+    cx.at_most_duration("cache.max_ttl", c.max_ttl, limits::MAX_CACHE_TTL);
+    for (i, rule) in c.overrides.iter().enumerate() {
+        if !rule.path.starts_with('/') {
+            cx.err(&format!("cache.overrides[{i}].path"), "must start with /");
+        }
+        let ttl = format!("cache.overrides[{i}].ttl");
+        cx.non_zero(&ttl, rule.ttl);
+        cx.at_least_duration(&ttl, rule.ttl, Duration::from_secs(1));
+        cx.at_most_duration(&ttl, rule.ttl, limits::MAX_CACHE_TTL);
+    }
+    if let Some(key) = &c.hash_key {
+        cx.secret("cache.hash_key", key);
     }
 }
 

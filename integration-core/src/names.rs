@@ -67,3 +67,19 @@ pub const REASON: &str = "reason";
 pub const OUTCOME: &str = "outcome";
 /// Label: where a signal came from.
 pub const SOURCE: &str = "source";
+
+/// Counter: calls answered by a fresh cached response (`integration-cache`).
+pub const CACHE_HITS: &str = "integration.cache.hits";
+/// Counter: calls the cache could not answer; the upstream did.
+pub const CACHE_MISSES: &str = "integration.cache.misses";
+/// Counter: calls answered by a stale cached response (stale-while-revalidate or stale-if-error).
+pub const CACHE_STALE: &str = "integration.cache.stale";
+/// Counter: cached responses confirmed by a 304 from the upstream.
+pub const CACHE_REVALIDATED: &str = "integration.cache.revalidated";
+/// Counter: calls the cache did not take part in (unsafe methods, range requests, `no-store`).
+pub const CACHE_BYPASSES: &str = "integration.cache.bypasses";
+/// Gauge, bytes: what the entries of a memory cache store are charged for.
+pub const CACHE_STORED_BYTES: &str = "integration.cache.stored_bytes";
+/// Span field of the call span: how the cache answered (`hit`, `miss`, `stale`, `revalidated`,
+/// `bypass`).
+pub const CACHE_STATUS: &str = "cache.status";

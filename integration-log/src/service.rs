@@ -329,6 +329,8 @@ macro_rules! span_at {
             { names::HTTP_REQUEST_RESEND_COUNT } = $fields.resend_count,
             { names::HTTP_RESPONSE_STATUS_CODE } = Empty,
             { names::ERROR_TYPE } = Empty,
+            // Recorded by `integration-cache` when a cache layer answers inside this span.
+            { names::CACHE_STATUS } = Empty,
             otel.status_code = Empty,
         )
     };

@@ -10,7 +10,6 @@ use integration_ratelimit::{Quota, RateLimitLayer, RateLimitPolicy, RateLimiter}
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tower::{ServiceBuilder, ServiceExt};
 
-
 /// One recorded metric: name, labels, value.
 type Recorded = (String, Vec<(String, String)>, DebugValue);
 

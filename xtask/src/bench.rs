@@ -143,6 +143,20 @@ fn run_all(options: &Options) -> Result<(), String> {
         SPEC.name,
         &mut command,
         &suite::shown(&[], &binary, &gateway_args),
+    )?;
+    // The cache's figures (issue 16), apart from the scenarios: `bench cache [--smoke]`.
+    let cache_args: Vec<String> = std::iter::once("cache".to_owned())
+        .chain(smoke.then(|| "--smoke".to_owned()))
+        .collect();
+    let mut command = Command::new(&binary);
+    command
+        .args(&cache_args)
+        .current_dir(&root)
+        .env("REDIS_URL", &redis);
+    suite::run_command(
+        SPEC.name,
+        &mut command,
+        &suite::shown(&env, &binary, &cache_args),
     )
 }
 

@@ -18,6 +18,8 @@
 //! - [`count`]: instruction counts, a fixed number of calls run under valgrind's callgrind (N and 2N
 //!   calls, differenced), for every scenario and for the stack with one layer left out at a time.
 //! - [`gateway`]: the gateway's overhead against calling the stack in-process (`bench gateway`).
+//! - [`cache`]: the cache's own figures (a memory hit against a loopback miss, Redis hits per
+//!   second), measured by `bench cache` apart from the scenarios.
 //! - [`report`]: what one worker measured ([`worker::WorkerReport`]), the medians across rounds,
 //!   the ratios against the raw client and the peer stack, and the Markdown and JSON files.
 //!
@@ -25,6 +27,7 @@
 //! `worker`), so that one scenario's tracing subscriber, metrics recorder, allocator state or peak
 //! memory never leaks into the next.
 
+pub mod cache;
 pub mod count;
 pub mod gateway;
 pub mod load;

@@ -10,6 +10,7 @@
 //! bench count JSON                   a fixed number of calls (run under callgrind by the benchmark)
 //! bench gateway [--smoke] [--rates 1000,5000] [--duration SECS] [--warmup SECS] [--threads N]
 //!                                    the gateway's overhead against the stack in-process
+//! bench cache [--smoke]              the cache's figures (issue 16): memory hit / miss, Redis hits/s
 //! ```
 //!
 //! Without `--out` the report is printed, not written. `--smoke` runs every scenario once for a
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
         Some("worker") => run_worker(&args[1..]),
         Some("count") => run_count(&args[1..]),
         Some("gateway") => run_gateway(&args[1..]),
+        Some("cache") => run_cache(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -83,6 +85,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `bench cache [--smoke]`: the cache's figures, printed (see `integration_tests::bench::cache`).
+/// The smoke run only checks that every call is answered as expected.
+fn run_cache(args: &[String]) -> Result<(), BoxError> {
+    use integration_tests::bench::cache;
+    let smoke = args.iter().any(|arg| arg == "--smoke");
+    let (calls, window) = if smoke {
+        (50, Duration::from_millis(200))
+    } else {
+        (5_000, Duration::from_secs(3))
+    };
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let figures = runtime.block_on(cache::measure(calls, window, Some(&redis)))?;
+    print!("{}", figures.markdown());
+    Ok(())
 }
 
 /// Takes the value after `flag` out of `args`.
