@@ -1016,6 +1016,7 @@ where
 {
     let service = ServiceBuilder::new()
         .map_response(|response: Response<_>| response.map(ResponseBody::new))
+        .map_err(Into::<BoxError>::into)
         .service(service);
     HttpService::new(service)
 }
