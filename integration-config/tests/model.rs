@@ -134,7 +134,7 @@ fn defaults_match_the_design() {
     assert_eq!(api.effective_attempt_timeout(), Duration::from_secs(30));
     assert_eq!(api.max_response_bytes, 10 * 1024 * 1024);
     assert_eq!(api.auth, AuthConfig::None);
-    assert_eq!(api.retry.max_attempts, 3);
+    assert_eq!(api.retry.max_attempts, 4);
     assert_eq!(api.retry.base, Duration::from_millis(100));
     assert_eq!(api.retry.cap, Duration::from_secs(20));
     assert_eq!(api.retry.throttle_base, Duration::from_secs(1));
