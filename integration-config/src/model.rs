@@ -1149,6 +1149,9 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
 /// Default longest server-requested pause honoured; longer windows go back to the caller: 10 minutes.
 pub const DEFAULT_MAX_SERVER_PAUSE: Duration = Duration::from_secs(600);
 
+/// Default `rate_limit.initial_window`: 10 calls in flight before a key's first answer.
+pub const DEFAULT_INITIAL_WINDOW: u32 = 10;
+
 /// Client quotas, waiting, concurrency and adaptation to the server's throttle signals.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -1176,6 +1179,10 @@ pub struct RateLimitConfig {
     pub max_server_pause: Duration,
     /// How each key's sending rate adapts to the server's throttle answers. On by default.
     pub adaptive: AdaptiveConfig,
+    /// Slow start of a key that has never had an answer, as TCP's initial window: at most this many
+    /// calls in flight before its first answer, one more per success, until a throttle signal or
+    /// until it no longer binds. Default 10; `0` turns it off; at most 100 000.
+    pub initial_window: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -1188,6 +1195,7 @@ impl Default for RateLimitConfig {
             expected_replicas: 1,
             max_server_pause: DEFAULT_MAX_SERVER_PAUSE,
             adaptive: AdaptiveConfig::default(),
+            initial_window: DEFAULT_INITIAL_WINDOW,
         }
     }
 }

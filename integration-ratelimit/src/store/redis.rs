@@ -71,7 +71,9 @@ local function gauge(l, now, min_rate, increase, cap)
   return math.floor(rate * 1000)
 end
 local function set_tat(key, tat, now)
-  local ttl = math.ceil((tat - now) / 1000) + 1
+  -- Kept ten minutes past the instant its burst is whole again: a missing key starts with its burst
+  -- empty (as new), so an idle key keeps the burst it built up for that long.
+  local ttl = math.ceil((tat - now) / 1000) + 600000
   redis.call('SET', key, string.format('%.0f', tat), 'PX', string.format('%.0f', ttl))
 end
 "
@@ -109,7 +111,9 @@ if left > 0 then
 end
 local tats = {}
 for i = 1, n do
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  local stored = redis.call('GET', KEYS[i])
+  local tat = now + tonumber(ARGV[7 + 2 * i])
+  if stored then tat = tonumber(stored) or 0 end
   tats[i] = tat
   local allow = tat - tonumber(ARGV[7 + 2 * i])
   if allow > send then send = allow end
@@ -119,9 +123,8 @@ if adapt then
   l = load_learned(learned_key)
   rate = learned_rate(l, now, min_rate, increase, cap)
   if rate and l.t > send then send = l.t end
-  if l.pu > send then
-    local slot = math.max(send, l.pt)
-    if slot < l.pu then send, paced = slot, true else send = l.pu end
+  if l.pu > send or (l.pu > 0 and l.pt > send) then
+    send, paced = math.max(send, l.pt), true
   end
 end
 local wait = send - now
@@ -323,8 +326,9 @@ impl Default for RedisOptions {
 ///   answers `NOSCRIPT` (after a restart or a `SCRIPT FLUSH`), so it is loaded once per server.
 /// - **Cluster safe.** Every key of a limiter key shares one hash tag, `{prefix:key}:q0`,
 ///   `{prefix:key}:q1`, `{prefix:key}:pause`, `{prefix:key}:learned`, so a script touches one slot.
-/// - **Bounded.** Every key expires (`PX`) once its permits are earned back or its pause ends; a
-///   learned rate ten minutes after the key's last throttle.
+/// - **Bounded.** A quota's state expires (`PX`) ten minutes after its permits are all earned back
+///   (a key unseen that long starts over as new: its burst empty, then built up while idle), a pause
+///   when it ends, a learned rate ten minutes after the key's last throttle.
 /// - **Server pauses are shared**: a pause is a Redis key with a `PX` expiry, seen by every replica (and
 ///   mirrored in the local fallback).
 /// - **Learned rates are shared**: what a key learned from the server ([`Adaptation`](crate::Adaptation):
