@@ -564,3 +564,71 @@ async fn an_outage_never_passes_the_quota_at_either_switch() {
         sends.len()
     );
 }
+
+/// The observe path during a Redis outage: a throttle signal observed while Redis is down is
+/// applied on the fallback at once (this replica obeys it), marks the key for rejoin, and is
+/// written into Redis with the key's seed when Redis returns, so every replica obeys it then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_observed_during_an_outage_is_seeded_into_redis_on_its_return() {
+    let mut server = PrivateRedis::start();
+    let connection = SharedRedis::open(
+        &server.url(),
+        SharedRedisConfig::new().with_probe_interval(Duration::from_millis(200)),
+    )
+    .unwrap();
+    let options = RedisOptions::new().with_timeout(Duration::from_millis(200));
+    let store = RedisStore::new(connection, "observe-outage", options);
+    // Waits up to 2 s: the 60 s pause is refused at once, with the server's hint.
+    let policy = RateLimitPolicy::new([]).with_max_wait(Duration::from_secs(2));
+    let limiter = RateLimiter::with_redis_store(store.clone(), policy);
+    let key = RateLimitKey::from("throttled");
+    limiter.acquire(&key).await.unwrap();
+
+    server.kill();
+    let down = Instant::now();
+    while !store.is_on_fallback() {
+        assert!(
+            down.elapsed() < Duration::from_secs(10),
+            "never noticed the outage"
+        );
+        let _ = limiter.acquire(&RateLimitKey::from("probe")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert("retry-after", "60".parse().unwrap());
+    let paused = limiter
+        .observe(&key, StatusCode::TOO_MANY_REQUESTS, &headers)
+        .await;
+    assert_eq!(paused, Some(Duration::from_secs(60)));
+    // Obeyed on the fallback at once.
+    let refused = limiter.acquire(&key).await.unwrap_err();
+    assert!(refused.is_by_server(), "{refused:?}");
+
+    server.restart();
+    let back = Instant::now();
+    while store.is_on_fallback() {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "never went back to Redis"
+        );
+        let _ = limiter.acquire(&RateLimitKey::from("probe")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The restarted Redis is empty; the key's first call there seeds it with the pause.
+    let mut check = connect(&server.url()).await;
+    let before: i64 = check.pttl(store.pause_key(&key)).await.unwrap();
+    assert!(before < 0, "Redis came back empty (pttl {before})");
+    let refused = limiter.acquire(&key).await.unwrap_err();
+    assert!(refused.is_by_server(), "{refused:?}");
+    let hint = refused.retry_after().unwrap();
+    assert!(
+        hint > Duration::from_secs(30) && hint <= Duration::from_secs(60),
+        "{hint:?}"
+    );
+    let seeded: i64 = check.pttl(store.pause_key(&key)).await.unwrap();
+    assert!(
+        seeded > 30_000 && seeded <= 60_000,
+        "the pause is in Redis for every replica (pttl {seeded} ms)"
+    );
+    server.kill();
+}

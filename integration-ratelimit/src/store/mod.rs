@@ -25,7 +25,7 @@ pub(crate) mod memory;
 mod redis;
 
 pub use memory::MemoryStore;
-pub use redis::{RedisOptions, RedisStore};
+pub use redis::{MAX_REJOIN_KEYS, RedisOptions, RedisStore};
 
 /// The future a [`RateLimitStore`] returns.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'static>>;
