@@ -143,6 +143,14 @@ pub(crate) fn cubic(w_max: f64, r0: f64, t: u64, adapt: &Adapt) -> f64 {
     (w_max + adapt.increase * (t - k).powi(3)).max(adapt.min_rate)
 }
 
+/// How far ahead of `now` a quota without state starts: the whole emission intervals that fit in one
+/// second, at most its tolerance, so a new key's first second goes at the quota's pace.
+pub(crate) fn cold_start(quota: &Quota) -> u64 {
+    let interval = quota.interval_nanos().max(1);
+    let held = (SECOND / interval).saturating_mul(interval);
+    quota.tolerance_nanos().min(held)
+}
+
 fn interval(rate: f64) -> u64 {
     // Rounded up: rounding never sends faster than the rate.
     (SECOND as f64 / rate).ceil().min(u64::MAX as f64) as u64
@@ -159,11 +167,14 @@ fn interval(rate: f64) -> u64 {
 /// arrival order, each at its own instant.
 ///
 /// `tats` is resized to the number of quotas. A quota the key has no state for (a new key, or a quota
-/// added by a reload) starts with its burst empty, `tat = now + tau`: its first permit is free at
-/// once and the next ones come at its pace, and the burst builds up while the key is idle. A new
-/// key's first second goes at the quota's rate rather than the whole burst at once (issue 13: a
-/// fresh 45/s quota with burst 45 sent 45 calls in the first millisecond against a server allowing
-/// a burst of 10, which answered 35 of them 429). Nothing changes on a denial.
+/// added by a reload) starts with the permits of one second held back from its burst (as many
+/// whole emission intervals as fit in a second, at most its tolerance): a new key's first second
+/// goes at the quota's pace, and the burst builds up while the key is idle. With the default burst
+/// of a per-second quota (burst = rate) that is no burst at all (issue 13: a fresh 45/s quota sent
+/// 45 calls in its first millisecond against a server allowing a burst of 10, which answered 35 of
+/// them 429); a quota whose interval is a second or more (100 an hour) keeps its whole burst, since
+/// holding back its tolerance would space a fresh key's calls 36 s apart.
+/// Nothing changes on a denial.
 pub(crate) fn decide(
     tats: &mut Vec<u64>,
     pause: Pause,
@@ -187,7 +198,7 @@ pub(crate) fn decide(
     }
     let known = tats.len();
     for quota in quotas.iter().skip(known) {
-        tats.push(now.saturating_add(quota.tolerance_nanos()));
+        tats.push(now.saturating_add(cold_start(quota)));
     }
     tats.truncate(quotas.len());
     let mut send = quotas

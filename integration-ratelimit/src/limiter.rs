@@ -55,7 +55,8 @@ const CONCURRENCY_TABLE_SWEEP: usize = 4_096;
 /// limiter.set_policy(RateLimitPolicy::new([Quota::per_second(2).unwrap()]));
 /// let refused = limiter.acquire(&key).await.unwrap_err();
 /// assert_eq!(refused.retry_after(), Some(Duration::from_millis(500)));
-/// // A key never seen before starts with its burst empty, and builds it up while idle.
+/// // A key never seen before goes at the quota's pace in its first second (no burst of a per-second
+/// // quota), and builds its burst up while idle.
 /// let other = RateLimitKey::from("stripe");
 /// assert!(limiter.acquire(&other).await.is_ok());
 /// assert!(limiter.acquire(&other).await.is_err());

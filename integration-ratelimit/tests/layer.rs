@@ -187,14 +187,18 @@ async fn every_quota_of_a_key_applies_together() {
         let _ = service.ready().await.unwrap().call(request("/")).await;
         tokio::time::advance(Duration::from_millis(100)).await;
     }
-    // A new key starts with both bursts empty: its first permit at once, then the stricter pace
-    // governs, the minute's (one per 12 s; the second's alone would allow one per 500 ms).
+    // A new key's first second goes at each quota's pace: the second's burst is empty (one per
+    // 500 ms from the start); the minute's interval (12 s) is longer than a second, so its burst is
+    // whole: its 5 permits, then one per 12 s.
     let times: Vec<f64> = log
         .times()
         .iter()
         .map(|t| (t * 10.0).round() / 10.0)
         .collect();
-    assert_eq!(times, vec![0.0, 12.0, 24.0, 36.0, 48.0, 60.0]);
+    assert_eq!(
+        times,
+        vec![0.0, 0.5, 1.0, 1.5, 2.0, 12.0, 24.0, 36.0, 48.0, 60.0]
+    );
 }
 
 /// An upstream that throttles `/throttle` with `Retry-After: 5`.

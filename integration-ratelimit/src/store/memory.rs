@@ -21,8 +21,8 @@ const SHARDS: usize = 32;
 ///
 /// At most [`max_keys`](Self::with_max_keys) keys (default 100,000). A key whose permits have all
 /// been earned back and that has no server pause in force is evicted first when a shard is full
-/// (it then starts over as a new key, its burst empty: eviction only ever makes a key stricter). If every key of a full shard is busy,
-/// the one closest to idle is dropped: that key may briefly get more than its quota, which is the price
+/// (it then starts over as a new key, its first second at the quota's pace: eviction only makes a
+/// key stricter). If every key of a full shard is busy, the one closest to idle is dropped: that key may briefly get more than its quota, which is the price
 /// of a bound on memory.
 ///
 /// # Clone

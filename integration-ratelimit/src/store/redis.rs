@@ -71,8 +71,8 @@ local function gauge(l, now, min_rate, increase, cap)
   return math.floor(rate * 1000)
 end
 local function set_tat(key, tat, now)
-  -- Kept ten minutes past the instant its burst is whole again: a missing key starts with its burst
-  -- empty (as new), so an idle key keeps the burst it built up for that long.
+  -- Kept ten minutes past the instant its burst is whole again: a missing key starts as new (a
+  -- second's permits held back), so an idle key keeps the burst it built up for that long.
   local ttl = math.ceil((tat - now) / 1000) + 600000
   redis.call('SET', key, string.format('%.0f', tat), 'PX', string.format('%.0f', ttl))
 end
@@ -112,7 +112,8 @@ end
 local tats = {}
 for i = 1, n do
   local stored = redis.call('GET', KEYS[i])
-  local tat = now + tonumber(ARGV[7 + 2 * i])
+  local interval = tonumber(ARGV[6 + 2 * i])
+  local tat = now + math.min(tonumber(ARGV[7 + 2 * i]), math.floor(1000000 / interval) * interval)
   if stored then tat = tonumber(stored) or 0 end
   tats[i] = tat
   local allow = tat - tonumber(ARGV[7 + 2 * i])
@@ -320,7 +321,7 @@ impl Default for RedisOptions {
 
 /// The most keys a [`RedisStore`] remembers to seed back into Redis after an outage: as many as its
 /// fallback [`MemoryStore`] holds by default, past which the fallback has no state to seed anyway.
-/// A key beyond it rejoins as a new key (its burst empty, so still without a burst), without the
+/// A key beyond it rejoins as a new key (a second's permits held back), without the
 /// server pause seen locally; each is counted in `integration.ratelimit.rejoin_dropped` and the
 /// first of an outage is logged at `warn`.
 pub const MAX_REJOIN_KEYS: usize = MemoryStore::DEFAULT_MAX_KEYS;
@@ -334,7 +335,7 @@ pub const MAX_REJOIN_KEYS: usize = MemoryStore::DEFAULT_MAX_KEYS;
 /// - **Cluster safe.** Every key of a limiter key shares one hash tag, `{prefix:key}:q0`,
 ///   `{prefix:key}:q1`, `{prefix:key}:pause`, `{prefix:key}:learned`, so a script touches one slot.
 /// - **Bounded.** A quota's state expires (`PX`) ten minutes after its permits are all earned back
-///   (a key unseen that long starts over as new: its burst empty, then built up while idle), a pause
+///   (a key unseen that long starts over as new: its first second at the quota's pace), a pause
 ///   when it ends, a learned rate ten minutes after the key's last throttle.
 /// - **Server pauses are shared**: a pause is a Redis key with a `PX` expiry, seen by every replica (and
 ///   mirrored in the local fallback).
@@ -557,7 +558,7 @@ impl RedisStore {
                     { names::INTEGRATION } = %self.inner.label,
                     max = MAX_REJOIN_KEYS,
                     "Redis rate limit store: too many keys decided on the fallback to seed them all \
-                     back into Redis; the others rejoin as new keys (burst empty, no local pause copied)"
+                     back into Redis; the others rejoin as new keys (no burst, no local pause copied)"
                 );
             }
             return true;
