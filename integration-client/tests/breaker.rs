@@ -60,21 +60,22 @@ async fn the_open_time_grows_while_probes_fail_and_resets_when_the_breaker_close
     breaker.open_for = Duration::from_secs(1);
     breaker.max_open_for = Duration::from_secs(4);
     let client = Client::builder().api("flaky", config).build().unwrap();
-    let second = Duration::from_secs(1);
+    // Every open period is lengthened by up to 20 % at random (the breaker's `open_jitter`).
+    let longest = |secs: u64| Duration::from_secs(secs).mul_f64(1.2);
 
     assert_eq!(call(&client).await, Ok(503));
     let hint = call(&client).await.unwrap_err();
-    assert!(hint <= second, "the base open time first: {hint:?}");
+    assert!(hint <= longest(1), "the base open time first: {hint:?}");
 
-    // Each failed probe doubles the open time: 2 s, then 4 s, then capped at 4 s.
+    // Each failed probe doubles the open time: 2 s, then 4 s, then capped at 4 s. Each hint is
+    // longer than the longest the period before could be, and no longer than its own.
     let mut previous = hint;
-    for expected in [2, 4, 4] {
-        let expected = Duration::from_secs(expected);
+    for (period, before) in [(2, 1), (4, 2), (4, 2)] {
         assert_eq!(probe(&client, previous).await, Ok(503), "the probe is sent");
         let hint = call(&client).await.unwrap_err();
         assert!(
-            hint <= expected && hint > expected / 2,
-            "open for {expected:?} after a failed probe: {hint:?} left"
+            hint <= longest(period) && hint > longest(before),
+            "open for {period} s after a failed probe: {hint:?} left"
         );
         previous = hint;
     }
@@ -88,5 +89,5 @@ async fn the_open_time_grows_while_probes_fail_and_resets_when_the_breaker_close
     failing.store(true, Ordering::SeqCst);
     assert_eq!(call(&client).await, Ok(503));
     let hint = call(&client).await.unwrap_err();
-    assert!(hint <= second, "back to the base open time: {hint:?}");
+    assert!(hint <= longest(1), "back to the base open time: {hint:?}");
 }
