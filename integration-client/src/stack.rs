@@ -326,6 +326,7 @@ fn rate_limit_policy(path: &str, config: &RateLimitConfig) -> Result<RateLimitPo
         .with_adaptation(adaptation)
         .with_max_wait(config.max_wait)
         .with_max_server_pause(config.max_server_pause)
+        .with_initial_window(config.initial_window as usize)
         .with_max_concurrency(
             config
                 .max_concurrency

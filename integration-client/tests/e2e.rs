@@ -265,13 +265,14 @@ async fn post_is_retried_only_with_an_idempotency_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(keyed.attempts(), 3);
+    // The default of 4 attempts.
+    assert_eq!(keyed.attempts(), 4);
     let requests = server.received_requests().await.unwrap();
     let keys: Vec<_> = requests
         .iter()
         .filter_map(|r| r.headers.get("idempotency-key"))
         .collect();
-    assert_eq!(keys.len(), 3, "the same key on every attempt");
+    assert_eq!(keys.len(), 4, "the same key on every attempt");
     assert!(keys.iter().all(|k| *k == "order-42"));
 }
 
@@ -300,8 +301,8 @@ async fn a_connect_failure_is_a_connect_error_naming_the_integration() {
     assert_eq!(error.integration(), Some("down"));
     assert_eq!(
         error.attempts(),
-        3,
-        "nothing was sent: every attempt is retried"
+        4,
+        "nothing was sent: every attempt is retried (4 attempts by default)"
     );
 }
 

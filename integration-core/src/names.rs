@@ -31,6 +31,9 @@ pub const THROTTLE_SIGNALS: &str = "integration.ratelimit.server_signals";
 pub const RATE_LIMIT_LEARNED_RATE: &str = "integration.ratelimit.learned_rate";
 /// Gauge: 1 while a Redis-backed limiter runs on its local fallback, 0 otherwise.
 pub const RATE_LIMIT_FALLBACK: &str = "integration.ratelimit.fallback";
+/// Counter: keys a Redis-backed limiter's fallback decided for that it could not remember to seed
+/// back into Redis (the set of keys waiting for their seed was full).
+pub const RATE_LIMIT_REJOIN_DROPPED: &str = "integration.ratelimit.rejoin_dropped";
 /// Gauge: 1 while Redis answers, 0 while it is unavailable (set on each transition).
 pub const REDIS_AVAILABLE: &str = "integration.redis.available";
 /// Counter: Redis availability transitions, labelled by [`OUTCOME`] (`lost`, `restored`).

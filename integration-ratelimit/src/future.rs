@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep, sleep};
 use tokio_util::sync::PollSemaphore;
 use tower_service::Service;
 
+use crate::flight::{Answer, Flight, InFlight};
 use crate::key::RateLimitKey;
 use crate::limiter::{Pending, RateLimiter, learned_rate_gauge, read_signal, rejection};
 use crate::policy::RateLimitPolicy;
@@ -43,6 +44,9 @@ pin_project! {
     enum State<F, R> {
         // Waiting for a concurrency slot of the key, until `timer` (the end of the bound).
         Concurrency { semaphore: PollSemaphore, #[pin] timer: Sleep, since: Instant },
+        // A key that never had an answer: waiting for a slot of its slow-start window, until
+        // `timer` (the end of the bound; then the call goes on to the quota without one).
+        SlowStart { semaphore: PollSemaphore, #[pin] timer: Sleep, since: Instant },
         // Ready to ask the store for a permit.
         Acquire,
         // The store (Redis) is deciding.
@@ -74,6 +78,12 @@ struct Limit {
     permit: Option<OwnedSemaphorePermit>,
     /// When the request went to the inner service.
     sent: Option<Instant>,
+    /// The key's calls in flight and slow start (`None`: the table of keys is full).
+    flight: Option<Arc<Flight>>,
+    /// A slot of the key's slow-start window, held until the answer.
+    slot: Option<OwnedSemaphorePermit>,
+    /// This call counted in flight, from the send to the answer.
+    in_flight: Option<InFlight>,
 }
 
 impl Limit {
@@ -127,15 +137,21 @@ where
             waited: Duration::ZERO,
             permit: None,
             sent: None,
+            flight: None,
+            slot: None,
+            in_flight: None,
         };
+        limit.flight = limit
+            .limiter
+            .flight(&limit.key, limit.policy.initial_window());
         let state = match limit.policy.max_concurrency() {
-            None => State::Acquire,
+            None => slow_start(&mut limit),
             Some(max) => {
                 let semaphore = limit.limiter.semaphore(&limit.key, max);
                 match semaphore.clone().try_acquire_owned() {
                     Ok(permit) => {
                         limit.permit = Some(permit);
-                        State::Acquire
+                        slow_start(&mut limit)
                     }
                     Err(_) if max_wait.is_zero() => State::Failed {
                         error: Some(limit.reject(RateLimited::new(None), "concurrency")),
@@ -153,6 +169,28 @@ where
             service,
             request: Some(request),
             limit: Some(limit),
+        }
+    }
+}
+
+/// The state after the concurrency slot: a slot of the key's slow-start window while it has one,
+/// then the permit.
+fn slow_start<F, R>(limit: &mut Limit) -> State<F, R> {
+    let Some(slots) = limit.flight.as_ref().and_then(|flight| flight.slots()) else {
+        return State::Acquire;
+    };
+    match slots.clone().try_acquire_owned() {
+        Ok(slot) => {
+            limit.slot = Some(slot);
+            State::Acquire
+        }
+        Err(_) => {
+            let now = Instant::now();
+            State::SlowStart {
+                semaphore: PollSemaphore::new(slots),
+                timer: tokio::time::sleep_until(limit.wait_until.max(now)),
+                since: now,
+            }
         }
     }
 }
@@ -200,7 +238,7 @@ where
                         Poll::Ready(Some(permit)) => {
                             limit.permit = Some(permit);
                             limit.waited += since.elapsed();
-                            State::Acquire
+                            slow_start(limit)
                         }
                         // The semaphore is never closed; treat it like a full one.
                         Poll::Ready(None) | Poll::Pending => {
@@ -208,6 +246,28 @@ where
                             State::Failed {
                                 error: Some(limit.reject(RateLimited::new(None), "concurrency")),
                             }
+                        }
+                    }
+                }
+                StateProj::SlowStart {
+                    semaphore,
+                    timer,
+                    since,
+                } => {
+                    let limit = this.limit.as_mut().expect("a limited call has its limit");
+                    match semaphore.poll_acquire(cx) {
+                        Poll::Ready(slot) => {
+                            // `None`: slow start ended (closed) while this call waited.
+                            limit.slot = slot;
+                            limit.waited += since.elapsed();
+                            State::Acquire
+                        }
+                        Poll::Pending => {
+                            ready!(timer.poll(cx));
+                            // The window is a courtesy to the server, not a limit: past the bound
+                            // the call goes on to the quota (which decides within what is left).
+                            limit.waited += since.elapsed();
+                            State::Acquire
                         }
                     }
                 }
@@ -271,6 +331,7 @@ where
                     }
                     if let Some(limit) = this.limit.as_mut() {
                         limit.sent = Some(Instant::now());
+                        limit.in_flight = limit.flight.as_ref().map(Flight::sent);
                     }
                     let request = this.request.take().expect("the request is sent once");
                     State::Called {
@@ -279,6 +340,13 @@ where
                 }
                 StateProj::Called { future } => {
                     let result = ready!(future.poll(cx));
+                    if let Some(limit) = this.limit.as_mut() {
+                        // The call is over: free the concurrency and slow-start slots, and stop
+                        // counting it in flight.
+                        limit.permit = None;
+                        limit.slot = None;
+                        limit.in_flight = None;
+                    }
                     let response = match result {
                         Ok(response) => response,
                         Err(error) => {
@@ -290,12 +358,46 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(response));
                     };
-                    // The call is over: free the concurrency slot.
-                    limit.permit = None;
-                    let Some(read) = read_signal(response.status(), response.headers()) else {
+                    let read = read_signal(response.status(), response.headers());
+                    if let Some(flight) = &limit.flight {
+                        let status = response.status();
+                        let answer = match read {
+                            Some(read) if read.throttled || !read.pause.is_zero() => {
+                                Answer::Throttled
+                            }
+                            _ if status.is_server_error()
+                                || status == http::StatusCode::TOO_MANY_REQUESTS =>
+                            {
+                                Answer::Other
+                            }
+                            _ => Answer::Success,
+                        };
+                        if flight.answered(answer) {
+                            tracing::debug!(
+                                { names::INTEGRATION } = %limit.label,
+                                key = %limit.key,
+                                ?answer,
+                                "slow start over"
+                            );
+                        }
+                    }
+                    let Some(mut read) = read else {
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(response));
                     };
+                    // The server's remaining count does not know of this limiter's other calls in
+                    // flight: they spend it too. None left for new calls: wait for the reset.
+                    if let (Some((remaining, reset)), Some(flight)) =
+                        (read.remaining, &limit.flight)
+                    {
+                        match remaining.saturating_sub(flight.in_flight() as u64) {
+                            0 => {
+                                read.pause = read.pause.max(reset);
+                                read.remaining = None;
+                            }
+                            left => read.remaining = Some((left, reset)),
+                        }
+                    }
                     if let Some(source) = read.source {
                         metrics::counter!(
                             names::THROTTLE_SIGNALS,
@@ -363,6 +465,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Concurrency { .. } => "waiting for a concurrency slot",
+            State::SlowStart { .. } => "waiting for a slot of the slow-start window",
             State::Acquire => "acquiring",
             State::Acquiring { .. } => "asking the store",
             State::Waiting { .. } => "waiting for the permit",

@@ -143,6 +143,14 @@ pub(crate) fn cubic(w_max: f64, r0: f64, t: u64, adapt: &Adapt) -> f64 {
     (w_max + adapt.increase * (t - k).powi(3)).max(adapt.min_rate)
 }
 
+/// How far ahead of `now` a quota without state starts: the whole emission intervals that fit in one
+/// second, at most its tolerance, so a new key's first second goes at the quota's pace.
+pub(crate) fn cold_start(quota: &Quota) -> u64 {
+    let interval = quota.interval_nanos().max(1);
+    let held = (SECOND / interval).saturating_mul(interval);
+    quota.tolerance_nanos().min(held)
+}
+
 fn interval(rate: f64) -> u64 {
     // Rounded up: rounding never sends faster than the rate.
     (SECOND as f64 / rate).ceil().min(u64::MAX as f64) as u64
@@ -158,7 +166,15 @@ fn interval(rate: f64) -> u64 {
 /// length `w`, at most `burst + w / T` permits of each quota are used; and it serves callers in
 /// arrival order, each at its own instant.
 ///
-/// `tats` is resized to the number of quotas (a new quota starts idle). Nothing changes on a denial.
+/// `tats` is resized to the number of quotas. A quota the key has no state for (a new key, or a quota
+/// added by a reload) starts with the permits of one second held back from its burst (as many
+/// whole emission intervals as fit in a second, at most its tolerance): a new key's first second
+/// goes at the quota's pace, and the burst builds up while the key is idle. With the default burst
+/// of a per-second quota (burst = rate) that is no burst at all (issue 13: a fresh 45/s quota sent
+/// 45 calls in its first millisecond against a server allowing a burst of 10, which answered 35 of
+/// them 429); a quota whose interval is a second or more (100 an hour) keeps its whole burst, since
+/// holding back its tolerance would space a fresh key's calls 36 s apart.
+/// Nothing changes on a denial.
 pub(crate) fn decide(
     tats: &mut Vec<u64>,
     pause: Pause,
@@ -180,7 +196,11 @@ pub(crate) fn decide(
         }
         earliest = pause.until;
     }
-    tats.resize(quotas.len(), 0);
+    let known = tats.len();
+    for quota in quotas.iter().skip(known) {
+        tats.push(now.saturating_add(cold_start(quota)));
+    }
+    tats.truncate(quotas.len());
     let mut send = quotas
         .iter()
         .zip(tats.iter())
@@ -190,17 +210,15 @@ pub(crate) fn decide(
     if rate.is_some() {
         send = send.max(learned.tat);
     }
-    // The server's counters pace the permits of its current window; once they are all spoken for,
-    // a caller waits for the reset (and the next window's answers set the next pace).
+    // The server's counters pace the permits of its current window. Callers past them keep that
+    // pace beyond the reset, one per interval, until the next window's answers set the next pace:
+    // they never all leave at the reset (issue 13: 14 of the 64 met the new window's limit there).
     let mut paced = false;
-    if adapt.is_some() && learned.pace_until > send {
-        let slot = send.max(learned.pace_tat);
-        if slot < learned.pace_until {
-            send = slot;
-            paced = true;
-        } else {
-            send = learned.pace_until;
-        }
+    if adapt.is_some()
+        && (learned.pace_until > send || (learned.pace_until > 0 && learned.pace_tat > send))
+    {
+        send = send.max(learned.pace_tat);
+        paced = true;
     }
     let wait = send - now;
     if wait > bounds.max_wait {
@@ -347,10 +365,32 @@ mod tests {
         }
     }
 
+    /// Regression (issue 13): a fresh quota of 45/s with burst 45 sent 45 calls in its first
+    /// millisecond against a server with a burst of 10. A new key's burst starts empty: its first
+    /// permit at once, the next ones at the quota's pace.
+    #[test]
+    fn a_new_key_starts_with_its_burst_empty() {
+        let quota = Quota::new(10, Duration::from_secs(1), 3).unwrap();
+        let mut tats = Vec::new();
+        let now = 5 * SECOND;
+        assert_eq!(grant(&mut tats, &[quota], now, 0), Some(now));
+        assert_eq!(grant(&mut tats, &[quota], now, 0), None);
+        assert_eq!(
+            grant(&mut tats, &[quota], now, SECOND),
+            Some(now + SECOND / 10)
+        );
+        assert_eq!(
+            grant(&mut tats, &[quota], now, SECOND),
+            Some(now + 2 * SECOND / 10)
+        );
+    }
+
     #[test]
     fn an_idle_key_gets_its_burst_then_the_rate() {
         let quota = Quota::new(10, Duration::from_secs(1), 3).unwrap();
         let mut tats = Vec::new();
+        // Used once, then idle long enough for the burst to build up.
+        assert!(grant(&mut tats, &[quota], SECOND, 0).is_some());
         let now = 5 * SECOND;
         for _ in 0..3 {
             assert_eq!(grant(&mut tats, &[quota], now, 0), Some(now));
@@ -636,10 +676,10 @@ mod tests {
                 Decision::Denied { .. } => panic!("denied"),
             }
         }
-        // 10 remaining over 500 ms: one per 50 ms; the callers past them wait for the reset, where
-        // the learned rate and the next window's answers govern.
-        let mut expected: Vec<u64> = (0..10).map(|i| i * 50 * MS).collect();
-        expected.extend([500 * MS, 500 * MS]);
+        // 10 remaining over 500 ms: one per 50 ms; the callers past them keep that pace past the
+        // reset (regression, issue 13: they all left at the reset, into the next window's limit)
+        // until the next window's answers set the next pace.
+        let expected: Vec<u64> = (0..12).map(|i| i * 50 * MS).collect();
         assert_eq!(sends, expected);
         // A caller arriving after the reset is not paced by the old window.
         let later = now + SECOND;

@@ -8,6 +8,18 @@
 //! `RateLimit`/`RateLimit-Policy`, `X-RateLimit-*`, parsed by `integration-core`): a pause until the
 //! reset applies to every caller of the key, in this process and, with the Redis store, in every replica.
 //!
+//! # Before the first answer
+//!
+//! - **A new key's first second goes at the quota's pace.** A quota's burst builds up while its key
+//!   is idle; a key never seen starts with one second's permits held back, so a per-second quota
+//!   at its default burst has none (45 calls of a fresh 45/s quota spread over the second, not sent
+//!   in one instant against a server whose own burst is 10), while a quota whose interval is a
+//!   second or more (100 an hour) keeps its whole burst.
+//! - **Slow start** ([`RateLimitPolicy::with_initial_window`], 10 by default): before a key's first
+//!   answer at most 10 of its calls are in flight in this process; each success widens the window
+//!   by one (it doubles per round of answers), until a throttle signal hands over to the pause and
+//!   the learned rate, or until it no longer binds and is dropped.
+//!
 //! # After a throttle
 //!
 //! - **Paced resumption.** A throttle signal also empties the key's burst: when the pause ends, the
@@ -20,7 +32,9 @@
 //!   never drops below a floor. A key without a quota gets its first learned rate at its first
 //!   throttle, from the rate of permits it measured over the last second. Where the server sends
 //!   `RateLimit` or `X-RateLimit-Remaining` with a reset, the key is paced from them directly: the
-//!   remaining permits spread evenly over the time to the reset. With the Redis store the learned
+//!   remaining permits spread evenly over the time to the reset, less this process's other calls
+//!   of the key in flight (which the server has not counted yet; none left: the key waits for the
+//!   reset). With the Redis store the learned
 //!   state lives in the key's Redis hash, read and written by the same one-round-trip script, so
 //!   every replica paces by it.
 //!
@@ -45,6 +59,16 @@
 //!         Ok::<_, Infallible>(Response::new(String::from("hello")))
 //!     }));
 //!
+//! // A new key's burst is empty: one call now, the next one 500 ms later.
+//! let request = Request::get("https://api.example.com/").body(String::new())?;
+//! client.ready().await?.call(request).await?;
+//! let request = Request::get("https://api.example.com/").body(String::new())?;
+//! let error = client.ready().await?.call(request).await.unwrap_err();
+//! let limited = error.downcast_ref::<RateLimited>().expect("a typed rate-limit error");
+//! assert_eq!(limited.retry_after(), Some(Duration::from_millis(500)));
+//!
+//! // Idle for a second, the key has its burst of 2.
+//! tokio::time::sleep(Duration::from_secs(1)).await;
 //! for _ in 0..2 {
 //!     let request = Request::get("https://api.example.com/").body(String::new())?;
 //!     let response = client.ready().await?.call(request).await?;
@@ -113,6 +137,7 @@
 struct ReadmeDoctests;
 
 mod error;
+mod flight;
 pub mod future;
 mod gcra;
 mod key;

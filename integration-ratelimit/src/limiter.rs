@@ -15,6 +15,7 @@ use integration_core::throttle::ThrottleSignal;
 use integration_core::{BoxError, names};
 use tokio::sync::Semaphore;
 
+use crate::flight::{Flight, Flights};
 use crate::gcra::{Adapt, Bounds, Signal};
 use crate::key::RateLimitKey;
 use crate::policy::RateLimitPolicy;
@@ -54,8 +55,12 @@ const CONCURRENCY_TABLE_SWEEP: usize = 4_096;
 /// limiter.set_policy(RateLimitPolicy::new([Quota::per_second(2).unwrap()]));
 /// let refused = limiter.acquire(&key).await.unwrap_err();
 /// assert_eq!(refused.retry_after(), Some(Duration::from_millis(500)));
-/// // A key never seen before gets the new burst.
+/// // A key never seen before goes at the quota's pace in its first second (no burst of a per-second
+/// // quota), and builds its burst up while idle.
 /// let other = RateLimitKey::from("stripe");
+/// assert!(limiter.acquire(&other).await.is_ok());
+/// assert!(limiter.acquire(&other).await.is_err());
+/// tokio::time::advance(Duration::from_secs(1)).await;
 /// assert!(limiter.acquire(&other).await.is_ok());
 /// assert!(limiter.acquire(&other).await.is_ok());
 /// # }
@@ -69,6 +74,7 @@ struct Shared {
     policy: ArcSwap<RateLimitPolicy>,
     backend: Backend,
     concurrency: Mutex<HashMap<RateLimitKey, (NonZeroUsize, Arc<Semaphore>)>>,
+    flights: Flights,
 }
 
 enum Backend {
@@ -127,6 +133,7 @@ impl RateLimiter {
                 policy: ArcSwap::from_pointee(policy),
                 backend,
                 concurrency: Mutex::new(HashMap::new()),
+                flights: Flights::default(),
             }),
         }
     }
@@ -279,6 +286,21 @@ impl RateLimiter {
             Backend::Redis(store) => store.local_pause(key),
             Backend::Custom(_) => None,
         }
+    }
+
+    /// The key's calls in flight and slow start (see the `flight` module); `None` when the table of
+    /// keys is full. With the Redis store the window is this replica's share of `initial_window`
+    /// (divided by the expected replicas, at least 1), as the fallback's share of a quota: replicas
+    /// starting together send about one window between them.
+    pub(crate) fn flight(&self, key: &RateLimitKey, initial_window: usize) -> Option<Arc<Flight>> {
+        let window = match &self.shared.backend {
+            Backend::Redis(store) if initial_window > 0 => {
+                let replicas = store.options().expected_replicas().max(1) as usize;
+                (initial_window / replicas).max(1)
+            }
+            _ => initial_window,
+        };
+        self.shared.flights.get(key, window)
     }
 
     /// The semaphore capping calls of `key` in flight at `max`.

@@ -180,9 +180,13 @@ pub struct RateLimitPolicy {
     max_server_pause: Duration,
     max_concurrency: Option<NonZeroUsize>,
     adaptation: Option<Adaptation>,
+    initial_window: usize,
 }
 
 impl RateLimitPolicy {
+    /// The default slow-start window of a key that has never had an answer: 10 calls in flight.
+    pub const DEFAULT_INITIAL_WINDOW: usize = 10;
+
     /// The default bound on a server pause: 10 minutes.
     pub const DEFAULT_MAX_SERVER_PAUSE: Duration = Duration::from_secs(600);
 
@@ -201,6 +205,7 @@ impl RateLimitPolicy {
             max_server_pause: Self::DEFAULT_MAX_SERVER_PAUSE,
             max_concurrency: None,
             adaptation: Some(Adaptation::default()),
+            initial_window: Self::DEFAULT_INITIAL_WINDOW,
         }
     }
 
@@ -211,6 +216,34 @@ impl RateLimitPolicy {
     pub fn with_adaptation(mut self, adaptation: Option<Adaptation>) -> Self {
         self.adaptation = adaptation;
         self
+    }
+
+    /// The slow start of a key that has never had an answer, as TCP's initial window: at most
+    /// `window` calls of the key in flight before its first answer, one more per success (doubling
+    /// per round of answers), until a throttle signal (the key's pause and learned rate take over)
+    /// or until the window no longer binds (then it is dropped, for good). Default
+    /// [`DEFAULT_INITIAL_WINDOW`](Self::DEFAULT_INITIAL_WINDOW); 0 turns slow start off.
+    ///
+    /// The window is kept in this process, also with the Redis store, where each replica takes its
+    /// share (`window` divided by [`RedisOptions::with_expected_replicas`](crate::RedisOptions::with_expected_replicas),
+    /// at least 1), as the fallback does for quotas. A call waits for a slot within its wait bound,
+    /// then goes on to the quota rather than fail.
+    ///
+    /// ```
+    /// use integration_ratelimit::RateLimitPolicy;
+    ///
+    /// assert_eq!(RateLimitPolicy::default().initial_window(), 10);
+    /// assert_eq!(RateLimitPolicy::default().with_initial_window(0).initial_window(), 0);
+    /// ```
+    #[must_use]
+    pub fn with_initial_window(mut self, window: usize) -> Self {
+        self.initial_window = window;
+        self
+    }
+
+    /// The slow-start window (0: off).
+    pub fn initial_window(&self) -> usize {
+        self.initial_window
     }
 
     /// The adaptation in force, if any.

@@ -273,12 +273,11 @@ async fn an_upstream_that_sends_ratelimit_headers_paces_the_key() {
         (CALLS as f64 - f64::from(RATE)) / f64::from(RATE),
     );
     assert_eq!(callers.succeeded, CALLS, "{callers:?}");
-    // Issue 13 asks for at most 1 %; this measured 1.2 % to 5 % on a loaded two-core machine. The
-    // first answers tell a `remaining` that the calls still in flight (up to 63 of the first wave)
-    // have already spent, and the limiter does not yet subtract its calls in flight from it. The
-    // bound leaves room for a busier machine (5.2 % was seen with another load test running) and
-    // still fails the behaviour before pacing from the headers (46 % in the chaos suite).
-    assert!(share <= 0.15, "{callers:?}");
+    // Issue 13: at most 1 % of attempts answered 429 after the first response. Regression: the
+    // first answers told a `remaining` that the calls still in flight had already spent (1.2 % to
+    // 5 % measured); the limiter now subtracts its calls in flight, and slow start keeps the first
+    // wave to 10. A count, not a time: it holds however slowly a loaded machine runs the callers.
+    assert!(share <= 0.01, "{share:.4}: {callers:?}");
 }
 
 #[cfg(feature = "redis")]
@@ -340,15 +339,15 @@ async fn four_limiters_sharing_redis_converge_together_on_one_upstream_limit() {
         f64::from(CALLS as u32 - 10) / f64::from(RATE),
     );
     assert_eq!(callers.succeeded, CALLS, "{callers:?}");
-    // The first wave (64 calls at once, nothing known yet) meets a burst of 10: about 54 429s; after
-    // it the shared learned rate keeps the four within the limit. Which of those 429s come "after
-    // the first answer" depends on how the four first waves interleave on a loaded machine (a CI run
-    // saw all 56 counted after it), so the bound is on the total: the first wave and a margin, far
-    // below the ~75 % of attempts answered 429 before pacing and learned rates. The issue's finer
-    // figure (<= 5 % after the first answer) is measured by `cargo xtask chaos`, not asserted here.
+    // Issue 13: at most 5 % of attempts answered 429. Regression: the first wave (64 calls at once,
+    // nothing known yet) met the server's burst of 10 and drew about 54 429s. Slow start now lets
+    // each of the four send its share of the initial window (10 / 4 replicas: 2 each) before the
+    // first answer, and the shared learned rate keeps them within the limit after it. The bound
+    // is on counts over the whole run, so it holds whatever the interleaving on a loaded machine.
     assert!(
-        seen.throttled() <= CALLS / 4,
-        "{} 429s; {callers:?}",
-        seen.throttled()
+        share <= 0.05,
+        "{} 429s of {} attempts; {callers:?}",
+        seen.throttled(),
+        seen.attempts()
     );
 }

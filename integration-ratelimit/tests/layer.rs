@@ -162,12 +162,14 @@ async fn an_idle_key_gets_its_burst_back() {
     let limiter = RateLimiter::memory(RateLimitPolicy::new([quota]));
     let log = Log::default();
     let service = stack(&limiter, &log, ok);
+    // A new key's burst starts empty: one permit, the next one interval later.
     let results = burst(&service, 6, "/").await;
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
     assert_eq!(
-        limited(results[5].as_ref().unwrap_err()).retry_after(),
+        limited(results[1].as_ref().unwrap_err()).retry_after(),
         Some(Duration::from_millis(100))
     );
+    // Idle for half a second, it has built up its burst of 5.
     tokio::time::advance(Duration::from_millis(500)).await;
     let results = burst(&service, 6, "/").await;
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
@@ -185,8 +187,9 @@ async fn every_quota_of_a_key_applies_together() {
         let _ = service.ready().await.unwrap().call(request("/")).await;
         tokio::time::advance(Duration::from_millis(100)).await;
     }
-    // The second's burst of 2 (the caller comes every 100 ms), then one per 500 ms until the minute's
-    // burst of 5 is spent, then one per 12 s.
+    // A new key's first second goes at each quota's pace: the second's burst is empty (one per
+    // 500 ms from the start); the minute's interval (12 s) is longer than a second, so its burst is
+    // whole: its 5 permits, then one per 12 s.
     let times: Vec<f64> = log
         .times()
         .iter()
@@ -194,7 +197,7 @@ async fn every_quota_of_a_key_applies_together() {
         .collect();
     assert_eq!(
         times,
-        vec![0.0, 0.1, 0.5, 1.0, 1.5, 12.0, 24.0, 36.0, 48.0, 60.0]
+        vec![0.0, 0.5, 1.0, 1.5, 2.0, 12.0, 24.0, 36.0, 48.0, 60.0]
     );
 }
 

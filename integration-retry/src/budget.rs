@@ -22,8 +22,9 @@ use crate::window::SlidingCounts;
 ///   calls/s), instead of `max_attempts` times the traffic.
 /// - **A partial failure**: with a share `p` of attempts failing independently, a call wants
 ///   `p + p^2 + ... + p^(max_attempts-1)` retries. While that stays under `ratio` (plus the floor)
-///   every retry is allowed: up to `p` = 0.17 at the defaults (0.2), so at 10 % failures 99.9 %
-///   of calls succeed with 3 attempts. Past it the budget spends `ratio` retries per call, each
+///   every retry is allowed: up to `p` = 0.17 at the defaults (0.2, 4 attempts), so at 11 %
+///   failures (10 % 503 and 1 % dropped connections) a call wants 0.12 retries and `p^4`: 99.98 %
+///   of calls succeed (99.87 % with 3 attempts, `p^3`). Past it the budget spends `ratio` retries per call, each
 ///   succeeding with `1 - p`, and about `(1 - p) * (1 + ratio)` of calls succeed: at 35 %
 ///   failures, 78 % (measured: 79.6 % with 4 attempts in `tests/it/budget.rs`, 79.1 % against a
 ///   loopback server with 30 % 503 and 5 % dropped connections in `tests/load.rs`), where first

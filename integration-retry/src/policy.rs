@@ -88,7 +88,7 @@ pub enum Backoff {
 ///
 /// | setting | default |
 /// | --- | --- |
-/// | [`max_attempts`](Self::with_max_attempts) | 3 (the first attempt included) |
+/// | [`max_attempts`](Self::with_max_attempts) | 4 (the first attempt included: three retries) |
 /// | [`base`](Self::with_base) | 100 ms |
 /// | [`cap`](Self::with_cap) | 20 s |
 /// | [`throttle_base`](Self::with_throttle_base) | 1 s, for 429 and 503 answers |
@@ -98,10 +98,21 @@ pub enum Backoff {
 /// | [`add_idempotency_key`](Self::with_idempotency_key) | `false` |
 /// | [`jitter`](Self::with_jitter) | [`Jitter::random`] |
 ///
+/// # Why four attempts
+///
+/// Three retries, as Polly's default and as issue 12 measured. A call fails only when every attempt
+/// does: with a share `p` of attempts failing independently, `p^max_attempts` of calls fail. An
+/// upstream answering 503 to 10 % of requests and dropping 1 % of connections (`p` = 0.11) fails
+/// 0.11^3 = 0.13 % of calls with three attempts, which misses a 99.9 % promise, and 0.11^4 =
+/// 0.015 % with four (99.98 % succeed). The fourth attempt costs nothing where it matters for load:
+/// the [`RetryBudget`](crate::RetryBudget) still bounds a full outage to 1.2 attempts per call, and at
+/// 11 % failures a call wants `p + p^2 + p^3` = 0.12 retries, under the budget's 0.2.
+///
 /// ```
 /// use integration_retry::{Backoff, RetryPolicy};
 /// use std::time::Duration;
 ///
+/// assert_eq!(RetryPolicy::default().max_attempts(), 4);
 /// let policy = RetryPolicy::default()
 ///     .with_max_attempts(5)
 ///     .with_base(Duration::from_millis(50))
@@ -125,7 +136,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 3,
+            max_attempts: 4,
             base: Duration::from_millis(100),
             cap: Duration::from_secs(20),
             throttle_base: Duration::from_secs(1),

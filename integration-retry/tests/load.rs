@@ -158,7 +158,7 @@ struct Record {
     error: Option<ErrorKind>,
 }
 
-/// The stack at its defaults (3 attempts), with or without a breaker, and a total `deadline`.
+/// The stack at its defaults (4 attempts), with or without a breaker, and a total `deadline`.
 fn stack(
     breaker: bool,
     deadline: Duration,

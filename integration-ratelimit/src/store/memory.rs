@@ -20,9 +20,9 @@ const SHARDS: usize = 32;
 /// # Memory
 ///
 /// At most [`max_keys`](Self::with_max_keys) keys (default 100,000). A key whose permits have all
-/// been earned back and that has no server pause in force carries no information (it behaves exactly
-/// like a new key), so it is evicted first when a shard is full. If every key of a full shard is busy,
-/// the one closest to idle is dropped: that key may briefly get more than its quota, which is the price
+/// been earned back and that has no server pause in force is evicted first when a shard is full
+/// (it then starts over as a new key, its first second at the quota's pace: eviction only makes a
+/// key stricter). If every key of a full shard is busy, the one closest to idle is dropped: that key may briefly get more than its quota, which is the price
 /// of a bound on memory.
 ///
 /// # Clone
@@ -38,6 +38,11 @@ const SHARDS: usize = 32;
 /// let store = MemoryStore::new().with_max_keys(10_000);
 /// let quota = Quota::per_second(2).unwrap();
 /// let key = RateLimitKey::from("github");
+/// // A new key's burst is empty: one permit now, the next in half a second.
+/// assert!(store.try_acquire(&key, &[quota]).is_ok());
+/// assert_eq!(store.try_acquire(&key, &[quota]), Err(Duration::from_millis(500)));
+/// // Idle for a second, it has built up its burst of 2.
+/// tokio::time::advance(Duration::from_secs(1)).await;
 /// assert!(store.try_acquire(&key, &[quota]).is_ok());
 /// assert!(store.try_acquire(&key, &[quota]).is_ok());
 /// // The burst is spent: the next permit is free in half a second.

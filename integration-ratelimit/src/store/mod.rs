@@ -28,7 +28,7 @@ mod redis;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{RedisOptions, RedisStore, SharedKeyState};
+pub use redis::{MAX_REJOIN_KEYS, RedisOptions, RedisStore, SharedKeyState};
 
 /// The future a [`RateLimitStore`] returns.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'static>>;

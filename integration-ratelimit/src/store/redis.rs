@@ -71,7 +71,9 @@ local function gauge(l, now, min_rate, increase, cap)
   return math.floor(rate * 1000)
 end
 local function set_tat(key, tat, now)
-  local ttl = math.ceil((tat - now) / 1000) + 1
+  -- Kept ten minutes past the instant its burst is whole again: a missing key starts as new (a
+  -- second's permits held back), so an idle key keeps the burst it built up for that long.
+  local ttl = math.ceil((tat - now) / 1000) + 600000
   redis.call('SET', key, string.format('%.0f', tat), 'PX', string.format('%.0f', ttl))
 end
 "
@@ -109,7 +111,10 @@ if left > 0 then
 end
 local tats = {}
 for i = 1, n do
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  local stored = redis.call('GET', KEYS[i])
+  local interval = tonumber(ARGV[6 + 2 * i])
+  local tat = now + math.min(tonumber(ARGV[7 + 2 * i]), math.floor(1000000 / interval) * interval)
+  if stored then tat = tonumber(stored) or 0 end
   tats[i] = tat
   local allow = tat - tonumber(ARGV[7 + 2 * i])
   if allow > send then send = allow end
@@ -119,9 +124,8 @@ if adapt then
   l = load_learned(learned_key)
   rate = learned_rate(l, now, min_rate, increase, cap)
   if rate and l.t > send then send = l.t end
-  if l.pu > send then
-    local slot = math.max(send, l.pt)
-    if slot < l.pu then send, paced = slot, true else send = l.pu end
+  if l.pu > send or (l.pu > 0 and l.pt > send) then
+    send, paced = math.max(send, l.pt), true
   end
 end
 local wait = send - now
@@ -315,6 +319,13 @@ impl Default for RedisOptions {
     }
 }
 
+/// The most keys a [`RedisStore`] remembers to seed back into Redis after an outage: as many as its
+/// fallback [`MemoryStore`] holds by default, past which the fallback has no state to seed anyway.
+/// A key beyond it rejoins as a new key (a second's permits held back), without the
+/// server pause seen locally; each is counted in `integration.ratelimit.rejoin_dropped` and the
+/// first of an outage is logged at `warn`.
+pub const MAX_REJOIN_KEYS: usize = MemoryStore::DEFAULT_MAX_KEYS;
+
 /// Keys and their GCRA state in Redis, shared by every replica.
 ///
 /// - **One round trip per call.** One Lua script reads the key's server pause and every quota's state,
@@ -323,8 +334,9 @@ impl Default for RedisOptions {
 ///   answers `NOSCRIPT` (after a restart or a `SCRIPT FLUSH`), so it is loaded once per server.
 /// - **Cluster safe.** Every key of a limiter key shares one hash tag, `{prefix:key}:q0`,
 ///   `{prefix:key}:q1`, `{prefix:key}:pause`, `{prefix:key}:learned`, so a script touches one slot.
-/// - **Bounded.** Every key expires (`PX`) once its permits are earned back or its pause ends; a
-///   learned rate ten minutes after the key's last throttle.
+/// - **Bounded.** A quota's state expires (`PX`) ten minutes after its permits are all earned back
+///   (a key unseen that long starts over as new: its first second at the quota's pace), a pause
+///   when it ends, a learned rate ten minutes after the key's last throttle.
 /// - **Server pauses are shared**: a pause is a Redis key with a `PX` expiry, seen by every replica (and
 ///   mirrored in the local fallback).
 /// - **Learned rates are shared**: what a key learned from the server ([`Adaptation`](crate::Adaptation):
@@ -349,7 +361,7 @@ impl Default for RedisOptions {
 ///   one script raises the key's state to "no permit before this replica's next local one, no burst
 ///   after it" and copies a server pause seen locally, so nobody gets a fresh burst on top of what
 ///   the fallbacks granted. Seeding only ever raises state (`max`), so replicas rejoining together
-///   agree.
+///   agree. At most [`MAX_REJOIN_KEYS`] keys wait for their seed.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -394,6 +406,8 @@ struct Inner {
     /// Redis on its first call there.
     rejoin: Mutex<HashSet<RateLimitKey>>,
     rejoin_pending: AtomicBool,
+    /// The rejoin set overflowed since it was last empty (logged once).
+    rejoin_overflow: AtomicBool,
     calls: AtomicU64,
 }
 
@@ -425,6 +439,7 @@ impl RedisStore {
                 on_fallback: AtomicBool::new(false),
                 rejoin: Mutex::new(HashSet::new()),
                 rejoin_pending: AtomicBool::new(false),
+                rejoin_overflow: AtomicBool::new(false),
                 calls: AtomicU64::new(0),
             }),
         }
@@ -570,16 +585,31 @@ impl RedisStore {
     }
 
     /// Remembers that the fallback decided for `key`; true when it is the first time since Redis was
-    /// last used for it.
+    /// last used for it, and also when the key cannot be remembered (the set holds
+    /// [`MAX_REJOIN_KEYS`] already): its fallback state is then raised on every call, the strict
+    /// side.
     fn mark_for_rejoin(&self, key: &RateLimitKey) -> bool {
         let mut rejoin = self
             .inner
             .rejoin
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let first = rejoin.insert(key.clone());
         self.inner.rejoin_pending.store(true, Ordering::Release);
-        first
+        if rejoin.len() >= MAX_REJOIN_KEYS && !rejoin.contains(key.as_str()) {
+            drop(rejoin);
+            metrics::counter!(names::RATE_LIMIT_REJOIN_DROPPED, names::INTEGRATION => self.inner.label.clone())
+                .increment(1);
+            if !self.inner.rejoin_overflow.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    { names::INTEGRATION } = %self.inner.label,
+                    max = MAX_REJOIN_KEYS,
+                    "Redis rate limit store: too many keys decided on the fallback to seed them all \
+                     back into Redis; the others rejoin as new keys (no burst, no local pause copied)"
+                );
+            }
+            return true;
+        }
+        rejoin.insert(key.clone())
     }
 
     /// Takes `key` out of the keys to seed; true when it was there.
@@ -595,6 +625,7 @@ impl RedisStore {
         let taken = rejoin.remove(key.as_str());
         if rejoin.is_empty() {
             self.inner.rejoin_pending.store(false, Ordering::Release);
+            self.inner.rejoin_overflow.store(false, Ordering::Release);
         }
         taken
     }
@@ -959,5 +990,46 @@ impl SharedKeyState {
             quotas,
             adaptive,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use integration_core::redis::SharedRedisConfig;
+
+    /// Regression (issue 13 follow-up): the set of keys waiting to be seeded back into Redis grew
+    /// without bound during an outage. It holds at most `MAX_REJOIN_KEYS`; a key past that is
+    /// reported as a first local decision every time (its fallback state raised: no burst), and the
+    /// set accepts keys again once it has emptied.
+    #[tokio::test]
+    async fn the_keys_waiting_to_rejoin_are_capped() {
+        // Connected on first use: this test never uses it.
+        let connection =
+            SharedRedis::open("redis://127.0.0.1:1", SharedRedisConfig::default()).unwrap();
+        let store = RedisStore::new(connection, "cap", RedisOptions::new());
+        for i in 0..MAX_REJOIN_KEYS {
+            assert!(store.mark_for_rejoin(&RateLimitKey::from(format!("k{i}"))));
+        }
+        // Already there: not a first time.
+        assert!(!store.mark_for_rejoin(&RateLimitKey::from("k0")));
+        let extra = RateLimitKey::from("one too many");
+        assert!(store.mark_for_rejoin(&extra));
+        assert!(
+            store.mark_for_rejoin(&extra),
+            "never remembered: strict every time"
+        );
+        assert_eq!(store.inner.rejoin.lock().unwrap().len(), MAX_REJOIN_KEYS);
+        assert!(store.inner.rejoin_overflow.load(Ordering::Acquire));
+        assert!(!store.take_for_rejoin(&extra));
+        for i in 0..MAX_REJOIN_KEYS {
+            assert!(store.take_for_rejoin(&RateLimitKey::from(format!("k{i}"))));
+        }
+        assert!(!store.inner.rejoin_overflow.load(Ordering::Acquire));
+        assert!(store.mark_for_rejoin(&extra));
+        assert!(
+            !store.mark_for_rejoin(&extra),
+            "remembered once there is room"
+        );
     }
 }

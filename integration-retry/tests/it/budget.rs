@@ -15,7 +15,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use crate::common::*;
 
 /// Runs `rate` calls per second for `seconds` of paused time against an upstream that always answers
-/// 503, with the default policy (3 attempts, full jitter) and the default budget (20 % over 10 s,
+/// 503, with the default policy (4 attempts, full jitter) and the default budget (20 % over 10 s,
 /// floor 10/s).
 /// Returns (calls, attempts, elapsed).
 async fn outage(rate: u64, seconds: u64) -> (u64, u64, Duration) {

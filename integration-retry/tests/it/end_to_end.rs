@@ -163,8 +163,8 @@ async fn a_refused_connection_is_retried_then_reported_as_connect() {
     assert!(error.is_connect(), "{error:#}");
     assert_eq!(
         error.attempts(),
-        3,
-        "connect failures retry for every method"
+        4,
+        "connect failures retry for every method (4 attempts by default)"
     );
 }
 

@@ -203,19 +203,24 @@ async fn status_table_retryable_and_final_statuses() {
 #[tokio::test(start_paused = true)]
 async fn final_error_status_is_returned_as_the_response_with_attempts() {
     let (call, mut handle) = spawn_call(layer(half()), request("GET"));
-    for _ in 0..3 {
+    // The default of 4 attempts.
+    for _ in 0..4 {
         answer(&mut handle, status(502)).await;
     }
     let response = call.await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     let attempts = attempts_of(&response);
-    assert_eq!(attempts.count(), 3);
+    assert_eq!(attempts.count(), 4);
     assert_eq!(
         attempts.reasons(),
-        &[RetryReason::ServerError, RetryReason::ServerError]
+        &[
+            RetryReason::ServerError,
+            RetryReason::ServerError,
+            RetryReason::ServerError
+        ]
     );
-    // Jitter 1/2, base 100 ms: 50 ms then 100 ms.
-    assert_eq!(attempts.waited(), Duration::from_millis(150));
+    // Jitter 1/2, base 100 ms: 50 ms, 100 ms then 200 ms.
+    assert_eq!(attempts.waited(), Duration::from_millis(350));
     assert_no_more_attempts(&mut handle).await;
 }
 
@@ -470,7 +475,7 @@ async fn final_error_carries_attempts_and_integration_name() {
         .extensions_mut()
         .insert(IntegrationName::new("github"));
     let (call, mut handle) = spawn_call(layer(half()), request);
-    for _ in 0..3 {
+    for _ in 0..4 {
         fail(
             &mut handle,
             io::Error::from(io::ErrorKind::ConnectionRefused),
@@ -479,12 +484,12 @@ async fn final_error_carries_attempts_and_integration_name() {
     }
     let error = error_of(call.await.unwrap());
     assert!(error.is_connect());
-    assert_eq!(error.attempts(), 3);
+    assert_eq!(error.attempts(), 4);
     assert_eq!(error.integration(), Some("github"));
     assert!(
         error
             .to_string()
-            .starts_with("integration `github`, attempt 3:"),
+            .starts_with("integration `github`, attempt 4:"),
         "{error}"
     );
 }
