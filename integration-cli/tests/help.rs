@@ -18,6 +18,7 @@ const COMMANDS: &[&[&str]] = &[
     &["config", "put"],
     &["config", "rollback"],
     &["status"],
+    &["serve"],
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

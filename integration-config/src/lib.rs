@@ -89,12 +89,12 @@ pub use model::limits;
 pub use model::{
     AdaptiveConfig, ApiKeyAuth, AuthConfig, BasicAuth, BearerAuth, BreakerConfig, BudgetConfig,
     CacheConfig, CacheCredentials, CacheOverride, ClientAuth, Config, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_INITIAL_WINDOW, DEFAULT_JWT_TTL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_SERVER_PAUSE, DEFAULT_MAX_WAIT,
-    DEFAULT_REDIS_COMMAND_TIMEOUT, DEFAULT_REDIS_CONNECT_TIMEOUT, DEFAULT_REDIS_KEY_PREFIX,
-    DEFAULT_SKEW, DEFAULT_TIMEOUT, IntegrationConfig, IntegrationConfigBuilder, Jitter,
-    JwtAlgorithm, JwtAuth, JwtBearerGrant, LogConfig, LogLevel, OAuth2ClientCredentials,
-    OAuth2RefreshToken, ProxyConfig, ProxyServer, QuotaConfig, RateLimitConfig, RedisConfig,
-    RetryConfig, StoreKind, TlsConfig,
+    DEFAULT_INITIAL_WINDOW, DEFAULT_JWT_TTL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_SERVER_PAUSE,
+    DEFAULT_MAX_WAIT, DEFAULT_REDIS_COMMAND_TIMEOUT, DEFAULT_REDIS_CONNECT_TIMEOUT,
+    DEFAULT_REDIS_KEY_PREFIX, DEFAULT_SKEW, DEFAULT_TIMEOUT, IntegrationConfig,
+    IntegrationConfigBuilder, Jitter, JwtAlgorithm, JwtAuth, JwtBearerGrant, LogConfig, LogLevel,
+    OAuth2ClientCredentials, OAuth2RefreshToken, ProxyConfig, ProxyServer, QuotaConfig,
+    RateLimitConfig, RedisConfig, RetryConfig, StoreKind, TlsConfig,
 };
 pub use secret::{REDACTED_MARKER, Secret, SecretError, SecretSource};
 pub use snapshot::Snapshot;

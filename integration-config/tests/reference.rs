@@ -31,10 +31,12 @@ attempt_timeout = "1s"
 tls = { native_roots = true, ca_files = ["/ca.pem"], client_cert_file = "/c.pem", client_key_file = "/k.pem" }
 rate_limit = { quotas = [{ rate = 10, per = "1s", burst = 5 }], max_concurrency = 4 }
 retry = { budget = { ratio = 0.1 } }
+cache = { enabled = true, overrides = [{ path = "/x", ttl = "1m" }] }
 
 [integrations.api_key]
 base_url = "https://a.example"
 auth = { type = "api_key", key = "k", header = "x-key" }
+proxy = { url = "http://proxy.example:3128", username = "u", password = "p", no_proxy = [".example"] }
 
 [integrations.basic]
 base_url = "https://b.example"
