@@ -674,7 +674,7 @@ async fn a_throttle_observed_during_an_outage_is_seeded_into_redis_on_its_return
     let refused = limiter.acquire(&key).await.unwrap_err();
     assert!(refused.is_by_server(), "{refused:?}");
 
-    server.restart();
+    server.restart().expect("own redis-server restarts");
     let back = Instant::now();
     while store.is_on_fallback() {
         assert!(
