@@ -140,6 +140,8 @@ impl RateLimiter {
 
     /// The Redis store, when this limiter keeps its state in Redis ([`RateLimiter::redis`]): for
     /// read-only inspection with [`RedisStore::inspect`].
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_store(&self) -> Option<&RedisStore> {
         match &self.shared.backend {
             Backend::Redis(store) => Some(store),
@@ -294,6 +296,7 @@ impl RateLimiter {
     /// starting together send about one window between them.
     pub(crate) fn flight(&self, key: &RateLimitKey, initial_window: usize) -> Option<Arc<Flight>> {
         let window = match &self.shared.backend {
+            #[cfg(feature = "redis")]
             Backend::Redis(store) if initial_window > 0 => {
                 let replicas = store.options().expected_replicas().max(1) as usize;
                 (initial_window / replicas).max(1)
