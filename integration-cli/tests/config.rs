@@ -15,7 +15,7 @@ timeout = "20s"
 [integrations.stripe]
 base_url = "https://api.stripe.com/v1/"
 auth = { type = "bearer", token = "${env:CLI_TEST_STRIPE_KEY}" }
-retry = { max_attempts = 4 }
+retry = { max_attempts = 5 }
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +113,7 @@ async fn show_prints_the_effective_configuration_with_secrets_as_references() {
         .run()
         .await
         .expect_code(0);
-    assert_eq!(json.json()["retry"]["max_attempts"], 4);
+    assert_eq!(json.json()["retry"]["max_attempts"], 5);
     json.assert_hides(SECRET);
 
     // A plaintext secret in the file is shown as the marker, never as itself.
@@ -159,13 +159,13 @@ async fn diff_of_two_files_shows_the_changed_lines_and_exits_1() {
     let b = file(
         dir.path(),
         "b.toml",
-        &GOOD.replace("max_attempts = 4", "max_attempts = 6"),
+        &GOOD.replace("max_attempts = 5", "max_attempts = 6"),
     );
     let run = cli(["config", "diff", a.to_str().unwrap(), b.to_str().unwrap()])
         .run()
         .await
         .expect_code(1);
-    assert!(run.stdout.contains("-max_attempts = 4"), "{}", run.stdout);
+    assert!(run.stdout.contains("-max_attempts = 5"), "{}", run.stdout);
     assert!(run.stdout.contains("+max_attempts = 6"), "{}", run.stdout);
     let same = cli([
         "config",
@@ -188,7 +188,7 @@ async fn colour_only_when_asked_for_and_never_with_no_color() {
     let b = file(
         dir.path(),
         "b.toml",
-        &GOOD.replace("max_attempts = 4", "max_attempts = 6"),
+        &GOOD.replace("max_attempts = 5", "max_attempts = 6"),
     );
     let diff = || cli(["config", "diff", a.to_str().unwrap(), b.to_str().unwrap()]);
     let piped = diff().run().await.expect_code(1);
@@ -199,7 +199,7 @@ async fn colour_only_when_asked_for_and_never_with_no_color() {
     );
     let forced = diff().env("CLICOLOR_FORCE", "1").run().await.expect_code(1);
     assert!(
-        forced.stdout.contains("\x1b[31m-max_attempts = 4"),
+        forced.stdout.contains("\x1b[31m-max_attempts = 5"),
         "{:?}",
         forced.stdout
     );
@@ -392,7 +392,7 @@ async fn put_list_history_rollback_and_diff_against_postgres_record_who_and_why(
         .run()
         .await
         .expect_code(1);
-    assert!(diff.stdout.contains("-max_attempts = 4"), "{}", diff.stdout);
+    assert!(diff.stdout.contains("-max_attempts = 5"), "{}", diff.stdout);
     db(&["config", "diff", "stripe@1", "stripe@3"])
         .run()
         .await
@@ -415,7 +415,7 @@ async fn put_list_history_rollback_and_diff_against_postgres_record_who_and_why(
     .expect_code(0)
     .json();
     assert_eq!(
-        shown["retry"]["max_attempts"], 3,
+        shown["retry"]["max_attempts"], 4,
         "version 3 is version 1's default"
     );
 

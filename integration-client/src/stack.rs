@@ -988,8 +988,7 @@ pub fn build_stack_without(
     })
 }
 
-/// The top of a stack with the log layer: the log layer over `service`, the body boxed, the whole
-/// boxed once.
+/// The top of a stack with the log layer: the log layer over `service`, then as [`unlogged`].
 fn logged<S, B>(policy: &LogPolicy, service: S) -> HttpService
 where
     S: tower::Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -998,11 +997,7 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let service = ServiceBuilder::new()
-        .map_response(|response: Response<_>| response.map(ResponseBody::new))
-        .layer(LogLayer::new(policy.clone()))
-        .service(service);
-    HttpService::new(service)
+    unlogged(policy, LogLayer::new(policy.clone()).layer(service))
 }
 
 /// The top of a stack without the log layer (`StackLayer::Log` left out): the body boxed, the
