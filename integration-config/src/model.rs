@@ -607,9 +607,10 @@ impl<'de> Deserialize<'de> for ProxyConfig {
                     "environment" => Ok(ProxyConfig::Environment),
                     url => Url::parse(url)
                         .map(|url| ProxyConfig::Server(ProxyServer::new(url)))
-                        .map_err(|_| {
-                            E::custom("expected \"none\", \"off\", \"environment\" or a proxy URL")
-                        }),
+                        // serde's own shape (`invalid value: string "..", expected ..`), whose
+                        // value the configuration's errors drop (it may hold credentials) and
+                        // whose expectation they keep.
+                        .map_err(|_| E::invalid_value(de::Unexpected::Str(url), &self)),
                 }
             }
 
