@@ -63,6 +63,9 @@ proptest! {
         if let Some(pair) = &before {
             let before_name = pair.split('=').next().unwrap_or("");
             prop_assume!(!before_name.eq_ignore_ascii_case(&name));
+            // A `before` pair under a secret-like name (`otp=a`, a failure proptest found in CI) is
+            // rightly redacted by the name rule: only an innocent one must be shown as it is.
+            prop_assume!(!Redactor::default().is_sensitive(before_name));
         }
         let secret = format!("S3cr3t{secret}");
         let query = match &before {
