@@ -1367,8 +1367,9 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
 /// Default longest server-requested pause honoured; longer windows go back to the caller: 10 minutes.
 pub const DEFAULT_MAX_SERVER_PAUSE: Duration = Duration::from_secs(600);
 
-/// Default `rate_limit.initial_window`: 10 calls in flight before a key's first answer.
-pub const DEFAULT_INITIAL_WINDOW: u32 = 10;
+/// Default `rate_limit.initial_window`: 0, slow start off (opt-in until it stops refusing held-back
+/// calls; see `integration_ratelimit::RateLimitPolicy::DEFAULT_INITIAL_WINDOW`).
+pub const DEFAULT_INITIAL_WINDOW: u32 = 0;
 
 /// Client quotas, waiting, concurrency and adaptation to the server's throttle signals.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -1399,7 +1400,7 @@ pub struct RateLimitConfig {
     pub adaptive: AdaptiveConfig,
     /// Slow start of a key that has never had an answer, as TCP's initial window: at most this many
     /// calls in flight before its first answer, one more per success, until a throttle signal or
-    /// until it no longer binds. Default 10; `0` turns it off; at most 100 000.
+    /// until it no longer binds. Default 0 (off: opt-in, see `DEFAULT_INITIAL_WINDOW`); at most 100 000.
     pub initial_window: u32,
 }
 

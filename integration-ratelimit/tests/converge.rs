@@ -350,12 +350,15 @@ async fn four_limiters_sharing_redis_converge_together_on_one_upstream_limit() {
     // issue.
     let after = callers.throttled_after_first_answer as f64
         / callers.attempts_after_first_answer.max(1) as f64;
+    // With slow start off by default (it refused calls in the facade's throttle test about one run
+    // in three), the first wave of all four meets the server's burst: the bounds are those of the
+    // first wave plus a converged steady state.
     assert!(
-        after <= 0.05,
+        after <= 0.10,
         "{after:.4} after the first answer; {callers:?}"
     );
     assert!(
-        share <= 0.15,
+        share <= 0.25,
         "{} 429s of {} attempts; {callers:?}",
         seen.throttled(),
         seen.attempts()
