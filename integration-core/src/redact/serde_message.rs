@@ -26,9 +26,9 @@ const KINDS: &[&str] = &[
 /// expected, never the value itself.
 ///
 /// serde words its errors `invalid type: <what> <value>, expected <what the type wanted>`,
-/// `invalid value: ...`, `unknown variant `<value>`, expected ...`, `invalid length <n>, expected
-/// ...`: the value is dropped, the rest kept. `unknown field `<name>``, `missing field `<name>`` and
-/// `duplicate field `<name>`` name a field, not a value, and stay as they are. Any other message (a
+/// `invalid value: ...`, ``unknown variant `<value>`, expected ...``, `invalid length <n>, expected
+/// ...`: the value is dropped, the rest kept. ``unknown field `<name>` ``, ``missing field `<name>` ``
+/// and ``duplicate field `<name>` `` name a field, not a value, and stay as they are. Any other message (a
 /// custom `Deserialize` impl's, which may quote anything) becomes `invalid value`.
 ///
 /// For a decoder that must not show the fields of a document either (a response body's keys are
