@@ -643,6 +643,56 @@ mod tests {
     }
 
     #[test]
+    /// Regression (issue 13, found by the chaos suite's ratelimit-headers scenario): a caller the
+    /// server's pace would hold past its wait bound was refused before being sent (65 % of that
+    /// scenario's calls); it now waits for the reset instead.
+    fn a_caller_the_pace_would_hold_past_its_wait_waits_for_the_reset() {
+        let adapt = adapt(f64::INFINITY);
+        let (mut tats, mut pause, mut learned) = (Vec::new(), Pause::default(), Learned::default());
+        let now = SECOND;
+        let signal = Signal {
+            pause: 0,
+            status: Some(StatusCode::OK),
+            throttled: false,
+            age: 0,
+            remaining: Some((10, 500 * MS)),
+        };
+        observe(
+            &mut tats,
+            &mut pause,
+            &mut learned,
+            &[],
+            Some(&adapt),
+            now,
+            signal,
+        );
+        let bounds = Bounds {
+            max_wait: 520 * MS,
+            max_server_pause: u64::MAX,
+        };
+        let mut sends = Vec::new();
+        for _ in 0..12 {
+            match decide(
+                &mut tats,
+                pause,
+                &mut learned,
+                &[],
+                Some(&adapt),
+                now,
+                bounds,
+            ) {
+                Decision::Granted { wait } => sends.push(wait.as_nanos() as u64),
+                Decision::Denied { .. } => panic!("refused: {sends:?}"),
+            }
+        }
+        // Ten at the pace, the eleventh at its next slot (500 ms, within the bound), the twelfth
+        // (its slot at 550 ms is past the bound) at the reset, not refused.
+        let mut expected: Vec<u64> = (0..11).map(|i| i * 50 * MS).collect();
+        expected.push(500 * MS);
+        assert_eq!(sends, expected);
+    }
+
+    #[test]
     fn the_servers_counters_pace_the_key() {
         let adapt = adapt(f64::INFINITY);
         let mut tats = Vec::new();
