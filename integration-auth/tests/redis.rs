@@ -12,15 +12,11 @@ use integration_auth::{
     AuthContext, AuthLayer, ClientCredentials, CredentialProvider, RedisTokenStore, RefreshToken,
     TokenCacheConfig, TokenStore,
 };
-use integration_core::testing::RedisServer;
+use integration_core::testing::{RedisServer, delete_prefixed, redis_url};
 use secrecy::{ExposeSecret, SecretString};
 use tower::{ServiceBuilder, ServiceExt};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer};
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 /// One replica's store: its own connection, the shared prefix.
 async fn store(prefix: &str) -> RedisTokenStore {
@@ -28,24 +24,6 @@ async fn store(prefix: &str) -> RedisTokenStore {
     RedisTokenStore::connect(&url, prefix)
         .await
         .unwrap_or_else(|error| panic!("Redis at {url} (REDIS_URL) is unreachable: {error:#}"))
-}
-
-/// Removes a test's keys from the shared Redis (never FLUSHDB: others use it too).
-async fn clean(prefix: &str) {
-    let raw = redis::Client::open(redis_url()).unwrap();
-    let mut connection = raw.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{prefix}:*"))
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        redis::cmd("DEL")
-            .arg(keys)
-            .query_async::<()>(&mut connection)
-            .await
-            .unwrap();
-    }
 }
 
 fn unique_prefix() -> String {
@@ -91,7 +69,7 @@ async fn two_replicas_sharing_redis_fetch_one_token_between_them() {
         assert_eq!(response.unwrap().unwrap().body(), "Bearer shared-tok");
     }
     server.verify().await;
-    clean(&prefix).await;
+    delete_prefixed(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +113,7 @@ async fn a_replica_that_starts_later_reads_the_token_from_redis() {
         .unwrap();
     assert!(ttl > 3_400_000 && ttl <= 3_540_000, "ttl {ttl}");
     server.verify().await;
-    clean(&prefix).await;
+    delete_prefixed(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +166,7 @@ async fn a_401_in_one_replica_is_not_answered_with_the_same_token_from_redis() {
         ]
     );
     server.verify().await;
-    clean(&prefix).await;
+    delete_prefixed(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +199,7 @@ async fn a_rotated_refresh_token_is_written_to_redis_for_every_replica() {
     let stored = redis.load_refresh_token("crm").await.unwrap().unwrap();
     assert_eq!(stored.expose_secret(), "refresh-2");
     server.verify().await;
-    clean(&prefix).await;
+    delete_prefixed(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,7 +282,7 @@ async fn tokens_in_redis_are_encrypted_with_the_configured_key() {
         .unwrap_err();
     assert!(error.is_config());
     server.verify().await;
-    clean(&prefix).await;
+    delete_prefixed(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,5 +395,5 @@ async fn inspect_tells_whether_a_token_is_cached_and_when_it_expires_never_the_t
     assert!(!after.refreshing);
     assert!(!format!("{after:?}").contains("inspected-tok"));
     server.verify().await;
-    clean(&prefix).await;
+    delete_prefixed(&prefix).await;
 }

@@ -12,12 +12,9 @@ use common::{Client, Upstream, get, get_as, send};
 use http::Request;
 use integration_cache::{CacheConfig, CacheLayer, CacheStatus, CacheStore, HashKey, RedisConfig};
 use integration_core::redis::{SharedRedis, SharedRedisConfig};
+use integration_core::testing::redis_url;
 use redis_common::PrivateRedis;
 use tower::Layer;
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 /// A key prefix no other test (or run) uses.
 fn prefix(test: &str) -> String {

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{cli, file, redis_url};
+use common::{cli, file};
+use integration_core::testing::{delete_prefixed, redis_url};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -11,22 +12,6 @@ const TOKEN: &str = "at-9d2e-status-never-prints-this";
 const CLIENT_SECRET: &str = "cs-77aa-never-print";
 
 /// Removes a test's keys from the shared Redis (never FLUSHDB: others use it too).
-async fn clean(prefix: &str) {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{prefix}:*"))
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        redis::cmd("DEL")
-            .arg(keys)
-            .query_async::<()>(&mut connection)
-            .await
-            .unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_the_shared_pause_and_the_cached_token_never_the_token() {
@@ -140,5 +125,5 @@ async fn status_shows_the_shared_pause_and_the_cached_token_never_the_token() {
         .await
         .expect_code(9);
     server.verify().await;
-    clean(&prefix).await;
+    delete_prefixed(&prefix).await;
 }

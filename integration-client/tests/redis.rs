@@ -6,13 +6,10 @@ use std::time::Duration;
 
 use integration_client::Client;
 use integration_config::Config;
+use integration_core::testing::redis_url;
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 fn config(server: &MockServer, prefix: &str) -> Config {
     let text = format!(

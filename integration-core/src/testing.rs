@@ -66,6 +66,40 @@ mod redis_server;
 
 pub use redis_server::RedisServer;
 
+/// The shared Redis the tests use: `REDIS_URL`, by default `redis://127.0.0.1:6379` (the machine's
+/// instance; never stopped or flushed by a test, see [`delete_prefixed`]).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Deletes the keys of the shared Redis under a test's own prefix (`{prefix}:*`, the hash tag every
+/// Redis-backed layer puts its prefix in), so a test cleans up after itself without touching any
+/// other test's keys.
+///
+/// # Panics
+///
+/// When Redis at [`redis_url`] cannot be reached: the test cannot mean anything without it.
+#[cfg(feature = "redis")]
+pub async fn delete_prefixed(prefix: &str) {
+    let client = ::redis::Client::open(redis_url()).expect("REDIS_URL is a Redis URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the shared Redis is reachable");
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{{{prefix}:*"))
+        .query_async(&mut connection)
+        .await
+        .expect("KEYS");
+    if !keys.is_empty() {
+        ::redis::cmd("DEL")
+            .arg(keys)
+            .query_async::<()>(&mut connection)
+            .await
+            .expect("DEL");
+    }
+}
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;

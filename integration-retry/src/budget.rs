@@ -116,8 +116,8 @@ fn charged(totals: [u64; 3]) -> u64 {
 }
 
 impl Default for RetryBudget {
-    /// Failed retries at most 20 % of requests over 10 s, with a floor of 10 retries per second;
-    /// successful retries refunded.
+    /// Retries at most 20 % of requests over 10 s, with a floor of 10 retries per second; refunds
+    /// off (every charged retry stays charged).
     fn default() -> Self {
         Self::new(Duration::from_secs(10), 10, 0.2)
     }

@@ -6,7 +6,8 @@
 //!   `--duration 5`, `--scenarios raw-hyper,full-stack`...). It writes `BENCHMARKS.md` and
 //!   `benchmarks.json` at the workspace root.
 //!   Then `bench gateway`: the gateway's overhead against the stack in-process, at 1,000 and
-//!   5,000 calls a second (printed).
+//!   5,000 calls a second, and `bench cache`: the response cache's figures, each in its own
+//!   section of `BENCHMARKS.md`.
 //! - `cargo xtask bench --smoke`: every scenario for a fraction of a second and every criterion
 //!   benchmark once, in the debug profile CI already built; fails unless each scenario completed
 //!   calls without an error. It writes nothing. `cargo xtask ci` runs it last.
@@ -135,8 +136,9 @@ fn run_all(options: &Options) -> Result<(), String> {
         .env("REDIS_URL", &redis);
     let env = [format!("REDIS_URL={}", crate::service_url::redact(&redis))];
     suite::run_command(SPEC.name, &mut command, &suite::shown(&env, &binary, &args))?;
-    // The gateway's overhead (issue 18): printed, not written to the report files.
-    let gateway_args = gateway_bench_args(smoke);
+    // The gateway's overhead (issue 18) and the cache's figures (issue 16): their own sections of
+    // BENCHMARKS.md, after the scenarios' report (printed only in the smoke).
+    let gateway_args = gateway_bench_args(smoke, &root);
     let mut command = Command::new(&binary);
     command.args(&gateway_args).current_dir(&root);
     suite::run_command(
@@ -144,10 +146,7 @@ fn run_all(options: &Options) -> Result<(), String> {
         &mut command,
         &suite::shown(&[], &binary, &gateway_args),
     )?;
-    // The cache's figures (issue 16), apart from the scenarios: `bench cache [--smoke]`.
-    let cache_args: Vec<String> = std::iter::once("cache".to_owned())
-        .chain(smoke.then(|| "--smoke".to_owned()))
-        .collect();
+    let cache_args = section_args("cache", smoke, &root);
     let mut command = Command::new(&binary);
     command
         .args(&cache_args)
@@ -161,10 +160,19 @@ fn run_all(options: &Options) -> Result<(), String> {
 }
 
 /// The arguments of the gateway's overhead benchmark.
-fn gateway_bench_args(smoke: bool) -> Vec<String> {
-    let mut args = vec!["gateway".to_owned()];
+fn gateway_bench_args(smoke: bool, root: &Path) -> Vec<String> {
+    section_args("gateway", smoke, root)
+}
+
+/// The arguments of a subcommand that adds its own section to `BENCHMARKS.md` (`--out` the
+/// workspace root), or only prints it in the smoke.
+fn section_args(subcommand: &str, smoke: bool, root: &Path) -> Vec<String> {
+    let mut args = vec![subcommand.to_owned()];
     if smoke {
         args.push("--smoke".to_owned());
+    } else {
+        args.push("--out".to_owned());
+        args.push(root.display().to_string());
     }
     args
 }
@@ -207,8 +215,16 @@ mod tests {
 
     #[test]
     fn the_gateway_overhead_runs_after_the_benchmark_and_briefly_in_the_smoke() {
-        assert_eq!(gateway_bench_args(false), ["gateway"]);
-        assert_eq!(gateway_bench_args(true), ["gateway", "--smoke"]);
+        let root = Path::new("/repo");
+        assert_eq!(
+            gateway_bench_args(false, root),
+            ["gateway", "--out", "/repo"]
+        );
+        assert_eq!(gateway_bench_args(true, root), ["gateway", "--smoke"]);
+        assert_eq!(
+            section_args("cache", false, root),
+            ["cache", "--out", "/repo"]
+        );
     }
 
     #[test]

@@ -130,6 +130,3 @@ pub fn file(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}

@@ -54,8 +54,7 @@ impl CacheFigures {
             None => "not measured (no Redis)".to_owned(),
         };
         format!(
-            "## Cache (issue 16)\n\n\
-             | figure | value |\n| --- | --- |\n\
+            "| figure | value |\n| --- | --- |\n\
              | memory hit, full stack | {:.1} µs |\n\
              | loopback miss, full stack | {:.1} µs |\n\
              | hit / miss | {:.3} |\n\

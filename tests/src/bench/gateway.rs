@@ -8,7 +8,8 @@
 //! HTTP hop. The gateway runs with caller authentication on, as it would in production.
 //!
 //! `bench gateway [--smoke] [--rates 1000,5000] [--duration SECS] [--warmup SECS]` prints the
-//! table; `cargo xtask bench` runs it after the end-to-end benchmark.
+//! table (`--out DIR`: also into `DIR/BENCHMARKS.md`, its own section); `cargo xtask bench` runs it
+//! after the end-to-end benchmark.
 //!
 //! [`server::serve`]: super::server::serve
 
@@ -59,6 +60,26 @@ impl GatewayBenchSettings {
             duration: Duration::from_millis(300),
         }
     }
+}
+
+/// One paragraph on how the windows were run, above the table in `BENCHMARKS.md`.
+pub fn describe(settings: &GatewayBenchSettings, threads: usize) -> String {
+    let rates: Vec<String> = settings
+        .rates
+        .iter()
+        .map(|rate| format!("{rate:.0}"))
+        .collect();
+    format!(
+        "Open loop at {} calls a second, {:.1} s of warm-up then a {:.1} s window each, on a \
+         {threads}-thread runtime; the same full stack \
+         (`integration_tests::bench::scenario::full_stack_toml`, memory limiter) called \
+         in-process, then through `integration serve` on loopback with caller authentication on; \
+         the upstream is the benchmark's loopback server, in this process. Latency from each \
+         call's due time.\n",
+        rates.join(" and "),
+        settings.warmup.as_secs_f64(),
+        settings.duration.as_secs_f64()
+    )
 }
 
 /// One measured window.

@@ -9,11 +9,12 @@
 //! bench worker [--threads N] JSON    one scenario in its own process (started by the benchmark)
 //! bench count JSON                   a fixed number of calls (run under callgrind by the benchmark)
 //! bench gateway [--smoke] [--rates 1000,5000] [--duration SECS] [--warmup SECS] [--threads N]
-//!                                    the gateway's overhead against the stack in-process
-//! bench cache [--smoke]              the cache's figures (issue 16): memory hit / miss, Redis hits/s
+//!               [--out DIR]          the gateway's overhead against the stack in-process
+//! bench cache [--smoke] [--out DIR]  the cache's figures (issue 16): memory hit / miss, Redis hits/s
 //! ```
 //!
-//! Without `--out` the report is printed, not written. `--smoke` runs every scenario once for a
+//! Without `--out` the report is printed, not written; `gateway` and `cache` with `--out` put their
+//! table in its own section of `DIR/BENCHMARKS.md`, after the scenarios' report. `--smoke` runs every scenario once for a
 //! fraction of a second and fails unless each completed calls without a single error; it makes the
 //! count runs' calls too, without valgrind.
 
@@ -37,7 +38,9 @@ Usage: bench [OPTIONS]           run every scenario, print the report (or write 
        bench worker JSON         one scenario in its own process (the benchmark starts it itself)
        bench count JSON          a fixed number of calls (the benchmark runs it under callgrind)
        bench gateway [--smoke] [--rates 1000,5000] [--duration SECS] [--warmup SECS] [--threads N]
-                                 the gateway's overhead against calling the stack in-process
+                     [--out DIR] the gateway's overhead against calling the stack in-process
+       bench cache [--smoke] [--out DIR]
+                                 the response cache's figures
 
 Options:
   --smoke               every scenario briefly; fail unless each completed calls with no error
@@ -91,7 +94,12 @@ fn main() -> ExitCode {
 /// The smoke run only checks that every call is answered as expected.
 fn run_cache(args: &[String]) -> Result<(), BoxError> {
     use integration_tests::bench::cache;
-    let smoke = args.iter().any(|arg| arg == "--smoke");
+    let mut args = args.to_vec();
+    let smoke = take_flag(&mut args, "--smoke");
+    let out = take_value(&mut args, "--out")?.map(std::path::PathBuf::from);
+    if !args.is_empty() {
+        return Err(format!("bench cache: unknown arguments {args:?}").into());
+    }
     let (calls, window) = if smoke {
         (50, Duration::from_millis(200))
     } else {
@@ -103,7 +111,39 @@ fn run_cache(args: &[String]) -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     let figures = runtime.block_on(cache::measure(calls, window, Some(&redis)))?;
-    print!("{}", figures.markdown());
+    println!("{CACHE_HEADING}\n\n{}", figures.markdown());
+    if let Some(out) = out {
+        write_section(&out, CACHE_HEADING, &figures.markdown())?;
+    }
+    Ok(())
+}
+
+/// The heading of the cache's section in `BENCHMARKS.md`.
+const CACHE_HEADING: &str = "## The response cache (`bench cache`)";
+
+/// The heading of the gateway's section in `BENCHMARKS.md`.
+const GATEWAY_HEADING: &str = "## The gateway against the stack in-process (`bench gateway`)";
+
+/// Puts `body` under `heading` in `DIR/BENCHMARKS.md`, in place of the section of that heading if
+/// the file has one (up to the next `## ` heading), else at its end. `cargo xtask bench` rewrites
+/// the file with the scenarios first, then adds the gateway's and the cache's sections this way.
+fn write_section(out: &std::path::Path, heading: &str, body: &str) -> Result<(), BoxError> {
+    let path = out.join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|error| format!("{}: {error} (run the scenarios first)", path.display()))?;
+    let section = format!("{heading}\n\n{}\n", body.trim_end());
+    let text = match text.find(&format!("\n{heading}\n")) {
+        Some(start) => {
+            let after = start + 1 + heading.len();
+            let rest = text[after..]
+                .find("\n## ")
+                .map_or("", |offset| &text[after + offset + 1..]);
+            let gap = if rest.is_empty() { "" } else { "\n" };
+            format!("{}{section}{gap}{rest}", &text[..start + 1])
+        }
+        None => format!("{}\n\n{section}", text.trim_end()),
+    };
+    std::fs::write(&path, text).map_err(|error| format!("{}: {error}", path.display()))?;
     Ok(())
 }
 
@@ -564,12 +604,20 @@ fn run_gateway(args: &[String]) -> Result<(), BoxError> {
     settings.duration = Duration::from_secs_f64(duration);
     settings.warmup = Duration::from_secs_f64(warmup);
     let threads = take_parsed(&mut args, "--threads", 2usize)?;
+    let out = take_value(&mut args, "--out")?.map(std::path::PathBuf::from);
     if !args.is_empty() {
         return Err(format!("bench gateway: unknown arguments {args:?}").into());
     }
     let rows = runtime(threads)?.block_on(gateway::run(&settings))?;
-    println!("## The gateway against the stack in-process\n");
-    print!("{}", gateway::markdown(&rows));
+    let body = format!(
+        "{}\n{}",
+        gateway::describe(&settings, threads),
+        gateway::markdown(&rows)
+    );
+    println!("{GATEWAY_HEADING}\n\n{body}");
+    if let Some(out) = out {
+        write_section(&out, GATEWAY_HEADING, &body)?;
+    }
     if smoke
         && let Some(row) = rows
             .iter()
@@ -582,4 +630,29 @@ fn run_gateway(args: &[String]) -> Result<(), BoxError> {
         .into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_is_added_once_then_replaced_in_place() {
+        let dir = std::env::temp_dir().join(format!("bench-section-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("BENCHMARKS.md");
+        std::fs::write(&path, "# Benchmarks\n\n## Throughput\n\nrows\n").unwrap();
+        write_section(&dir, GATEWAY_HEADING, "first\n").unwrap();
+        write_section(&dir, CACHE_HEADING, "cache\n").unwrap();
+        write_section(&dir, GATEWAY_HEADING, "second\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "# Benchmarks\n\n## Throughput\n\nrows\n\n{GATEWAY_HEADING}\n\nsecond\n\n\
+                 {CACHE_HEADING}\n\ncache\n"
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -548,6 +548,7 @@ async fn outage(
     let server = FaultServer::start(FaultPlan::default(), epoch).await?;
     let config = defaults(&server.base_url())?;
     let bound = hard_bound(&config);
+    let budget = config.retry.budget.clone();
     let caller = FacadeCaller::new(client_for(config)?, 0);
     let schedule = Schedule::new(rate, duration, Duration::ZERO);
     let what = match kind {
@@ -600,8 +601,40 @@ async fn outage(
         // Not a smoke invariant: at the smoke's rate and length the breaker's minimum throughput
         // (100 attempts in 2 s) is never reached and the budget's floor (10 retries a second)
         // dominates, so attempts per call depend on rate and duration (1.5 in a CI smoke, 1.06 in
-        // the full run). The full run asserts it.
+        // the full run). The full run asserts it; the smoke asserts the budget's own bound below.
     );
+    // The bound the retry budget sets whatever the timing and whether or not the breaker opens:
+    // the retries of the calls started during the outage are taken between its start and the last
+    // of those calls' ends; over each budget window in that span, at most `ratio` of the calls
+    // deposited in it (so in `[start - window, last end]`) plus the floor.
+    if let Some(budget) = &budget {
+        let last_end = during
+            .iter()
+            .map(|r| r.ended)
+            .max()
+            .unwrap_or(end)
+            .max(start);
+        let windows = ((last_end - start).as_secs_f64() / budget.window.as_secs_f64())
+            .ceil()
+            .max(1.0);
+        let deposited = started_in(&records, start.saturating_sub(budget.window), last_end).len();
+        let retries = budget.ratio * deposited as f64
+            + f64::from(budget.min_per_second) * budget.window.as_secs_f64() * windows;
+        let bound = 1.0 + retries / during.len().max(1) as f64;
+        figures.insert("retry budget bound on attempts per call".to_owned(), bound);
+        invariants.push(
+            Invariant::new(
+                "attempts per call during the outage within the retry budget's bound",
+                format!(
+                    "<= {bound:.3} (ratio {} of {deposited} calls + {} a second over {windows:.0} window(s))",
+                    budget.ratio, budget.min_per_second
+                ),
+                format!("{amplification:.3}"),
+                amplification <= bound && !during.is_empty(),
+            )
+            .in_smoke(),
+        );
+    }
 
     // Open: the first call refused by the breaker, seen by a caller, after the outage began.
     let opened = records
