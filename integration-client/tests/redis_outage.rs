@@ -160,13 +160,31 @@ async fn a_redis_outage_under_load_costs_no_call_and_never_passes_the_quota() {
         "a call took {slowest:?}"
     );
     // The first two seconds hold the initial burst allowance (50, on top of the rate: calls granted in
-    // the first second with a wait of up to max_wait arrive in the second); every later full second is
+    // the first second with a wait of up to max_wait arrive in the second); every later stretch is
     // within the quota + 5 %, before, during and after the outage.
+    //
+    // Counted where the upstream sees them, so a call granted just before a second's end and
+    // delivered late lands in the next one: on a loaded machine (two CPU hogs) one run counted
+    // [.., 47, 54, 46, ..] around the restart, 147 for 3 s of a 50/s quota. Any two consecutive
+    // seconds are held to twice the quota + 5 %, which a burst at a switch (the quota's whole burst,
+    // +50 in one second, as before the fix) breaks at once, while a few calls delivered across a
+    // boundary do not; and each second alone to the quota + 20 %.
     let full_seconds = run_for.as_secs() as usize;
-    for (second, &calls) in per_second.iter().enumerate().take(full_seconds).skip(2) {
+    let judged = &per_second[2..full_seconds];
+    for (offset, &calls) in judged.iter().enumerate() {
         assert!(
-            calls as f64 <= 50.0 * 1.05,
-            "{calls} upstream calls in second {second} (quota 50/s): {per_second:?}"
+            calls as f64 <= 50.0 * 1.2,
+            "{calls} upstream calls in second {} (quota 50/s): {per_second:?}",
+            offset + 2
+        );
+    }
+    for (offset, pair) in judged.windows(2).enumerate() {
+        let calls = pair[0] + pair[1];
+        assert!(
+            calls as f64 <= 2.0 * 50.0 * 1.05,
+            "{calls} upstream calls in seconds {} and {} (quota 50/s): {per_second:?}",
+            offset + 2,
+            offset + 3
         );
     }
     // And never a stall: during the outage the local share (the whole quota, one replica) serves.
