@@ -528,7 +528,7 @@ fn busiest_window(sends: &[f64], window: f64) -> (usize, f64) {
 /// with an empty state (a fresh burst), and Redis came back empty (another fresh burst). Now the
 /// fallback starts from the last state Redis granted and the key is seeded into Redis before its
 /// first decision there: no one-second window, before, during or after the outage, holds more than
-/// the quota (+5 %, +1 for the window's edge).
+/// the quota (+5 %, +1 for the window's edge), plus what a stall of the offer earned back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_never_passes_the_quota_at_either_switch() {
     let mut server = RedisServer::start().expect("own redis-server");
@@ -550,14 +550,15 @@ async fn an_outage_never_passes_the_quota_at_either_switch() {
     // would let GCRA earn back burst, which is no fault of a switch.
     let offer = tokio::spawn(async move {
         let key = RateLimitKey::from("api");
-        let mut granted = Vec::new();
+        let (mut granted, mut offered) = (Vec::new(), Vec::new());
         while start.elapsed() < Duration::from_millis(6_500) {
+            offered.push(start.elapsed().as_secs_f64());
             if limiter.acquire(&key).await.is_ok() {
                 granted.push(start.elapsed().as_secs_f64());
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        granted
+        (granted, offered)
     });
     tokio::time::sleep_until(start + Duration::from_secs(2)).await;
     assert!(!store.is_on_fallback());
@@ -567,20 +568,33 @@ async fn an_outage_never_passes_the_quota_at_either_switch() {
     assert!(store.is_on_fallback(), "Redis is down");
     tokio::task::block_in_place(|| server.restart()).unwrap();
     let restarted_at = start.elapsed().as_secs_f64();
-    let sends = offer.await.unwrap();
+    let (sends, offered) = offer.await.unwrap();
     assert!(!store.is_on_fallback(), "back on Redis");
 
     // The first second holds the initial burst (20 + 20): judge every window after it.
     let after_burst: Vec<f64> = sends.iter().copied().filter(|&at| at >= 1.0).collect();
     let (most, at) = busiest_window(&after_burst, 1.0);
+    // A stall of the offer (the command timeout while Redis is first found down, or the caller not
+    // scheduled on a loaded machine: run 5 of five under two CPU hogs saw 23 permits in a second
+    // after a stall) lets GCRA earn back one permit per 50 ms of it, rightly: the quota's burst is
+    // 20. What the second before the window and the window itself earned that way is allowed on
+    // top; a fresh burst at a switch (+20) is still well past it.
+    let stalled: f64 = offered
+        .windows(2)
+        .filter(|pair| pair[1] >= at - 1.0 && pair[0] < at + 1.0)
+        .map(|pair| (pair[1] - pair[0] - 0.010).max(0.0))
+        .sum();
+    let earned = (20.0 * stalled).floor();
     println!(
         "{} permits in 6.5 s; Redis killed at {killed_at:.2} s, back at {restarted_at:.2} s; \
-         busiest second after the first: {most} permits from {at:.2} s",
+         busiest second after the first: {most} permits from {at:.2} s; the offer stalled \
+         {stalled:.3} s around it",
         sends.len()
     );
     assert!(
-        most as f64 <= 20.0 * 1.05 + 1.0,
-        "{most} permits in the second from {at:.2} s (quota 20/s): a switch passed the quota"
+        most as f64 <= 20.0 * 1.05 + 1.0 + earned,
+        "{most} permits in the second from {at:.2} s (quota 20/s, {earned} earned back by a \
+         {stalled:.3} s stall): a switch passed the quota"
     );
     // And the limiter kept granting through both switches (never no permit for long).
     assert!(
