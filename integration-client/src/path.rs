@@ -11,6 +11,10 @@ use url::Url;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BaseUrl {
     url: Url,
+    /// `url` as text (ends with `/`): the start of every URL [`join_with_query`] builds by hand.
+    ///
+    /// [`join_with_query`]: BaseUrl::join_with_query
+    prefix: String,
 }
 
 impl BaseUrl {
@@ -31,7 +35,8 @@ impl BaseUrl {
             let path = format!("{}/", url.path());
             url.set_path(&path);
         }
-        Ok(Self { url })
+        let prefix = url.as_str().to_owned();
+        Ok(Self { url, prefix })
     }
 
     /// The base, with its path ending in `/`.
@@ -81,6 +86,107 @@ impl BaseUrl {
         }
         Ok(url)
     }
+}
+
+impl BaseUrl {
+    /// Joins `path` under the base as [`join`](BaseUrl::join) does, then appends each of `query`
+    /// (encoded pairs, `&`-separated after the path's own query): the URL a request is sent to.
+    ///
+    /// A path and query made only of characters that neither need escaping nor could escape the
+    /// base (no `%`, `\`, `:`, `#`, space, quote, control or non-ASCII; no `.` or `..` segment) is
+    /// joined as text, with no [`Url`] parse and re-serialization: the common case, at a fraction of
+    /// the cost (issue 19; `join_with_query_as_text_is_the_url_join` pins that the two agree).
+    /// Anything else takes the general path.
+    pub(crate) fn join_with_query(&self, path: &str, query: &[String]) -> Result<String, Error> {
+        if let Some(joined) = self.join_as_text(path, query) {
+            return Ok(joined);
+        }
+        let mut url = self.join(path)?;
+        if !query.is_empty() {
+            let mut all = url.query().map(str::to_owned).unwrap_or_default();
+            for part in query {
+                if !all.is_empty() {
+                    all.push('&');
+                }
+                all.push_str(part);
+            }
+            url.set_query(Some(&all));
+        }
+        Ok(String::from(url))
+    }
+
+    /// The fast path of [`join_with_query`](BaseUrl::join_with_query): `None` when `path` or `query`
+    /// holds anything the general path must look at.
+    fn join_as_text(&self, path: &str, query: &[String]) -> Option<String> {
+        let (path_part, own_query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        if path_part.starts_with("//") {
+            return None;
+        }
+        let relative = path_part.strip_prefix('/').unwrap_or(path_part);
+        if !relative.bytes().all(plain_path_byte)
+            || relative
+                .split('/')
+                .any(|segment| segment == "." || segment == "..")
+            || !own_query.is_none_or(|q| q.bytes().all(plain_query_byte))
+            || !query.iter().all(|q| q.bytes().all(plain_query_byte))
+        {
+            return None;
+        }
+        let extra: usize = query.iter().map(|q| q.len() + 1).sum();
+        let mut joined = String::with_capacity(
+            self.prefix.len() + relative.len() + own_query.map_or(0, |q| q.len() + 1) + extra,
+        );
+        joined.push_str(&self.prefix);
+        joined.push_str(relative);
+        let mut query_len = None;
+        if let Some(own) = own_query {
+            joined.push('?');
+            joined.push_str(own);
+            query_len = Some(own.len());
+        }
+        for part in query {
+            match query_len {
+                None => joined.push('?'),
+                Some(len) if len > 0 => joined.push('&'),
+                Some(_) => {}
+            }
+            joined.push_str(part);
+            query_len = Some(query_len.unwrap_or(0) + part.len());
+        }
+        Some(joined)
+    }
+}
+
+/// A path byte `Url::set_path` keeps as it is and `join` has nothing to check in: unreserved,
+/// sub-delimiters but `'`, `@` and `/` (no `%`, `:`, `\`, `?`, `#`, quote, space, control...).
+fn plain_path_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b'@'
+                | b'/'
+        )
+}
+
+/// A query byte `Url::set_query` keeps as it is: printable ASCII but `"`, `#`, `'`, `<`, `>`.
+fn plain_query_byte(byte: u8) -> bool {
+    byte.is_ascii_graphic() && !matches!(byte, b'"' | b'#' | b'\'' | b'<' | b'>')
 }
 
 /// An absolute URL written as a path: `scheme://` anywhere, or a first segment that starts with a URL
@@ -189,6 +295,36 @@ mod tests {
     }
 
     #[test]
+    fn plain_paths_join_as_text() {
+        let b = base("https://api.example.com/v1");
+        let query = ["page=2".to_owned(), "term=tower+layers".to_owned()];
+        assert_eq!(
+            b.join_as_text("/users/42?sort=asc", &query).as_deref(),
+            Some("https://api.example.com/v1/users/42?sort=asc&page=2&term=tower+layers")
+        );
+        assert_eq!(
+            b.join_as_text("item", &[]).as_deref(),
+            Some("https://api.example.com/v1/item")
+        );
+        // What must be escaped or checked takes the `Url` join, which refuses or escapes it.
+        for path in [
+            "/files/a b",
+            "/%2e%2e/x",
+            "/../x",
+            "users:search",
+            "//evil",
+            "/x#y",
+        ] {
+            assert_eq!(b.join_as_text(path, &[]), None, "{path}");
+        }
+        assert!(b.join_with_query("/../x", &[]).unwrap_err().is_request());
+        assert_eq!(
+            b.join_with_query("/files/a b", &query).unwrap(),
+            "https://api.example.com/v1/files/a%20b?page=2&term=tower+layers"
+        );
+    }
+
+    #[test]
     fn path_escape_is_refused() {
         let b = base("https://api.example.com/v1/");
         for path in [
@@ -247,6 +383,31 @@ mod tests {
                     let decoded = percent_decode_str(segment).decode_utf8_lossy();
                     prop_assert!(decoded != "." && decoded != "..", "{} -> {}", path, url);
                 }
+            }
+        }
+
+        /// Regression guard of the text join (issue 19): wherever it answers, it answers what the
+        /// `Url` join and the query appending it skips would have.
+        #[test]
+        fn join_with_query_as_text_is_the_url_join(
+            path in "[a-zA-Z0-9./%\\\\:@?#&=~!$'()*+,;_ \"<>`{}|^\\[\\]-]{0,24}",
+            query in proptest::collection::vec("[a-z0-9=&%+.*'\"<>#-]{1,8}", 0..3),
+        ) {
+            for b in [base("https://api.example.com:8443/v1/"), base("http://127.0.0.1:9/")] {
+                let Some(fast) = b.join_as_text(&path, &query) else { continue };
+                let mut url = b.join(&path).unwrap();
+                if !query.is_empty() {
+                    let mut all = url.query().map(str::to_owned).unwrap_or_default();
+                    for part in &query {
+                        if !all.is_empty() {
+                            all.push('&');
+                        }
+                        all.push_str(part);
+                    }
+                    url.set_query(Some(&all));
+                }
+                prop_assert_eq!(&fast, url.as_str(), "{:?} {:?}", path, query);
+                prop_assert_eq!(b.join_with_query(&path, &query).unwrap(), fast);
             }
         }
 

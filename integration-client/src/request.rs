@@ -387,21 +387,12 @@ impl RequestBuilder {
             return Err(error);
         }
         let entry = self.api.client.shared.entry(name.as_str())?;
-        let mut url = entry
+        let url = entry
             .base
-            .join(&self.path)
+            .join_with_query(&self.path, &self.query)
             .map_err(|e| e.with_integration(name.clone()))?;
-        if !self.query.is_empty() {
-            let mut query = url.query().map(str::to_owned).unwrap_or_default();
-            for part in &self.query {
-                if !query.is_empty() {
-                    query.push('&');
-                }
-                query.push_str(part);
-            }
-            url.set_query(Some(&query));
-        }
-        let uri: http::Uri = url.as_str().parse().map_err(|e| {
+        // From the `String`: its buffer becomes the URI's bytes, no copy.
+        let uri = http::Uri::try_from(url).map_err(|e| {
             Error::new(ErrorKind::Request)
                 .with_message("the joined URL is not a valid URI")
                 .with_source(e)

@@ -885,7 +885,7 @@ pub fn build_stack_without(
     // between the log layer and the deadline layer; it changes the body type, so it is placed by a
     // match rather than an option layer.
     macro_rules! assemble {
-        ($top:ident; $($layer:expr),+) => {{
+        ($top:ident; $($layer:expr),+ $(,)?) => {{
             let below = ServiceBuilder::new()$(.layer($layer))+.service(transport);
             match &state.cache.1 {
                 Some(cache) => $top(&policy, cache.layer(below)),
@@ -893,99 +893,33 @@ pub fn build_stack_without(
             }
         }};
     }
-    Ok(match without {
-        None => assemble!(
-            logged;
-            deadline,
-            retry,
-            breaker,
-            rate_limit,
-            auth,
-            attempt_log,
-            attempt_timeout
-        ),
-        Some(StackLayer::Log) => {
-            assemble!(
-                unlogged;
-                deadline,
-                retry,
-                breaker,
-                rate_limit,
-                auth,
-                attempt_log,
-                attempt_timeout
+    // The arms, generated from the one list below (outermost first): for each layer, the stack
+    // of every other layer in order; then every layer (`None`) and every layer without the log
+    // layer at the top. The match is exhaustive, so a new `StackLayer` must be listed here.
+    macro_rules! arms_without {
+        (@go $without:ident; [$($all:ident),*]; []; $($arms:tt)*) => {
+            match $without {
+                None => assemble!(logged; $($all),*),
+                Some(StackLayer::Log) => assemble!(unlogged; $($all),*),
+                $($arms)*
+            }
+        };
+        (@go $without:ident; [$($before:ident),*]; [$variant:ident => $layer:ident $(, $rest_variant:ident => $rest:ident)*]; $($arms:tt)*) => {
+            arms_without!(@go $without; [$($before,)* $layer]; [$($rest_variant => $rest),*];
+                $($arms)*
+                Some(StackLayer::$variant) => assemble!(logged; $($before,)* $($rest),*),
             )
-        }
-        Some(StackLayer::Deadline) => {
-            assemble!(
-                logged;
-                retry,
-                breaker,
-                rate_limit,
-                auth,
-                attempt_log,
-                attempt_timeout
-            )
-        }
-        Some(StackLayer::Retry) => {
-            assemble!(
-                logged;
-                deadline,
-                breaker,
-                rate_limit,
-                auth,
-                attempt_log,
-                attempt_timeout
-            )
-        }
-        Some(StackLayer::CircuitBreaker) => {
-            assemble!(
-                logged;
-                deadline,
-                retry,
-                rate_limit,
-                auth,
-                attempt_log,
-                attempt_timeout
-            )
-        }
-        Some(StackLayer::RateLimit) => {
-            assemble!(
-                logged;
-                deadline,
-                retry,
-                breaker,
-                auth,
-                attempt_log,
-                attempt_timeout
-            )
-        }
-        Some(StackLayer::Auth) => {
-            assemble!(
-                logged;
-                deadline,
-                retry,
-                breaker,
-                rate_limit,
-                attempt_log,
-                attempt_timeout
-            )
-        }
-        Some(StackLayer::AttemptLog) => {
-            assemble!(
-                logged;
-                deadline,
-                retry,
-                breaker,
-                rate_limit,
-                auth,
-                attempt_timeout
-            )
-        }
-        Some(StackLayer::AttemptTimeout) => {
-            assemble!(logged; deadline, retry, breaker, rate_limit, auth, attempt_log)
-        }
-    })
+        };
+    }
+    Ok(arms_without!(@go without; []; [
+        Deadline => deadline,
+        Retry => retry,
+        CircuitBreaker => breaker,
+        RateLimit => rate_limit,
+        Auth => auth,
+        AttemptLog => attempt_log,
+        AttemptTimeout => attempt_timeout
+    ];))
 }
 
 /// The top of a stack with the log layer: the log layer over `service`, then as [`unlogged`].

@@ -169,12 +169,15 @@ impl Deadline {
 
     /// The earlier of the request's deadline and `self`, written back into the request.
     pub fn tighten<B>(self, request: &mut http::Request<B>) -> Deadline {
-        let tightest = match Deadline::of(request) {
+        match Deadline::of(request) {
+            // Already there: no second write (an insert boxes the value anew and drops the old
+            // box; through the facade, whose deadline is set first, this is every call).
             Some(existing) if existing <= self => existing,
-            _ => self,
-        };
-        request.extensions_mut().insert(tightest);
-        tightest
+            _ => {
+                request.extensions_mut().insert(self);
+                self
+            }
+        }
     }
 }
 
@@ -281,7 +284,9 @@ mod tests {
         let late = Deadline::after(Duration::from_secs(10));
         let early = Deadline::after(Duration::from_secs(1));
         assert_eq!(late.tighten(&mut request), late);
+        assert_eq!(Deadline::of(&request), Some(late), "written when absent");
         assert_eq!(early.tighten(&mut request), early);
+        assert_eq!(Deadline::of(&request), Some(early), "written when earlier");
         assert_eq!(late.tighten(&mut request), early);
         assert_eq!(Deadline::of(&request), Some(early));
         tokio::time::advance(Duration::from_secs(2)).await;

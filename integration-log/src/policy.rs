@@ -9,6 +9,7 @@ use tracing::level_filters::LevelFilter;
 
 use crate::handles::Handles;
 use crate::redact::Redactor;
+use crate::service::TargetCache;
 
 /// The default cap of a body capture, in bytes.
 pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024;
@@ -65,6 +66,8 @@ pub struct LogPolicy {
     pub(crate) ids: IdSource,
     /// The duration histograms' handles, shared by the clones of the policy.
     pub(crate) handles: Arc<Handles>,
+    /// The host and port of the last authority called, shared by the clones of the policy.
+    pub(crate) targets: Arc<TargetCache>,
 }
 
 impl Default for LogPolicy {
@@ -85,6 +88,7 @@ impl Default for LogPolicy {
             metrics: true,
             ids: IdSource::Thread,
             handles: Arc::default(),
+            targets: Arc::default(),
         }
     }
 }

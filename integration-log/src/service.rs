@@ -1,8 +1,9 @@
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HOST};
+use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use integration_core::BoxError;
 use integration_core::ext::{Attempt, IntegrationName};
@@ -117,7 +118,7 @@ where
         } else {
             None
         };
-        let target = Target::of(&request);
+        let target = Target::of(&request, &policy.targets);
 
         // Every field known now is given at creation: one `new_span` for the subscriber to format,
         // rather than one `record` (and one more formatting pass) per field. The values are built
@@ -179,13 +180,10 @@ struct Target {
 }
 
 impl Target {
-    fn of<B>(request: &Request<B>) -> Self {
+    fn of<B>(request: &Request<B>, cache: &TargetCache) -> Self {
         let uri = request.uri();
-        let (host, port) = match uri.host() {
-            Some(host) => (
-                Some(Arc::from(host)),
-                uri.port_u16().or_else(|| default_port(uri)),
-            ),
+        let (host, port) = match cache.host_port(uri) {
+            Some((host, port)) => (Some(host), port),
             // A relative URI: the `Host` header says where it goes.
             None => match request.headers().get(HOST).and_then(|h| h.to_str().ok()) {
                 Some(value) => match value.rsplit_once(':') {
@@ -202,6 +200,50 @@ impl Target {
             host,
             port,
         }
+    }
+}
+
+/// The host and port of the last authority (and scheme) a policy's services saw.
+///
+/// A stack calls one upstream: its call and attempt layers, on every call, would otherwise parse
+/// the same authority (`Uri::host`, `Uri::port_u16`: ~700 instructions) and allocate the same host
+/// `Arc<str>` twice a call (issue 19). The lock is only tried: a busy cache is passed by, never
+/// waited for.
+#[derive(Default)]
+pub(crate) struct TargetCache(Mutex<Option<CachedTarget>>);
+
+struct CachedTarget {
+    scheme: Option<Scheme>,
+    authority: Authority,
+    host: Arc<str>,
+    port: Option<u16>,
+}
+
+impl TargetCache {
+    /// The host and port (explicit, or the scheme's default) of an absolute `uri`; `None` for a
+    /// relative one.
+    fn host_port(&self, uri: &Uri) -> Option<(Arc<str>, Option<u16>)> {
+        let authority = uri.authority()?;
+        if let Ok(cached) = self.0.try_lock()
+            && let Some(cached) = &*cached
+            // Byte for byte (not `Authority`'s case-insensitive `==`): the host label keeps the
+            // case the request was sent with.
+            && cached.authority.as_str() == authority.as_str()
+            && cached.scheme.as_ref() == uri.scheme()
+        {
+            return Some((cached.host.clone(), cached.port));
+        }
+        let host: Arc<str> = Arc::from(authority.host());
+        let port = uri.port_u16().or_else(|| default_port(uri));
+        if let Ok(mut cached) = self.0.try_lock() {
+            *cached = Some(CachedTarget {
+                scheme: uri.scheme().cloned(),
+                authority: authority.clone(),
+                host: host.clone(),
+                port,
+            });
+        }
+        Some((host, port))
     }
 }
 
@@ -448,11 +490,50 @@ mod tests {
             .header("host", "api.example.test:8080")
             .body(())
             .unwrap();
-        let target = Target::of(&request);
+        let cache = TargetCache::default();
+        let target = Target::of(&request, &cache);
         assert_eq!(target.host.as_deref(), Some("api.example.test"));
         assert_eq!(target.port, Some(8080));
         let request = Request::get("https://api.example.test/x").body(()).unwrap();
-        assert_eq!(Target::of(&request).port, Some(443));
+        assert_eq!(Target::of(&request, &cache).port, Some(443));
+    }
+
+    /// Regression guard of the target cache (issue 19): whatever was called before, a request's
+    /// host and port are its own, the scheme's default port and the host's case included.
+    #[test]
+    fn the_target_cache_answers_for_each_request() {
+        let cache = TargetCache::default();
+        let cases = [
+            ("https://api.example.test/x", "api.example.test", Some(443)),
+            (
+                "https://api.example.test/y?q=1",
+                "api.example.test",
+                Some(443),
+            ),
+            ("http://api.example.test/x", "api.example.test", Some(80)),
+            (
+                "http://api.example.test:8080/x",
+                "api.example.test",
+                Some(8080),
+            ),
+            (
+                "http://API.example.test:8080/x",
+                "API.example.test",
+                Some(8080),
+            ),
+            ("https://[::1]:9443/x", "[::1]", Some(9443)),
+            ("https://api.example.test/x", "api.example.test", Some(443)),
+        ];
+        for _ in 0..2 {
+            for (uri, host, port) in cases {
+                let request = Request::get(uri).body(()).unwrap();
+                let target = Target::of(&request, &cache);
+                assert_eq!(target.host.as_deref(), Some(host), "{uri}");
+                assert_eq!(target.port, port, "{uri}");
+                let uncached = Target::of(&request, &TargetCache::default());
+                assert_eq!(uncached.host, target.host, "{uri}");
+            }
+        }
     }
 }
 
