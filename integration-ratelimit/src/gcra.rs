@@ -346,11 +346,12 @@ pub(crate) fn decide(
         *tat = (*tat).max(from).saturating_add(quota.interval_nanos());
     }
     if let Some(adapt) = adapt {
-        if let Some(rate) = rate {
+        if rate.is_some() {
             // The spacing is the rate's at the permit's own instant, not at the decision: a queue
             // reserved at once (64 callers after a pause) follows the curve as it grows, instead
-            // of keeping its lowest point for seconds.
-            let at_send = learned.rate(send, adapt).unwrap_or(rate);
+            // of keeping its lowest point for seconds. Grown to the cap by then: the cap's spacing
+            // (the quota governs from there).
+            let at_send = learned.rate(send, adapt).unwrap_or(adapt.cap);
             learned.tat = learned.tat.max(send).saturating_add(interval(at_send));
         }
         if learned.w_max <= 0.0 && adapt.window > 0.0 {
@@ -952,6 +953,24 @@ mod tests {
         assert!(sends[63] < SECOND + SECOND / 10, "{sends:?}");
         let gaps: Vec<u64> = sends[10..].windows(2).map(|w| w[1] - w[0]).collect();
         assert!(gaps.windows(2).all(|w| w[1] <= w[0]), "{gaps:?}");
+    }
+
+    /// Regression (found by the facade's throttle test, one run in six): a permit reserved for an
+    /// instant when the probe had grown past the quota was spaced at the probe's rate at the
+    /// decision (10/s), so 64 callers at once against a 45/s quota were reserved 5 s ahead and most
+    /// refused after `max_wait`. Past the cap the spacing is the cap's.
+    #[test]
+    fn a_queue_reserved_past_the_cap_is_spaced_at_the_cap() {
+        let quota = Quota::per_second(45).unwrap();
+        let adapt = probing(quota.sustained_rate());
+        let mut key = Key::default();
+        let now = 3 * SECOND;
+        let sends: Vec<u64> = (0..64)
+            .map(|_| key.acquire(&[quota], &adapt, now).unwrap() - now)
+            .collect();
+        assert!(sends[63] < 2 * SECOND, "{sends:?}");
+        let last_gap = sends[63] - sends[62];
+        assert_eq!(last_gap, quota.interval_nanos(), "{sends:?}");
     }
 
     #[test]

@@ -173,8 +173,11 @@ end
 local g = -1
 if adapt then
   if rate then
-    local at_send = learned_rate(l, send, min_rate, increase, cap, window) or rate
-    l.t = math.max(l.t, send) + math.ceil(1000000 / at_send)
+    local at_send = learned_rate(l, send, min_rate, increase, cap, window)
+    if not at_send and cap >= 0 then at_send = cap end
+    local spacing = 0
+    if at_send then spacing = math.ceil(1000000 / at_send) end
+    l.t = math.max(l.t, send) + spacing
   end
   if l.w <= 0 and window > 0 then
     if l.ps == 0 then l.ps = math.max(send, 2) end
