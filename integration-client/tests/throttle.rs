@@ -169,19 +169,18 @@ async fn without_a_quota_the_client_converges_on_the_servers_rate() {
         figures.succeeded * 100 >= CALLS * 99,
         "at least 99 % succeed: {figures:?}"
     );
-    // Slow start is off by default (see `RateLimitPolicy::DEFAULT_INITIAL_WINDOW`: it refused
-    // calls in about one run in three here), so the first wave of 64 meets the server's burst of
-    // 10: 55-64 of 300 calls answered 429 measured, all of them retried to success. After it the
-    // learned rate keeps 429s rare. Issue 13's bound (10 %) needs slow start back.
+    // Issue 13: at most 10 % of attempts answered 429. Slow start (on by default) sends 10 at
+    // once, then probes in rate; its first throttle tells the server's rate, where the learned
+    // rate starts: 1 of 301 attempts answered 429 measured (55-64 with slow start off, the first
+    // wave of 64 meeting the server's burst of 10).
     assert!(
-        figures.throttled <= CALLS / 4,
-        "429s stay under 25 % of the calls: {figures:?}"
+        figures.throttled * 10 <= figures.attempts,
+        "at most 10 % of attempts answered 429: {figures:?}"
     );
-    // Known gap (issue 13 asks 1.3x): the learned rate is seeded from the rate the key sent at
-    // in the second before the throttle, and slow start holds that to about 30, so the curve
-    // climbs to the server's 50/s over seconds: 1.9x to 2.1x measured here on a loaded machine
-    // (1.4x before slow start, at 54 429s more). The bound catches a stall, not that gap.
-    assert!(figures.elapsed <= ideal() * 3, "{figures:?}");
+    // Issue 13 asks 1.3x (the chaos suite's server-limit row checks it): 1.23x-1.24x measured
+    // here (1.9x-2.1x when the learned rate was seeded from the send rate of the first
+    // milliseconds). Asserted loosely, the machine being shared: it catches a stall.
+    assert!(figures.elapsed <= ideal() * 2, "{figures:?}");
 }
 
 /// The same at full defaults (the retry budget on), printed for the report; asserted only as far
@@ -205,7 +204,8 @@ async fn with_a_quota_under_the_servers_no_429_reaches_a_caller() {
     .await;
     assert_eq!(figures.succeeded, CALLS, "{figures:?}");
     assert!(figures.failures.is_empty(), "{figures:?}");
-    // 45 at once against a burst of 10: 35 answered 429 in the first wave; none after it.
-    assert!(figures.throttled <= 35 + CALLS / 50, "{figures:?}");
+    // Issue 13: at most 2 % of attempts answered 429 (0 measured: a new key's quota starts with
+    // its burst held back, and slow start sends 10 at once).
+    assert!(figures.throttled * 50 <= figures.attempts, "{figures:?}");
     assert!(figures.elapsed <= ideal() * 2, "{figures:?}");
 }

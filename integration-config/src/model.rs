@@ -1367,9 +1367,9 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
 /// Default longest server-requested pause honoured; longer windows go back to the caller: 10 minutes.
 pub const DEFAULT_MAX_SERVER_PAUSE: Duration = Duration::from_secs(600);
 
-/// Default `rate_limit.initial_window`: 0, slow start off (opt-in until it stops refusing held-back
-/// calls; see `integration_ratelimit::RateLimitPolicy::DEFAULT_INITIAL_WINDOW`).
-pub const DEFAULT_INITIAL_WINDOW: u32 = 0;
+/// Default `rate_limit.initial_window`: 10, TCP's initial window (see
+/// `integration_ratelimit::RateLimitPolicy::DEFAULT_INITIAL_WINDOW`); 0 turns slow start off.
+pub const DEFAULT_INITIAL_WINDOW: u32 = 10;
 
 /// Client quotas, waiting, concurrency and adaptation to the server's throttle signals.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -1398,9 +1398,10 @@ pub struct RateLimitConfig {
     pub max_server_pause: Duration,
     /// How each key's sending rate adapts to the server's throttle answers. On by default.
     pub adaptive: AdaptiveConfig,
-    /// Slow start of a key that has never had an answer, as TCP's initial window: at most this many
-    /// calls in flight before its first answer, one more per success, until a throttle signal or
-    /// until it no longer binds. Default 0 (off: opt-in, see `DEFAULT_INITIAL_WINDOW`); at most 100 000.
+    /// Slow start of a key that has never been throttled, as TCP's initial window: this many calls
+    /// at once (and in flight before its first answer), then a probe in rate from this many per
+    /// second until the first throttle, which tells the server's rate. Default 10; 0 turns it off;
+    /// at most 100 000.
     pub initial_window: u32,
 }
 

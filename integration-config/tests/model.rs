@@ -150,7 +150,7 @@ fn defaults_match_the_design() {
     assert_eq!(budget.min_per_second, 10);
     assert!(api.rate_limit.quotas.is_empty());
     assert_eq!(api.rate_limit.max_server_pause, Duration::from_secs(600));
-    assert_eq!(api.rate_limit.initial_window, 0);
+    assert_eq!(api.rate_limit.initial_window, 10);
     assert_eq!(api.rate_limit.expected_replicas, 1);
     assert!(api.circuit_breaker.enabled);
     assert_eq!(api.log.max_body_bytes, 4096);

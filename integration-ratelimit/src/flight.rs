@@ -7,8 +7,9 @@
 //! may go before the first answer: 64 callers of a new key would all leave at once, and a server
 //! with a burst of 10 answers 54 of them 429. As TCP's initial window, a key that has never had an
 //! answer lets at most [`initial_window`](crate::RateLimitPolicy::with_initial_window) calls be in
-//! flight (off by default; 10 is TCP's choice); each success widens the window by one, so it doubles per round of answers,
-//! like TCP's slow start. It ends:
+//! flight (10 by default, TCP's choice; 0 turns it off); each success widens the window by one,
+//! so it doubles per round of answers, like TCP's slow start. (The same setting starts the key's
+//! probe in rate, in the shared state: see `gcra::Learned::probe`.) It ends:
 //!
 //! - on a throttle signal (a 429, a 503 with `Retry-After`, a server pause): the key's pause and its
 //!   learned rate take over, and the callers waiting for the window go to them;

@@ -23,6 +23,13 @@ pub(crate) struct Pause {
 
 const SECOND: u64 = 1_000_000_000;
 
+/// How fast a new key's probe grows: its rate is multiplied by this every second (see
+/// [`Learned::probe`]).
+pub(crate) const PROBE_GROWTH: f64 = 16.0;
+
+/// `Learned::probe_start` of a key whose probe ended without a throttle.
+const PROBE_OVER: u64 = 1;
+
 /// How long a key's learned state is kept after its last throttle (memory eviction, Redis expiry).
 pub(crate) const LEARNED_TTL: u64 = 600 * SECOND;
 
@@ -34,6 +41,8 @@ pub(crate) struct Adapt {
     pub(crate) increase: f64,
     /// The slowest quota's sustained rate, infinite without a quota.
     pub(crate) cap: f64,
+    /// The probe's initial window (the policy's `initial_window`); zero: no probe.
+    pub(crate) window: f64,
 }
 
 impl Adapt {
@@ -44,6 +53,7 @@ impl Adapt {
             decrease: adaptation.decrease(),
             increase: adaptation.increase(),
             cap: policy.rate_cap(),
+            window: policy.initial_window() as f64,
         })
     }
 }
@@ -71,16 +81,77 @@ pub(crate) struct Learned {
     pub(crate) pace_interval: u64,
     pub(crate) pace_until: u64,
     pub(crate) pace_tat: u64,
+    /// When the key's probe started (its first permit); zero: not yet; 1 (`PROBE_OVER`): over
+    /// without a throttle (the server's counters took over).
+    pub(crate) probe_start: u64,
+    /// Permits granted while probing.
+    pub(crate) probe_sent: u32,
 }
 
 impl Learned {
-    /// The learned rate at `now`, `None` when there is none or it has grown back to the cap.
+    /// The learned rate at `now` (the probe's before the first throttle), `None` when there is none
+    /// or it has grown to the cap.
     pub(crate) fn rate(&self, now: u64, adapt: &Adapt) -> Option<f64> {
         if self.w_max <= 0.0 {
-            return None;
+            return self.probe(now, adapt);
         }
         let rate = cubic(self.w_max, self.r0, now.saturating_sub(self.start), adapt);
         (rate < adapt.cap).then_some(rate)
+    }
+
+    /// The probe of a key that has never been throttled: its first `window` permits at once, then a
+    /// rate of `window` per second multiplied by [`PROBE_GROWTH`] every second, until the first
+    /// throttle (which learns the server's rate from it, see [`probe_estimate`](Self::probe_estimate)),
+    /// or until the server's counters take over. A slow start in rate: TCP's, clocked by the
+    /// answers, doubles thousands of times a second against a server a millisecond away, so its first
+    /// loss tells only the server's burst; this one's tells its rate. It costs nothing once it no
+    /// longer binds (about a second past the key's demand). `None` when not probing.
+    pub(crate) fn probe(&self, now: u64, adapt: &Adapt) -> Option<f64> {
+        if self.w_max > 0.0
+            || self.probe_start <= PROBE_OVER
+            || adapt.window <= 0.0
+            || f64::from(self.probe_sent) < adapt.window
+        {
+            return None;
+        }
+        let t = now.saturating_sub(self.probe_start) as f64 / SECOND as f64;
+        let rate = (adapt.window * PROBE_GROWTH.powf(t)).max(adapt.min_rate);
+        (rate < adapt.cap).then_some(rate)
+    }
+
+    /// The server's sustained rate as the probe's first throttle tells it, `None` when the key was
+    /// not probing or the throttle hit its first window (which tells only the server's burst).
+    ///
+    /// A server limiter (a GCRA, a token bucket) that accepted the first window at once has a burst
+    /// of about `window`; the probe's rate crossed the server's `R` and, from there, the excess over
+    /// `R` filled that burst and the throttle followed. Two readings of it, each low where the other
+    /// is right, so the larger wins:
+    /// - counted: the permits sent beyond the first window per second of probing, `R` when the
+    ///   server's burst never filled again (a probe crossing `R` early);
+    /// - shaped: the `R` at which an exponential probe, reaching `at` when the throttled request
+    ///   left, overshoots by `window`: `at (1 - x + x ln x) = window ln G` with `x = R / at`; right
+    ///   when the server's burst filled again while the probe was below `R`.
+    ///
+    /// Measured against a server GCRA of 50/s burst 10 (issue 13): the seed was 21-30/s from the
+    /// send rate of the first milliseconds, and the curve took seconds to climb to 50.
+    pub(crate) fn probe_estimate(&self, sent: u64, adapt: &Adapt) -> Option<f64> {
+        if self.w_max > 0.0
+            || self.probe_start <= PROBE_OVER
+            || adapt.window <= 0.0
+            || f64::from(self.probe_sent) <= adapt.window
+            || sent <= self.probe_start
+        {
+            return None;
+        }
+        let t = (sent - self.probe_start) as f64 / SECOND as f64;
+        let ln_g = PROBE_GROWTH.ln();
+        let grown = PROBE_GROWTH.powf(t);
+        // Permits are counted when granted, some for later: at most what the probe allowed by then.
+        let allowed = adapt.window + adapt.window * (grown - 1.0) / ln_g;
+        let counted = (f64::from(self.probe_sent).min(allowed) - adapt.window) / t;
+        let at = adapt.window * grown;
+        let shaped = at * overshoot_ratio(adapt.window * ln_g / at);
+        Some(counted.max(shaped).min(adapt.cap).max(adapt.min_rate))
     }
 
     /// The learned rate for the gauge: the rate, or the cap once grown back to it; `None` for a key
@@ -128,11 +199,39 @@ impl Learned {
         } else {
             0
         };
+        // A key that probed keeps that while in use: a new probe only after LEARNED_TTL idle.
+        let probed = if self.probe_start > 0 {
+            (self.bucket + 1)
+                .saturating_mul(SECOND)
+                .saturating_add(LEARNED_TTL)
+        } else {
+            0
+        };
         learned
+            .max(probed)
             .max(self.tat)
             .max(self.pace_until)
             .max(self.pace_tat)
     }
+}
+
+/// `x` in `(0, 1]` with `1 - x + x ln x = y` (decreasing in `x`), by 60 bisections (the Redis script
+/// does the same steps); 0 for `y >= 1`.
+pub(crate) fn overshoot_ratio(y: f64) -> f64 {
+    // NaN and `y >= 1` alike: no ratio.
+    if y.is_nan() || y >= 1.0 {
+        return 0.0;
+    }
+    let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if 1.0 - mid + mid * mid.ln() > y {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo + hi) / 2.0
 }
 
 /// CUBIC's rate `t` nanoseconds into the curve: `w_max + C (t - K)^3`, `K = cbrt((w_max - r0) / C)`,
@@ -246,9 +345,26 @@ pub(crate) fn decide(
         };
         *tat = (*tat).max(from).saturating_add(quota.interval_nanos());
     }
-    if adapt.is_some() {
-        if let Some(rate) = rate {
-            learned.tat = learned.tat.max(send).saturating_add(interval(rate));
+    if let Some(adapt) = adapt {
+        if rate.is_some() {
+            // The spacing is the rate's at the permit's own instant, not at the decision: a queue
+            // reserved at once (64 callers after a pause) follows the curve as it grows, instead
+            // of keeping its lowest point for seconds. Grown to the cap by then: the cap's spacing
+            // (the quota governs from there).
+            let at_send = learned.rate(send, adapt).unwrap_or(adapt.cap);
+            learned.tat = learned.tat.max(send).saturating_add(interval(at_send));
+        }
+        if learned.w_max <= 0.0 && adapt.window > 0.0 {
+            if learned.probe_start == 0 {
+                learned.probe_start = send.max(PROBE_OVER + 1);
+            }
+            learned.probe_sent = learned.probe_sent.saturating_add(1);
+            // The first window's last permit: the probe's pace starts after it.
+            if rate.is_none()
+                && let Some(next) = learned.probe(send, adapt)
+            {
+                learned.tat = learned.tat.max(send).saturating_add(interval(next));
+            }
         }
         if paced {
             learned.pace_tat = learned
@@ -324,17 +440,25 @@ pub(crate) fn observe(
             && signal.throttled
             && (learned.w_max <= 0.0 || sent >= learned.epoch)
         {
-            let at_loss = learned
-                .rate(now, adapt)
-                .unwrap_or_else(|| learned.measured(now).min(adapt.cap))
-                .max(adapt.min_rate);
-            // RFC 8312 fast convergence: a loss below the previous maximum means the share shrank.
-            learned.w_max = if at_loss < learned.w_max {
-                at_loss * (1.0 + adapt.decrease) / 2.0
+            if let Some(estimate) = learned.probe_estimate(sent, adapt) {
+                // The server's rate, as the probe measured it: the curve flattens there.
+                learned.w_max = estimate;
+                learned.r0 = (estimate * adapt.decrease).max(adapt.min_rate);
             } else {
-                at_loss
-            };
-            learned.r0 = (at_loss * adapt.decrease).max(adapt.min_rate);
+                let at_loss = learned
+                    .rate(now, adapt)
+                    .filter(|_| learned.w_max > 0.0)
+                    .unwrap_or_else(|| learned.measured(now).min(adapt.cap))
+                    .max(adapt.min_rate);
+                // RFC 8312 fast convergence: a loss below the previous maximum means the share
+                // shrank.
+                learned.w_max = if at_loss < learned.w_max {
+                    at_loss * (1.0 + adapt.decrease) / 2.0
+                } else {
+                    at_loss
+                };
+                learned.r0 = (at_loss * adapt.decrease).max(adapt.min_rate);
+            }
             learned.start = resume;
             learned.epoch = now;
         }
@@ -345,6 +469,10 @@ pub(crate) fn observe(
     {
         learned.pace_interval = reset / remaining;
         learned.pace_until = now.saturating_add(reset);
+        // The server's counters say more than a probe: it ends (or never starts).
+        if learned.w_max <= 0.0 {
+            learned.probe_start = PROBE_OVER;
+        }
     }
 }
 
@@ -478,6 +606,7 @@ mod tests {
             decrease: 0.7,
             increase: 0.4,
             cap,
+            window: 0.0,
         }
     }
 
@@ -616,7 +745,11 @@ mod tests {
         let second = key.acquire(&[], &adapt, now + 3 * MS).unwrap();
         // The stragglers' Retry-After extended the pause.
         assert_eq!(first, now + 2 * MS + SECOND);
-        assert_eq!(second - first, interval(44.8));
+        assert_eq!(
+            second - first,
+            interval(key.learned.rate(first, &adapt).unwrap())
+        );
+        assert!(interval(44.9) < second - first && second - first <= interval(44.8));
         // A lower loss later: fast convergence lowers w_max below it.
         let later = now + 3 * SECOND;
         let at = key.learned.rate(later, &adapt).unwrap();
@@ -755,6 +888,134 @@ mod tests {
         }
     }
 
+    fn probing(cap: f64) -> Adapt {
+        Adapt {
+            window: 10.0,
+            ..adapt(cap)
+        }
+    }
+
+    /// A server GCRA (rate per second, burst) over the given send instants: the first rejected one.
+    fn first_rejected(sends: &[u64], rate: f64, burst: u32) -> Option<u64> {
+        let interval = (SECOND as f64 / rate) as u64;
+        let tolerance = interval * u64::from(burst - 1);
+        let mut tat = 0u64;
+        for &send in sends {
+            let next = tat.max(send);
+            if next - send > tolerance {
+                return Some(send);
+            }
+            tat = next + interval;
+        }
+        None
+    }
+
+    /// Regression (issue 13): after the first throttle the learned rate was seeded from the send
+    /// rate of the first milliseconds (21-30/s against a server allowing 50/s) and the curve took
+    /// seconds to climb back. A new key now probes in rate, and its first throttle tells the server's
+    /// rate: 64 callers at once against a GCRA of 50/s burst 10 learn about 50/s.
+    #[test]
+    fn the_probes_first_throttle_learns_the_servers_rate() {
+        for (rate, burst) in [(50.0, 10), (20.0, 10), (200.0, 10), (50.0, 12)] {
+            let adapt = probing(f64::INFINITY);
+            let mut key = Key::default();
+            let now = 7 * SECOND;
+            let sends: Vec<u64> = (0..400)
+                .map(|_| key.acquire(&[], &adapt, now).unwrap())
+                .collect();
+            // The first window at once, then the probe's pace, growing.
+            assert!(sends[..10].iter().all(|&send| send == now), "{sends:?}");
+            assert!(sends.windows(2).all(|w| w[1] >= w[0]));
+            let rejected = first_rejected(&sends, rate, burst).expect("the probe passes the limit");
+            key.throttle(&[], &adapt, rejected + MS, SECOND, MS);
+            let learned = key.learned.w_max;
+            assert!(
+                learned >= rate * 0.9 && learned <= rate * 1.15,
+                "{rate}/s burst {burst}: learned {learned}"
+            );
+            assert!((key.learned.r0 - learned * 0.7).abs() < 1e-9);
+        }
+    }
+
+    /// Regression (issue 13): 54 callers reserved their permits after a pause at the rate of that
+    /// instant, so the last of them waited seconds while the curve had long grown. Each permit is
+    /// now spaced at the rate of its own instant.
+    #[test]
+    fn a_queue_reserved_at_once_follows_the_curve() {
+        let adapt = probing(f64::INFINITY);
+        let mut key = Key::default();
+        let now = 3 * SECOND;
+        let sends: Vec<u64> = (0..64)
+            .map(|_| key.acquire(&[], &adapt, now).unwrap() - now)
+            .collect();
+        // At the probe's first rate (10/s) the 64th would leave at 5.4 s; growing 16-fold a second,
+        // it leaves within the second.
+        assert!(sends[63] < SECOND + SECOND / 10, "{sends:?}");
+        let gaps: Vec<u64> = sends[10..].windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.windows(2).all(|w| w[1] <= w[0]), "{gaps:?}");
+    }
+
+    /// Regression (found by the facade's throttle test, one run in six): a permit reserved for an
+    /// instant when the probe had grown past the quota was spaced at the probe's rate at the
+    /// decision (10/s), so 64 callers at once against a 45/s quota were reserved 5 s ahead and most
+    /// refused after `max_wait`. Past the cap the spacing is the cap's.
+    #[test]
+    fn a_queue_reserved_past_the_cap_is_spaced_at_the_cap() {
+        let quota = Quota::per_second(45).unwrap();
+        let adapt = probing(quota.sustained_rate());
+        let mut key = Key::default();
+        let now = 3 * SECOND;
+        let sends: Vec<u64> = (0..64)
+            .map(|_| key.acquire(&[quota], &adapt, now).unwrap() - now)
+            .collect();
+        assert!(sends[63] < 2 * SECOND, "{sends:?}");
+        let last_gap = sends[63] - sends[62];
+        assert_eq!(last_gap, quota.interval_nanos(), "{sends:?}");
+    }
+
+    #[test]
+    fn a_throttle_in_the_first_window_or_the_servers_counters_end_the_probe() {
+        // Within the first window nothing is known of the rate: the measured rate, as before.
+        let adapt = probing(f64::INFINITY);
+        let mut key = Key::default();
+        let now = 3 * SECOND;
+        for _ in 0..10 {
+            key.acquire(&[], &adapt, now);
+        }
+        key.throttle(&[], &adapt, now + MS, SECOND, MS);
+        assert_eq!(key.learned.w_max, 10.0);
+        // The server's counters: no probe.
+        let mut key = Key::default();
+        for _ in 0..10 {
+            key.acquire(&[], &adapt, now);
+        }
+        let signal = Signal {
+            remaining: Some((100, SECOND)),
+            ..Signal::default()
+        };
+        observe(
+            &mut key.tats,
+            &mut key.pause,
+            &mut key.learned,
+            &[],
+            Some(&adapt),
+            now,
+            signal,
+        );
+        assert_eq!(key.learned.rate(now + MS, &adapt), None);
+        assert_eq!(key.learned.probe_estimate(now + MS, &adapt), None);
+    }
+
+    #[test]
+    fn overshoot_ratio_solves_its_equation() {
+        for y in [0.001, 0.1, 0.23, 0.5, 0.9] {
+            let x = overshoot_ratio(y);
+            assert!((1.0 - x + x * x.ln() - y).abs() < 1e-9, "{y}: {x}");
+        }
+        assert_eq!(overshoot_ratio(1.0), 0.0);
+        assert_eq!(overshoot_ratio(f64::NAN), 0.0);
+    }
+
     /// Events on one key: (gap in ms, what happens) with 0 acquire, 1 throttle with a pause, 2 a
     /// throttle without a pause, 3 the server's counters.
     fn events() -> impl Strategy<Value = Vec<(u64, u8, u64)>> {
@@ -771,6 +1032,7 @@ mod tests {
             min_rate in 0.01f64..5.0,
             decrease in 0.1f64..0.95,
             increase in 0.01f64..5.0,
+            window in prop::sample::select(vec![0.0, 1.0, 10.0]),
             events in events(),
         ) {
             let quotas: Vec<Quota> = if with_quota {
@@ -779,7 +1041,7 @@ mod tests {
                 Vec::new()
             };
             let cap = if with_quota { f64::from(rate) } else { f64::INFINITY };
-            let adapt = Adapt { min_rate, decrease, increase, cap };
+            let adapt = Adapt { min_rate, decrease, increase, cap, window };
             let mut key = Key::default();
             let mut now = 1_000 * SECOND;
             for (gap, event, extra) in events {
@@ -815,10 +1077,11 @@ mod tests {
         fn waiters_leave_in_arrival_order_at_the_keys_pace(
             rate in 1u32..100,
             burst in 1u32..20,
+            window in prop::sample::select(vec![0.0, 1.0, 10.0]),
             events in events(),
         ) {
             let quotas = [Quota::new(rate, Duration::from_secs(1), burst).unwrap()];
-            let adapt = adapt(f64::from(rate));
+            let adapt = Adapt { window, ..adapt(f64::from(rate)) };
             let mut key = Key::default();
             let mut now = 1_000 * SECOND;
             let mut last: Option<u64> = None;

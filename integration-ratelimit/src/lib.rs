@@ -15,10 +15,11 @@
 //!   at its default burst has none (45 calls of a fresh 45/s quota spread over the second, not sent
 //!   in one instant against a server whose own burst is 10), while a quota whose interval is a
 //!   second or more (100 an hour) keeps its whole burst.
-//! - **Slow start** ([`RateLimitPolicy::with_initial_window`], off by default): before a key's first
-//!   answer at most 10 of its calls are in flight in this process; each success widens the window
-//!   by one (it doubles per round of answers), until a throttle signal hands over to the pause and
-//!   the learned rate, or until it no longer binds and is dropped.
+//! - **Slow start** ([`RateLimitPolicy::with_initial_window`], 10 by default, 0 off): a key that
+//!   has never been throttled sends its first 10 calls at once, then probes in rate (10 per second,
+//!   growing 16-fold a second) until its first throttle, which tells the server's rate: the
+//!   learned rate starts there. Before the key's first answer at most 10 of its calls are in flight
+//!   in this process. Both cost nothing once they no longer bind.
 //!
 //! # After a throttle
 //!

@@ -184,13 +184,14 @@ pub struct RateLimitPolicy {
 }
 
 impl RateLimitPolicy {
-    /// The default slow-start window of a key that has never had an answer: 0, off. With 10 (TCP's
-    /// initial window) the first wave of 64 callers drew 20 429s instead of 54, but the callers held
-    /// back then met a learned rate seeded low and about one run in three of the facade's
-    /// `throttle` test refused most calls with `RateLimited` after `max_wait`; until that is fixed,
-    /// slow start is opt-in ([`with_initial_window`](Self::with_initial_window), or
-    /// `rate_limit.initial_window` in the configuration).
-    pub const DEFAULT_INITIAL_WINDOW: usize = 0;
+    /// The default slow-start window of a key that has never been throttled: 10, TCP's initial
+    /// window. The first 10 calls of a new key go at once, then its probe's rate grows from 10 per
+    /// second until the first throttle, which tells the server's rate (see
+    /// [`with_initial_window`](Self::with_initial_window)). It was off for a while (issue 13):
+    /// the callers it held back met a learned rate seeded low, from the send rate of the first
+    /// milliseconds, and were refused after `max_wait` in about one run in three of the facade's
+    /// `throttle` test.
+    pub const DEFAULT_INITIAL_WINDOW: usize = 10;
 
     /// The default bound on a server pause: 10 minutes.
     pub const DEFAULT_MAX_SERVER_PAUSE: Duration = Duration::from_secs(600);
@@ -237,7 +238,7 @@ impl RateLimitPolicy {
     /// ```
     /// use integration_ratelimit::RateLimitPolicy;
     ///
-    /// assert_eq!(RateLimitPolicy::default().initial_window(), 0);
+    /// assert_eq!(RateLimitPolicy::default().initial_window(), 10);
     /// assert_eq!(RateLimitPolicy::default().with_initial_window(0).initial_window(), 0);
     /// ```
     #[must_use]

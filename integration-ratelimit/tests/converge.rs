@@ -339,26 +339,21 @@ async fn four_limiters_sharing_redis_converge_together_on_one_upstream_limit() {
         f64::from(CALLS as u32 - 10) / f64::from(RATE),
     );
     assert_eq!(callers.succeeded, CALLS, "{callers:?}");
-    // Issue 13 asks for at most 5 % of attempts answered 429 in all. Regression: the first wave
-    // (64 calls at once, nothing known yet) met the server's burst of 10 and drew about 54 429s.
-    // Slow start now lets each of the four send its share of the initial window (10 / 4 replicas)
-    // before the first answer, and the shared learned rate keeps them within the limit after it:
-    // measured 1-2 % of attempts after the first answer, 6-9 % in all (the four replicas' first
-    // windows and the first pause's edges). Asserted on counts, which hold whatever the
-    // interleaving on a loaded machine: at most 5 % after the first answer (the steady state the
-    // issue is about) and at most 15 % in all; the remaining gap to 5 % in all is recorded on the
-    // issue.
+    // Issue 13: at most 5 % of attempts answered 429. Regression: the first wave (64 calls at
+    // once, nothing known yet) met the server's burst of 10 and drew about 54 429s; with slow
+    // start off by default the bounds here were loosened to 10 % after the first answer and 25 %
+    // in all. Slow start (on by default) now sends the key's first window once for all four (the
+    // probe is in the shared state), and its first throttle tells the server's rate: measured 2.0 %
+    // and 2.3 % in all (6 and 7 of about 306), 3 and 4 after the first answer. Asserted on counts,
+    // which hold whatever the interleaving on a loaded machine.
     let after = callers.throttled_after_first_answer as f64
         / callers.attempts_after_first_answer.max(1) as f64;
-    // With slow start off by default (it refused calls in the facade's throttle test about one run
-    // in three), the first wave of all four meets the server's burst: the bounds are those of the
-    // first wave plus a converged steady state.
     assert!(
-        after <= 0.10,
+        after <= 0.05,
         "{after:.4} after the first answer; {callers:?}"
     );
     assert!(
-        share <= 0.25,
+        share <= 0.05,
         "{} 429s of {} attempts; {callers:?}",
         seen.throttled(),
         seen.attempts()

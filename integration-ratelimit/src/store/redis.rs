@@ -21,8 +21,9 @@ use crate::policy::{Quota, RateLimitPolicy};
 macro_rules! learned_lua {
     () => {
         r"
-local FIELDS = {'w', 'r', 's', 'e', 't', 'b', 'p', 'c', 'pi', 'pu', 'pt'}
+local FIELDS = {'w', 'r', 's', 'e', 't', 'b', 'p', 'c', 'pi', 'pu', 'pt', 'ps', 'pn'}
 local LEARNED_TTL = 600000000
+local PROBE_GROWTH = 16
 local function load_learned(key)
   local values = redis.call('HMGET', key, unpack(FIELDS))
   local l = {}
@@ -38,10 +39,40 @@ local function save_learned(key, l, now)
   redis.call('HSET', key, unpack(args))
   local busy = math.max(l.t, l.pu, l.pt, now + 2000000)
   if l.w > 0 then busy = math.max(busy, l.e + LEARNED_TTL) end
+  if l.ps > 0 then busy = math.max(busy, (l.b + 1) * 1000000 + LEARNED_TTL) end
   redis.call('PEXPIRE', key, string.format('%.0f', math.ceil((busy - now) / 1000) + 1))
 end
-local function learned_rate(l, now, min_rate, increase, cap)
-  if l.w <= 0 then return nil end
+local function probe(l, now, min_rate, cap, window)
+  if l.w > 0 or l.ps <= 1 or window <= 0 or l.pn < window then return nil end
+  local t = math.max(now - l.ps, 0) / 1000000
+  local rate = math.max(window * PROBE_GROWTH ^ t, min_rate)
+  if cap >= 0 and rate >= cap then return nil end
+  if rate == math.huge then return nil end
+  return rate
+end
+local function overshoot_ratio(y)
+  if not (y < 1) then return 0 end
+  local lo, hi = 0, 1
+  for _ = 1, 60 do
+    local mid = (lo + hi) / 2
+    if 1 - mid + mid * math.log(mid) > y then lo = mid else hi = mid end
+  end
+  return (lo + hi) / 2
+end
+local function probe_estimate(l, sent, min_rate, cap, window)
+  if l.w > 0 or l.ps <= 1 or window <= 0 or l.pn <= window or sent <= l.ps then return nil end
+  local t = (sent - l.ps) / 1000000
+  local ln_g = math.log(PROBE_GROWTH)
+  local grown = PROBE_GROWTH ^ t
+  local allowed = window + window * (grown - 1) / ln_g
+  local counted = (math.min(l.pn, allowed) - window) / t
+  local at = window * grown
+  local estimate = math.max(counted, at * overshoot_ratio(window * ln_g / at))
+  if cap >= 0 and estimate > cap then estimate = cap end
+  return math.max(estimate, min_rate)
+end
+local function learned_rate(l, now, min_rate, increase, cap, window)
+  if l.w <= 0 then return probe(l, now, min_rate, cap, window) end
   local k = (math.max(l.w - l.r, 0) / increase) ^ (1 / 3)
   local t = math.max(now - l.s, 0) / 1000000
   local rate = math.max(l.w + increase * (t - k) ^ 3, min_rate)
@@ -67,7 +98,7 @@ local function count(l, send)
 end
 local function gauge(l, now, min_rate, increase, cap)
   if l.w <= 0 then return -1 end
-  local rate = learned_rate(l, now, min_rate, increase, cap) or cap
+  local rate = learned_rate(l, now, min_rate, increase, cap, 0) or cap
   return math.floor(rate * 1000)
 end
 local function set_tat(key, tat, now)
@@ -85,7 +116,8 @@ end
 /// KEYS: the TAT of each quota (`{prefix:key}:q0`, `:q1`...), the pause key (`{prefix:key}:pause`),
 /// the learned state (`{prefix:key}:learned`, a hash).
 /// ARGV: max wait (us), max server pause (us), adaptation on (1/0), min rate, decrease, increase,
-/// cap (per second, -1: none), then per quota its emission interval and tolerance (us).
+/// cap (per second, -1: none), initial window, then per quota its emission interval and tolerance
+/// (us).
 /// Returns `{1, wait_us, 0, gauge}` granted, `{0, retry_after_us, 0, gauge}` refused by the quotas
 /// or the learned pace, or `{2, retry_after_us, status, -1}` refused by a server pause; `gauge` is the
 /// learned rate in thousandths per second, -1 for none. Mirrors `gcra::decide`.
@@ -98,6 +130,7 @@ local max_wait = tonumber(ARGV[1])
 local max_pause = tonumber(ARGV[2])
 local adapt = ARGV[3] == '1'
 local min_rate, increase, cap = tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local window = tonumber(ARGV[8])
 local n = #KEYS - 2
 local pause_key, learned_key = KEYS[n + 1], KEYS[n + 2]
 local send = now
@@ -112,17 +145,17 @@ end
 local tats = {}
 for i = 1, n do
   local stored = redis.call('GET', KEYS[i])
-  local interval = tonumber(ARGV[6 + 2 * i])
-  local tat = now + math.min(tonumber(ARGV[7 + 2 * i]), math.floor(1000000 / interval) * interval)
+  local interval = tonumber(ARGV[7 + 2 * i])
+  local tat = now + math.min(tonumber(ARGV[8 + 2 * i]), math.floor(1000000 / interval) * interval)
   if stored then tat = tonumber(stored) or 0 end
   tats[i] = tat
-  local allow = tat - tonumber(ARGV[7 + 2 * i])
+  local allow = tat - tonumber(ARGV[8 + 2 * i])
   if allow > send then send = allow end
 end
 local l, rate, paced = nil, nil, false
 if adapt then
   l = load_learned(learned_key)
-  rate = learned_rate(l, now, min_rate, increase, cap)
+  rate = learned_rate(l, now, min_rate, increase, cap, window)
   if rate and l.t > send then send = l.t end
   if l.pu > send or (l.pu > 0 and l.pt > send) then
     send, paced = math.max(send, l.pt), true
@@ -134,12 +167,26 @@ if wait > max_wait then
 end
 for i = 1, n do
   local from = send
-  if rate then from = send + tonumber(ARGV[7 + 2 * i]) end
-  set_tat(KEYS[i], math.max(tats[i], from) + tonumber(ARGV[6 + 2 * i]), now)
+  if rate then from = send + tonumber(ARGV[8 + 2 * i]) end
+  set_tat(KEYS[i], math.max(tats[i], from) + tonumber(ARGV[7 + 2 * i]), now)
 end
 local g = -1
 if adapt then
-  if rate then l.t = math.max(l.t, send) + math.ceil(1000000 / rate) end
+  if rate then
+    local at_send = learned_rate(l, send, min_rate, increase, cap, window)
+    if not at_send and cap >= 0 then at_send = cap end
+    local spacing = 0
+    if at_send then spacing = math.ceil(1000000 / at_send) end
+    l.t = math.max(l.t, send) + spacing
+  end
+  if l.w <= 0 and window > 0 then
+    if l.ps == 0 then l.ps = math.max(send, 2) end
+    l.pn = l.pn + 1
+    if not rate then
+      local next = probe(l, send, min_rate, cap, window)
+      if next then l.t = math.max(l.t, send) + math.ceil(1000000 / next) end
+    end
+  end
   if paced then l.pt = math.max(l.pt, send) + l.pi end
   count(l, send)
   save_learned(learned_key, l, now)
@@ -153,7 +200,8 @@ return {1, wait, 0, g}
 ///
 /// KEYS: as [`ACQUIRE_SCRIPT`]. ARGV: pause (us, 0: none), status, throttled (1/0), age of the request
 /// (us), remaining (-1: not stated), reset (us), adaptation on (1/0), min rate, decrease, increase,
-/// cap (-1: none), then per quota its emission interval and tolerance (us). Returns the gauge.
+/// cap (-1: none), initial window, then per quota its emission interval and tolerance (us). Returns
+/// the gauge.
 const OBSERVE_SCRIPT: &str = concat!(
     learned_lua!(),
     r"
@@ -166,6 +214,7 @@ local remaining, reset = tonumber(ARGV[5]), tonumber(ARGV[6])
 local adapt = ARGV[7] == '1'
 local min_rate, decrease, increase, cap =
   tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local window = tonumber(ARGV[12])
 local n = #KEYS - 2
 local pause_key, learned_key = KEYS[n + 1], KEYS[n + 2]
 local resume = now
@@ -180,21 +229,28 @@ if adapt then l = load_learned(learned_key) end
 if pause > 0 or throttled then
   for i = 1, n do
     local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
-    local want = resume + tonumber(ARGV[11 + 2 * i])
+    local want = resume + tonumber(ARGV[12 + 2 * i])
     if want > tat then set_tat(KEYS[i], want, now) end
   end
   if adapt then
     l.t = math.max(l.t, resume)
     l.pt = math.max(l.pt, resume)
     if throttled and (l.w <= 0 or now - age >= l.e) then
-      local at_loss = learned_rate(l, now, min_rate, increase, cap)
-      if not at_loss then
-        at_loss = measured(l, now)
-        if cap >= 0 and at_loss > cap then at_loss = cap end
+      local estimate = probe_estimate(l, now - age, min_rate, cap, window)
+      if estimate then
+        l.w = estimate
+        l.r = math.max(estimate * decrease, min_rate)
+      else
+        local at_loss = nil
+        if l.w > 0 then at_loss = learned_rate(l, now, min_rate, increase, cap, window) end
+        if not at_loss then
+          at_loss = measured(l, now)
+          if cap >= 0 and at_loss > cap then at_loss = cap end
+        end
+        at_loss = math.max(at_loss, min_rate)
+        if at_loss < l.w then l.w = at_loss * (1 + decrease) / 2 else l.w = at_loss end
+        l.r = math.max(at_loss * decrease, min_rate)
       end
-      at_loss = math.max(at_loss, min_rate)
-      if at_loss < l.w then l.w = at_loss * (1 + decrease) / 2 else l.w = at_loss end
-      l.r = math.max(at_loss * decrease, min_rate)
       l.s = resume
       l.e = now
     end
@@ -204,6 +260,7 @@ if not adapt then return -1 end
 if remaining > 0 and reset > 0 then
   l.pi = math.floor(reset / remaining)
   l.pu = now + reset
+  if l.w <= 0 then l.ps = 1 end
 end
 save_learned(learned_key, l, now)
 return gauge(l, now, min_rate, increase, cap)
@@ -859,7 +916,7 @@ fn bounds(acquire: &Acquire) -> Bounds {
     }
 }
 
-/// ARGV of adaptation: on (1/0), min rate, decrease, increase, cap (-1: none).
+/// ARGV of adaptation: on (1/0), min rate, decrease, increase, cap (-1: none), initial window.
 fn adaptation_args(invocation: &mut redis::ScriptInvocation<'_>, policy: &RateLimitPolicy) {
     match Adapt::of(policy) {
         Some(adapt) => {
@@ -872,6 +929,7 @@ fn adaptation_args(invocation: &mut redis::ScriptInvocation<'_>, policy: &RateLi
             } else {
                 invocation.arg(-1);
             }
+            invocation.arg(adapt.window.to_string());
         }
         None => {
             invocation.arg(0);
@@ -879,6 +937,7 @@ fn adaptation_args(invocation: &mut redis::ScriptInvocation<'_>, policy: &RateLi
             invocation.arg(1);
             invocation.arg(1);
             invocation.arg(-1);
+            invocation.arg(0);
         }
     }
 }
