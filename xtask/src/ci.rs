@@ -245,11 +245,13 @@ fn summary(outcomes: &[(Step, Outcome)], total: Duration) -> String {
             Outcome::Failed(time) => ("FAILED", secs(*time)),
             Outcome::NotRun => ("not run", String::new()),
         };
-        let line = format!("  {:<12}{result:<9}{time:>9}", step.name());
+        // 14: the longest step name (`minimal-test`, 12) and two spaces; it was 12, which glued
+        // `minimal-testok` together.
+        let line = format!("  {:<14}{result:<9}{time:>9}", step.name());
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    out.push_str(&format!("  {:<12}{:<9}{:>9}\n", "total", "", secs(total)));
+    out.push_str(&format!("  {:<14}{:<9}{:>9}\n", "total", "", secs(total)));
     out
 }
 
@@ -385,19 +387,25 @@ mod tests {
             &[
                 (Step::Fmt, Outcome::Ok(Duration::from_millis(400))),
                 (Step::Services, Outcome::Ok(Duration::from_millis(10))),
+                (
+                    Step::MinimalTest,
+                    Outcome::Ok(Duration::from_millis(40_500)),
+                ),
                 (Step::Clippy, Outcome::Failed(Duration::from_millis(34_200))),
                 (Step::Test, Outcome::NotRun),
             ],
-            Duration::from_millis(34_650),
+            Duration::from_millis(75_150),
         );
+        // The longest step name keeps a gap before its result (it printed `minimal-testok`).
         assert_eq!(
             table,
             "ci: summary\n\
-             \x20 fmt         ok           0.4 s\n\
-             \x20 services    ok           0.0 s\n\
-             \x20 clippy      FAILED      34.2 s\n\
-             \x20 test        not run\n\
-             \x20 total                   34.6 s\n"
+             \x20 fmt           ok           0.4 s\n\
+             \x20 services      ok           0.0 s\n\
+             \x20 minimal-test  ok          40.5 s\n\
+             \x20 clippy        FAILED      34.2 s\n\
+             \x20 test          not run\n\
+             \x20 total                     75.2 s\n"
         );
     }
 }
