@@ -72,9 +72,9 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-/// Deletes the keys of the shared Redis under a test's own prefix (`{prefix}:*`, the hash tag every
-/// Redis-backed layer puts its prefix in), so a test cleans up after itself without touching any
-/// other test's keys.
+/// Deletes the keys of the shared Redis under a test's own prefix (those matching `{prefix:*`: every
+/// Redis-backed layer names its keys `{prefix:key}:what`, the hash tag holding the prefix), so a
+/// test cleans up after itself without touching any other test's keys.
 ///
 /// # Panics
 ///
