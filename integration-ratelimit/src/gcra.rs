@@ -775,14 +775,11 @@ mod tests {
         assert_eq!(key.learned.gauge(start + 10 * SECOND, &adapt), Some(45.0));
     }
 
-    #[test]
-    /// Regression (issue 13, found by the chaos suite's ratelimit-headers scenario): a caller the
-    /// server's pace would hold past its wait bound was refused before being sent (65 % of that
-    /// scenario's calls); it now waits for the reset instead.
-    fn a_caller_the_pace_would_hold_past_its_wait_waits_for_the_reset() {
+    /// A key told by the server's counters that 10 permits remain for 500 ms, at `now` = 1 s, then
+    /// asked for 12 permits at once within `max_wait`: the state after, and each permit's wait.
+    fn twelve_paced_by_counters(max_wait: u64) -> (Vec<u64>, Pause, Learned, Vec<u64>) {
         let adapt = adapt(f64::INFINITY);
         let (mut tats, mut pause, mut learned) = (Vec::new(), Pause::default(), Learned::default());
-        let now = SECOND;
         let signal = Signal {
             pause: 0,
             status: Some(StatusCode::OK),
@@ -796,11 +793,11 @@ mod tests {
             &mut learned,
             &[],
             Some(&adapt),
-            now,
+            SECOND,
             signal,
         );
         let bounds = Bounds {
-            max_wait: 520 * MS,
+            max_wait,
             max_server_pause: u64::MAX,
         };
         let mut sends = Vec::new();
@@ -811,13 +808,22 @@ mod tests {
                 &mut learned,
                 &[],
                 Some(&adapt),
-                now,
+                SECOND,
                 bounds,
             ) {
                 Decision::Granted { wait } => sends.push(wait.as_nanos() as u64),
                 Decision::Denied { .. } => panic!("refused: {sends:?}"),
             }
         }
+        (tats, pause, learned, sends)
+    }
+
+    #[test]
+    /// Regression (issue 13, found by the chaos suite's ratelimit-headers scenario): a caller the
+    /// server's pace would hold past its wait bound was refused before being sent (65 % of that
+    /// scenario's calls); it now waits for the reset instead.
+    fn a_caller_the_pace_would_hold_past_its_wait_waits_for_the_reset() {
+        let (_, _, _, sends) = twelve_paced_by_counters(520 * MS);
         // Ten at the pace, the eleventh at its next slot (500 ms, within the bound), the twelfth
         // (its slot at 550 ms is past the bound) at the reset, not refused.
         let mut expected: Vec<u64> = (0..11).map(|i| i * 50 * MS).collect();
@@ -828,45 +834,12 @@ mod tests {
     #[test]
     fn the_servers_counters_pace_the_key() {
         let adapt = adapt(f64::INFINITY);
-        let mut tats = Vec::new();
-        let mut pause = Pause::default();
-        let mut learned = Learned::default();
         let now = SECOND;
-        let signal = Signal {
-            pause: 0,
-            status: Some(StatusCode::OK),
-            throttled: false,
-            age: 0,
-            remaining: Some((10, 500 * MS)),
-        };
-        observe(
-            &mut tats,
-            &mut pause,
-            &mut learned,
-            &[],
-            Some(&adapt),
-            now,
-            signal,
-        );
+        let (mut tats, pause, mut learned, sends) = twelve_paced_by_counters(60 * SECOND);
         let bounds = Bounds {
             max_wait: 60 * SECOND,
             max_server_pause: u64::MAX,
         };
-        let mut sends = Vec::new();
-        for _ in 0..12 {
-            match decide(
-                &mut tats,
-                pause,
-                &mut learned,
-                &[],
-                Some(&adapt),
-                now,
-                bounds,
-            ) {
-                Decision::Granted { wait } => sends.push(wait.as_nanos() as u64),
-                Decision::Denied { .. } => panic!("denied"),
-            }
-        }
         // 10 remaining over 500 ms: one per 50 ms; the callers past them keep that pace past the
         // reset (regression, issue 13: they all left at the reset, into the next window's limit)
         // until the next window's answers set the next pace.
