@@ -81,6 +81,9 @@ pub(crate) struct Learned {
     pub(crate) pace_interval: u64,
     pub(crate) pace_until: u64,
     pub(crate) pace_tat: u64,
+    /// The spacing of permits past `pace_until`, in the server's next window: the narrowest
+    /// `pace_interval` of the current window.
+    pub(crate) pace_next: u64,
     /// When the key's probe started (its first permit); zero: not yet; 1 (`PROBE_OVER`): over
     /// without a throttle (the server's counters took over).
     pub(crate) probe_start: u64,
@@ -162,8 +165,16 @@ impl Learned {
 
     /// Permits granted over the last second or so (the previous bucket weighted by how much of it
     /// is still within one second of `now`).
+    ///
+    /// Permits the server's pace reserved ahead of `now` may have moved the newest bucket past
+    /// `now`'s: then the busier of the two buckets counted is the rate the key is sending at (the
+    /// older one, `now`'s or later, holds a whole second of them). Weighting it as the past second,
+    /// as before, made the rate a fraction of the real one late in a second (issue 13).
     pub(crate) fn measured(&self, now: u64) -> f64 {
         let bucket = now / SECOND;
+        if self.bucket > bucket {
+            return f64::from(self.previous.max(self.current));
+        }
         let (previous, current) = match bucket.saturating_sub(self.bucket) {
             0 => (self.previous, self.current),
             1 => (self.current, 0),
@@ -309,9 +320,10 @@ pub(crate) fn decide(
     if rate.is_some() {
         send = send.max(learned.tat);
     }
-    // The server's counters pace the permits of its current window. Callers past them keep that
-    // pace beyond the reset, one per interval, until the next window's answers set the next pace:
-    // they never all leave at the reset (issue 13: 14 of the 64 met the new window's limit there).
+    // The server's counters pace the permits of its current window. Callers past them go on past
+    // the reset at the next window's pace (`pace_next`), until the next window's answers set the
+    // next pace: they never all leave at the reset (issue 13: 14 of the 64 met the new window's
+    // limit there).
     // A caller the pace would hold past its wait bound is not refused for it: it waits for the
     // reset instead, as before the pace was kept past it (a queue past the reset longer than
     // `max_wait` refused 65 % of the chaos suite's ratelimit-headers calls before they were sent).
@@ -367,10 +379,22 @@ pub(crate) fn decide(
             }
         }
         if paced {
-            learned.pace_tat = learned
-                .pace_tat
-                .max(send)
-                .saturating_add(learned.pace_interval);
+            // Within the server's window, its pace; but the next slot is never past the window's
+            // reset (the next window starts there), and from there on the next window's pace
+            // applies: the last of a window's intervals (its few remaining permits over the time to
+            // the reset, which `RateLimit` states in whole seconds) spaced a queue 1 s apart past
+            // the reset (issue 13: refused calls in one run of the chaos suite in eight).
+            let next_window = match learned.pace_next {
+                0 => learned.pace_interval,
+                next => next,
+            };
+            let next = if send < learned.pace_until {
+                send.saturating_add(learned.pace_interval)
+                    .min(learned.pace_until.max(send.saturating_add(next_window)))
+            } else {
+                send.saturating_add(next_window)
+            };
+            learned.pace_tat = learned.pace_tat.max(next);
         }
         learned.count(send);
     }
@@ -467,7 +491,20 @@ pub(crate) fn observe(
         && remaining > 0
         && reset > 0
     {
-        learned.pace_interval = reset / remaining;
+        let interval = reset / remaining;
+        // The next window's pace: the narrowest of this window's readings (its first ones: most
+        // permits over the whole window), new once the window is over. Not the server's stated
+        // policy (`q=50;w=1`: 20 ms): at exactly the server's rate, a window boundary that drifted
+        // against the pace let one permit too many into a window, and its last answers, `r=0` with
+        // the reset in whole seconds, paused the key for up to a second (the simulation of the test
+        // `a_key_paced_by_the_servers_counters_converges_at_any_phase` took 8.4-10.3 s for its 300
+        // calls at the policy's pace, 6.2-7.0 s at this one).
+        learned.pace_next = if learned.pace_next == 0 || now >= learned.pace_until {
+            interval
+        } else {
+            learned.pace_next.min(interval)
+        };
+        learned.pace_interval = interval;
         learned.pace_until = now.saturating_add(reset);
         // The server's counters say more than a probe: it ends (or never starts).
         if learned.w_max <= 0.0 {
@@ -977,6 +1014,192 @@ mod tests {
         );
         assert_eq!(key.learned.rate(now + MS, &adapt), None);
         assert_eq!(key.learned.probe_estimate(now + MS, &adapt), None);
+    }
+
+    /// What [`counters_closed_loop`] saw: calls that succeeded, calls refused before being sent,
+    /// requests answered after the first answer and those of them answered 429.
+    #[derive(Debug)]
+    struct LoopOutcome {
+        succeeded: u32,
+        refused: u32,
+        after_first: u32,
+        throttled_after_first: u32,
+        /// From the first call to the last answer, ms.
+        elapsed_ms: u64,
+    }
+
+    /// The chaos suite's ratelimit-headers scenario, deterministic: 300 calls, 64 callers in a closed
+    /// loop, against a server allowing 50 requests per fixed 1 s window (its windows start `phase`
+    /// into the second of this key's buckets) that answers every request 1 ms after it is sent with
+    /// `RateLimit: r=<remaining>;t=<whole seconds to the reset, rounded up>`, 429 without
+    /// `Retry-After` past its limit. The client side does what the layer does with those: the
+    /// remaining count less the key's other requests in flight; none left (or a 429): a pause until
+    /// the reset; a 429 is retried at once (3 attempts); `max_wait` 5 s, adaptation at its defaults.
+    fn counters_closed_loop(phase: u64) -> LoopOutcome {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+
+        const LATENCY: u64 = MS;
+        let adapt = probing(f64::INFINITY);
+        let bounds = Bounds {
+            max_wait: 5 * SECOND,
+            max_server_pause: 600 * SECOND,
+        };
+        let mut key = Key::default();
+        let (mut window_start, mut used) = (phase, 0u64);
+        /// (instant, caller, what, sent, attempt): what is 0 acquire, 1 the answer of a request
+        /// sent at `sent`, 2 the end of a wait.
+        type Event = (u64, u32, u8, u64, u32);
+        let mut events: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
+        let start = 3 * SECOND;
+        let mut launched = 0u32;
+        for caller in 0..64 {
+            events.push(Reverse((start, caller, 0, 0, 1)));
+            launched += 1;
+        }
+        let mut in_flight = 0u64;
+        let mut first_answer: Option<u64> = None;
+        let mut outcome = LoopOutcome {
+            succeeded: 0,
+            refused: 0,
+            after_first: 0,
+            throttled_after_first: 0,
+            elapsed_ms: 0,
+        };
+        let mut guard = 0;
+        while let Some(Reverse((now, caller, what, sent, attempt))) = events.pop() {
+            guard += 1;
+            assert!(guard < 1_000_000, "the simulation does not end");
+            let mut next_call = false;
+            if what == 0 {
+                match decide(
+                    &mut key.tats,
+                    key.pause,
+                    &mut key.learned,
+                    &[],
+                    Some(&adapt),
+                    now,
+                    bounds,
+                ) {
+                    Decision::Granted { wait } if wait.is_zero() => {
+                        in_flight += 1;
+                        events.push(Reverse((now + LATENCY, caller, 1, now, attempt)));
+                    }
+                    Decision::Granted { wait } => {
+                        let send = now + wait.as_nanos() as u64;
+                        events.push(Reverse((send, caller, 2, 0, attempt)));
+                    }
+                    Decision::Denied { .. } => {
+                        outcome.refused += 1;
+                        next_call = true;
+                    }
+                }
+            } else if what == 2 {
+                // After a wait: a pause that started meanwhile sends the call back in line.
+                if key.pause.until > now {
+                    events.push(Reverse((now, caller, 0, 0, attempt)));
+                } else {
+                    in_flight += 1;
+                    events.push(Reverse((now + LATENCY, caller, 1, now, attempt)));
+                }
+            } else {
+                in_flight -= 1;
+                outcome.elapsed_ms = (now - start) / MS;
+                // The server decides when the request arrives, half way.
+                let at = sent + LATENCY / 2;
+                while at >= window_start + SECOND {
+                    window_start += SECOND;
+                    used = 0;
+                }
+                let allowed = used < 50;
+                if allowed {
+                    used += 1;
+                }
+                let remaining = 50 - used;
+                let reset = (window_start + SECOND - at).div_ceil(SECOND) * SECOND;
+                if first_answer.is_some_and(|first| sent >= first) {
+                    outcome.after_first += 1;
+                    outcome.throttled_after_first += u32::from(!allowed);
+                }
+                first_answer.get_or_insert(now);
+                let left = remaining.saturating_sub(in_flight);
+                let signal = Signal {
+                    pause: if !allowed || left == 0 { reset } else { 0 },
+                    status: Some(if allowed {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::TOO_MANY_REQUESTS
+                    }),
+                    throttled: !allowed,
+                    age: now - sent,
+                    remaining: (allowed && left > 0).then_some((left, reset)),
+                };
+                observe(
+                    &mut key.tats,
+                    &mut key.pause,
+                    &mut key.learned,
+                    &[],
+                    Some(&adapt),
+                    now,
+                    signal,
+                );
+                if allowed {
+                    outcome.succeeded += 1;
+                    next_call = true;
+                } else if attempt < 3 {
+                    events.push(Reverse((now, caller, 0, 0, attempt + 1)));
+                } else {
+                    next_call = true;
+                }
+            }
+            if next_call && launched < 300 {
+                launched += 1;
+                events.push(Reverse((now, caller, 0, 0, 1)));
+            }
+        }
+        outcome
+    }
+
+    /// Regression (issue 13, the chaos suite's ratelimit-headers scenario failing about one run in
+    /// eight: one 429 about 2 s in, then 140 calls refused "rate limited by the client quota"). The
+    /// server's last answers of a window (`r=1;t=1`: one permit over the reset rounded up to a
+    /// second) set the pace to one a second, and the queue kept it past the reset for seconds: every
+    /// caller within `max_wait` reserved a slot a second apart. Then a 429 seeded the learned rate
+    /// from the permits measured over the last second, which those reservations into the next
+    /// second made a fraction of the real figure (the older bucket weighted as the past when it was
+    /// the present). Past the reset the queue now goes at the next window's pace, and the measured
+    /// rate counts reservations ahead as the rate they are at. In this simulation, before: 13 of the
+    /// 28 phases refused 129 to 182 calls each, 9 more had 1.7 to 2.7 % of their requests answered
+    /// 429, the other 6 took 10.2 to 11.1 s; now all 300 calls succeed at every phase, with at most
+    /// one 429, in 6.2 to 7.0 s.
+    #[test]
+    fn a_key_paced_by_the_servers_counters_converges_at_any_phase() {
+        for phase in (0..1_000).step_by(37).map(|ms| ms * MS) {
+            let outcome = counters_closed_loop(phase);
+            assert_eq!(outcome.refused, 0, "phase {phase}: {outcome:?}");
+            assert_eq!(outcome.succeeded, 300, "phase {phase}: {outcome:?}");
+            assert!(
+                outcome.throttled_after_first * 100 <= outcome.after_first,
+                "phase {phase}: {outcome:?}"
+            );
+            // 50 at once, then 250 at 50/s: 5 s at best; the reset in whole seconds costs some.
+            assert!(outcome.elapsed_ms <= 7_500, "phase {phase}: {outcome:?}");
+        }
+    }
+
+    /// Regression (issue 13): permits reserved a second ahead moved the newest bucket past `now`'s,
+    /// and the older bucket, weighted as the past second, counted for a tenth of itself at 0.9 s
+    /// into one: 60 permits at 50/s measured as 10/s.
+    #[test]
+    fn the_measured_rate_counts_permits_reserved_ahead_at_their_rate() {
+        let mut learned = Learned::default();
+        let now = 3 * SECOND + 900 * MS;
+        for i in 0..60 {
+            learned.count(now + i * 20 * MS);
+        }
+        assert_eq!(learned.measured(now), 50.0);
+        // Once `now` is in the newest bucket, the usual weighting.
+        assert_eq!(learned.measured(5 * SECOND + 500 * MS), 50.0 * 0.5 + 5.0);
     }
 
     #[test]

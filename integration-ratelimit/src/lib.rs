@@ -35,7 +35,8 @@
 //!   `RateLimit` or `X-RateLimit-Remaining` with a reset, the key is paced from them directly: the
 //!   remaining permits spread evenly over the time to the reset, less this process's other calls
 //!   of the key in flight (which the server has not counted yet; none left: the key waits for the
-//!   reset). With the Redis store the learned
+//!   reset); callers queued past the reset go on at the next window's pace (the narrowest spacing of
+//!   the window's answers), not all at once. With the Redis store the learned
 //!   state lives in the key's Redis hash, read and written by the same one-round-trip script, so
 //!   every replica paces by it.
 //!

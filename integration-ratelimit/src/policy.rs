@@ -348,7 +348,10 @@ impl Default for RateLimitPolicy {
 ///   rate until its first throttle, then the learned one.
 /// - **Paced by the server's counters.** A response that says what remains of the server's window
 ///   (`RateLimit`, `RateLimit-Remaining`, `X-RateLimit-Remaining` with a reset) paces the key
-///   directly: its remaining permits spread evenly over the time to the reset.
+///   directly: its remaining permits spread evenly over the time to the reset. Callers queued past
+///   the reset go on at the next window's pace (the narrowest spacing the current window's answers
+///   gave, its first ones: most permits over the whole window), never all at once at the reset, and
+///   never at the spacing of the window's last answers (`r=1;t=1`: one a second) either.
 ///
 /// While a learned rate is in force, the key's permits are spaced at that rate (no burst).
 ///

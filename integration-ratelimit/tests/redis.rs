@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use http::{HeaderMap, Request, Response, StatusCode};
 use integration_core::error::RateLimited;
+use integration_ratelimit::store::{Acquire, Decision, Observation, RateLimitStore};
 use integration_ratelimit::{
-    Quota, RateLimitKey, RateLimitLayer, RateLimitPolicy, RateLimiter, RedisOptions, RedisStore,
+    MemoryStore, Quota, RateLimitKey, RateLimitLayer, RateLimitPolicy, RateLimiter, RedisOptions,
+    RedisStore,
 };
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -718,4 +720,61 @@ async fn a_throttle_observed_during_an_outage_is_seeded_into_redis_on_its_return
         "the pause is in Redis for every replica (pttl {seeded} ms)"
     );
     server.kill();
+}
+
+/// The waits the store grants six callers of `key` at once, after the server's counters said 40
+/// permits remain for 1 s, then, from a later answer of the same window, 1 for 1 s (`RateLimit`
+/// states the reset in whole seconds, so the last answers of a window read `r=1;t=1`).
+async fn waits_after_a_window_runs_out(store: &dyn RateLimitStore, key: &RateLimitKey) -> Vec<f64> {
+    let policy = Arc::new(RateLimitPolicy::new([]).with_max_wait(Duration::from_secs(10)));
+    for remaining in [40, 1] {
+        let mut observation = Observation::new(key.clone(), policy.clone(), StatusCode::OK);
+        observation.remaining = Some((remaining, Duration::from_secs(1)));
+        store.observe(observation).await.unwrap();
+    }
+    let mut waits = Vec::new();
+    for _ in 0..6 {
+        let acquire = Acquire {
+            key: key.clone(),
+            policy: policy.clone(),
+            max_wait: Duration::from_secs(10),
+        };
+        match store.acquire(acquire).await.unwrap() {
+            Decision::Granted { wait } => waits.push(wait.as_secs_f64()),
+            Decision::Denied { retry_after, .. } => panic!("refused, retry after {retry_after:?}"),
+        }
+    }
+    waits
+}
+
+/// Regression (issue 13, the chaos suite's ratelimit-headers scenario failing one run in eight):
+/// the last interval of a server's window (one permit over the reset rounded up to a second) paced
+/// the queue past the reset, one caller a second, for as long as `max_wait` allowed. Past the reset
+/// the queue now goes at the next window's pace (the narrowest of this window's readings, 25 ms
+/// here); the Redis script and the memory store agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_servers_reset_the_queue_keeps_the_next_windows_pace_in_redis_as_in_memory() {
+    let url = redis_url();
+    let prefix = prefix("next-window");
+    let redis = RedisStore::new(connect(&url).await, prefix, options());
+    let memory = MemoryStore::new();
+    let key = RateLimitKey::from("paced");
+    for (name, store) in [
+        ("redis", &redis as &dyn RateLimitStore),
+        ("memory", &memory as &dyn RateLimitStore),
+    ] {
+        let waits = waits_after_a_window_runs_out(store, &key).await;
+        // The window's last permit at once, the next at its reset (1 s on), then 25 ms apart
+        // (before: 1 s apart, the sixth 4 s after the reset). Redis's clock moves between calls.
+        let slack = SLACK.as_secs_f64();
+        assert!(waits[0] <= slack, "{name}: {waits:?}");
+        assert!((waits[1] - 1.0).abs() <= slack, "{name}: {waits:?}");
+        for pair in waits[1..].windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                (gap - 0.025).abs() <= 0.002 + slack / 4.0,
+                "{name}: {waits:?}"
+            );
+        }
+    }
 }

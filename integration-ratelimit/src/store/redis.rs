@@ -21,7 +21,7 @@ use crate::policy::{Quota, RateLimitPolicy};
 macro_rules! learned_lua {
     () => {
         r"
-local FIELDS = {'w', 'r', 's', 'e', 't', 'b', 'p', 'c', 'pi', 'pu', 'pt', 'ps', 'pn'}
+local FIELDS = {'w', 'r', 's', 'e', 't', 'b', 'p', 'c', 'pi', 'pu', 'pt', 'ps', 'pn', 'px'}
 local LEARNED_TTL = 600000000
 local PROBE_GROWTH = 16
 local function load_learned(key)
@@ -81,6 +81,7 @@ local function learned_rate(l, now, min_rate, increase, cap, window)
 end
 local function measured(l, now)
   local bucket = math.floor(now / 1000000)
+  if l.b > bucket then return math.max(l.p, l.c) end
   local previous, current = 0, 0
   if bucket == l.b then previous, current = l.p, l.c elseif bucket == l.b + 1 then previous = l.c end
   local into = (now % 1000000) / 1000000
@@ -158,7 +159,12 @@ if adapt then
   rate = learned_rate(l, now, min_rate, increase, cap, window)
   if rate and l.t > send then send = l.t end
   if l.pu > send or (l.pu > 0 and l.pt > send) then
-    send, paced = math.max(send, l.pt), true
+    local slot = math.max(send, l.pt)
+    if slot < l.pu or slot - now <= max_wait then
+      send, paced = slot, true
+    else
+      send = math.max(send, l.pu)
+    end
   end
 end
 local wait = send - now
@@ -187,7 +193,13 @@ if adapt then
       if next then l.t = math.max(l.t, send) + math.ceil(1000000 / next) end
     end
   end
-  if paced then l.pt = math.max(l.pt, send) + l.pi end
+  if paced then
+    local next_window = l.px
+    if next_window <= 0 then next_window = l.pi end
+    local next = send + next_window
+    if send < l.pu then next = math.min(send + l.pi, math.max(l.pu, next)) end
+    l.pt = math.max(l.pt, next)
+  end
   count(l, send)
   save_learned(learned_key, l, now)
   g = gauge(l, now, min_rate, increase, cap)
@@ -258,7 +270,9 @@ if pause > 0 or throttled then
 end
 if not adapt then return -1 end
 if remaining > 0 and reset > 0 then
-  l.pi = math.floor(reset / remaining)
+  local interval = math.floor(reset / remaining)
+  if l.px <= 0 or now >= l.pu then l.px = interval else l.px = math.min(l.px, interval) end
+  l.pi = interval
   l.pu = now + reset
   if l.w <= 0 then l.ps = 1 end
 end
