@@ -67,9 +67,10 @@ pub(crate) struct Learned {
     pub(crate) w_max: f64,
     /// The rate right after the last decrease.
     pub(crate) r0: f64,
-    /// When the curve starts (the end of the pause of the last decrease).
+    /// When the curve starts (the end of the pause of the last decrease): answers to requests sent
+    /// before it change nothing.
     pub(crate) start: u64,
-    /// When the last decrease happened: answers to requests sent before it change nothing.
+    /// When the last decrease happened.
     pub(crate) epoch: u64,
     /// The theoretical arrival time of the learned rate's GCRA (burst 1).
     pub(crate) tat: u64,
@@ -462,7 +463,12 @@ pub(crate) fn observe(
         let sent = now.saturating_sub(signal.age);
         if let Some(adapt) = adapt
             && signal.throttled
-            && (learned.w_max <= 0.0 || sent >= learned.epoch)
+            // One decrease per congestion event: a request sent before the curve started (before
+            // the decrease, or during its pause by a replica that had reserved its permit before
+            // the pause reached it) was part of the event that caused the decrease (issue 13: four
+            // replicas sharing a key decreased two or three times for one wave, and spent seconds
+            // at 15-22/s against a server allowing 50/s).
+            && (learned.w_max <= 0.0 || sent >= learned.start)
         {
             if let Some(estimate) = learned.probe_estimate(sent, adapt) {
                 // The server's rate, as the probe measured it: the curve flattens there.
@@ -793,6 +799,32 @@ mod tests {
         key.throttle(&[], &adapt, later, SECOND, MS);
         assert!(at < 64.0);
         assert!((key.learned.w_max - at * 0.85).abs() < 1e-9);
+    }
+
+    /// Regression (issue 13, the chaos suite's shared-limit scenario: four replicas sharing a key in
+    /// Redis took 10.8 s for an ideal of 5.8): a replica that had reserved its permit before the
+    /// pause of a throttle reached it sent its request during the pause; its 429, sent after the
+    /// decrease, decreased the rate a second time for the same wave.
+    #[test]
+    fn a_throttle_to_a_request_sent_during_the_pause_does_not_decrease_again() {
+        let adapt = adapt(f64::INFINITY);
+        let mut key = Key::default();
+        let now = 5 * SECOND;
+        for _ in 0..50 {
+            assert_eq!(key.acquire(&[], &adapt, now), Some(now));
+        }
+        key.throttle(&[], &adapt, now + MS, SECOND, MS);
+        let learned = key.learned;
+        assert_eq!(learned.w_max, 50.0);
+        assert_eq!(learned.start, now + MS + SECOND);
+        // Sent 10 ms into the pause, answered 429 (with its own Retry-After) 1 ms later.
+        key.throttle(&[], &adapt, now + 12 * MS, SECOND, MS);
+        assert_eq!(key.learned.w_max, 50.0);
+        assert_eq!(key.learned.r0, learned.r0);
+        // A request sent after the pause is a new signal.
+        let after = key.learned.start + 100 * MS;
+        key.throttle(&[], &adapt, after, SECOND, MS);
+        assert!(key.learned.w_max < 50.0, "{:?}", key.learned);
     }
 
     #[test]

@@ -333,10 +333,11 @@ impl Default for RateLimitPolicy {
 /// Adaptive throttling of a key's sending rate: a CUBIC-like rate, as the AWS SDKs' adaptive retry
 /// mode has it, learned from the server's throttle answers.
 ///
-/// - **Decrease.** A 429, or a 503 with `Retry-After`, to a request sent after the key's last decrease
-///   sets the key's rate to `decrease` times the rate it was sending at (the learned rate, or the
-///   measured rate of permits over the last second if the key had none). Answers to requests sent
-///   before the last decrease belong to the same congestion event and change nothing.
+/// - **Decrease.** A 429, or a 503 with `Retry-After`, to a request sent after the end of the pause
+///   of the key's last decrease sets the key's rate to `decrease` times the rate it was sending at
+///   (the learned rate, or the measured rate of permits over the last second if the key had none).
+///   Answers to requests sent before the last decrease, or during its pause (a replica's permit
+///   reserved before the pause reached it), belong to the same congestion event and change nothing.
 /// - **Increase.** From the end of the server's pause, the rate grows back along CUBIC's curve,
 ///   `w_max + increase * (t - K)^3`, `K = cbrt((w_max - r0) / increase)`: quickly at first, flat near
 ///   `w_max` (the rate of the last throttle, lowered to `(1 + decrease) / 2` of it when it was lower

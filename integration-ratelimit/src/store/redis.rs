@@ -247,7 +247,7 @@ if pause > 0 or throttled then
   if adapt then
     l.t = math.max(l.t, resume)
     l.pt = math.max(l.pt, resume)
-    if throttled and (l.w <= 0 or now - age >= l.e) then
+    if throttled and (l.w <= 0 or now - age >= l.s) then
       local estimate = probe_estimate(l, now - age, min_rate, cap, window)
       if estimate then
         l.w = estimate

@@ -27,8 +27,8 @@ Options:
                           unless the timing-free invariants hold (no call lost or hung, no
                           duplicated POST); writes nothing
   --scenarios a,b         which scenarios (flaky-10, flaky-30, outage-503, outage-refused, slow,
-                          server-limit, server-limit-quota, ratelimit-headers, redis-outage,
-                          pg-outage) [all]
+                          server-limit, server-limit-quota, ratelimit-headers, shared-limit,
+                          redis-outage, pg-outage) [all]
   --duration-scale X      multiply every duration by X [1; 0.1 with --smoke]
   --rate-scale X          multiply every offered rate by X [1; 0.3 with --smoke]
   --out DIR               write CHAOS.md and chaos.json there
@@ -36,7 +36,7 @@ Options:
 
 Environment:
   DATABASE_URL            the PostgreSQL of pg-outage [postgres://postgres@127.0.0.1:5432/test]
-  redis-server            must be on PATH (redis-outage starts and kills its own)
+  redis-server            must be on PATH (redis-outage and shared-limit start their own)
 ";
 
 fn take_value(args: &mut Vec<String>, flag: &str) -> Result<Option<String>, BoxError> {

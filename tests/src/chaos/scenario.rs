@@ -53,6 +53,9 @@ pub enum Scenario {
     ServerLimitQuota,
     /// An upstream limit announced with `RateLimit`/`RateLimit-Policy` headers.
     RatelimitHeaders,
+    /// Four clients (as four replicas) sharing their rate-limit state in one Redis against one
+    /// server GCRA (50 r/s, burst 10); 300 calls at 64 concurrency spread over them.
+    SharedLimit,
     /// The limiter's and the token store's Redis killed for 10 s and 40 s under 80 calls/s,
     /// quota 50/s.
     RedisOutage,
@@ -62,7 +65,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Flaky10,
         Scenario::Flaky30,
         Scenario::Outage503,
@@ -71,6 +74,7 @@ impl Scenario {
         Scenario::ServerLimit,
         Scenario::ServerLimitQuota,
         Scenario::RatelimitHeaders,
+        Scenario::SharedLimit,
         Scenario::RedisOutage,
         Scenario::PgOutage,
     ];
@@ -86,6 +90,7 @@ impl Scenario {
             Scenario::ServerLimit => "server-limit",
             Scenario::ServerLimitQuota => "server-limit-quota",
             Scenario::RatelimitHeaders => "ratelimit-headers",
+            Scenario::SharedLimit => "shared-limit",
             Scenario::RedisOutage => "redis-outage",
             Scenario::PgOutage => "pg-outage",
         }
@@ -159,6 +164,7 @@ pub async fn run(scenario: Scenario, scale: Scale) -> Result<ScenarioReport, Box
         Scenario::ServerLimit | Scenario::ServerLimitQuota | Scenario::RatelimitHeaders => {
             server_limit(scenario, scale).await
         }
+        Scenario::SharedLimit => shared_limit(scale).await,
         Scenario::RedisOutage => redis_outage(scale).await,
         Scenario::PgOutage => pg_outage(scale).await,
     }
@@ -966,6 +972,146 @@ async fn server_limit(scenario: Scenario, scale: Scale) -> Result<ScenarioReport
         settings: settings(&[
             ("calls", calls.to_string()),
             ("concurrency", concurrency.to_string()),
+        ]),
+        figures,
+        invariants,
+        runs: vec![run],
+        first_errors: caller.first_errors(),
+    })
+}
+
+/// Calls spread over several clients, as over replicas: call `index` goes to client `index % n`.
+#[derive(Clone)]
+struct Replicas(Arc<Vec<FacadeCaller>>);
+
+impl Replicas {
+    fn first_errors(&self) -> BTreeMap<String, String> {
+        let mut errors = BTreeMap::new();
+        for replica in self.0.iter() {
+            for (name, chain) in replica.first_errors() {
+                errors.entry(name).or_insert(chain);
+            }
+        }
+        errors
+    }
+}
+
+impl ChaosCaller for Replicas {
+    async fn call(&self, index: u64) -> CallOutcome {
+        let replica = &self.0[(index % self.0.len() as u64) as usize];
+        replica.call(index).await
+    }
+}
+
+/// The most requests (throttled ones included) the server received in one whole second.
+fn busiest_second(seconds: &BTreeMap<u64, ServerSecond>) -> u64 {
+    seconds.values().map(|s| s.requests).max().unwrap_or(0)
+}
+
+/// Issue 13's "4 clients sharing one Redis against one upstream limit": four `Client`s built from
+/// one configuration with `store = "redis"` and `expected_replicas = 4` (what four replicas of a
+/// service would run), sharing the scenario's own `redis-server`, against one server GCRA.
+async fn shared_limit(scale: Scale) -> Result<ScenarioReport, BoxError> {
+    const REPLICAS: u32 = 4;
+    let calls = (300.0 * scale.duration.max(1.0 / 3.0)).round() as u64;
+    let concurrency = 64;
+    let (rate, burst) = (50.0, 10);
+    let redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await?
+        .map_err(|e| format!("the scenario's own redis-server: {e}"))?;
+    let epoch = Instant::now();
+    let server = FaultServer::start(
+        FaultPlan {
+            limit: Some(ServerLimit {
+                kind: LimitKind::Gcra { rate, burst },
+                retry_after: true,
+                ratelimit_headers: false,
+            }),
+            ..FaultPlan::default()
+        },
+        epoch,
+    )
+    .await?;
+    let mut integration = defaults(&server.base_url())?;
+    integration.rate_limit.store = StoreKind::Redis;
+    integration.rate_limit.expected_replicas = REPLICAS;
+    let bound = hard_bound(&integration);
+    let mut redis_config = RedisConfig::new(Secret::new(redis.url()));
+    redis_config.key_prefix = format!("chaos-{:08x}", fastrand::u32(..));
+    let mut replicas = Vec::new();
+    for _ in 0..REPLICAS {
+        let config = Config::new()
+            .with_redis(redis_config.clone())
+            .with_integration(API, integration.clone());
+        replicas.push(FacadeCaller::new(Client::connect(config).await?, 0));
+    }
+    let caller = Replicas(Arc::new(replicas));
+    let records = closed_loop(calls, concurrency, &caller, epoch, bound).await;
+    drop(redis);
+    let seconds = server.seconds();
+    let run = Run {
+        label: format!("{REPLICAS} clients, store = redis"),
+        timeline: timeline(&records, &seconds),
+        events: Vec::new(),
+    };
+    let totals = server.totals();
+    let mut figures = common_figures(&records, &totals);
+    let mut invariants = common_invariants(&records, calls);
+    let ok = records.iter().filter(|r| r.is_ok()).count();
+    let success = ratio(ok, records.len());
+    let throttled_share = ratio(totals.throttled as usize, totals.requests as usize);
+    let busiest = busiest_second(&seconds);
+    let elapsed = records
+        .iter()
+        .map(|r| r.ended)
+        .max()
+        .unwrap_or_default()
+        .saturating_sub(records.iter().map(|r| r.started).min().unwrap_or_default());
+    let ideal = Duration::from_secs_f64((calls - u64::from(burst)) as f64 / rate);
+    figures.insert("elapsed (s)".to_owned(), elapsed.as_secs_f64());
+    figures.insert("ideal elapsed (s)".to_owned(), ideal.as_secs_f64());
+    figures.insert(
+        "attempts answered 429 (%)".to_owned(),
+        throttled_share * 100.0,
+    );
+    figures.insert("busiest second (requests)".to_owned(), busiest as f64);
+    // What the server allows in one second: its rate, and its burst once. The clients together
+    // must not offer more (429s count: an attempt answered 429 was still sent).
+    let allowed = rate + f64::from(burst);
+    invariants.push(Invariant::new(
+        "calls succeed",
+        ">= 99 %",
+        pct(success),
+        success >= 0.99,
+    ));
+    invariants.push(Invariant::new(
+        "attempts answered 429",
+        "<= 5 %",
+        pct(throttled_share),
+        throttled_share <= 0.05,
+    ));
+    invariants.push(Invariant::new(
+        "aggregate within the limit: requests in any whole second",
+        format!(
+            "<= {:.0} ({rate:.0}/s + burst {burst}, + 5 %)",
+            allowed * 1.05
+        ),
+        busiest.to_string(),
+        busiest as f64 <= allowed * 1.05,
+    ));
+    Ok(ScenarioReport {
+        name: Scenario::SharedLimit.name().to_owned(),
+        description: format!(
+            "{calls} calls, {concurrency} in flight (closed loop) spread over {REPLICAS} clients \
+             built from one configuration (`rate_limit.store = \"redis\"`, `expected_replicas = \
+             {REPLICAS}`, otherwise defaults, no local quota) sharing the scenario's own \
+             `redis-server`, against one server GCRA of {rate:.0} r/s with burst {burst} answering \
+             429 with `Retry-After: 1`."
+        ),
+        settings: settings(&[
+            ("calls", calls.to_string()),
+            ("concurrency", concurrency.to_string()),
+            ("clients", REPLICAS.to_string()),
         ]),
         figures,
         invariants,
