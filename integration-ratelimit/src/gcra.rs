@@ -765,15 +765,23 @@ mod tests {
         );
     }
 
+    /// A key without a quota that sent `permits` at once at `now` (5 s), the first answered 429
+    /// with a 1 s pause 1 ms later.
+    fn one_wave_throttled(permits: u32, adapt: &Adapt) -> Key {
+        let mut key = Key::default();
+        let now = 5 * SECOND;
+        for _ in 0..permits {
+            assert_eq!(key.acquire(&[], adapt, now), Some(now));
+        }
+        key.throttle(&[], adapt, now + MS, SECOND, MS);
+        key
+    }
+
     #[test]
     fn the_first_throttle_learns_from_the_measured_rate_and_stragglers_do_not_decrease_again() {
         let adapt = adapt(f64::INFINITY);
-        let mut key = Key::default();
         let now = 5 * SECOND;
-        for _ in 0..64 {
-            assert_eq!(key.acquire(&[], &adapt, now), Some(now));
-        }
-        key.throttle(&[], &adapt, now + MS, SECOND, MS);
+        let mut key = one_wave_throttled(64, &adapt);
         let learned = key.learned;
         assert_eq!(learned.w_max, 64.0);
         assert!((learned.r0 - 44.8).abs() < 1e-9, "{learned:?}");
@@ -808,12 +816,8 @@ mod tests {
     #[test]
     fn a_throttle_to_a_request_sent_during_the_pause_does_not_decrease_again() {
         let adapt = adapt(f64::INFINITY);
-        let mut key = Key::default();
         let now = 5 * SECOND;
-        for _ in 0..50 {
-            assert_eq!(key.acquire(&[], &adapt, now), Some(now));
-        }
-        key.throttle(&[], &adapt, now + MS, SECOND, MS);
+        let mut key = one_wave_throttled(50, &adapt);
         let learned = key.learned;
         assert_eq!(learned.w_max, 50.0);
         assert_eq!(learned.start, now + MS + SECOND);
