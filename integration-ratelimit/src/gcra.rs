@@ -690,11 +690,14 @@ mod tests {
                 age,
                 remaining: None,
             };
-            let learned = &mut self.learned;
+            self.observe(quotas, adapt, now, signal);
+        }
+
+        fn observe(&mut self, quotas: &[Quota], adapt: &Adapt, now: u64, signal: Signal) {
             observe(
                 &mut self.tats,
                 &mut self.pause,
-                learned,
+                &mut self.learned,
                 quotas,
                 Some(adapt),
                 now,
@@ -1039,15 +1042,7 @@ mod tests {
             remaining: Some((100, SECOND)),
             ..Signal::default()
         };
-        observe(
-            &mut key.tats,
-            &mut key.pause,
-            &mut key.learned,
-            &[],
-            Some(&adapt),
-            now,
-            signal,
-        );
+        key.observe(&[], &adapt, now, signal);
         assert_eq!(key.learned.rate(now + MS, &adapt), None);
         assert_eq!(key.learned.probe_estimate(now + MS, &adapt), None);
     }
@@ -1170,15 +1165,7 @@ mod tests {
                     age: now - sent,
                     remaining: (allowed && left > 0).then_some((left, reset)),
                 };
-                observe(
-                    &mut key.tats,
-                    &mut key.pause,
-                    &mut key.learned,
-                    &[],
-                    Some(&adapt),
-                    now,
-                    signal,
-                );
+                key.observe(&[], &adapt, now, signal);
                 if allowed {
                     outcome.succeeded += 1;
                     next_call = true;
@@ -1287,7 +1274,7 @@ mod tests {
                             remaining: Some((extra + 1, (gap + 1) * MS)),
                             ..Signal::default()
                         };
-                        observe(&mut key.tats, &mut key.pause, &mut key.learned, &quotas, Some(&adapt), now, signal);
+                        key.observe(&quotas, &adapt, now, signal);
                     }
                 }
                 for later in [0, 10 * MS, SECOND, 30 * SECOND] {
