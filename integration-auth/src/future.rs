@@ -25,14 +25,22 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        // The service `poll_ready` reserved; kept while a lookup or a replay still needs it.
-        service: Option<S>,
-        request: Option<http::Request<B>>,
-        replay: Option<http::Request<B>>,
+        // What only a lookup that waits or a replay needs, boxed: on the fast path (a credential
+        // ready at once, no replay copy) it is `None`, and the future, moved by every layer above
+        // it, is smaller by two requests and a service (issue 19: memcpy of nested futures).
+        slow: Option<Box<Slow<S, B>>>,
         provider: Arc<dyn CredentialProvider>,
         credential: Option<Credential>,
         replayed: bool,
     }
+}
+
+/// The state of the slow path: the service `poll_ready` reserved, kept while a lookup or a replay
+/// still needs it, the request waiting for its credential, and the copy kept for a replay.
+struct Slow<S, B> {
+    service: S,
+    request: Option<http::Request<B>>,
+    replay: Option<http::Request<B>>,
 }
 
 pin_project! {
@@ -77,12 +85,16 @@ where
             Some(Err(error)) => (State::Failed { error: Some(error) }, None, None),
             None => (State::Lookup { lookup }, Some(request), None),
         };
-        let keep_service = request.is_some() || replay.is_some();
+        let slow = (request.is_some() || replay.is_some()).then(|| {
+            Box::new(Slow {
+                service,
+                request,
+                replay,
+            })
+        });
         Self {
             state,
-            service: keep_service.then_some(service),
-            request,
-            replay,
+            slow,
             provider,
             credential,
             replayed: false,
@@ -100,9 +112,7 @@ where
     pub(crate) fn own_credential(future: S::Future, provider: Arc<dyn CredentialProvider>) -> Self {
         Self {
             state: State::Call { future },
-            service: None,
-            request: None,
-            replay: None,
+            slow: None,
             provider,
             credential: None,
             // As after the single replay: a 401 is final and gets no marker.
@@ -124,19 +134,22 @@ where
             match this.state.as_mut().project() {
                 StateProj::Lookup { lookup } => {
                     let credential = ready!(Pin::new(lookup).poll(cx))?;
-                    let mut request = this.request.take().expect("request present until sent");
+                    let slow = this
+                        .slow
+                        .as_mut()
+                        .expect("a lookup that waits keeps its state");
+                    let mut request = slow.request.take().expect("request present until sent");
                     credential
                         .apply(&mut request)
                         .map_err(|error| Box::new(error) as BoxError)?;
-                    let service = this.service.as_mut().expect("service present until sent");
-                    let future = service.call(request);
+                    let future = slow.service.call(request);
                     *this.credential = Some(credential);
                     this.state.set(State::Call { future });
                 }
                 StateProj::PollReady => {
-                    let service = this.service.as_mut().expect("service kept for the replay");
-                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let request = this.request.as_ref().expect("replay request present");
+                    let slow = this.slow.as_mut().expect("a replay keeps its state");
+                    ready!(slow.service.poll_ready(cx)).map_err(Into::into)?;
+                    let request = slow.request.as_ref().expect("replay request present");
                     let lookup = this.provider.credential(&AuthContext::of(request));
                     this.state.set(State::Lookup { lookup });
                 }
@@ -161,10 +174,12 @@ where
                         // The single replay was ours and was refused too: the 401 is final.
                         return Poll::Ready(Ok(response));
                     }
-                    if let Some(replay) = this.replay.take() {
+                    if let Some(slow) = this.slow.as_mut()
+                        && let Some(replay) = slow.replay.take()
+                    {
                         tracing::debug!("credential rejected (401): invalidated, replaying once");
                         *this.replayed = true;
-                        *this.request = Some(replay);
+                        slow.request = Some(replay);
                         this.state.set(State::PollReady);
                         continue;
                     }
