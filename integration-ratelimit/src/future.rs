@@ -31,39 +31,61 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
+        // Where the call is. Neither the inner future nor a timer is held in it: every change of
+        // state moves the whole enum, and with the inner future in it each change copied the
+        // future of every layer below (~700 instructions of memcpy a call, issue 19).
+        state: State<S::Response>,
+        // The inner service's future, from the call to its answer.
         #[pin]
-        state: State<S::Future, S::Response>,
+        inner: Option<S::Future>,
         service: S,
         request: Option<Request<B>>,
         limit: Option<Limit>,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<F, R> {
-        // Waiting for a concurrency slot of the key, until `timer` (the end of the bound).
-        Concurrency { semaphore: PollSemaphore, #[pin] timer: Sleep, since: Instant },
-        // A key that never had an answer: waiting for a slot of its slow-start window, until
-        // `timer` (the end of the bound; then the call goes on to the quota without one).
-        SlowStart { semaphore: PollSemaphore, #[pin] timer: Sleep, since: Instant },
-        // Ready to ask the store for a permit.
-        Acquire,
-        // The store (Redis) is deciding.
-        Acquiring { future: StoreFuture<Decision> },
-        // Permit reserved; sending once the wait is over.
-        Waiting { #[pin] sleep: Sleep },
-        // After a wait: a server pause may have started meanwhile (another caller's 429); then the
-        // reserved permit is given up and a new one taken after the pause, in turn.
-        Recheck,
-        // Permit in hand: poll the inner service's readiness and call it.
-        Ready,
-        Called { #[pin] future: F },
-        // Writing a server pause to the store before handing the response back.
-        Recording { future: StoreFuture<()>, response: Option<R> },
-        Failed { error: Option<BoxError> },
-        Done,
-    }
+/// The steps of a limited call. The waits' timers and the response kept while a pause is
+/// recorded are boxed: they are rare, and inline they would make every change of state copy them.
+enum State<R> {
+    // Waiting for a concurrency slot of the key, until `timer` (the end of the bound).
+    Concurrency {
+        semaphore: PollSemaphore,
+        timer: Pin<Box<Sleep>>,
+        since: Instant,
+    },
+    // A key that never had an answer: waiting for a slot of its slow-start window, until
+    // `timer` (the end of the bound; then the call goes on to the quota without one).
+    SlowStart {
+        semaphore: PollSemaphore,
+        timer: Pin<Box<Sleep>>,
+        since: Instant,
+    },
+    // Ready to ask the store for a permit.
+    Acquire,
+    // The store (Redis) is deciding.
+    Acquiring {
+        future: StoreFuture<Decision>,
+    },
+    // Permit reserved; sending once the wait is over.
+    Waiting {
+        sleep: Pin<Box<Sleep>>,
+    },
+    // After a wait: a server pause may have started meanwhile (another caller's 429); then the
+    // reserved permit is given up and a new one taken after the pause, in turn.
+    Recheck,
+    // Permit in hand: poll the inner service's readiness and call it.
+    Ready,
+    // The inner future (`ResponseFuture::inner`) runs.
+    Called,
+    // Writing a server pause to the store before handing the response back.
+    Recording {
+        future: StoreFuture<()>,
+        response: Option<Box<R>>,
+    },
+    Failed {
+        error: Option<BoxError>,
+    },
+    Done,
 }
 
 /// What a limited call carries between its steps.
@@ -112,6 +134,7 @@ where
     pub(crate) fn unlimited(service: S, request: Request<B>) -> Self {
         Self {
             state: State::Ready,
+            inner: None,
             service,
             request: Some(request),
             limit: None,
@@ -158,7 +181,7 @@ where
                     },
                     Err(_) => State::Concurrency {
                         semaphore: PollSemaphore::new(semaphore),
-                        timer: sleep(max_wait),
+                        timer: Box::pin(sleep(max_wait)),
                         since: now,
                     },
                 }
@@ -166,6 +189,7 @@ where
         };
         Self {
             state,
+            inner: None,
             service,
             request: Some(request),
             limit: Some(limit),
@@ -175,7 +199,7 @@ where
 
 /// The state after the concurrency slot: a slot of the key's slow-start window while it has one,
 /// then the permit.
-fn slow_start<F, R>(limit: &mut Limit) -> State<F, R> {
+fn slow_start<R>(limit: &mut Limit) -> State<R> {
     let Some(slots) = limit.flight.as_ref().and_then(|flight| flight.slots()) else {
         return State::Acquire;
     };
@@ -188,7 +212,7 @@ fn slow_start<F, R>(limit: &mut Limit) -> State<F, R> {
             let now = Instant::now();
             State::SlowStart {
                 semaphore: PollSemaphore::new(slots),
-                timer: tokio::time::sleep_until(limit.wait_until.max(now)),
+                timer: Box::pin(tokio::time::sleep_until(limit.wait_until.max(now))),
                 since: now,
             }
         }
@@ -196,12 +220,14 @@ fn slow_start<F, R>(limit: &mut Limit) -> State<F, R> {
 }
 
 /// The state after a decision.
-fn decided<F, R>(limit: &mut Limit, decision: Result<Decision, BoxError>) -> State<F, R> {
+fn decided<R>(limit: &mut Limit, decision: Result<Decision, BoxError>) -> State<R> {
     match decision {
         Ok(Decision::Granted { wait }) if wait.is_zero() => State::Ready,
         Ok(Decision::Granted { wait }) => {
             limit.waited += wait;
-            State::Waiting { sleep: sleep(wait) }
+            State::Waiting {
+                sleep: Box::pin(sleep(wait)),
+            }
         }
         Ok(Decision::Denied {
             retry_after,
@@ -227,8 +253,8 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let mut this = self.as_mut().project();
-            let next = match this.state.as_mut().project() {
-                StateProj::Concurrency {
+            let next = match this.state {
+                State::Concurrency {
                     semaphore,
                     timer,
                     since,
@@ -242,14 +268,14 @@ where
                         }
                         // The semaphore is never closed; treat it like a full one.
                         Poll::Ready(None) | Poll::Pending => {
-                            ready!(timer.poll(cx));
+                            ready!(timer.as_mut().poll(cx));
                             State::Failed {
                                 error: Some(limit.reject(RateLimited::new(None), "concurrency")),
                             }
                         }
                     }
                 }
-                StateProj::SlowStart {
+                State::SlowStart {
                     semaphore,
                     timer,
                     since,
@@ -263,7 +289,7 @@ where
                             State::Acquire
                         }
                         Poll::Pending => {
-                            ready!(timer.poll(cx));
+                            ready!(timer.as_mut().poll(cx));
                             // The window is a courtesy to the server, not a limit: past the bound
                             // the call goes on to the quota (which decides within what is left).
                             limit.waited += since.elapsed();
@@ -271,7 +297,7 @@ where
                         }
                     }
                 }
-                StateProj::Acquire => {
+                State::Acquire => {
                     let limit = this.limit.as_mut().expect("a limited call has its limit");
                     let max_wait = limit.wait_until.saturating_duration_since(Instant::now());
                     match limit
@@ -287,16 +313,16 @@ where
                         Pending::Waiting(future) => State::Acquiring { future },
                     }
                 }
-                StateProj::Acquiring { future } => {
+                State::Acquiring { future } => {
                     let decision = ready!(future.as_mut().poll(cx));
                     let limit = this.limit.as_mut().expect("a limited call has its limit");
                     decided(limit, decision)
                 }
-                StateProj::Waiting { sleep } => {
-                    ready!(sleep.poll(cx));
+                State::Waiting { sleep } => {
+                    ready!(sleep.as_mut().poll(cx));
                     State::Recheck
                 }
-                StateProj::Recheck => {
+                State::Recheck => {
                     let limit = this.limit.as_mut().expect("a limited call has its limit");
                     match limit.limiter.local_pause(&limit.key) {
                         None => State::Ready,
@@ -318,9 +344,9 @@ where
                         }
                     }
                 }
-                StateProj::Ready => {
+                State::Ready => {
                     if let Err(error) = ready!(this.service.poll_ready(cx)) {
-                        this.state.set(State::Done);
+                        *this.state = State::Done;
                         return Poll::Ready(Err(error.into()));
                     }
                     if let Some(limit) = this.limit.as_ref()
@@ -334,12 +360,13 @@ where
                         limit.in_flight = limit.flight.as_ref().map(Flight::sent);
                     }
                     let request = this.request.take().expect("the request is sent once");
-                    State::Called {
-                        future: this.service.call(request),
-                    }
+                    this.inner.set(Some(this.service.call(request)));
+                    State::Called
                 }
-                StateProj::Called { future } => {
-                    let result = ready!(future.poll(cx));
+                State::Called => {
+                    let future = this.inner.as_mut().as_pin_mut();
+                    let result = ready!(future.expect("called before this state").poll(cx));
+                    this.inner.set(None);
                     if let Some(limit) = this.limit.as_mut() {
                         // The call is over: free the concurrency and slow-start slots, and stop
                         // counting it in flight.
@@ -350,12 +377,12 @@ where
                     let response = match result {
                         Ok(response) => response,
                         Err(error) => {
-                            this.state.set(State::Done);
+                            *this.state = State::Done;
                             return Poll::Ready(Err(error.into()));
                         }
                     };
                     let Some(limit) = this.limit.as_mut() else {
-                        this.state.set(State::Done);
+                        *this.state = State::Done;
                         return Poll::Ready(Ok(response));
                     };
                     let read = read_signal(response.status(), response.headers());
@@ -382,7 +409,7 @@ where
                         }
                     }
                     let Some(mut read) = read else {
-                        this.state.set(State::Done);
+                        *this.state = State::Done;
                         return Poll::Ready(Ok(response));
                     };
                     // The server's remaining count does not know of this limiter's other calls in
@@ -429,31 +456,31 @@ where
                     }
                     match future {
                         None => {
-                            this.state.set(State::Done);
+                            *this.state = State::Done;
                             return Poll::Ready(Ok(response));
                         }
                         Some(future) => State::Recording {
                             future,
-                            response: Some(response),
+                            response: Some(Box::new(response)),
                         },
                     }
                 }
-                StateProj::Recording { future, response } => {
+                State::Recording { future, response } => {
                     // A failed write is the store's concern (the Redis store falls back); the response
                     // goes back to the caller either way.
                     let _ = ready!(future.as_mut().poll(cx));
-                    let response = response.take().expect("the response is returned once");
-                    this.state.set(State::Done);
+                    let response = *response.take().expect("the response is returned once");
+                    *this.state = State::Done;
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Failed { error } => {
+                State::Failed { error } => {
                     let error = error.take().expect("the error is returned once");
-                    this.state.set(State::Done);
+                    *this.state = State::Done;
                     return Poll::Ready(Err(error));
                 }
-                StateProj::Done => panic!("ResponseFuture polled after completion"),
+                State::Done => panic!("ResponseFuture polled after completion"),
             };
-            this.state.set(next);
+            *this.state = next;
         }
     }
 }
@@ -471,7 +498,7 @@ where
             State::Waiting { .. } => "waiting for the permit",
             State::Recheck => "checking for a server pause",
             State::Ready => "ready",
-            State::Called { .. } => "called",
+            State::Called => "called",
             State::Recording { .. } => "recording a server pause",
             State::Failed { .. } => "failed",
             State::Done => "done",
