@@ -38,10 +38,18 @@ pin_project! {
         // The inner service's future, from the call to its answer.
         #[pin]
         inner: Option<S::Future>,
-        service: S,
-        request: Option<Request<B>>,
+        // The reserved service and the request, while the call waits (for a slot, the store or a
+        // permit). A call granted at once is sent from `RateLimit::call` and keeps neither: the
+        // future, moved by every layer above, is smaller by a request and a service (issue 19).
+        unsent: Option<Box<Unsent<S, B>>>,
         limit: Option<Limit>,
     }
+}
+
+/// A call not sent yet: the service `poll_ready` reserved, and the request.
+struct Unsent<S, B> {
+    service: S,
+    request: Request<B>,
 }
 
 /// The steps of a limited call. The waits' timers and the response kept while a pause is
@@ -131,12 +139,12 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn unlimited(service: S, request: Request<B>) -> Self {
+    /// A call without a key: sent at once through `service`, which `poll_ready` reserved.
+    pub(crate) fn unlimited(mut service: S, request: Request<B>) -> Self {
         Self {
-            state: State::Ready,
-            inner: None,
-            service,
-            request: Some(request),
+            state: State::Called,
+            inner: Some(service.call(request)),
+            unsent: None,
             limit: None,
         }
     }
@@ -167,7 +175,7 @@ where
         limit.flight = limit
             .limiter
             .flight(&limit.key, limit.policy.initial_window());
-        let state = match limit.policy.max_concurrency() {
+        let mut state = match limit.policy.max_concurrency() {
             None => slow_start(&mut limit),
             Some(max) => {
                 let semaphore = limit.limiter.semaphore(&limit.key, max);
@@ -187,14 +195,60 @@ where
                 }
             }
         };
+        if matches!(state, State::Acquire) {
+            // Ask the store now: the memory store decides at once, and a permit granted without a
+            // wait is sent from here through `service`, which `poll_ready` reserved.
+            state = acquire(&mut limit);
+        }
+        if matches!(state, State::Ready) {
+            let inner = send(&mut limit, service, request);
+            return Self {
+                state: State::Called,
+                inner: Some(inner),
+                unsent: None,
+                limit: Some(limit),
+            };
+        }
         Self {
             state,
             inner: None,
-            service,
-            request: Some(request),
+            unsent: Some(Box::new(Unsent { service, request })),
             limit: Some(limit),
         }
     }
+}
+
+/// Asks the store for a permit: the state after its decision, or while it decides.
+fn acquire<R>(limit: &mut Limit) -> State<R> {
+    let max_wait = limit.wait_until.saturating_duration_since(Instant::now());
+    match limit
+        .limiter
+        .start(&limit.key, limit.policy.clone(), max_wait)
+    {
+        Pending::Ready(decision, rate) => {
+            if let Some(rate) = rate {
+                learned_rate_gauge(limit.label.clone(), rate);
+            }
+            decided(limit, decision)
+        }
+        Pending::Waiting(future) => State::Acquiring { future },
+    }
+}
+
+/// Sends the request through a ready `service`, with its permit: the wait is recorded, and the call
+/// counted in flight from now.
+fn send<S: Service<Request<B>>, B>(
+    limit: &mut Limit,
+    mut service: S,
+    request: Request<B>,
+) -> S::Future {
+    if !limit.waited.is_zero() {
+        metrics::histogram!(names::THROTTLE_WAIT, names::INTEGRATION => limit.label.clone())
+            .record(limit.waited.as_secs_f64());
+    }
+    limit.sent = Some(Instant::now());
+    limit.in_flight = limit.flight.as_ref().map(Flight::sent);
+    service.call(request)
 }
 
 /// The state after the concurrency slot: a slot of the key's slow-start window while it has one,
@@ -298,20 +352,7 @@ where
                     }
                 }
                 State::Acquire => {
-                    let limit = this.limit.as_mut().expect("a limited call has its limit");
-                    let max_wait = limit.wait_until.saturating_duration_since(Instant::now());
-                    match limit
-                        .limiter
-                        .start(&limit.key, limit.policy.clone(), max_wait)
-                    {
-                        Pending::Ready(decision, rate) => {
-                            if let Some(rate) = rate {
-                                learned_rate_gauge(limit.label.clone(), rate);
-                            }
-                            decided(limit, decision)
-                        }
-                        Pending::Waiting(future) => State::Acquiring { future },
-                    }
+                    acquire(this.limit.as_mut().expect("a limited call has its limit"))
                 }
                 State::Acquiring { future } => {
                     let decision = ready!(future.as_mut().poll(cx));
@@ -345,22 +386,17 @@ where
                     }
                 }
                 State::Ready => {
-                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
+                    let unsent = this
+                        .unsent
+                        .as_mut()
+                        .expect("an unsent call keeps its request");
+                    if let Err(error) = ready!(unsent.service.poll_ready(cx)) {
                         *this.state = State::Done;
                         return Poll::Ready(Err(error.into()));
                     }
-                    if let Some(limit) = this.limit.as_ref()
-                        && !limit.waited.is_zero()
-                    {
-                        metrics::histogram!(names::THROTTLE_WAIT, names::INTEGRATION => limit.label.clone())
-                            .record(limit.waited.as_secs_f64());
-                    }
-                    if let Some(limit) = this.limit.as_mut() {
-                        limit.sent = Some(Instant::now());
-                        limit.in_flight = limit.flight.as_ref().map(Flight::sent);
-                    }
-                    let request = this.request.take().expect("the request is sent once");
-                    this.inner.set(Some(this.service.call(request)));
+                    let Unsent { service, request } = *this.unsent.take().expect("checked above");
+                    let limit = this.limit.as_mut().expect("a limited call has its limit");
+                    this.inner.set(Some(send(limit, service, request)));
                     State::Called
                 }
                 State::Called => {
