@@ -55,10 +55,13 @@ pin_project! {
 
 impl<S, B, RB> ResponseFuture<S, B>
 where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone,
 {
+    /// `service` is the one `poll_ready` reserved. A credential ready now sends the request through
+    /// it at once, and the future keeps nothing of it (a replay copy aside). A lookup that waits
+    /// takes the reserved service along and leaves a clone in its place for the next `poll_ready`.
     pub(crate) fn new(
-        mut service: S,
+        service: &mut S,
         provider: Arc<dyn CredentialProvider>,
         mut request: http::Request<B>,
         replay: Option<http::Request<B>>,
@@ -85,13 +88,24 @@ where
             Some(Err(error)) => (State::Failed { error: Some(error) }, None, None),
             None => (State::Lookup { lookup }, Some(request), None),
         };
-        let slow = (request.is_some() || replay.is_some()).then(|| {
-            Box::new(Slow {
-                service,
-                request,
+        let slow = match (request, replay) {
+            (None, None) => None,
+            // Sent: a replay goes through a clone, driven to readiness before it is called.
+            (None, replay @ Some(_)) => Some(Box::new(Slow {
+                service: service.clone(),
+                request: None,
                 replay,
-            })
-        });
+            })),
+            // Waiting for the credential: the reserved service goes along.
+            (request @ Some(_), replay) => {
+                let clone = service.clone();
+                Some(Box::new(Slow {
+                    service: std::mem::replace(service, clone),
+                    request,
+                    replay,
+                }))
+            }
+        };
         Self {
             state,
             slow,

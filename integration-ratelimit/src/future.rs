@@ -137,10 +137,10 @@ impl Limit {
 
 impl<S, B> ResponseFuture<S, B>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>> + Clone,
 {
     /// A call without a key: sent at once through `service`, which `poll_ready` reserved.
-    pub(crate) fn unlimited(mut service: S, request: Request<B>) -> Self {
+    pub(crate) fn unlimited(service: &mut S, request: Request<B>) -> Self {
         Self {
             state: State::Called,
             inner: Some(service.call(request)),
@@ -149,8 +149,11 @@ where
         }
     }
 
+    /// A call of `key`: sent at once through `service` (which `poll_ready` reserved) when its permit
+    /// is granted without a wait; otherwise the reserved service is taken along, a clone of it left
+    /// in its place for the next `poll_ready`.
     pub(crate) fn limited(
-        service: S,
+        service: &mut S,
         request: Request<B>,
         limiter: RateLimiter,
         key: RateLimitKey,
@@ -209,6 +212,10 @@ where
                 limit: Some(limit),
             };
         }
+        // Waiting: this call keeps the reserved service, and leaves a clone (not ready yet) for
+        // the next call, a clone that is never called before its own `poll_ready`.
+        let clone = service.clone();
+        let service = std::mem::replace(service, clone);
         Self {
             state,
             inner: None,
@@ -239,7 +246,7 @@ fn acquire<R>(limit: &mut Limit) -> State<R> {
 /// counted in flight from now.
 fn send<S: Service<Request<B>>, B>(
     limit: &mut Limit,
-    mut service: S,
+    service: &mut S,
     request: Request<B>,
 ) -> S::Future {
     if !limit.waited.is_zero() {
@@ -394,9 +401,12 @@ where
                         *this.state = State::Done;
                         return Poll::Ready(Err(error.into()));
                     }
-                    let Unsent { service, request } = *this.unsent.take().expect("checked above");
+                    let Unsent {
+                        mut service,
+                        request,
+                    } = *this.unsent.take().expect("checked above");
                     let limit = this.limit.as_mut().expect("a limited call has its limit");
-                    this.inner.set(Some(send(limit, service, request)));
+                    this.inner.set(Some(send(limit, &mut service, request)));
                     State::Called
                 }
                 State::Called => {
