@@ -25,14 +25,22 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        // The service `poll_ready` reserved; kept while a lookup or a replay still needs it.
-        service: Option<S>,
-        request: Option<http::Request<B>>,
-        replay: Option<http::Request<B>>,
+        // What only a lookup that waits or a replay needs, boxed: on the fast path (a credential
+        // ready at once, no replay copy) it is `None`, and the future, moved by every layer above
+        // it, is smaller by two requests and a service (issue 19: memcpy of nested futures).
+        slow: Option<Box<Slow<S, B>>>,
         provider: Arc<dyn CredentialProvider>,
         credential: Option<Credential>,
         replayed: bool,
     }
+}
+
+/// The state of the slow path: the service `poll_ready` reserved, kept while a lookup or a replay
+/// still needs it, the request waiting for its credential, and the copy kept for a replay.
+struct Slow<S, B> {
+    service: S,
+    request: Option<http::Request<B>>,
+    replay: Option<http::Request<B>>,
 }
 
 pin_project! {
@@ -47,10 +55,13 @@ pin_project! {
 
 impl<S, B, RB> ResponseFuture<S, B>
 where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone,
 {
+    /// `service` is the one `poll_ready` reserved. A credential ready now sends the request through
+    /// it at once, and the future keeps nothing of it (a replay copy aside). A lookup that waits
+    /// takes the reserved service along and leaves a clone in its place for the next `poll_ready`.
     pub(crate) fn new(
-        mut service: S,
+        service: &mut S,
         provider: Arc<dyn CredentialProvider>,
         mut request: http::Request<B>,
         replay: Option<http::Request<B>>,
@@ -77,12 +88,27 @@ where
             Some(Err(error)) => (State::Failed { error: Some(error) }, None, None),
             None => (State::Lookup { lookup }, Some(request), None),
         };
-        let keep_service = request.is_some() || replay.is_some();
+        let slow = match (request, replay) {
+            (None, None) => None,
+            // Sent: a replay goes through a clone, driven to readiness before it is called.
+            (None, replay @ Some(_)) => Some(Box::new(Slow {
+                service: service.clone(),
+                request: None,
+                replay,
+            })),
+            // Waiting for the credential: the reserved service goes along.
+            (request @ Some(_), replay) => {
+                let clone = service.clone();
+                Some(Box::new(Slow {
+                    service: std::mem::replace(service, clone),
+                    request,
+                    replay,
+                }))
+            }
+        };
         Self {
             state,
-            service: keep_service.then_some(service),
-            request,
-            replay,
+            slow,
             provider,
             credential,
             replayed: false,
@@ -100,9 +126,7 @@ where
     pub(crate) fn own_credential(future: S::Future, provider: Arc<dyn CredentialProvider>) -> Self {
         Self {
             state: State::Call { future },
-            service: None,
-            request: None,
-            replay: None,
+            slow: None,
             provider,
             credential: None,
             // As after the single replay: a 401 is final and gets no marker.
@@ -124,19 +148,22 @@ where
             match this.state.as_mut().project() {
                 StateProj::Lookup { lookup } => {
                     let credential = ready!(Pin::new(lookup).poll(cx))?;
-                    let mut request = this.request.take().expect("request present until sent");
+                    let slow = this
+                        .slow
+                        .as_mut()
+                        .expect("a lookup that waits keeps its state");
+                    let mut request = slow.request.take().expect("request present until sent");
                     credential
                         .apply(&mut request)
                         .map_err(|error| Box::new(error) as BoxError)?;
-                    let service = this.service.as_mut().expect("service present until sent");
-                    let future = service.call(request);
+                    let future = slow.service.call(request);
                     *this.credential = Some(credential);
                     this.state.set(State::Call { future });
                 }
                 StateProj::PollReady => {
-                    let service = this.service.as_mut().expect("service kept for the replay");
-                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let request = this.request.as_ref().expect("replay request present");
+                    let slow = this.slow.as_mut().expect("a replay keeps its state");
+                    ready!(slow.service.poll_ready(cx)).map_err(Into::into)?;
+                    let request = slow.request.as_ref().expect("replay request present");
                     let lookup = this.provider.credential(&AuthContext::of(request));
                     this.state.set(State::Lookup { lookup });
                 }
@@ -161,10 +188,12 @@ where
                         // The single replay was ours and was refused too: the 401 is final.
                         return Poll::Ready(Ok(response));
                     }
-                    if let Some(replay) = this.replay.take() {
+                    if let Some(slow) = this.slow.as_mut()
+                        && let Some(replay) = slow.replay.take()
+                    {
                         tracing::debug!("credential rejected (401): invalidated, replaying once");
                         *this.replayed = true;
-                        *this.request = Some(replay);
+                        slow.request = Some(replay);
                         this.state.set(State::PollReady);
                         continue;
                     }

@@ -83,14 +83,16 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        // The credential may take a while (a token refresh), and the call happens in the future:
-        // take the service that was driven to readiness and leave a fresh clone in its place, so the
-        // one we call is the one `poll_ready` reserved (tower-http's async authorization does the same).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // The service in `self` is the one `poll_ready` reserved. A call whose credential is ready
+        // now is sent through it here; when the credential may take a while (a token refresh) the
+        // future takes the reserved service along and leaves a fresh clone in its place
+        // (tower-http's async authorization does the same; see `ResponseFuture::new`).
         if request.extensions().get::<OwnCredential>().is_some() {
             // The caller's own credential replaces the integration's: sent as it is, never replayed.
-            return ResponseFuture::own_credential(inner.call(request), Arc::clone(&self.provider));
+            return ResponseFuture::own_credential(
+                self.inner.call(request),
+                Arc::clone(&self.provider),
+            );
         }
         let ctx = AuthContext::of(&request);
         // Only a credential that can change is worth replaying: keep no copy for the others.
@@ -100,6 +102,12 @@ where
             None
         };
         let lookup = self.provider.credential(&ctx);
-        ResponseFuture::new(inner, Arc::clone(&self.provider), request, replay, lookup)
+        ResponseFuture::new(
+            &mut self.inner,
+            Arc::clone(&self.provider),
+            request,
+            replay,
+            lookup,
+        )
     }
 }

@@ -46,7 +46,8 @@ const MAX_WINDOW: usize = 1 << 16;
 /// The per-key table.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    table: Mutex<HashMap<RateLimitKey, Arc<Flight>>>,
+    // foldhash, randomly seeded per process, rather than SipHash: looked up on every call (issue 19).
+    table: Mutex<HashMap<RateLimitKey, Arc<Flight>, foldhash::fast::RandomState>>,
 }
 
 /// One key: its calls in flight, and its slow-start window while the key is in slow start.

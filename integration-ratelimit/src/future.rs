@@ -31,39 +31,69 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
+        // Where the call is. Neither the inner future nor a timer is held in it: every change of
+        // state moves the whole enum, and with the inner future in it each change copied the
+        // future of every layer below (~700 instructions of memcpy a call, issue 19).
+        state: State<S::Response>,
+        // The inner service's future, from the call to its answer.
         #[pin]
-        state: State<S::Future, S::Response>,
-        service: S,
-        request: Option<Request<B>>,
+        inner: Option<S::Future>,
+        // The reserved service and the request, while the call waits (for a slot, the store or a
+        // permit). A call granted at once is sent from `RateLimit::call` and keeps neither: the
+        // future, moved by every layer above, is smaller by a request and a service (issue 19).
+        unsent: Option<Box<Unsent<S, B>>>,
         limit: Option<Limit>,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<F, R> {
-        // Waiting for a concurrency slot of the key, until `timer` (the end of the bound).
-        Concurrency { semaphore: PollSemaphore, #[pin] timer: Sleep, since: Instant },
-        // A key that never had an answer: waiting for a slot of its slow-start window, until
-        // `timer` (the end of the bound; then the call goes on to the quota without one).
-        SlowStart { semaphore: PollSemaphore, #[pin] timer: Sleep, since: Instant },
-        // Ready to ask the store for a permit.
-        Acquire,
-        // The store (Redis) is deciding.
-        Acquiring { future: StoreFuture<Decision> },
-        // Permit reserved; sending once the wait is over.
-        Waiting { #[pin] sleep: Sleep },
-        // After a wait: a server pause may have started meanwhile (another caller's 429); then the
-        // reserved permit is given up and a new one taken after the pause, in turn.
-        Recheck,
-        // Permit in hand: poll the inner service's readiness and call it.
-        Ready,
-        Called { #[pin] future: F },
-        // Writing a server pause to the store before handing the response back.
-        Recording { future: StoreFuture<()>, response: Option<R> },
-        Failed { error: Option<BoxError> },
-        Done,
-    }
+/// A call not sent yet: the service `poll_ready` reserved, and the request.
+struct Unsent<S, B> {
+    service: S,
+    request: Request<B>,
+}
+
+/// The steps of a limited call. The waits' timers and the response kept while a pause is
+/// recorded are boxed: they are rare, and inline they would make every change of state copy them.
+enum State<R> {
+    // Waiting for a concurrency slot of the key, until `timer` (the end of the bound).
+    Concurrency {
+        semaphore: PollSemaphore,
+        timer: Pin<Box<Sleep>>,
+        since: Instant,
+    },
+    // A key that never had an answer: waiting for a slot of its slow-start window, until
+    // `timer` (the end of the bound; then the call goes on to the quota without one).
+    SlowStart {
+        semaphore: PollSemaphore,
+        timer: Pin<Box<Sleep>>,
+        since: Instant,
+    },
+    // Ready to ask the store for a permit.
+    Acquire,
+    // The store (Redis) is deciding.
+    Acquiring {
+        future: StoreFuture<Decision>,
+    },
+    // Permit reserved; sending once the wait is over.
+    Waiting {
+        sleep: Pin<Box<Sleep>>,
+    },
+    // After a wait: a server pause may have started meanwhile (another caller's 429); then the
+    // reserved permit is given up and a new one taken after the pause, in turn.
+    Recheck,
+    // Permit in hand: poll the inner service's readiness and call it.
+    Ready,
+    // The inner future (`ResponseFuture::inner`) runs.
+    Called,
+    // Writing a server pause to the store before handing the response back.
+    Recording {
+        future: StoreFuture<()>,
+        response: Option<Box<R>>,
+    },
+    Failed {
+        error: Option<BoxError>,
+    },
+    Done,
 }
 
 /// What a limited call carries between its steps.
@@ -107,19 +137,23 @@ impl Limit {
 
 impl<S, B> ResponseFuture<S, B>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>> + Clone,
 {
-    pub(crate) fn unlimited(service: S, request: Request<B>) -> Self {
+    /// A call without a key: sent at once through `service`, which `poll_ready` reserved.
+    pub(crate) fn unlimited(service: &mut S, request: Request<B>) -> Self {
         Self {
-            state: State::Ready,
-            service,
-            request: Some(request),
+            state: State::Called,
+            inner: Some(service.call(request)),
+            unsent: None,
             limit: None,
         }
     }
 
+    /// A call of `key`: sent at once through `service` (which `poll_ready` reserved) when its permit
+    /// is granted without a wait; otherwise the reserved service is taken along, a clone of it left
+    /// in its place for the next `poll_ready`.
     pub(crate) fn limited(
-        service: S,
+        service: &mut S,
         request: Request<B>,
         limiter: RateLimiter,
         key: RateLimitKey,
@@ -144,7 +178,7 @@ where
         limit.flight = limit
             .limiter
             .flight(&limit.key, limit.policy.initial_window());
-        let state = match limit.policy.max_concurrency() {
+        let mut state = match limit.policy.max_concurrency() {
             None => slow_start(&mut limit),
             Some(max) => {
                 let semaphore = limit.limiter.semaphore(&limit.key, max);
@@ -158,24 +192,75 @@ where
                     },
                     Err(_) => State::Concurrency {
                         semaphore: PollSemaphore::new(semaphore),
-                        timer: sleep(max_wait),
+                        timer: Box::pin(sleep(max_wait)),
                         since: now,
                     },
                 }
             }
         };
+        if matches!(state, State::Acquire) {
+            // Ask the store now: the memory store decides at once, and a permit granted without a
+            // wait is sent from here through `service`, which `poll_ready` reserved.
+            state = acquire(&mut limit);
+        }
+        if matches!(state, State::Ready) {
+            let inner = send(&mut limit, service, request);
+            return Self {
+                state: State::Called,
+                inner: Some(inner),
+                unsent: None,
+                limit: Some(limit),
+            };
+        }
+        // Waiting: this call keeps the reserved service, and leaves a clone (not ready yet) for
+        // the next call, a clone that is never called before its own `poll_ready`.
+        let clone = service.clone();
+        let service = std::mem::replace(service, clone);
         Self {
             state,
-            service,
-            request: Some(request),
+            inner: None,
+            unsent: Some(Box::new(Unsent { service, request })),
             limit: Some(limit),
         }
     }
 }
 
+/// Asks the store for a permit: the state after its decision, or while it decides.
+fn acquire<R>(limit: &mut Limit) -> State<R> {
+    let max_wait = limit.wait_until.saturating_duration_since(Instant::now());
+    match limit
+        .limiter
+        .start(&limit.key, limit.policy.clone(), max_wait)
+    {
+        Pending::Ready(decision, rate) => {
+            if let Some(rate) = rate {
+                learned_rate_gauge(limit.label.clone(), rate);
+            }
+            decided(limit, decision)
+        }
+        Pending::Waiting(future) => State::Acquiring { future },
+    }
+}
+
+/// Sends the request through a ready `service`, with its permit: the wait is recorded, and the call
+/// counted in flight from now.
+fn send<S: Service<Request<B>>, B>(
+    limit: &mut Limit,
+    service: &mut S,
+    request: Request<B>,
+) -> S::Future {
+    if !limit.waited.is_zero() {
+        metrics::histogram!(names::THROTTLE_WAIT, names::INTEGRATION => limit.label.clone())
+            .record(limit.waited.as_secs_f64());
+    }
+    limit.sent = Some(Instant::now());
+    limit.in_flight = limit.flight.as_ref().map(Flight::sent);
+    service.call(request)
+}
+
 /// The state after the concurrency slot: a slot of the key's slow-start window while it has one,
 /// then the permit.
-fn slow_start<F, R>(limit: &mut Limit) -> State<F, R> {
+fn slow_start<R>(limit: &mut Limit) -> State<R> {
     let Some(slots) = limit.flight.as_ref().and_then(|flight| flight.slots()) else {
         return State::Acquire;
     };
@@ -188,7 +273,7 @@ fn slow_start<F, R>(limit: &mut Limit) -> State<F, R> {
             let now = Instant::now();
             State::SlowStart {
                 semaphore: PollSemaphore::new(slots),
-                timer: tokio::time::sleep_until(limit.wait_until.max(now)),
+                timer: Box::pin(tokio::time::sleep_until(limit.wait_until.max(now))),
                 since: now,
             }
         }
@@ -196,12 +281,14 @@ fn slow_start<F, R>(limit: &mut Limit) -> State<F, R> {
 }
 
 /// The state after a decision.
-fn decided<F, R>(limit: &mut Limit, decision: Result<Decision, BoxError>) -> State<F, R> {
+fn decided<R>(limit: &mut Limit, decision: Result<Decision, BoxError>) -> State<R> {
     match decision {
         Ok(Decision::Granted { wait }) if wait.is_zero() => State::Ready,
         Ok(Decision::Granted { wait }) => {
             limit.waited += wait;
-            State::Waiting { sleep: sleep(wait) }
+            State::Waiting {
+                sleep: Box::pin(sleep(wait)),
+            }
         }
         Ok(Decision::Denied {
             retry_after,
@@ -227,8 +314,8 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let mut this = self.as_mut().project();
-            let next = match this.state.as_mut().project() {
-                StateProj::Concurrency {
+            let next = match this.state {
+                State::Concurrency {
                     semaphore,
                     timer,
                     since,
@@ -242,14 +329,14 @@ where
                         }
                         // The semaphore is never closed; treat it like a full one.
                         Poll::Ready(None) | Poll::Pending => {
-                            ready!(timer.poll(cx));
+                            ready!(timer.as_mut().poll(cx));
                             State::Failed {
                                 error: Some(limit.reject(RateLimited::new(None), "concurrency")),
                             }
                         }
                     }
                 }
-                StateProj::SlowStart {
+                State::SlowStart {
                     semaphore,
                     timer,
                     since,
@@ -263,7 +350,7 @@ where
                             State::Acquire
                         }
                         Poll::Pending => {
-                            ready!(timer.poll(cx));
+                            ready!(timer.as_mut().poll(cx));
                             // The window is a courtesy to the server, not a limit: past the bound
                             // the call goes on to the quota (which decides within what is left).
                             limit.waited += since.elapsed();
@@ -271,32 +358,19 @@ where
                         }
                     }
                 }
-                StateProj::Acquire => {
-                    let limit = this.limit.as_mut().expect("a limited call has its limit");
-                    let max_wait = limit.wait_until.saturating_duration_since(Instant::now());
-                    match limit
-                        .limiter
-                        .start(&limit.key, limit.policy.clone(), max_wait)
-                    {
-                        Pending::Ready(decision, rate) => {
-                            if let Some(rate) = rate {
-                                learned_rate_gauge(limit.label.clone(), rate);
-                            }
-                            decided(limit, decision)
-                        }
-                        Pending::Waiting(future) => State::Acquiring { future },
-                    }
+                State::Acquire => {
+                    acquire(this.limit.as_mut().expect("a limited call has its limit"))
                 }
-                StateProj::Acquiring { future } => {
+                State::Acquiring { future } => {
                     let decision = ready!(future.as_mut().poll(cx));
                     let limit = this.limit.as_mut().expect("a limited call has its limit");
                     decided(limit, decision)
                 }
-                StateProj::Waiting { sleep } => {
-                    ready!(sleep.poll(cx));
+                State::Waiting { sleep } => {
+                    ready!(sleep.as_mut().poll(cx));
                     State::Recheck
                 }
-                StateProj::Recheck => {
+                State::Recheck => {
                     let limit = this.limit.as_mut().expect("a limited call has its limit");
                     match limit.limiter.local_pause(&limit.key) {
                         None => State::Ready,
@@ -318,28 +392,27 @@ where
                         }
                     }
                 }
-                StateProj::Ready => {
-                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
-                        this.state.set(State::Done);
+                State::Ready => {
+                    let unsent = this
+                        .unsent
+                        .as_mut()
+                        .expect("an unsent call keeps its request");
+                    if let Err(error) = ready!(unsent.service.poll_ready(cx)) {
+                        *this.state = State::Done;
                         return Poll::Ready(Err(error.into()));
                     }
-                    if let Some(limit) = this.limit.as_ref()
-                        && !limit.waited.is_zero()
-                    {
-                        metrics::histogram!(names::THROTTLE_WAIT, names::INTEGRATION => limit.label.clone())
-                            .record(limit.waited.as_secs_f64());
-                    }
-                    if let Some(limit) = this.limit.as_mut() {
-                        limit.sent = Some(Instant::now());
-                        limit.in_flight = limit.flight.as_ref().map(Flight::sent);
-                    }
-                    let request = this.request.take().expect("the request is sent once");
-                    State::Called {
-                        future: this.service.call(request),
-                    }
+                    let Unsent {
+                        mut service,
+                        request,
+                    } = *this.unsent.take().expect("checked above");
+                    let limit = this.limit.as_mut().expect("a limited call has its limit");
+                    this.inner.set(Some(send(limit, &mut service, request)));
+                    State::Called
                 }
-                StateProj::Called { future } => {
-                    let result = ready!(future.poll(cx));
+                State::Called => {
+                    let future = this.inner.as_mut().as_pin_mut();
+                    let result = ready!(future.expect("called before this state").poll(cx));
+                    this.inner.set(None);
                     if let Some(limit) = this.limit.as_mut() {
                         // The call is over: free the concurrency and slow-start slots, and stop
                         // counting it in flight.
@@ -350,12 +423,12 @@ where
                     let response = match result {
                         Ok(response) => response,
                         Err(error) => {
-                            this.state.set(State::Done);
+                            *this.state = State::Done;
                             return Poll::Ready(Err(error.into()));
                         }
                     };
                     let Some(limit) = this.limit.as_mut() else {
-                        this.state.set(State::Done);
+                        *this.state = State::Done;
                         return Poll::Ready(Ok(response));
                     };
                     let read = read_signal(response.status(), response.headers());
@@ -382,7 +455,7 @@ where
                         }
                     }
                     let Some(mut read) = read else {
-                        this.state.set(State::Done);
+                        *this.state = State::Done;
                         return Poll::Ready(Ok(response));
                     };
                     // The server's remaining count does not know of this limiter's other calls in
@@ -429,31 +502,31 @@ where
                     }
                     match future {
                         None => {
-                            this.state.set(State::Done);
+                            *this.state = State::Done;
                             return Poll::Ready(Ok(response));
                         }
                         Some(future) => State::Recording {
                             future,
-                            response: Some(response),
+                            response: Some(Box::new(response)),
                         },
                     }
                 }
-                StateProj::Recording { future, response } => {
+                State::Recording { future, response } => {
                     // A failed write is the store's concern (the Redis store falls back); the response
                     // goes back to the caller either way.
                     let _ = ready!(future.as_mut().poll(cx));
-                    let response = response.take().expect("the response is returned once");
-                    this.state.set(State::Done);
+                    let response = *response.take().expect("the response is returned once");
+                    *this.state = State::Done;
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Failed { error } => {
+                State::Failed { error } => {
                     let error = error.take().expect("the error is returned once");
-                    this.state.set(State::Done);
+                    *this.state = State::Done;
                     return Poll::Ready(Err(error));
                 }
-                StateProj::Done => panic!("ResponseFuture polled after completion"),
+                State::Done => panic!("ResponseFuture polled after completion"),
             };
-            this.state.set(next);
+            *this.state = next;
         }
     }
 }
@@ -471,7 +544,7 @@ where
             State::Waiting { .. } => "waiting for the permit",
             State::Recheck => "checking for a server pause",
             State::Ready => "ready",
-            State::Called { .. } => "called",
+            State::Called => "called",
             State::Recording { .. } => "recording a server pause",
             State::Failed { .. } => "failed",
             State::Done => "done",

@@ -112,13 +112,11 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The service in `self` is the one `poll_ready` found ready; a fresh clone may not be. Keep the
-        // ready one for this call (the future calls it after the wait) and leave the clone for the next
-        // `poll_ready`.
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
+        // The service in `self` is the one `poll_ready` found ready; a fresh clone may not be. A call
+        // sent at once uses it here; a call that waits takes it along (the future calls it after
+        // the wait) and leaves a clone for the next `poll_ready` (see `ResponseFuture::limited`).
         let Some(key) = self.make_key.make_key(&request) else {
-            return ResponseFuture::unlimited(ready, request);
+            return ResponseFuture::unlimited(&mut self.inner, request);
         };
         let label = match IntegrationName::of(&request) {
             Some(name) => name.as_arc().clone(),
@@ -130,7 +128,7 @@ where
             max_wait = max_wait.min(deadline.remaining());
         }
         ResponseFuture::limited(
-            ready,
+            &mut self.inner,
             request,
             self.limiter.clone(),
             key,

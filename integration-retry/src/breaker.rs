@@ -52,6 +52,32 @@ impl BreakerState {
 /// Computes the breaker key of a request.
 type KeyFn = Arc<dyn Fn(&Uri, &Extensions) -> String + Send + Sync>;
 
+/// The breakers by key. foldhash, seeded at random per process, rather than SipHash: three lookups
+/// a call cost ~1k instructions with SipHash (issue 19), and a random seed keeps a map whose keys
+/// may come from requests (a custom [`BreakerPolicy::with_key`]) resistant to flooding.
+type Keys = HashMap<Arc<str>, Entry, foldhash::fast::RandomState>;
+
+/// The longest default key built on the stack; a longer one is allocated.
+const KEY_BUFFER: usize = 192;
+
+/// Calls `f` with the default key of a request ([`default_key`]), built in a buffer on the stack
+/// rather than in a `String` allocated per call (issue 19).
+fn with_default_key<R>(uri: &Uri, extensions: &Extensions, f: impl FnOnce(&str) -> R) -> R {
+    let integration = extensions
+        .get::<IntegrationName>()
+        .map_or("", IntegrationName::as_str);
+    let host = uri.host().unwrap_or("");
+    let len = integration.len() + 1 + host.len();
+    if len > KEY_BUFFER {
+        return f(&default_key(uri, extensions));
+    }
+    let mut buffer = [0u8; KEY_BUFFER];
+    buffer[..integration.len()].copy_from_slice(integration.as_bytes());
+    buffer[integration.len()] = b'|';
+    buffer[integration.len() + 1..len].copy_from_slice(host.as_bytes());
+    f(std::str::from_utf8(&buffer[..len]).expect("two strings joined by `|` are UTF-8"))
+}
+
 /// The default breaker key: `"{integration}|{host}"`, from the request's
 /// [`IntegrationName`] (empty when absent) and its URI's host (empty when relative).
 ///
@@ -211,7 +237,8 @@ pub struct BreakerPolicy {
     open_jitter: f64,
     half_open_probes: u32,
     max_keys: usize,
-    key: KeyFn,
+    /// `None`: [`default_key`], computed without an allocation.
+    key: Option<KeyFn>,
     classifier: Arc<dyn Classify>,
     jitter: Jitter,
 }
@@ -228,7 +255,7 @@ impl Default for BreakerPolicy {
             open_jitter: 0.2,
             half_open_probes: 5,
             max_keys: 1024,
-            key: Arc::new(default_key),
+            key: None,
             classifier: Arc::new(DefaultClassifier::new()),
             jitter: Jitter::random(),
         }
@@ -346,7 +373,7 @@ impl BreakerPolicy {
         mut self,
         key: impl Fn(&Uri, &Extensions) -> String + Send + Sync + 'static,
     ) -> Self {
-        self.key = Arc::new(key);
+        self.key = Some(Arc::new(key));
         self
     }
 
@@ -452,7 +479,7 @@ impl BreakerPolicy {
 /// [`CircuitBreakerLayer::with_registry`] so a rebuilt stack keeps its breakers.
 #[derive(Clone, Default)]
 pub struct BreakerRegistry {
-    inner: Arc<Mutex<HashMap<String, Entry>>>,
+    inner: Arc<Mutex<Keys>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -493,6 +520,8 @@ struct Entry {
     last_used: Instant,
     integration: SharedString,
     host: SharedString,
+    /// The entry's key, shared with the calls it admitted (which report their outcome under it).
+    key: Arc<str>,
 }
 
 impl Entry {
@@ -522,6 +551,47 @@ impl Entry {
     fn open(&mut self, now: Instant, policy: &BreakerPolicy, key: &str) {
         let until = policy.open_until(now, self.failed_rounds);
         self.set_phase(Phase::Open { until }, key);
+    }
+
+    /// Lets a call through or refuses it (see [`BreakerRegistry::admit`]); an admitted call gets
+    /// the entry's key to report its outcome under.
+    fn admit(
+        &mut self,
+        now: Instant,
+        policy: &BreakerPolicy,
+    ) -> Result<(Admission, Arc<str>), CircuitOpen> {
+        self.last_used = now;
+        if let Phase::Open { until } = self.phase {
+            if now < until {
+                return Err(CircuitOpen::new(Some(until - now)));
+            }
+            let key = Arc::clone(&self.key);
+            self.set_phase(Phase::PROBING, &key);
+        }
+        let admission = match &mut self.phase {
+            Phase::Closed => Admission {
+                probe: false,
+                epoch: self.epoch,
+            },
+            Phase::HalfOpen {
+                in_flight,
+                successes,
+                failures,
+            } => {
+                if *in_flight + *successes + *failures < policy.half_open_probes {
+                    *in_flight += 1;
+                    Admission {
+                        probe: true,
+                        epoch: self.epoch,
+                    }
+                } else {
+                    // The round's probes are out: the next chance comes with its outcome.
+                    return Err(CircuitOpen::new(None));
+                }
+            }
+            Phase::Open { .. } => unreachable!("an open breaker refused or went half-open above"),
+        };
+        Ok((admission, Arc::clone(&self.key)))
     }
 
     fn state(&self, now: Instant) -> BreakerState {
@@ -576,7 +646,7 @@ impl BreakerRegistry {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Keys> {
         // Every update leaves an entry consistent before it can panic: keep going after a poison.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -588,65 +658,37 @@ impl BreakerRegistry {
         key: &str,
         policy: &BreakerPolicy,
         labels: impl FnOnce() -> (SharedString, SharedString),
-    ) -> Result<Admission, CircuitOpen> {
+    ) -> Result<(Admission, Arc<str>), CircuitOpen> {
         let now = Instant::now();
         let mut keys = self.lock();
-        if !keys.contains_key(key) {
-            if keys.len() >= policy.max_keys {
-                evict_least_recently_used(&mut keys);
-            }
-            let (integration, host) = labels();
-            metrics::gauge!(
-                names::BREAKER_STATE,
-                names::INTEGRATION => integration.clone(),
-                names::SERVER_ADDRESS => host.clone()
-            )
-            .set(BreakerState::Closed.as_gauge());
-            keys.insert(
-                key.to_owned(),
-                Entry {
-                    phase: Phase::Closed,
-                    epoch: 0,
-                    counts: SlidingCounts::new(policy.window),
-                    consecutive: 0,
-                    failed_rounds: 0,
-                    last_used: now,
-                    integration,
-                    host,
-                },
-            );
+        // One lookup for a known key (the usual case), a second only to insert a new one.
+        if let Some(entry) = keys.get_mut(key) {
+            return entry.admit(now, policy);
         }
-        let entry = keys.get_mut(key).expect("inserted above");
-        entry.last_used = now;
-        if let Phase::Open { until } = entry.phase {
-            if now < until {
-                return Err(CircuitOpen::new(Some(until - now)));
-            }
-            entry.set_phase(Phase::PROBING, key);
+        if keys.len() >= policy.max_keys {
+            evict_least_recently_used(&mut keys);
         }
-        match &mut entry.phase {
-            Phase::Closed => Ok(Admission {
-                probe: false,
-                epoch: entry.epoch,
-            }),
-            Phase::HalfOpen {
-                in_flight,
-                successes,
-                failures,
-            } => {
-                if *in_flight + *successes + *failures < policy.half_open_probes {
-                    *in_flight += 1;
-                    Ok(Admission {
-                        probe: true,
-                        epoch: entry.epoch,
-                    })
-                } else {
-                    // The round's probes are out: the next chance comes with its outcome.
-                    Err(CircuitOpen::new(None))
-                }
-            }
-            Phase::Open { .. } => unreachable!("an open breaker refused or went half-open above"),
-        }
+        let (integration, host) = labels();
+        metrics::gauge!(
+            names::BREAKER_STATE,
+            names::INTEGRATION => integration.clone(),
+            names::SERVER_ADDRESS => host.clone()
+        )
+        .set(BreakerState::Closed.as_gauge());
+        let key: Arc<str> = Arc::from(key);
+        keys.entry(Arc::clone(&key))
+            .or_insert(Entry {
+                phase: Phase::Closed,
+                epoch: 0,
+                counts: SlidingCounts::new(policy.window),
+                consecutive: 0,
+                failed_rounds: 0,
+                last_used: now,
+                integration,
+                host,
+                key,
+            })
+            .admit(now, policy)
     }
 
     fn record(&self, key: &str, admission: Admission, outcome: Outcome, policy: &BreakerPolicy) {
@@ -728,7 +770,7 @@ fn should_open(entry: &Entry, policy: &BreakerPolicy) -> bool {
     policy.consecutive_failures > 0 && entry.consecutive >= policy.consecutive_failures
 }
 
-fn evict_least_recently_used(keys: &mut HashMap<String, Entry>) {
+fn evict_least_recently_used(keys: &mut Keys) {
     // Only at the cap, so the linear scan is bounded by `max_keys`.
     if let Some(oldest) = keys
         .iter()
@@ -921,23 +963,32 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let policy = &self.shared.policy;
-        let key = (policy.key)(request.uri(), request.extensions());
         let labels = || {
             let integration = crate::integration_label(IntegrationName::of(&request));
             let host = SharedString::from(request.uri().host().unwrap_or("").to_owned());
             (integration, host)
         };
-        match self.shared.registry.admit(&key, policy, labels) {
+        let admit = |key: &str| {
+            let admitted = self.shared.registry.admit(key, policy, labels);
+            if admitted.is_err() {
+                tracing::debug!(breaker = key, "circuit breaker refused the call");
+            }
+            admitted
+        };
+        let admitted = match &policy.key {
+            Some(make_key) => admit(&make_key(request.uri(), request.extensions())),
+            None => with_default_key(request.uri(), request.extensions(), admit),
+        };
+        match admitted {
             Err(open) => {
                 let integration = crate::integration_label(IntegrationName::of(&request));
                 metrics::counter!(names::BREAKER_REJECTIONS, names::INTEGRATION => integration)
                     .increment(1);
-                tracing::debug!(breaker = key.as_str(), "circuit breaker refused the call");
                 BreakerFuture {
                     kind: Kind::Rejected { error: Some(open) },
                 }
             }
-            Ok(admission) => {
+            Ok((admission, key)) => {
                 let method = request.method().clone();
                 BreakerFuture {
                     kind: Kind::Called {
@@ -959,7 +1010,7 @@ where
 /// Reports a call's outcome to its breaker; a probe dropped before its end is released.
 struct Recorder {
     shared: Arc<BreakerShared>,
-    key: String,
+    key: Arc<str>,
     admission: Admission,
     method: Method,
     done: bool,

@@ -35,9 +35,10 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         // The body of a retried answer (a 503, say), read to its end during the backoff so that
-        // its connection goes back to the pool instead of being closed.
-        #[pin]
-        drain: Option<ResB>,
+        // its connection goes back to the pool instead of being closed. Boxed: only a retry after
+        // an answer needs it, and inline it made the future, moved by every layer above, larger
+        // by a whole response body on every call (issue 19).
+        drain: Option<Pin<Box<ResB>>>,
         drained: usize,
         service: S,
         retry: RetryState<B>,
@@ -110,7 +111,7 @@ where
                         Next::RetryAfter(wait, response) => {
                             if !wait.is_zero() && !response.body().is_end_stream() {
                                 *this.drained = 0;
-                                this.drain.set(Some(response.into_body()));
+                                *this.drain = Some(Box::pin(response.into_body()));
                             }
                             wait
                         }
@@ -124,13 +125,13 @@ where
                     }
                 }
                 StateProj::Waiting { sleep } => {
-                    drain(this.drain.as_mut(), this.drained, cx);
+                    drain(this.drain, this.drained, cx);
                     ready!(sleep.poll(cx));
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
                     // What is left of the last answer's body: dropped (its connection closed).
-                    this.drain.set(None);
+                    *this.drain = None;
                     // The attempt begins: counted now, not when it was planned, so a call
                     // cancelled during the backoff reports no attempt it never began. (Idempotent:
                     // readiness may take several polls.)
@@ -160,26 +161,26 @@ where
 /// Reads a retried answer's body while the backoff runs, discarding it, until its end (the
 /// connection can be pooled), an error or [`DRAIN_LIMIT`] (then it is dropped, as before).
 fn drain<ResB: http_body::Body>(
-    mut body: Pin<&mut Option<ResB>>,
+    body: &mut Option<Pin<Box<ResB>>>,
     drained: &mut usize,
     cx: &mut Context<'_>,
 ) {
     loop {
-        let Some(inner) = body.as_mut().as_pin_mut() else {
+        let Some(inner) = body.as_mut() else {
             return;
         };
-        match inner.poll_frame(cx) {
+        match inner.as_mut().poll_frame(cx) {
             Poll::Pending => return,
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *drained = drained.saturating_add(bytes::Buf::remaining(data));
                 }
                 if *drained > DRAIN_LIMIT {
-                    body.set(None);
+                    *body = None;
                 }
             }
             // The end (the connection is free again) or a broken body: nothing more to read.
-            Poll::Ready(None | Some(Err(_))) => body.set(None),
+            Poll::Ready(None | Some(Err(_))) => *body = None,
         }
     }
 }

@@ -166,7 +166,13 @@ where
             let value = HeaderValue::from_str(key).expect("a UUID is a valid header value");
             request.headers_mut().insert(IDEMPOTENCY_KEY, value);
         }
-        request.extensions_mut().insert(Attempt::FIRST);
+        // The first attempt. `Attempt::of` reads a missing attempt as the first, so the extension is
+        // written only to reset one set above this layer: each extension is a boxed allocation,
+        // cloned again with every copy of the request (the spare below, the redirect follower's),
+        // ~400 instructions a call (issue 19).
+        if Attempt::of(&request) != Attempt::FIRST {
+            request.extensions_mut().insert(Attempt::FIRST);
+        }
         let meta = RequestMeta::from_request(&request);
         let integration = IntegrationName::of(&request).cloned();
         let deadline = Deadline::of(&request);

@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -13,6 +13,11 @@ use crate::key::RateLimitKey;
 use crate::policy::{Quota, RateLimitPolicy};
 
 const SHARDS: usize = 32;
+
+/// One shard's keys. foldhash, seeded at random per process (keys may come from requests, so a
+/// fixed seed could be flooded), rather than SipHash: two hashes a call, the shard's and the map's,
+/// cost ~300 instructions with SipHash (issue 19).
+type Shard = HashMap<RateLimitKey, Entry, foldhash::fast::RandomState>;
 
 /// Keys and their GCRA state in this process: sharded maps behind short `std` mutexes (never held across
 /// an `.await`: every decision is synchronous), bounded in size.
@@ -56,9 +61,9 @@ pub struct MemoryStore {
 
 struct Inner {
     epoch: Instant,
-    hasher: RandomState,
+    hasher: foldhash::fast::RandomState,
     max_keys_per_shard: usize,
-    shards: Box<[Mutex<HashMap<RateLimitKey, Entry>>]>,
+    shards: Box<[Mutex<Shard>]>,
 }
 
 #[derive(Debug, Default)]
@@ -99,9 +104,9 @@ impl MemoryStore {
         Self {
             inner: Arc::new(Inner {
                 epoch: Instant::now(),
-                hasher: RandomState::new(),
+                hasher: foldhash::fast::RandomState::default(),
                 max_keys_per_shard: max_keys.div_ceil(SHARDS).max(1),
-                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             }),
         }
     }
@@ -316,18 +321,12 @@ impl MemoryStore {
         )
     }
 
-    fn shard(&self, key: &RateLimitKey) -> MutexGuard<'_, HashMap<RateLimitKey, Entry>> {
+    fn shard(&self, key: &RateLimitKey) -> MutexGuard<'_, Shard> {
         let index = self.inner.hasher.hash_one(key.as_str()) as usize % SHARDS;
         lock(&self.inner.shards[index])
     }
 
-    fn insert(
-        &self,
-        shard: &mut HashMap<RateLimitKey, Entry>,
-        key: RateLimitKey,
-        entry: Entry,
-        now: u64,
-    ) {
+    fn insert(&self, shard: &mut Shard, key: RateLimitKey, entry: Entry, now: u64) {
         if shard.len() >= self.inner.max_keys_per_shard {
             shard.retain(|_, entry| entry.busy_until() > now);
         }
