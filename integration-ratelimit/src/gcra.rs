@@ -318,9 +318,20 @@ pub(crate) fn decide(
         .map(|(quota, &tat)| tat.saturating_sub(quota.tolerance_nanos()))
         .fold(earliest, u64::max);
     let rate = adapt.and_then(|adapt| learned.rate(now, adapt));
+    // The probe of a key never throttled is a courtesy to a server whose limit is not known yet,
+    // as the slow-start window is: a call it would hold past its wait bound goes without it rather
+    // than fail, and leaves the probe's pace as it was. (With `max_wait` 0, the layer's default, a
+    // fresh key refused every call past its first window for about a second with no limit
+    // anywhere: found by the criterion benchmark of the layer.)
+    let mut probe_skipped = false;
     if rate.is_some() {
-        send = send.max(learned.tat);
+        let paced = send.max(learned.tat);
+        probe_skipped = learned.w_max <= 0.0 && paced - now > bounds.max_wait;
+        if !probe_skipped {
+            send = paced;
+        }
     }
+    let rate = rate.filter(|_| !probe_skipped);
     // The server's counters pace the permits of its current window. Callers past them go on past
     // the reset at the next window's pace (`pace_next`), until the next window's answers set the
     // next pace: they never all leave at the reset (issue 13: 14 of the 64 met the new window's
@@ -374,6 +385,7 @@ pub(crate) fn decide(
             learned.probe_sent = learned.probe_sent.saturating_add(1);
             // The first window's last permit: the probe's pace starts after it.
             if rate.is_none()
+                && !probe_skipped
                 && let Some(next) = learned.probe(send, adapt)
             {
                 learned.tat = learned.tat.max(send).saturating_add(interval(next));
@@ -1223,6 +1235,51 @@ mod tests {
         assert_eq!(learned.measured(now), 50.0);
         // Once `now` is in the newest bucket, the usual weighting.
         assert_eq!(learned.measured(5 * SECOND + 500 * MS), 50.0 * 0.5 + 5.0);
+    }
+
+    /// Regression (found by the criterion benchmark of the layer): with `max_wait` 0 (the layer's
+    /// default) a fresh key's probe refused every call past its first window, for about a second,
+    /// with no limit anywhere. The probe is a courtesy, as the slow-start window: a call it would
+    /// hold past its bound goes at once, and does not push the probe's pace further out.
+    #[test]
+    fn the_probe_never_refuses_a_call_it_would_hold_past_its_wait() {
+        let adapt = probing(f64::INFINITY);
+        let mut key = Key::default();
+        let now = 3 * SECOND;
+        let bounds = |max_wait| Bounds {
+            max_wait,
+            max_server_pause: u64::MAX,
+        };
+        for i in 0..100 {
+            let decision = decide(
+                &mut key.tats,
+                key.pause,
+                &mut key.learned,
+                &[],
+                Some(&adapt),
+                now,
+                bounds(0),
+            );
+            assert!(
+                matches!(decision, Decision::Granted { wait } if wait.is_zero()),
+                "call {i}: {decision:?}"
+            );
+        }
+        // A caller that may wait still follows the probe, whose pace those calls did not push out:
+        // the first window's pace (10/s) from its last permit.
+        let decision = decide(
+            &mut key.tats,
+            key.pause,
+            &mut key.learned,
+            &[],
+            Some(&adapt),
+            now,
+            bounds(10 * SECOND),
+        );
+        match decision {
+            Decision::Granted { wait } => assert_eq!(wait, Duration::from_millis(100)),
+            Decision::Denied { .. } => panic!("{decision:?}"),
+        }
     }
 
     #[test]

@@ -233,7 +233,9 @@ impl RateLimitPolicy {
     /// The window is kept in this process, also with the Redis store, where each replica takes its
     /// share (`window` divided by [`RedisOptions::with_expected_replicas`](crate::RedisOptions::with_expected_replicas),
     /// at least 1), as the fallback does for quotas. A call waits for a slot within its wait bound,
-    /// then goes on to the quota rather than fail.
+    /// then goes on to the quota rather than fail. The same holds for the probe in rate that the
+    /// window starts: a call the probe would hold past its wait bound goes without it (with
+    /// `max_wait` 0, the probe never delays a call).
     ///
     /// ```
     /// use integration_ratelimit::RateLimitPolicy;

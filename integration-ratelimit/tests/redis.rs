@@ -831,3 +831,27 @@ async fn a_throttle_to_a_request_sent_during_the_pause_does_not_decrease_the_sha
     let after: f64 = connection.hget(&learned_key, "w").await.unwrap();
     assert_eq!(after, w_max, "decreased again for the same wave");
 }
+
+/// Regression (found by the criterion benchmark of the layer): with `max_wait` 0 a fresh key's
+/// probe refused every call past its first window. The probe is a courtesy, as in memory: a call it
+/// would hold past its bound goes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_never_refuses_a_call_it_would_hold_past_its_wait_in_redis() {
+    let url = redis_url();
+    let store = RedisStore::new(connect(&url).await, prefix("probe-courtesy"), options());
+    let key = RateLimitKey::from("fresh");
+    let policy = Arc::new(RateLimitPolicy::new([]));
+    for call in 0..30 {
+        let acquire = Acquire {
+            key: key.clone(),
+            policy: policy.clone(),
+            max_wait: Duration::ZERO,
+        };
+        match store.acquire(acquire).await.unwrap() {
+            Decision::Granted { wait } => assert!(wait.is_zero(), "call {call}: {wait:?}"),
+            Decision::Denied { retry_after, .. } => {
+                panic!("call {call} refused, retry after {retry_after:?}")
+            }
+        }
+    }
+}

@@ -153,11 +153,14 @@ for i = 1, n do
   local allow = tat - tonumber(ARGV[8 + 2 * i])
   if allow > send then send = allow end
 end
-local l, rate, paced = nil, nil, false
+local l, rate, paced, skipped = nil, nil, false, false
 if adapt then
   l = load_learned(learned_key)
   rate = learned_rate(l, now, min_rate, increase, cap, window)
-  if rate and l.t > send then send = l.t end
+  if rate then
+    local at = math.max(send, l.t)
+    if l.w <= 0 and at - now > max_wait then skipped, rate = true, nil else send = at end
+  end
   if l.pu > send or (l.pu > 0 and l.pt > send) then
     local slot = math.max(send, l.pt)
     if slot < l.pu or slot - now <= max_wait then
@@ -188,7 +191,7 @@ if adapt then
   if l.w <= 0 and window > 0 then
     if l.ps == 0 then l.ps = math.max(send, 2) end
     l.pn = l.pn + 1
-    if not rate then
+    if not rate and not skipped then
       local next = probe(l, send, min_rate, cap, window)
       if next then l.t = math.max(l.t, send) + math.ceil(1000000 / next) end
     end
