@@ -121,7 +121,7 @@ async fn every_provider_credential_and_store_formats_without_a_secret() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_redis_store_and_its_errors_format_without_a_secret() {
     use integration_auth::RedisTokenStore;
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let url = integration_core::testing::redis_url();
     let redis = RedisTokenStore::connect(&url, "test-auth-debug")
         .await
         .unwrap_or_else(|e| panic!("Redis at {url} (REDIS_URL) is unreachable: {e:#}"));

@@ -90,9 +90,8 @@ mod without_the_feature {
 #[tokio::test]
 async fn with_the_feature_the_redis_stores_are_built() {
     let mut config = config(&format!("{RATE_LIMIT}\n{AUTH}"));
-    config.redis.as_mut().unwrap().url = integration_config::Secret::new(
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
-    );
+    config.redis.as_mut().unwrap().url =
+        integration_config::Secret::new(integration_core::testing::redis_url());
     let client = Client::connect(config).await.unwrap();
     assert!(client.api("github").is_ok());
 }

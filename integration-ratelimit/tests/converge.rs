@@ -287,7 +287,7 @@ async fn four_limiters_sharing_redis_converge_together_on_one_upstream_limit() {
     use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
     let _alone = ONE_AT_A_TIME.lock().await;
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let url = integration_core::testing::redis_url();
     let prefix = format!(
         "ratelimit-test:converge:{}:{}",
         std::process::id(),

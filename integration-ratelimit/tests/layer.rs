@@ -140,6 +140,27 @@ async fn with_max_wait_zero_a_call_over_the_quota_fails_fast_with_retry_after() 
     assert_eq!(error.retry_after(), Some(secs(1)));
 }
 
+/// Regression (found by the criterion benchmark): a fresh key with the layer's defaults (no quota,
+/// `max_wait` 0, slow start on) refused every call past its first window, because the rate probe
+/// would have held it. The probe is a courtesy: with nothing to wait for, every call goes at once.
+#[tokio::test(start_paused = true)]
+async fn with_max_wait_zero_the_probe_of_a_fresh_key_refuses_no_call() {
+    let limiter = RateLimiter::memory(RateLimitPolicy::new([]));
+    let log = Log::default();
+    let service = stack(&limiter, &log, ok);
+    let start = Instant::now();
+    for round in 0..3 {
+        let results = burst(&service, 20, "/").await;
+        assert!(
+            results.iter().all(Result::is_ok),
+            "round {round}: {:?}",
+            results.iter().filter_map(|r| r.as_ref().err()).next()
+        );
+    }
+    assert_eq!(log.len(), 60);
+    assert_eq!(start.elapsed(), Duration::ZERO, "no call waited");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_wait_longer_than_the_bound_fails_fast_with_the_hint() {
     let policy = RateLimitPolicy::new([Quota::per_second(1).unwrap()])

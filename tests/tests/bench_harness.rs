@@ -83,7 +83,7 @@ async fn the_full_stack_scenarios_complete_calls_in_memory_and_in_redis() {
         .unwrap();
     calls_succeed(memory, "full-stack").await;
 
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let url = integration_core::testing::redis_url();
     let store = || RateLimitStore::Redis {
         url: url.clone(),
         key_prefix: format!("integration-tests-bench-{:08x}", fastrand::u32(..)),

@@ -105,7 +105,7 @@ fn run_cache(args: &[String]) -> Result<(), BoxError> {
     } else {
         (5_000, Duration::from_secs(3))
     };
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let redis = integration_core::testing::redis_url();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -278,8 +278,7 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
     let exe = std::env::current_exe()?;
     let server = ServerProcess::spawn(&exe, server_threads)?;
     let pool = PoolSettings::default();
-    let redis_url =
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let redis_url = integration_core::testing::redis_url();
     // A prefix of our own: the shared Redis is never flushed, our keys expire on their own.
     let redis_prefix = format!(
         "integration-bench-{}-{:08x}",
