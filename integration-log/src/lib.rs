@@ -3,12 +3,14 @@
 //!
 //! - [`LogLayer`]: one span per logical call, named after the method (`GET`), with
 //!   `http.request.method`, `server.address`, `server.port`, `url.full` (secrets removed),
-//!   `http.response.status_code`, `http.request.resend_count`, `error.type` and `integration.name`;
+//!   `http.response.status_code`, `http.request.resend_count`, `error.type` and `integration.name`
+//!   (OpenTelemetry's `internal` kind, its default: the span carries no `otel.kind` field);
 //!   a request event, a response event at a level chosen by the outcome ([`LogPolicy`]), the response
 //!   body captured *while it streams* (textual types only, capped, redacted), and the
 //!   `http.client.request.duration` histogram.
-//! - [`AttemptLogLayer`]: the same for each attempt, as a child span, with `integration.attempt.duration`
-//!   and optional W3C `traceparent` propagation ([`traceparent`]).
+//! - [`AttemptLogLayer`]: the same for each attempt, as a child `client` span (`otel.kind = "client"`),
+//!   with `integration.attempt.duration` and optional W3C `traceparent` propagation
+//!   ([`traceparent`]).
 //! - [`redact::Redactor`]: the one redaction engine (re-exported from `integration_core::redact`, where
 //!   `integration_core::Error` uses it too), used by every log path here and by the facade.
 //!
