@@ -398,13 +398,17 @@ impl RequestBuilder {
                 .with_source(e)
                 .with_integration(name.clone())
         })?;
-        // A request's own header replaces the API's default of the same name.
-        let mut headers = entry.default_headers.clone();
-        for key in self.headers.keys() {
-            headers.remove(key);
-        }
-        for (key, value) in &self.headers {
-            headers.append(key.clone(), value.clone());
+        // A request's own header replaces the API's default of the same name: the builder's map is
+        // sent as it is, with the defaults it does not name added (rather than a copy of the
+        // defaults the builder's headers are appended to: one map, and its allocations, fewer a
+        // call, issue 19).
+        let mut headers = std::mem::take(&mut self.headers);
+        for key in entry.default_headers.keys() {
+            if !headers.contains_key(key) {
+                for value in entry.default_headers.get_all(key) {
+                    headers.append(key.clone(), value.clone());
+                }
+            }
         }
         let mut request = Request::new(self.body);
         *request.method_mut() = self.method;

@@ -162,6 +162,49 @@ async fn default_headers_user_agent_query_and_form_are_sent() {
     assert_eq!(text, "ok");
 }
 
+/// A request's own header replaces the API's default of the same name (every value of it), and the
+/// defaults it does not name are added, each value once (issue 19: the request's map is now sent
+/// with the defaults added to it, rather than appended to a copy of the defaults).
+#[tokio::test]
+async fn a_request_header_replaces_every_value_of_the_default() {
+    let server = MockServer::start().await;
+    let mut config = fast(&server);
+    config.user_agent = Some("acme/1.0".into());
+    config.headers.insert("x-tag".into(), "default".into());
+    config.headers.insert("x-other".into(), "kept".into());
+    let client = client("items", config);
+    let api = client.api("items").unwrap();
+
+    let request = api
+        .get("/items")
+        .header("x-tag", "mine")
+        .header("user-agent", "mine/2.0")
+        .build()
+        .unwrap();
+    let values = |name: &str| -> Vec<&str> {
+        request
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(values("x-tag"), ["mine"]);
+    assert_eq!(values("user-agent"), ["mine/2.0"]);
+    assert_eq!(values("x-other"), ["kept"]);
+
+    let request = api.get("/items").build().unwrap();
+    let defaults: Vec<_> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+        .collect();
+    assert_eq!(defaults.len(), 3, "{defaults:?}");
+    assert!(defaults.contains(&("user-agent", "acme/1.0")));
+    assert!(defaults.contains(&("x-tag", "default")));
+    assert!(defaults.contains(&("x-other", "kept")));
+}
+
 #[tokio::test]
 async fn a_retried_call_reports_its_attempts() {
     let server = MockServer::start().await;
