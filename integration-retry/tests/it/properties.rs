@@ -17,7 +17,55 @@ fn millis(range: std::ops::Range<u64>) -> impl Strategy<Value = Duration> {
     range.prop_map(Duration::from_millis)
 }
 
+/// Authorities as requests carry them: optional userinfo, a name, IPv4 or IPv6 literal, an optional
+/// port, and a few odd but valid shapes (an empty port, a name with a trailing dot).
+fn authority() -> impl Strategy<Value = String> {
+    let userinfo = proptest::option::of("[a-z0-9%._~!$&'()*+,;=:-]{0,8}");
+    let host = prop_oneof![
+        "[a-zA-Z0-9-]{1,12}(\\.[a-zA-Z0-9-]{1,8}){0,3}\\.?",
+        "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}",
+        Just("[::1]".to_owned()),
+        Just("[2001:db8::a:1]".to_owned()),
+        Just("[fe80::1%25eth0]".to_owned()),
+    ];
+    let port = proptest::option::of("[0-9]{0,5}");
+    (userinfo, host, port).prop_map(|(userinfo, host, port)| {
+        let mut authority = String::new();
+        if let Some(userinfo) = userinfo {
+            authority.push_str(&userinfo);
+            authority.push('@');
+        }
+        authority.push_str(&host);
+        if let Some(port) = port {
+            authority.push(':');
+            authority.push_str(&port);
+        }
+        authority
+    })
+}
+
 proptest! {
+    /// Regression guard of the breaker's own host scan (issue 19): the default key names the host
+    /// `http::Uri::host` reads, for every authority the URI parser accepts.
+    #[test]
+    fn the_breaker_key_host_is_the_uri_host(authority in authority(), path in "(/[a-z@:]{0,6}){0,2}") {
+        let Ok(uri) = format!("https://{authority}{path}").parse::<http::Uri>() else {
+            return Ok(());
+        };
+        let mut request = Request::get(uri.clone()).body(()).unwrap();
+        request
+            .extensions_mut()
+            .insert(integration_core::ext::IntegrationName::new("api"));
+        let key = integration_retry::breaker::default_key(request.uri(), request.extensions());
+        prop_assert_eq!(key, format!("api|{}", uri.host().unwrap_or("")));
+        // A relative URI has no host: the key's host part is empty.
+        let relative: http::Uri = path.parse().unwrap_or_else(|_| "/".parse().unwrap());
+        prop_assert_eq!(
+            integration_retry::breaker::default_key(&relative, request.extensions()),
+            "api|"
+        );
+    }
+
     #[test]
     fn full_jitter_delay_is_within_zero_and_min_cap_base_times_two_to_the_n(
         base in millis(0..10_000),
