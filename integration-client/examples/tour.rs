@@ -50,17 +50,6 @@ use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
 use tracing_subscriber::fmt::time::{FormatTime, Uptime};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The duration histograms of the stack, in seconds.
-const DURATION_METRICS: [&str; 3] = [
-    names::HTTP_CLIENT_REQUEST_DURATION,
-    names::ATTEMPT_DURATION,
-    names::THROTTLE_WAIT,
-];
-/// OpenTelemetry's advised bucket boundaries for `http.client.request.duration`, in seconds.
-const DURATION_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
-
 /// Calls in the burst.
 const CALLS: usize = 200;
 /// Requests the throttled endpoint accepts per second before answering 429.
@@ -356,9 +345,9 @@ fn row(label: &str, value: impl std::fmt::Display) {
 /// When a recorder is already installed.
 pub fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
     let mut prometheus = PrometheusBuilder::new();
-    for name in DURATION_METRICS {
-        prometheus =
-            prometheus.set_buckets_for_metric(Matcher::Full(name.to_owned()), DURATION_BUCKETS)?;
+    for name in names::DURATION_HISTOGRAMS {
+        prometheus = prometheus
+            .set_buckets_for_metric(Matcher::Full(name.to_owned()), names::DURATION_BUCKETS)?;
     }
     Ok(prometheus.install_recorder()?)
 }

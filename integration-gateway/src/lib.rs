@@ -146,21 +146,54 @@ pub struct Gateway {
     drain_timeout: Duration,
 }
 
+/// How often the recorder's histogram samples are drained, scraped or not (the exporter's own
+/// `install` uses the same interval).
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// The exporter: every duration (the stack's and the gateway's own) a histogram with
+/// OpenTelemetry's boundaries ([`integration_core::names::DURATION_BUCKETS`]), which sum across the
+/// replicas of a Deployment, rather than the exporter's default client-side summary, which does not.
+fn prometheus_builder() -> PrometheusBuilder {
+    use integration_core::names::{DURATION_BUCKETS, DURATION_HISTOGRAMS};
+    use metrics_exporter_prometheus::Matcher;
+    let mut builder = PrometheusBuilder::new();
+    for name in DURATION_HISTOGRAMS.into_iter().chain([REQUEST_DURATION]) {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_owned()), DURATION_BUCKETS)
+            .expect("the boundaries are not empty");
+    }
+    builder
+}
+
 /// The Prometheus recorder of this process, installed by the first gateway; `None` when something
 /// else installed a recorder first (its metrics are then not the gateway's to render).
+///
+/// Its upkeep runs every [`METRICS_UPKEEP`] on a thread of its own: a recorder built (not
+/// `install`ed) has none, and its histogram samples, drained only by a scrape, piled up in memory
+/// for as long as nothing scraped `/metrics` (three samples a request).
 fn prometheus() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = prometheus_builder().build_recorder();
             let handle = recorder.handle();
-            match metrics::set_global_recorder(recorder) {
-                Ok(()) => Some(handle),
-                Err(_) => {
-                    tracing::warn!("a metrics recorder is already installed: /metrics is off");
-                    None
-                }
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder is already installed: /metrics is off");
+                return None;
             }
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "no metrics upkeep thread: samples are drained only by scrapes");
+            }
+            Some(handle)
         })
         .clone()
 }

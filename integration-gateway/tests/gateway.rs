@@ -386,6 +386,21 @@ async fn the_admin_port_serves_health_readiness_metrics_and_the_integrations() {
         metrics.contains("integration_gateway_requests"),
         "{metrics}"
     );
+    // Durations are histograms with OpenTelemetry's boundaries, which sum across replicas, not the
+    // exporter's default client-side summaries, which do not.
+    for histogram in [
+        "integration_gateway_request_duration_bucket",
+        "http_client_request_duration_bucket",
+        "integration_attempt_duration_bucket",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|line| line.starts_with(histogram) && line.contains("le=\"0.005\"")),
+            "no {histogram} with OpenTelemetry's first boundary:\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("quantile="), "{metrics}");
     let (status, view) = gateway.admin(INTEGRATIONS_PATH).await;
     assert_eq!(status, StatusCode::OK);
     let view: serde_json::Value = serde_json::from_str(&view).unwrap();

@@ -81,7 +81,10 @@
 //!
 //! Every metric name of [`integration_core::names`], what it measures and which layer emits it.
 //! Durations are in seconds. [`describe_metrics`] registers the descriptions and units with the
-//! installed recorder.
+//! installed recorder. Give the duration histogram names ([`names::DURATION_HISTOGRAMS`]) the
+//! bucket boundaries of [`names::DURATION_BUCKETS`] in your exporter: a Prometheus exporter left at
+//! its defaults keeps client-side summaries, which cannot be aggregated across replicas and cost a
+//! quantile sketch per sample.
 //!
 //! | name | type | unit | labels | emitted by |
 //! | --- | --- | --- | --- | --- |
