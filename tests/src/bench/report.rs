@@ -363,6 +363,13 @@ impl BenchReport {
             first.calls,
             2 * first.calls
         );
+        let _ = writeln!(
+            out,
+            "Each run installs the same subscriber and recorder as the timed workers and drains the \
+             recorder's histograms once after its calls (the upkeep a worker runs every 5 s); \
+             quanta's one-time clock calibration, which spins on the wall clock, is not counted. \
+             Separate runs of one subject still differ by about 1k instructions a call.\n"
+        );
         let raw = self.instructions_of(Subject::Scenario(Scenario::RawHyper));
         let peer = self.instructions_of(Subject::Scenario(Scenario::PeerStack));
         let ratio = |value: f64, reference: Option<f64>| match reference {

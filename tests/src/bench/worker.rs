@@ -7,6 +7,7 @@ use super::scenario::{
     FacadeNoLayers, FullStack, OurTransport, PeerStack, PoolSettings, RateLimitStore, RawHyper,
     Reqwest, Scenario,
 };
+use integration_core::names;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::net::SocketAddr;
@@ -134,19 +135,14 @@ impl WorkerReport {
 /// Installs what every worker has, whatever its scenario, so that logging is really on where a
 /// stack logs: a `tracing-subscriber` `fmt` subscriber filtered at `filter`, formatting every event
 /// into a sink (the formatting cost is paid, the terminal is not), and the Prometheus `metrics`
-/// recorder with its periodic upkeep (every 5 s, on a thread of its own).
+/// recorder (durations as histograms with OpenTelemetry's bucket boundaries, as the tour installs
+/// it) with its periodic upkeep (every 5 s, on a thread of its own).
 ///
 /// # Errors
 ///
 /// When `filter` does not parse, or a subscriber or recorder is already installed.
 pub fn install_observability(filter: &str) -> Result<(), BoxError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(io::sink)
-        .try_init()?;
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let handle = install_observability_without_upkeep(filter)?;
     // What the exporter's own `install` does in production: drain the histograms every few seconds,
     // on a thread of its own rather than on the client's runtime.
     std::thread::Builder::new()
@@ -158,6 +154,37 @@ pub fn install_observability(filter: &str) -> Result<(), BoxError> {
             }
         })?;
     Ok(())
+}
+
+/// [`install_observability`] without the periodic upkeep: the caller runs
+/// [`PrometheusHandle::run_upkeep`](metrics_exporter_prometheus::PrometheusHandle::run_upkeep)
+/// itself. A count run does, once after its calls: every sample is drained, as by the periodic
+/// upkeep, but at a point that does not depend on how long the run took under valgrind (a 5 s
+/// timer fell inside some runs of 2N calls and not others: ~0.8k instructions a call of noise).
+///
+/// # Errors
+///
+/// As [`install_observability`].
+pub fn install_observability_without_upkeep(
+    filter: &str,
+) -> Result<metrics_exporter_prometheus::PrometheusHandle, BoxError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(io::sink)
+        .try_init()?;
+    // Durations as histograms with OpenTelemetry's boundaries, as the tour and
+    // `integration_core::names::DURATION_BUCKETS` advise (the exporter's default, a summary, costs a
+    // quantile sketch per sample).
+    let mut prometheus = metrics_exporter_prometheus::PrometheusBuilder::new();
+    for name in names::DURATION_HISTOGRAMS {
+        prometheus = prometheus.set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(name.to_owned()),
+            names::DURATION_BUCKETS,
+        )?;
+    }
+    Ok(prometheus.install_recorder()?)
 }
 
 /// Runs one worker: observability, the client, the closed loop, the open loop.

@@ -59,7 +59,7 @@ Options:
   --command TEXT        the command recorded in the report
   --instructions N      instruction counts: each scenario, and the full stack without each of
                         its layers, run for N then 2N calls under valgrind's callgrind; the
-                        difference over N is a call's count [1000; 0: none; --smoke: N calls
+                        difference over N is a call's count [2000; 0: none; --smoke: N calls
                         each, without valgrind]. With --rounds 0, only the counts run
   --callgrind-dir DIR   keep callgrind's output files there (for callgrind_annotate)
 
@@ -265,7 +265,7 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
         .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
     // `info` by default: the level of our log layer's spans and of reqwest-tracing's.
     let log_filter = take_value(&mut args, "--log-filter")?.unwrap_or_else(|| "info".to_owned());
-    let instructions = take_parsed(&mut args, "--instructions", if smoke { 5 } else { 1000 })?;
+    let instructions = take_parsed(&mut args, "--instructions", if smoke { 5 } else { 2000 })?;
     let callgrind_dir = take_value(&mut args, "--callgrind-dir")?.map(PathBuf::from);
     if !args.is_empty() {
         return Err(format!("unknown arguments: {}", args.join(" ")).into());
@@ -567,6 +567,13 @@ impl Counter<'_> {
         let output = Command::new("valgrind")
             .arg("--tool=callgrind")
             .arg(format!("--callgrind-out-file={}", out.display()))
+            // Not counted: quanta's clock calibration (run once, when the metrics recorder first
+            // reads its clock), which spins on the wall clock for a set time and so for 10 to 15
+            // million instructions under valgrind, a different number in every run: up to +-5k
+            // instructions a call of noise at N = 1000. (`--toggle-collect` turns collection off
+            // at start; `--collect-atstart=yes` after it turns it back on.)
+            .arg("--toggle-collect=quanta::Clock::new")
+            .arg("--collect-atstart=yes")
             .arg(self.exe)
             .args(["count", &serde_json::to_string(&config)?])
             .stdin(Stdio::null())
