@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::StatusCode;
 use integration_core::names;
 use integration_core::redis::{RedisCallError, SharedRedis};
-use redis::Script;
+use redis::{RedisWrite, Script, ToRedisArgs};
 
 use super::memory::nanos;
 use super::{Acquire, Decision, MemoryStore, Observation, RateLimitStore, StoreFuture};
@@ -483,6 +483,7 @@ struct Inner {
     /// The rejoin set overflowed since it was last empty (logged once).
     rejoin_overflow: AtomicBool,
     calls: AtomicU64,
+    policy_args: Mutex<PolicyArgsCache>,
 }
 
 impl RedisStore {
@@ -515,6 +516,7 @@ impl RedisStore {
                 rejoin_pending: AtomicBool::new(false),
                 rejoin_overflow: AtomicBool::new(false),
                 calls: AtomicU64::new(0),
+                policy_args: Mutex::default(),
             }),
         }
     }
@@ -605,6 +607,15 @@ impl RedisStore {
             })
             .await?;
         Ok(SharedKeyState::from_values(&values))
+    }
+
+    /// The adaptation and quota arguments of `policy`, from the cache.
+    fn policy_args(&self, policy: &Arc<RateLimitPolicy>) -> Arc<PolicyArgs> {
+        self.inner
+            .policy_args
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(policy)
     }
 
     fn redis_failed(&self, error: &dyn fmt::Display) {
@@ -766,8 +777,7 @@ impl RedisStore {
         invocation.key(self.learned_key(&acquire.key));
         invocation.arg(micros(acquire.max_wait));
         invocation.arg(micros(acquire.policy.max_server_pause()));
-        adaptation_args(&mut invocation, &acquire.policy);
-        quota_args(&mut invocation, quotas);
+        invocation.arg(&*self.policy_args(&acquire.policy).args);
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let (outcome, amount, status, gauge): (i64, i64, i64, i64) = self
             .inner
@@ -817,8 +827,7 @@ impl RedisStore {
                 invocation.arg(0);
             }
         }
-        adaptation_args(&mut invocation, &observation.policy);
-        quota_args(&mut invocation, quotas);
+        invocation.arg(&*self.policy_args(&observation.policy).args);
         let gauge: i64 = self
             .inner
             .connection
@@ -933,38 +942,94 @@ fn bounds(acquire: &Acquire) -> Bounds {
     }
 }
 
+/// The most policies a [`RedisStore`] keeps the arguments of (see [`PolicyArgs`]): a limiter has
+/// one policy at a time (two for a moment after a reload), a store shared by limiters one each.
+const POLICY_ARGS_CACHED: usize = 4;
+
+/// The ARGV of a policy's adaptation and quotas, exactly as the scripts receive them (an `f64` in
+/// Rust's `to_string` form, read by `tonumber`), computed once per policy instead of on every call:
+/// formatting them was about 6,000 instructions of each acquisition.
+#[derive(Debug)]
+struct PolicyArgs {
+    /// The policy they were computed from. Held, so its address cannot go to another policy while
+    /// the entry is cached: a reload's new policy is a new `Arc`, which never matches this one.
+    policy: Arc<RateLimitPolicy>,
+    /// [`adaptation_args`] then [`quota_args`].
+    args: Vec<Vec<u8>>,
+}
+
+impl PolicyArgs {
+    fn of(policy: &Arc<RateLimitPolicy>) -> Self {
+        let mut args = Vec::new();
+        adaptation_args(&mut args, policy);
+        quota_args(&mut args, policy.quotas());
+        Self {
+            policy: policy.clone(),
+            args,
+        }
+    }
+}
+
+/// The [`PolicyArgs`] of the last few policies used, found by the identity of their `Arc` (a
+/// policy never changes behind its `Arc`: a change is a new policy).
+#[derive(Debug, Default)]
+struct PolicyArgsCache {
+    entries: Vec<Arc<PolicyArgs>>,
+    /// The entry replaced next once the cache is full.
+    next: usize,
+}
+
+impl PolicyArgsCache {
+    fn get(&mut self, policy: &Arc<RateLimitPolicy>) -> Arc<PolicyArgs> {
+        if let Some(found) = self
+            .entries
+            .iter()
+            .find(|entry| Arc::ptr_eq(&entry.policy, policy))
+        {
+            return found.clone();
+        }
+        let fresh = Arc::new(PolicyArgs::of(policy));
+        if self.entries.len() < POLICY_ARGS_CACHED {
+            self.entries.push(fresh.clone());
+        } else {
+            self.entries[self.next] = fresh.clone();
+            self.next = (self.next + 1) % POLICY_ARGS_CACHED;
+        }
+        fresh
+    }
+}
+
 /// ARGV of adaptation: on (1/0), min rate, decrease, increase, cap (-1: none), initial window.
-fn adaptation_args(invocation: &mut redis::ScriptInvocation<'_>, policy: &RateLimitPolicy) {
+fn adaptation_args(out: &mut impl RedisWrite, policy: &RateLimitPolicy) {
     match Adapt::of(policy) {
         Some(adapt) => {
-            invocation.arg(1);
-            invocation.arg(adapt.min_rate.to_string());
-            invocation.arg(adapt.decrease.to_string());
-            invocation.arg(adapt.increase.to_string());
+            1_i32.write_redis_args(out);
+            adapt.min_rate.to_string().write_redis_args(out);
+            adapt.decrease.to_string().write_redis_args(out);
+            adapt.increase.to_string().write_redis_args(out);
             if adapt.cap.is_finite() {
-                invocation.arg(adapt.cap.to_string());
+                adapt.cap.to_string().write_redis_args(out);
             } else {
-                invocation.arg(-1);
+                (-1_i32).write_redis_args(out);
             }
-            invocation.arg(adapt.window.to_string());
+            adapt.window.to_string().write_redis_args(out);
         }
         None => {
-            invocation.arg(0);
-            invocation.arg(1);
-            invocation.arg(1);
-            invocation.arg(1);
-            invocation.arg(-1);
-            invocation.arg(0);
+            for arg in [0_i32, 1, 1, 1, -1, 0] {
+                arg.write_redis_args(out);
+            }
         }
     }
 }
 
 /// ARGV of the quotas: per quota its emission interval and tolerance, in microseconds.
-fn quota_args(invocation: &mut redis::ScriptInvocation<'_>, quotas: &[Quota]) {
+fn quota_args(out: &mut impl RedisWrite, quotas: &[Quota]) {
     for quota in quotas {
         let interval = quota.interval_nanos().div_ceil(1_000);
-        invocation.arg(interval);
-        invocation.arg(interval.saturating_mul(u64::from(quota.burst() - 1)));
+        interval.write_redis_args(out);
+        interval
+            .saturating_mul(u64::from(quota.burst() - 1))
+            .write_redis_args(out);
     }
 }
 
@@ -1078,6 +1143,65 @@ mod tests {
     /// without bound during an outage. It holds at most `MAX_REJOIN_KEYS`; a key past that is
     /// reported as a first local decision every time (its fallback state raised: no burst), and the
     /// set accepts keys again once it has emptied.
+    fn argv(args: &PolicyArgs) -> Vec<&str> {
+        args.args
+            .iter()
+            .map(|arg| std::str::from_utf8(arg).unwrap())
+            .collect()
+    }
+
+    /// The adaptation and quota arguments are computed once per policy (issue 19) and never served
+    /// for another: after a policy change (a reload builds a new policy) they are the new policy's,
+    /// also once the cache is full and evicts.
+    #[tokio::test]
+    async fn the_cached_policy_arguments_follow_the_policy() {
+        // Connected on first use: this test never uses it.
+        let connection =
+            SharedRedis::open("redis://127.0.0.1:1", SharedRedisConfig::default()).unwrap();
+        let store = RedisStore::new(connection, "args", RedisOptions::new());
+        let quota = Quota::per_second(10).unwrap().with_burst(5).unwrap();
+        let first = Arc::new(RateLimitPolicy::new([quota]));
+        let cached = store.policy_args(&first);
+        // The bytes the scripts have always received: f64 in `to_string` form, integers as such.
+        assert_eq!(
+            argv(&cached),
+            ["1", "0.5", "0.7", "0.4", "10", "10", "100000", "400000"]
+        );
+        assert!(Arc::ptr_eq(&cached, &store.policy_args(&first)), "cached");
+
+        // The same values in a new policy, then a changed one: each gets its own arguments.
+        let reloaded = Arc::new(
+            RateLimitPolicy::clone(&first)
+                .with_adaptation(Some(crate::Adaptation::new(2.0, 0.5, 0.25).unwrap())),
+        );
+        assert_eq!(
+            argv(&store.policy_args(&reloaded)),
+            ["1", "2", "0.5", "0.25", "10", "10", "100000", "400000"]
+        );
+        let off = Arc::new(RateLimitPolicy::clone(&first).with_adaptation(None));
+        assert_eq!(
+            argv(&store.policy_args(&off)),
+            ["0", "1", "1", "1", "-1", "0", "100000", "400000"]
+        );
+
+        // Past the cache's size, every policy still gets its own arguments, evicted or not.
+        let policies: Vec<_> = (0..3 * POLICY_ARGS_CACHED)
+            .map(|window| Arc::new(RateLimitPolicy::clone(&first).with_initial_window(window)))
+            .collect();
+        for _ in 0..2 {
+            for (window, policy) in policies.iter().enumerate() {
+                let args = store.policy_args(policy);
+                assert!(Arc::ptr_eq(&args.policy, policy));
+                assert_eq!(argv(&args)[5], window.to_string());
+            }
+        }
+        assert_eq!(
+            store.inner.policy_args.lock().unwrap().entries.len(),
+            POLICY_ARGS_CACHED
+        );
+        assert_eq!(argv(&store.policy_args(&first))[1], "0.5");
+    }
+
     #[tokio::test]
     async fn the_keys_waiting_to_rejoin_are_capped() {
         // Connected on first use: this test never uses it.
