@@ -1,5 +1,6 @@
 use std::collections::HashSet;
 use std::fmt;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -7,7 +8,10 @@ use std::time::Duration;
 use http::StatusCode;
 use integration_core::names;
 use integration_core::redis::{RedisCallError, SharedRedis};
-use redis::{RedisWrite, Script, ToRedisArgs};
+use redis::aio::ConnectionManager;
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, RedisResult, RedisWrite, Script, ServerErrorKind, ToRedisArgs,
+};
 
 use super::memory::nanos;
 use super::{Acquire, Decision, MemoryStore, Observation, RateLimitStore, StoreFuture};
@@ -404,8 +408,10 @@ pub const MAX_REJOIN_KEYS: usize = MemoryStore::DEFAULT_MAX_KEYS;
 ///
 /// - **One round trip per call.** One Lua script reads the key's server pause and every quota's state,
 ///   decides on Redis's own clock (`TIME`, so replicas with skewed clocks agree) and writes the new
-///   state. It is sent by SHA (`EVALSHA`); `redis::Script` loads it and repeats the call when the server
-///   answers `NOSCRIPT` (after a restart or a `SCRIPT FLUSH`), so it is loaded once per server.
+///   state. It is sent by SHA (`EVALSHA`); the store loads it (`SCRIPT LOAD`) and repeats the call when
+///   the server answers `NOSCRIPT` (after a restart or a `SCRIPT FLUSH`), so it is loaded once per
+///   server. The call's keys and arguments are written straight into the command, with a policy's
+///   arguments computed once per policy: nothing is formatted or allocated per key or argument.
 /// - **Cluster safe.** Every key of a limiter key shares one hash tag, `{prefix:key}:q0`,
 ///   `{prefix:key}:q1`, `{prefix:key}:pause`, `{prefix:key}:learned`, so a script touches one slot.
 /// - **Bounded.** A quota's state expires (`PX`) ten minutes after its permits are all earned back
@@ -544,18 +550,24 @@ impl RedisStore {
 
     /// The Redis key holding quota `index` of `key`.
     pub fn quota_key(&self, key: &RateLimitKey, index: usize) -> String {
-        format!("{{{}:{}}}:q{index}", self.inner.prefix, key)
+        self.key_name(key, KeyOf::Quota(index))
     }
 
     /// The Redis key holding the server pause of `key`.
     pub fn pause_key(&self, key: &RateLimitKey) -> String {
-        format!("{{{}:{}}}:pause", self.inner.prefix, key)
+        self.key_name(key, KeyOf::Pause)
     }
 
     /// The Redis key holding what `key` learned from the server (a hash: its adaptive rate, the
     /// measured rate of its permits, the pace of the server's counters).
     pub fn learned_key(&self, key: &RateLimitKey) -> String {
-        format!("{{{}:{}}}:learned", self.inner.prefix, key)
+        self.key_name(key, KeyOf::Learned)
+    }
+
+    fn key_name(&self, key: &RateLimitKey, of: KeyOf) -> String {
+        let mut name = Vec::new();
+        write_key(&mut name, &self.inner.prefix, key, of).expect("a Vec takes every write");
+        String::from_utf8(name).expect("made of UTF-8 strings and ASCII")
     }
 
     /// The connection, shared with every other user of it.
@@ -768,22 +780,29 @@ impl RedisStore {
     }
 
     async fn acquire_on_redis(&self, acquire: &Acquire) -> Result<Decision, RedisCallError> {
-        let quotas = acquire.policy.quotas();
-        let mut invocation = self.inner.acquire.prepare_invoke();
-        for index in 0..quotas.len() {
-            invocation.key(self.quota_key(&acquire.key, index));
+        let quotas = acquire.policy.quotas().len();
+        let policy_args = self.policy_args(&acquire.policy);
+        let mut eval = EvalSha::new(
+            &self.inner.acquire,
+            quotas + 2,
+            2 + policy_args.args.len(),
+            self.inner.prefix.len() + acquire.key.as_str().len(),
+        );
+        for index in 0..quotas {
+            eval.key(&self.inner.prefix, &acquire.key, KeyOf::Quota(index));
         }
-        invocation.key(self.pause_key(&acquire.key));
-        invocation.key(self.learned_key(&acquire.key));
-        invocation.arg(micros(acquire.max_wait));
-        invocation.arg(micros(acquire.policy.max_server_pause()));
-        invocation.arg(&*self.policy_args(&acquire.policy).args);
+        eval.key(&self.inner.prefix, &acquire.key, KeyOf::Pause);
+        eval.key(&self.inner.prefix, &acquire.key, KeyOf::Learned);
+        eval.arg(micros(acquire.max_wait));
+        eval.arg(micros(acquire.policy.max_server_pause()));
+        eval.arg(&*policy_args.args);
+        drop(policy_args);
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let (outcome, amount, status, gauge): (i64, i64, i64, i64) = self
             .inner
             .connection
             .run_within(self.inner.options.timeout, |mut connection| async move {
-                invocation.invoke_async(&mut connection).await
+                eval.query(&mut connection).await
             })
             .await?;
         self.learned_gauge(gauge);
@@ -806,33 +825,40 @@ impl RedisStore {
     }
 
     async fn observe_on_redis(&self, observation: &Observation) -> Result<(), RedisCallError> {
-        let quotas = observation.policy.quotas();
-        let mut invocation = self.inner.observe.prepare_invoke();
-        for index in 0..quotas.len() {
-            invocation.key(self.quota_key(&observation.key, index));
+        let quotas = observation.policy.quotas().len();
+        let policy_args = self.policy_args(&observation.policy);
+        let mut eval = EvalSha::new(
+            &self.inner.observe,
+            quotas + 2,
+            6 + policy_args.args.len(),
+            self.inner.prefix.len() + observation.key.as_str().len(),
+        );
+        for index in 0..quotas {
+            eval.key(&self.inner.prefix, &observation.key, KeyOf::Quota(index));
         }
-        invocation.key(self.pause_key(&observation.key));
-        invocation.key(self.learned_key(&observation.key));
-        invocation.arg(micros(observation.pause));
-        invocation.arg(observation.status.as_u16());
-        invocation.arg(u8::from(observation.throttled));
-        invocation.arg(micros(observation.sent_ago));
+        eval.key(&self.inner.prefix, &observation.key, KeyOf::Pause);
+        eval.key(&self.inner.prefix, &observation.key, KeyOf::Learned);
+        eval.arg(micros(observation.pause));
+        eval.arg(observation.status.as_u16());
+        eval.arg(u8::from(observation.throttled));
+        eval.arg(micros(observation.sent_ago));
         match observation.remaining {
             Some((remaining, reset)) => {
-                invocation.arg(remaining.to_string());
-                invocation.arg(micros(reset));
+                eval.arg(remaining);
+                eval.arg(micros(reset));
             }
             None => {
-                invocation.arg(-1);
-                invocation.arg(0);
+                eval.arg(-1);
+                eval.arg(0);
             }
         }
-        invocation.arg(&*self.policy_args(&observation.policy).args);
+        eval.arg(&*policy_args.args);
+        drop(policy_args);
         let gauge: i64 = self
             .inner
             .connection
             .run_within(self.inner.options.timeout, |mut connection| async move {
-                invocation.invoke_async(&mut connection).await
+                eval.query(&mut connection).await
             })
             .await?;
         self.learned_gauge(gauge);
@@ -1033,6 +1059,95 @@ fn quota_args(out: &mut impl RedisWrite, quotas: &[Quota]) {
     }
 }
 
+/// Which of the Redis keys of a limiter key: `{prefix:key}:q0`, `{prefix:key}:q1`...,
+/// `{prefix:key}:pause`, `{prefix:key}:learned` (one hash tag, so one cluster slot).
+#[derive(Debug, Clone, Copy)]
+enum KeyOf {
+    Quota(usize),
+    Pause,
+    Learned,
+}
+
+/// Writes the name of a Redis key of `key` (see [`KeyOf`]).
+fn write_key(
+    out: &mut impl io::Write,
+    prefix: &str,
+    key: &RateLimitKey,
+    of: KeyOf,
+) -> io::Result<()> {
+    out.write_all(b"{")?;
+    out.write_all(prefix.as_bytes())?;
+    out.write_all(b":")?;
+    out.write_all(key.as_str().as_bytes())?;
+    match of {
+        KeyOf::Quota(index) => {
+            out.write_all(b"}:q")?;
+            // The index in decimal, as `format!` writes it, without its machinery.
+            let mut digits = [0_u8; 20];
+            let mut start = digits.len();
+            let mut rest = index;
+            loop {
+                start -= 1;
+                digits[start] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+                if rest == 0 {
+                    break;
+                }
+            }
+            out.write_all(&digits[start..])
+        }
+        KeyOf::Pause => out.write_all(b"}:pause"),
+        KeyOf::Learned => out.write_all(b"}:learned"),
+    }
+}
+
+/// One `EVALSHA` of a script, its keys and arguments written straight into the command's buffer.
+///
+/// `redis::ScriptInvocation` holds each key and argument in a `Vec` of its own, then copies them
+/// all into a `Cmd`, and its keys were `format!`ted first; here nothing is allocated per key or
+/// argument (issue 19). The bytes sent are the same, and so is the answer to `NOSCRIPT` (after a
+/// restart or a `SCRIPT FLUSH`): load the script and send the `EVALSHA` once more, as
+/// `ScriptInvocation::invoke_async` does. The rare seed and pause scripts still go through
+/// `ScriptInvocation`.
+struct EvalSha<'a> {
+    script: &'a Script,
+    cmd: Cmd,
+}
+
+impl<'a> EvalSha<'a> {
+    /// An `EVALSHA` of `script` with `keys` keys (each about `key_len` bytes before its suffix), then
+    /// about `args` arguments.
+    fn new(script: &'a Script, keys: usize, args: usize, key_len: usize) -> Self {
+        let mut cmd = Cmd::with_capacity(
+            3 + keys + args,
+            "EVALSHA".len() + script.get_hash().len() + 4 + keys * (key_len + 12) + args * 20,
+        );
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
+        Self { script, cmd }
+    }
+
+    /// Adds the Redis key `of` of `key`: a `KEYS` entry (all come before the first argument).
+    fn key(&mut self, prefix: &str, key: &RateLimitKey, of: KeyOf) {
+        write_key(&mut self.cmd.writer_for_next_arg(), prefix, key, of)
+            .expect("a Cmd's argument buffer takes every write");
+    }
+
+    /// Adds an `ARGV` entry (a slice of byte strings adds each).
+    fn arg(&mut self, arg: impl ToRedisArgs) {
+        self.cmd.arg(arg);
+    }
+
+    async fn query<T: FromRedisValue>(self, connection: &mut ConnectionManager) -> RedisResult<T> {
+        match self.cmd.query_async(connection).await {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.script.load_async(connection).await?;
+                self.cmd.query_async(connection).await
+            }
+            result => result,
+        }
+    }
+}
+
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
@@ -1200,6 +1315,77 @@ mod tests {
             POLICY_ARGS_CACHED
         );
         assert_eq!(argv(&store.policy_args(&first))[1], "0.5");
+    }
+
+    /// The key names written into the `EVALSHA` without `format!` (issue 19) are the ones it
+    /// wrote: `{prefix:key}:q<index>`, `:pause`, `:learned`.
+    #[tokio::test]
+    async fn the_key_names_are_unchanged() {
+        let connection =
+            SharedRedis::open("redis://127.0.0.1:1", SharedRedisConfig::default()).unwrap();
+        let store = RedisStore::new(connection, "ratelimit:prod", RedisOptions::new());
+        for key in ["github", "", "a:b}{c", "clé ünïcode"] {
+            let key = RateLimitKey::from(key);
+            for index in [0, 1, 9, 10, 11, 99, 100, 12_345, usize::MAX] {
+                assert_eq!(
+                    store.quota_key(&key, index),
+                    format!("{{ratelimit:prod:{key}}}:q{index}")
+                );
+            }
+            assert_eq!(
+                store.pause_key(&key),
+                format!("{{ratelimit:prod:{key}}}:pause")
+            );
+            assert_eq!(
+                store.learned_key(&key),
+                format!("{{ratelimit:prod:{key}}}:learned")
+            );
+        }
+    }
+
+    /// The `EVALSHA` built in place (issue 19) sends what `redis::ScriptInvocation` sent: the
+    /// same arguments, byte for byte, in the same order.
+    #[tokio::test]
+    async fn the_evalsha_is_the_script_invocations() {
+        let connection =
+            SharedRedis::open("redis://127.0.0.1:1", SharedRedisConfig::default()).unwrap();
+        let store = RedisStore::new(connection, "p", RedisOptions::new());
+        let key = RateLimitKey::from("k");
+        let policy = Arc::new(RateLimitPolicy::new([
+            Quota::per_second(10).unwrap(),
+            Quota::new(100, Duration::from_secs(60), 20).unwrap(),
+        ]));
+        let args = store.policy_args(&policy);
+        let mut eval = EvalSha::new(&store.inner.acquire, 4, 2 + args.args.len(), 3);
+        for index in 0..2 {
+            eval.key("p", &key, KeyOf::Quota(index));
+        }
+        eval.key("p", &key, KeyOf::Pause);
+        eval.key("p", &key, KeyOf::Learned);
+        eval.arg(1_500_000_u64);
+        eval.arg(600_000_000_u64);
+        eval.arg(&*args.args);
+
+        // What `ScriptInvocation::eval_cmd` built from the `format!`ted keys.
+        let mut expected = redis::cmd("EVALSHA");
+        expected.arg(store.inner.acquire.get_hash()).arg(4);
+        for name in [
+            store.quota_key(&key, 0),
+            store.quota_key(&key, 1),
+            store.pause_key(&key),
+            store.learned_key(&key),
+        ] {
+            expected.arg(name);
+        }
+        expected.arg(1_500_000_u64).arg(600_000_000_u64);
+        adaptation_args(&mut expected, &policy);
+        quota_args(&mut expected, policy.quotas());
+        assert_eq!(
+            eval.cmd.get_packed_command(),
+            expected.get_packed_command(),
+            "{:?}",
+            String::from_utf8_lossy(&eval.cmd.get_packed_command())
+        );
     }
 
     #[tokio::test]
