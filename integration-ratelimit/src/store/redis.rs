@@ -474,6 +474,8 @@ pub struct RedisStore {
 struct Inner {
     connection: SharedRedis,
     prefix: String,
+    /// `{prefix:`, the start of every key name (see [`KeyOf`]).
+    key_head: Box<[u8]>,
     options: RedisOptions,
     label: Arc<str>,
     acquire: Script,
@@ -509,6 +511,7 @@ impl RedisStore {
         Self {
             inner: Arc::new(Inner {
                 connection,
+                key_head: format!("{{{prefix}:").into_bytes().into_boxed_slice(),
                 prefix,
                 options,
                 label,
@@ -566,7 +569,7 @@ impl RedisStore {
 
     fn key_name(&self, key: &RateLimitKey, of: KeyOf) -> String {
         let mut name = Vec::new();
-        write_key(&mut name, &self.inner.prefix, key, of).expect("a Vec takes every write");
+        write_key(&mut name, &self.inner.key_head, key, of).expect("a Vec takes every write");
         String::from_utf8(name).expect("made of UTF-8 strings and ASCII")
     }
 
@@ -786,13 +789,13 @@ impl RedisStore {
             &self.inner.acquire,
             quotas + 2,
             2 + policy_args.args.len(),
-            self.inner.prefix.len() + acquire.key.as_str().len(),
+            self.inner.key_head.len() + acquire.key.as_str().len(),
         );
         for index in 0..quotas {
-            eval.key(&self.inner.prefix, &acquire.key, KeyOf::Quota(index));
+            eval.key(&self.inner.key_head, &acquire.key, KeyOf::Quota(index));
         }
-        eval.key(&self.inner.prefix, &acquire.key, KeyOf::Pause);
-        eval.key(&self.inner.prefix, &acquire.key, KeyOf::Learned);
+        eval.key(&self.inner.key_head, &acquire.key, KeyOf::Pause);
+        eval.key(&self.inner.key_head, &acquire.key, KeyOf::Learned);
         eval.arg(micros(acquire.max_wait));
         eval.arg(micros(acquire.policy.max_server_pause()));
         eval.arg(&*policy_args.args);
@@ -831,13 +834,13 @@ impl RedisStore {
             &self.inner.observe,
             quotas + 2,
             6 + policy_args.args.len(),
-            self.inner.prefix.len() + observation.key.as_str().len(),
+            self.inner.key_head.len() + observation.key.as_str().len(),
         );
         for index in 0..quotas {
-            eval.key(&self.inner.prefix, &observation.key, KeyOf::Quota(index));
+            eval.key(&self.inner.key_head, &observation.key, KeyOf::Quota(index));
         }
-        eval.key(&self.inner.prefix, &observation.key, KeyOf::Pause);
-        eval.key(&self.inner.prefix, &observation.key, KeyOf::Learned);
+        eval.key(&self.inner.key_head, &observation.key, KeyOf::Pause);
+        eval.key(&self.inner.key_head, &observation.key, KeyOf::Learned);
         eval.arg(micros(observation.pause));
         eval.arg(observation.status.as_u16());
         eval.arg(u8::from(observation.throttled));
@@ -1068,33 +1071,33 @@ enum KeyOf {
     Learned,
 }
 
-/// Writes the name of a Redis key of `key` (see [`KeyOf`]).
+/// Writes the name of a Redis key of `key` (see [`KeyOf`]) after `head`, `{prefix:`, in three
+/// writes.
 fn write_key(
     out: &mut impl io::Write,
-    prefix: &str,
+    head: &[u8],
     key: &RateLimitKey,
     of: KeyOf,
 ) -> io::Result<()> {
-    out.write_all(b"{")?;
-    out.write_all(prefix.as_bytes())?;
-    out.write_all(b":")?;
+    out.write_all(head)?;
     out.write_all(key.as_str().as_bytes())?;
     match of {
         KeyOf::Quota(index) => {
-            out.write_all(b"}:q")?;
-            // The index in decimal, as `format!` writes it, without its machinery.
-            let mut digits = [0_u8; 20];
-            let mut start = digits.len();
+            // `}:q` and the index in decimal, as `format!` writes it, without its machinery.
+            let mut suffix = [0_u8; 3 + 20];
+            let mut start = suffix.len();
             let mut rest = index;
             loop {
                 start -= 1;
-                digits[start] = b'0' + (rest % 10) as u8;
+                suffix[start] = b'0' + (rest % 10) as u8;
                 rest /= 10;
                 if rest == 0 {
                     break;
                 }
             }
-            out.write_all(&digits[start..])
+            start -= 3;
+            suffix[start..start + 3].copy_from_slice(b"}:q");
+            out.write_all(&suffix[start..])
         }
         KeyOf::Pause => out.write_all(b"}:pause"),
         KeyOf::Learned => out.write_all(b"}:learned"),
@@ -1127,8 +1130,8 @@ impl<'a> EvalSha<'a> {
     }
 
     /// Adds the Redis key `of` of `key`: a `KEYS` entry (all come before the first argument).
-    fn key(&mut self, prefix: &str, key: &RateLimitKey, of: KeyOf) {
-        write_key(&mut self.cmd.writer_for_next_arg(), prefix, key, of)
+    fn key(&mut self, head: &[u8], key: &RateLimitKey, of: KeyOf) {
+        write_key(&mut self.cmd.writer_for_next_arg(), head, key, of)
             .expect("a Cmd's argument buffer takes every write");
     }
 
@@ -1358,10 +1361,10 @@ mod tests {
         let args = store.policy_args(&policy);
         let mut eval = EvalSha::new(&store.inner.acquire, 4, 2 + args.args.len(), 3);
         for index in 0..2 {
-            eval.key("p", &key, KeyOf::Quota(index));
+            eval.key(&store.inner.key_head, &key, KeyOf::Quota(index));
         }
-        eval.key("p", &key, KeyOf::Pause);
-        eval.key("p", &key, KeyOf::Learned);
+        eval.key(&store.inner.key_head, &key, KeyOf::Pause);
+        eval.key(&store.inner.key_head, &key, KeyOf::Learned);
         eval.arg(1_500_000_u64);
         eval.arg(600_000_000_u64);
         eval.arg(&*args.args);
