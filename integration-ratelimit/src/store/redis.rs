@@ -8,9 +8,10 @@ use std::time::Duration;
 use http::StatusCode;
 use integration_core::names;
 use integration_core::redis::{RedisCallError, SharedRedis};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike as _, ConnectionManager};
 use redis::{
     Cmd, ErrorKind, FromRedisValue, RedisResult, RedisWrite, Script, ServerErrorKind, ToRedisArgs,
+    Value,
 };
 
 use super::memory::nanos;
@@ -1140,13 +1141,51 @@ impl<'a> EvalSha<'a> {
         self.cmd.arg(arg);
     }
 
-    async fn query<T: FromRedisValue>(self, connection: &mut ConnectionManager) -> RedisResult<T> {
-        match self.cmd.query_async(connection).await {
+    async fn query<T: Reply>(self, connection: &mut ConnectionManager) -> RedisResult<T> {
+        match ask(&self.cmd, connection).await {
             Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.script.load_async(connection).await?;
-                self.cmd.query_async(connection).await
+                ask(&self.cmd, connection).await
             }
             result => result,
+        }
+    }
+}
+
+/// `Cmd::query_async`, with the usual answer read in place: only anything else (an error reply,
+/// `NOSCRIPT` among them, or an unexpected shape) goes through the crate's own check and conversion.
+async fn ask<T: Reply>(cmd: &Cmd, connection: &mut ConnectionManager) -> RedisResult<T> {
+    let value = connection.req_packed_command(cmd).await?;
+    if let Some(reply) = T::read(&value) {
+        return Ok(reply);
+    }
+    Ok(redis::from_redis_value(value.extract_error()?)?)
+}
+
+/// A script's answer, read from its reply without the generic conversion (which first walks the
+/// reply for errors, then converts it by value: about 1,000 instructions of an acquisition).
+trait Reply: FromRedisValue {
+    /// The answer, when `value` has the usual shape; `FromRedisValue` gives the same for it.
+    fn read(value: &Value) -> Option<Self>;
+}
+
+impl Reply for i64 {
+    fn read(value: &Value) -> Option<Self> {
+        match value {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl Reply for (i64, i64, i64, i64) {
+    fn read(value: &Value) -> Option<Self> {
+        match value {
+            Value::Array(items) => match items[..] {
+                [Value::Int(a), Value::Int(b), Value::Int(c), Value::Int(d)] => Some((a, b, c, d)),
+                _ => None,
+            },
+            _ => None,
         }
     }
 }
@@ -1389,6 +1428,35 @@ mod tests {
             "{:?}",
             String::from_utf8_lossy(&eval.cmd.get_packed_command())
         );
+    }
+
+    /// The answers read in place (issue 19) are what the crate's conversion gives, and every other
+    /// reply is left to it (so an error reply stays an error).
+    #[test]
+    fn a_reply_read_in_place_is_the_crates_conversion() {
+        let int = |n| Value::Int(n);
+        let usual = Value::Array(vec![int(1), int(-2), int(429), int(i64::MAX)]);
+        let read = <(i64, i64, i64, i64)>::read(&usual).unwrap();
+        assert_eq!(read, redis::from_redis_value(usual).unwrap());
+        assert_eq!(i64::read(&int(-7)), Some(-7));
+        assert_eq!(redis::from_redis_value::<i64>(int(-7)).unwrap(), -7);
+        let unusual = [
+            Value::Array(vec![int(1), int(2), int(3)]),
+            Value::Array(vec![
+                int(1),
+                int(2),
+                int(3),
+                Value::BulkString(b"4".to_vec()),
+            ]),
+            Value::Array(vec![int(1), int(2), int(3), int(4), int(5)]),
+            Value::Int(1),
+            Value::Nil,
+        ];
+        for value in &unusual {
+            assert_eq!(<(i64, i64, i64, i64)>::read(value), None, "{value:?}");
+        }
+        assert_eq!(i64::read(&Value::BulkString(b"1".to_vec())), None);
+        assert_eq!(i64::read(&Value::Nil), None);
     }
 
     #[tokio::test]
