@@ -625,13 +625,13 @@ impl RedisStore {
         Ok(SharedKeyState::from_values(&values))
     }
 
-    /// The adaptation and quota arguments of `policy`, from the cache.
+    /// The adaptation and quota arguments of `policy` and its shares, from the cache.
     fn policy_args(&self, policy: &Arc<RateLimitPolicy>) -> Arc<PolicyArgs> {
         self.inner
             .policy_args
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(policy)
+            .get(policy, self.inner.options.expected_replicas)
     }
 
     fn redis_failed(&self, error: &dyn fmt::Display) {
@@ -735,11 +735,11 @@ impl RedisStore {
     /// burst left, next permit one local interval after this one", the state the fallback starts from
     /// if Redis is lost now.
     fn remember_grant(&self, acquire: &Acquire, wait: Duration) {
-        let share = acquire.policy.share(self.inner.options.expected_replicas);
+        let args = self.policy_args(&acquire.policy);
         let send = self.inner.fallback.now().saturating_add(nanos(wait));
         self.inner
             .fallback
-            .raise(&acquire.key, share.quotas(), |quota| {
+            .raise(&acquire.key, &args.shares, |quota| {
                 send.saturating_add(quota.interval_nanos())
                     .saturating_add(quota.tolerance_nanos())
             });
@@ -986,16 +986,21 @@ struct PolicyArgs {
     policy: Arc<RateLimitPolicy>,
     /// [`adaptation_args`] then [`quota_args`].
     args: Vec<Vec<u8>>,
+    /// This replica's share of each quota ([`RateLimitPolicy::share`]), what the fallback limits
+    /// to: after each grant on Redis its state is raised by them (`remember_grant`), which built a
+    /// new policy every time.
+    shares: Vec<Quota>,
 }
 
 impl PolicyArgs {
-    fn of(policy: &Arc<RateLimitPolicy>) -> Self {
+    fn of(policy: &Arc<RateLimitPolicy>, replicas: u32) -> Self {
         let mut args = Vec::new();
         adaptation_args(&mut args, policy);
         quota_args(&mut args, policy.quotas());
         Self {
             policy: policy.clone(),
             args,
+            shares: policy.share(replicas).quotas().to_vec(),
         }
     }
 }
@@ -1010,7 +1015,8 @@ struct PolicyArgsCache {
 }
 
 impl PolicyArgsCache {
-    fn get(&mut self, policy: &Arc<RateLimitPolicy>) -> Arc<PolicyArgs> {
+    /// The entry of `policy`, its shares among `replicas` (the same on every call of one store).
+    fn get(&mut self, policy: &Arc<RateLimitPolicy>, replicas: u32) -> Arc<PolicyArgs> {
         if let Some(found) = self
             .entries
             .iter()
@@ -1018,7 +1024,7 @@ impl PolicyArgsCache {
         {
             return found.clone();
         }
-        let fresh = Arc::new(PolicyArgs::of(policy));
+        let fresh = Arc::new(PolicyArgs::of(policy, replicas));
         if self.entries.len() < POLICY_ARGS_CACHED {
             self.entries.push(fresh.clone());
         } else {
@@ -1357,6 +1363,19 @@ mod tests {
             POLICY_ARGS_CACHED
         );
         assert_eq!(argv(&store.policy_args(&first))[1], "0.5");
+
+        // The shares are the policy's, divided among the store's replicas.
+        let connection =
+            SharedRedis::open("redis://127.0.0.1:1", SharedRedisConfig::default()).unwrap();
+        let three = RedisStore::new(
+            connection,
+            "args",
+            RedisOptions::new().with_expected_replicas(3),
+        );
+        assert_eq!(store.policy_args(&first).shares, first.quotas());
+        assert_eq!(three.policy_args(&first).shares, first.share(3).quotas());
+        assert_eq!(three.policy_args(&off).shares, off.share(3).quotas());
+        assert_ne!(three.policy_args(&first).shares, first.quotas());
     }
 
     /// The key names written into the `EVALSHA` without `format!` (issue 19) are the ones it
