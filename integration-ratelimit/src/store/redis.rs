@@ -1,5 +1,6 @@
 use std::collections::HashSet;
 use std::fmt;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -7,7 +8,11 @@ use std::time::Duration;
 use http::StatusCode;
 use integration_core::names;
 use integration_core::redis::{RedisCallError, SharedRedis};
-use redis::Script;
+use redis::aio::{ConnectionLike as _, ConnectionManager};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, RedisResult, RedisWrite, Script, ServerErrorKind, ToRedisArgs,
+    Value,
+};
 
 use super::memory::nanos;
 use super::{Acquire, Decision, MemoryStore, Observation, RateLimitStore, StoreFuture};
@@ -404,8 +409,10 @@ pub const MAX_REJOIN_KEYS: usize = MemoryStore::DEFAULT_MAX_KEYS;
 ///
 /// - **One round trip per call.** One Lua script reads the key's server pause and every quota's state,
 ///   decides on Redis's own clock (`TIME`, so replicas with skewed clocks agree) and writes the new
-///   state. It is sent by SHA (`EVALSHA`); `redis::Script` loads it and repeats the call when the server
-///   answers `NOSCRIPT` (after a restart or a `SCRIPT FLUSH`), so it is loaded once per server.
+///   state. It is sent by SHA (`EVALSHA`); the store loads it (`SCRIPT LOAD`) and repeats the call when
+///   the server answers `NOSCRIPT` (after a restart or a `SCRIPT FLUSH`), so it is loaded once per
+///   server. The call's keys and arguments are written straight into the command, with a policy's
+///   arguments computed once per policy: nothing is formatted or allocated per key or argument.
 /// - **Cluster safe.** Every key of a limiter key shares one hash tag, `{prefix:key}:q0`,
 ///   `{prefix:key}:q1`, `{prefix:key}:pause`, `{prefix:key}:learned`, so a script touches one slot.
 /// - **Bounded.** A quota's state expires (`PX`) ten minutes after its permits are all earned back
@@ -468,6 +475,8 @@ pub struct RedisStore {
 struct Inner {
     connection: SharedRedis,
     prefix: String,
+    /// `{prefix:`, the start of every key name (see [`KeyOf`]).
+    key_head: Box<[u8]>,
     options: RedisOptions,
     label: Arc<str>,
     acquire: Script,
@@ -483,6 +492,7 @@ struct Inner {
     /// The rejoin set overflowed since it was last empty (logged once).
     rejoin_overflow: AtomicBool,
     calls: AtomicU64,
+    policy_args: Mutex<PolicyArgsCache>,
 }
 
 impl RedisStore {
@@ -502,6 +512,7 @@ impl RedisStore {
         Self {
             inner: Arc::new(Inner {
                 connection,
+                key_head: format!("{{{prefix}:").into_bytes().into_boxed_slice(),
                 prefix,
                 options,
                 label,
@@ -515,6 +526,7 @@ impl RedisStore {
                 rejoin_pending: AtomicBool::new(false),
                 rejoin_overflow: AtomicBool::new(false),
                 calls: AtomicU64::new(0),
+                policy_args: Mutex::default(),
             }),
         }
     }
@@ -542,18 +554,24 @@ impl RedisStore {
 
     /// The Redis key holding quota `index` of `key`.
     pub fn quota_key(&self, key: &RateLimitKey, index: usize) -> String {
-        format!("{{{}:{}}}:q{index}", self.inner.prefix, key)
+        self.key_name(key, KeyOf::Quota(index))
     }
 
     /// The Redis key holding the server pause of `key`.
     pub fn pause_key(&self, key: &RateLimitKey) -> String {
-        format!("{{{}:{}}}:pause", self.inner.prefix, key)
+        self.key_name(key, KeyOf::Pause)
     }
 
     /// The Redis key holding what `key` learned from the server (a hash: its adaptive rate, the
     /// measured rate of its permits, the pace of the server's counters).
     pub fn learned_key(&self, key: &RateLimitKey) -> String {
-        format!("{{{}:{}}}:learned", self.inner.prefix, key)
+        self.key_name(key, KeyOf::Learned)
+    }
+
+    fn key_name(&self, key: &RateLimitKey, of: KeyOf) -> String {
+        let mut name = Vec::new();
+        write_key(&mut name, &self.inner.key_head, key, of).expect("a Vec takes every write");
+        String::from_utf8(name).expect("made of UTF-8 strings and ASCII")
     }
 
     /// The connection, shared with every other user of it.
@@ -605,6 +623,15 @@ impl RedisStore {
             })
             .await?;
         Ok(SharedKeyState::from_values(&values))
+    }
+
+    /// The adaptation and quota arguments of `policy` and its shares, from the cache.
+    fn policy_args(&self, policy: &Arc<RateLimitPolicy>) -> Arc<PolicyArgs> {
+        self.inner
+            .policy_args
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(policy, self.inner.options.expected_replicas)
     }
 
     fn redis_failed(&self, error: &dyn fmt::Display) {
@@ -708,11 +735,11 @@ impl RedisStore {
     /// burst left, next permit one local interval after this one", the state the fallback starts from
     /// if Redis is lost now.
     fn remember_grant(&self, acquire: &Acquire, wait: Duration) {
-        let share = acquire.policy.share(self.inner.options.expected_replicas);
+        let args = self.policy_args(&acquire.policy);
         let send = self.inner.fallback.now().saturating_add(nanos(wait));
         self.inner
             .fallback
-            .raise(&acquire.key, share.quotas(), |quota| {
+            .raise(&acquire.key, &args.shares, |quota| {
                 send.saturating_add(quota.interval_nanos())
                     .saturating_add(quota.tolerance_nanos())
             });
@@ -757,23 +784,29 @@ impl RedisStore {
     }
 
     async fn acquire_on_redis(&self, acquire: &Acquire) -> Result<Decision, RedisCallError> {
-        let quotas = acquire.policy.quotas();
-        let mut invocation = self.inner.acquire.prepare_invoke();
-        for index in 0..quotas.len() {
-            invocation.key(self.quota_key(&acquire.key, index));
+        let quotas = acquire.policy.quotas().len();
+        let policy_args = self.policy_args(&acquire.policy);
+        let mut eval = EvalSha::new(
+            &self.inner.acquire,
+            quotas + 2,
+            2 + policy_args.args.len(),
+            self.inner.key_head.len() + acquire.key.as_str().len(),
+        );
+        for index in 0..quotas {
+            eval.key(&self.inner.key_head, &acquire.key, KeyOf::Quota(index));
         }
-        invocation.key(self.pause_key(&acquire.key));
-        invocation.key(self.learned_key(&acquire.key));
-        invocation.arg(micros(acquire.max_wait));
-        invocation.arg(micros(acquire.policy.max_server_pause()));
-        adaptation_args(&mut invocation, &acquire.policy);
-        quota_args(&mut invocation, quotas);
+        eval.key(&self.inner.key_head, &acquire.key, KeyOf::Pause);
+        eval.key(&self.inner.key_head, &acquire.key, KeyOf::Learned);
+        eval.arg(micros(acquire.max_wait));
+        eval.arg(micros(acquire.policy.max_server_pause()));
+        eval.arg(&*policy_args.args);
+        drop(policy_args);
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let (outcome, amount, status, gauge): (i64, i64, i64, i64) = self
             .inner
             .connection
             .run_within(self.inner.options.timeout, |mut connection| async move {
-                invocation.invoke_async(&mut connection).await
+                eval.query(&mut connection).await
             })
             .await?;
         self.learned_gauge(gauge);
@@ -796,34 +829,40 @@ impl RedisStore {
     }
 
     async fn observe_on_redis(&self, observation: &Observation) -> Result<(), RedisCallError> {
-        let quotas = observation.policy.quotas();
-        let mut invocation = self.inner.observe.prepare_invoke();
-        for index in 0..quotas.len() {
-            invocation.key(self.quota_key(&observation.key, index));
+        let quotas = observation.policy.quotas().len();
+        let policy_args = self.policy_args(&observation.policy);
+        let mut eval = EvalSha::new(
+            &self.inner.observe,
+            quotas + 2,
+            6 + policy_args.args.len(),
+            self.inner.key_head.len() + observation.key.as_str().len(),
+        );
+        for index in 0..quotas {
+            eval.key(&self.inner.key_head, &observation.key, KeyOf::Quota(index));
         }
-        invocation.key(self.pause_key(&observation.key));
-        invocation.key(self.learned_key(&observation.key));
-        invocation.arg(micros(observation.pause));
-        invocation.arg(observation.status.as_u16());
-        invocation.arg(u8::from(observation.throttled));
-        invocation.arg(micros(observation.sent_ago));
+        eval.key(&self.inner.key_head, &observation.key, KeyOf::Pause);
+        eval.key(&self.inner.key_head, &observation.key, KeyOf::Learned);
+        eval.arg(micros(observation.pause));
+        eval.arg(observation.status.as_u16());
+        eval.arg(u8::from(observation.throttled));
+        eval.arg(micros(observation.sent_ago));
         match observation.remaining {
             Some((remaining, reset)) => {
-                invocation.arg(remaining.to_string());
-                invocation.arg(micros(reset));
+                eval.arg(remaining);
+                eval.arg(micros(reset));
             }
             None => {
-                invocation.arg(-1);
-                invocation.arg(0);
+                eval.arg(-1);
+                eval.arg(0);
             }
         }
-        adaptation_args(&mut invocation, &observation.policy);
-        quota_args(&mut invocation, quotas);
+        eval.arg(&*policy_args.args);
+        drop(policy_args);
         let gauge: i64 = self
             .inner
             .connection
             .run_within(self.inner.options.timeout, |mut connection| async move {
-                invocation.invoke_async(&mut connection).await
+                eval.query(&mut connection).await
             })
             .await?;
         self.learned_gauge(gauge);
@@ -933,38 +972,227 @@ fn bounds(acquire: &Acquire) -> Bounds {
     }
 }
 
+/// The most policies a [`RedisStore`] keeps the arguments of (see [`PolicyArgs`]): a limiter has
+/// one policy at a time (two for a moment after a reload), a store shared by limiters one each.
+const POLICY_ARGS_CACHED: usize = 4;
+
+/// The ARGV of a policy's adaptation and quotas, exactly as the scripts receive them (an `f64` in
+/// Rust's `to_string` form, read by `tonumber`), computed once per policy instead of on every call:
+/// formatting them was about 6,000 instructions of each acquisition.
+#[derive(Debug)]
+struct PolicyArgs {
+    /// The policy they were computed from. Held, so its address cannot go to another policy while
+    /// the entry is cached: a reload's new policy is a new `Arc`, which never matches this one.
+    policy: Arc<RateLimitPolicy>,
+    /// [`adaptation_args`] then [`quota_args`].
+    args: Vec<Vec<u8>>,
+    /// This replica's share of each quota ([`RateLimitPolicy::share`]), what the fallback limits
+    /// to: after each grant on Redis its state is raised by them (`remember_grant`), which built a
+    /// new policy every time.
+    shares: Vec<Quota>,
+}
+
+impl PolicyArgs {
+    fn of(policy: &Arc<RateLimitPolicy>, replicas: u32) -> Self {
+        let mut args = Vec::new();
+        adaptation_args(&mut args, policy);
+        quota_args(&mut args, policy.quotas());
+        Self {
+            policy: policy.clone(),
+            args,
+            shares: policy.share(replicas).quotas().to_vec(),
+        }
+    }
+}
+
+/// The [`PolicyArgs`] of the last few policies used, found by the identity of their `Arc` (a
+/// policy never changes behind its `Arc`: a change is a new policy).
+#[derive(Debug, Default)]
+struct PolicyArgsCache {
+    entries: Vec<Arc<PolicyArgs>>,
+    /// The entry replaced next once the cache is full.
+    next: usize,
+}
+
+impl PolicyArgsCache {
+    /// The entry of `policy`, its shares among `replicas` (the same on every call of one store).
+    fn get(&mut self, policy: &Arc<RateLimitPolicy>, replicas: u32) -> Arc<PolicyArgs> {
+        if let Some(found) = self
+            .entries
+            .iter()
+            .find(|entry| Arc::ptr_eq(&entry.policy, policy))
+        {
+            return found.clone();
+        }
+        let fresh = Arc::new(PolicyArgs::of(policy, replicas));
+        if self.entries.len() < POLICY_ARGS_CACHED {
+            self.entries.push(fresh.clone());
+        } else {
+            self.entries[self.next] = fresh.clone();
+            self.next = (self.next + 1) % POLICY_ARGS_CACHED;
+        }
+        fresh
+    }
+}
+
 /// ARGV of adaptation: on (1/0), min rate, decrease, increase, cap (-1: none), initial window.
-fn adaptation_args(invocation: &mut redis::ScriptInvocation<'_>, policy: &RateLimitPolicy) {
+fn adaptation_args(out: &mut impl RedisWrite, policy: &RateLimitPolicy) {
     match Adapt::of(policy) {
         Some(adapt) => {
-            invocation.arg(1);
-            invocation.arg(adapt.min_rate.to_string());
-            invocation.arg(adapt.decrease.to_string());
-            invocation.arg(adapt.increase.to_string());
+            1_i32.write_redis_args(out);
+            adapt.min_rate.to_string().write_redis_args(out);
+            adapt.decrease.to_string().write_redis_args(out);
+            adapt.increase.to_string().write_redis_args(out);
             if adapt.cap.is_finite() {
-                invocation.arg(adapt.cap.to_string());
+                adapt.cap.to_string().write_redis_args(out);
             } else {
-                invocation.arg(-1);
+                (-1_i32).write_redis_args(out);
             }
-            invocation.arg(adapt.window.to_string());
+            adapt.window.to_string().write_redis_args(out);
         }
         None => {
-            invocation.arg(0);
-            invocation.arg(1);
-            invocation.arg(1);
-            invocation.arg(1);
-            invocation.arg(-1);
-            invocation.arg(0);
+            for arg in [0_i32, 1, 1, 1, -1, 0] {
+                arg.write_redis_args(out);
+            }
         }
     }
 }
 
 /// ARGV of the quotas: per quota its emission interval and tolerance, in microseconds.
-fn quota_args(invocation: &mut redis::ScriptInvocation<'_>, quotas: &[Quota]) {
+fn quota_args(out: &mut impl RedisWrite, quotas: &[Quota]) {
     for quota in quotas {
         let interval = quota.interval_nanos().div_ceil(1_000);
-        invocation.arg(interval);
-        invocation.arg(interval.saturating_mul(u64::from(quota.burst() - 1)));
+        interval.write_redis_args(out);
+        interval
+            .saturating_mul(u64::from(quota.burst() - 1))
+            .write_redis_args(out);
+    }
+}
+
+/// Which of the Redis keys of a limiter key: `{prefix:key}:q0`, `{prefix:key}:q1`...,
+/// `{prefix:key}:pause`, `{prefix:key}:learned` (one hash tag, so one cluster slot).
+#[derive(Debug, Clone, Copy)]
+enum KeyOf {
+    Quota(usize),
+    Pause,
+    Learned,
+}
+
+/// Writes the name of a Redis key of `key` (see [`KeyOf`]) after `head`, `{prefix:`, in three
+/// writes.
+fn write_key(
+    out: &mut impl io::Write,
+    head: &[u8],
+    key: &RateLimitKey,
+    of: KeyOf,
+) -> io::Result<()> {
+    out.write_all(head)?;
+    out.write_all(key.as_str().as_bytes())?;
+    match of {
+        KeyOf::Quota(index) => {
+            // `}:q` and the index in decimal, as `format!` writes it, without its machinery.
+            let mut suffix = [0_u8; 3 + 20];
+            let mut start = suffix.len();
+            let mut rest = index;
+            loop {
+                start -= 1;
+                suffix[start] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+                if rest == 0 {
+                    break;
+                }
+            }
+            start -= 3;
+            suffix[start..start + 3].copy_from_slice(b"}:q");
+            out.write_all(&suffix[start..])
+        }
+        KeyOf::Pause => out.write_all(b"}:pause"),
+        KeyOf::Learned => out.write_all(b"}:learned"),
+    }
+}
+
+/// One `EVALSHA` of a script, its keys and arguments written straight into the command's buffer.
+///
+/// `redis::ScriptInvocation` holds each key and argument in a `Vec` of its own, then copies them
+/// all into a `Cmd`, and its keys were `format!`ted first; here nothing is allocated per key or
+/// argument (issue 19). The bytes sent are the same, and so is the answer to `NOSCRIPT` (after a
+/// restart or a `SCRIPT FLUSH`): load the script and send the `EVALSHA` once more, as
+/// `ScriptInvocation::invoke_async` does. The rare seed and pause scripts still go through
+/// `ScriptInvocation`.
+struct EvalSha<'a> {
+    script: &'a Script,
+    cmd: Cmd,
+}
+
+impl<'a> EvalSha<'a> {
+    /// An `EVALSHA` of `script` with `keys` keys (each about `key_len` bytes before its suffix), then
+    /// about `args` arguments.
+    fn new(script: &'a Script, keys: usize, args: usize, key_len: usize) -> Self {
+        let mut cmd = Cmd::with_capacity(
+            3 + keys + args,
+            "EVALSHA".len() + script.get_hash().len() + 4 + keys * (key_len + 12) + args * 20,
+        );
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
+        Self { script, cmd }
+    }
+
+    /// Adds the Redis key `of` of `key`: a `KEYS` entry (all come before the first argument).
+    fn key(&mut self, head: &[u8], key: &RateLimitKey, of: KeyOf) {
+        write_key(&mut self.cmd.writer_for_next_arg(), head, key, of)
+            .expect("a Cmd's argument buffer takes every write");
+    }
+
+    /// Adds an `ARGV` entry (a slice of byte strings adds each).
+    fn arg(&mut self, arg: impl ToRedisArgs) {
+        self.cmd.arg(arg);
+    }
+
+    async fn query<T: Reply>(self, connection: &mut ConnectionManager) -> RedisResult<T> {
+        match ask(&self.cmd, connection).await {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.script.load_async(connection).await?;
+                ask(&self.cmd, connection).await
+            }
+            result => result,
+        }
+    }
+}
+
+/// `Cmd::query_async`, with the usual answer read in place: only anything else (an error reply,
+/// `NOSCRIPT` among them, or an unexpected shape) goes through the crate's own check and conversion.
+async fn ask<T: Reply>(cmd: &Cmd, connection: &mut ConnectionManager) -> RedisResult<T> {
+    let value = connection.req_packed_command(cmd).await?;
+    if let Some(reply) = T::read(&value) {
+        return Ok(reply);
+    }
+    Ok(redis::from_redis_value(value.extract_error()?)?)
+}
+
+/// A script's answer, read from its reply without the generic conversion (which first walks the
+/// reply for errors, then converts it by value: about 1,000 instructions of an acquisition).
+trait Reply: FromRedisValue {
+    /// The answer, when `value` has the usual shape; `FromRedisValue` gives the same for it.
+    fn read(value: &Value) -> Option<Self>;
+}
+
+impl Reply for i64 {
+    fn read(value: &Value) -> Option<Self> {
+        match value {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl Reply for (i64, i64, i64, i64) {
+    fn read(value: &Value) -> Option<Self> {
+        match value {
+            Value::Array(items) => match items[..] {
+                [Value::Int(a), Value::Int(b), Value::Int(c), Value::Int(d)] => Some((a, b, c, d)),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 }
 
@@ -1078,6 +1306,178 @@ mod tests {
     /// without bound during an outage. It holds at most `MAX_REJOIN_KEYS`; a key past that is
     /// reported as a first local decision every time (its fallback state raised: no burst), and the
     /// set accepts keys again once it has emptied.
+    fn argv(args: &PolicyArgs) -> Vec<&str> {
+        args.args
+            .iter()
+            .map(|arg| std::str::from_utf8(arg).unwrap())
+            .collect()
+    }
+
+    /// The adaptation and quota arguments are computed once per policy (issue 19) and never served
+    /// for another: after a policy change (a reload builds a new policy) they are the new policy's,
+    /// also once the cache is full and evicts.
+    #[tokio::test]
+    async fn the_cached_policy_arguments_follow_the_policy() {
+        // Connected on first use: this test never uses it.
+        let connection =
+            SharedRedis::open("redis://127.0.0.1:1", SharedRedisConfig::default()).unwrap();
+        let store = RedisStore::new(connection, "args", RedisOptions::new());
+        let quota = Quota::per_second(10).unwrap().with_burst(5).unwrap();
+        let first = Arc::new(RateLimitPolicy::new([quota]));
+        let cached = store.policy_args(&first);
+        // The bytes the scripts have always received: f64 in `to_string` form, integers as such.
+        assert_eq!(
+            argv(&cached),
+            ["1", "0.5", "0.7", "0.4", "10", "10", "100000", "400000"]
+        );
+        assert!(Arc::ptr_eq(&cached, &store.policy_args(&first)), "cached");
+
+        // The same values in a new policy, then a changed one: each gets its own arguments.
+        let reloaded = Arc::new(
+            RateLimitPolicy::clone(&first)
+                .with_adaptation(Some(crate::Adaptation::new(2.0, 0.5, 0.25).unwrap())),
+        );
+        assert_eq!(
+            argv(&store.policy_args(&reloaded)),
+            ["1", "2", "0.5", "0.25", "10", "10", "100000", "400000"]
+        );
+        let off = Arc::new(RateLimitPolicy::clone(&first).with_adaptation(None));
+        assert_eq!(
+            argv(&store.policy_args(&off)),
+            ["0", "1", "1", "1", "-1", "0", "100000", "400000"]
+        );
+
+        // Past the cache's size, every policy still gets its own arguments, evicted or not.
+        let policies: Vec<_> = (0..3 * POLICY_ARGS_CACHED)
+            .map(|window| Arc::new(RateLimitPolicy::clone(&first).with_initial_window(window)))
+            .collect();
+        for _ in 0..2 {
+            for (window, policy) in policies.iter().enumerate() {
+                let args = store.policy_args(policy);
+                assert!(Arc::ptr_eq(&args.policy, policy));
+                assert_eq!(argv(&args)[5], window.to_string());
+            }
+        }
+        assert_eq!(
+            store.inner.policy_args.lock().unwrap().entries.len(),
+            POLICY_ARGS_CACHED
+        );
+        assert_eq!(argv(&store.policy_args(&first))[1], "0.5");
+
+        // The shares are the policy's, divided among the store's replicas.
+        let connection =
+            SharedRedis::open("redis://127.0.0.1:1", SharedRedisConfig::default()).unwrap();
+        let three = RedisStore::new(
+            connection,
+            "args",
+            RedisOptions::new().with_expected_replicas(3),
+        );
+        assert_eq!(store.policy_args(&first).shares, first.quotas());
+        assert_eq!(three.policy_args(&first).shares, first.share(3).quotas());
+        assert_eq!(three.policy_args(&off).shares, off.share(3).quotas());
+        assert_ne!(three.policy_args(&first).shares, first.quotas());
+    }
+
+    /// The key names written into the `EVALSHA` without `format!` (issue 19) are the ones it
+    /// wrote: `{prefix:key}:q<index>`, `:pause`, `:learned`.
+    #[tokio::test]
+    async fn the_key_names_are_unchanged() {
+        let connection =
+            SharedRedis::open("redis://127.0.0.1:1", SharedRedisConfig::default()).unwrap();
+        let store = RedisStore::new(connection, "ratelimit:prod", RedisOptions::new());
+        for key in ["github", "", "a:b}{c", "clé ünïcode"] {
+            let key = RateLimitKey::from(key);
+            for index in [0, 1, 9, 10, 11, 99, 100, 12_345, usize::MAX] {
+                assert_eq!(
+                    store.quota_key(&key, index),
+                    format!("{{ratelimit:prod:{key}}}:q{index}")
+                );
+            }
+            assert_eq!(
+                store.pause_key(&key),
+                format!("{{ratelimit:prod:{key}}}:pause")
+            );
+            assert_eq!(
+                store.learned_key(&key),
+                format!("{{ratelimit:prod:{key}}}:learned")
+            );
+        }
+    }
+
+    /// The `EVALSHA` built in place (issue 19) sends what `redis::ScriptInvocation` sent: the
+    /// same arguments, byte for byte, in the same order.
+    #[tokio::test]
+    async fn the_evalsha_is_the_script_invocations() {
+        let connection =
+            SharedRedis::open("redis://127.0.0.1:1", SharedRedisConfig::default()).unwrap();
+        let store = RedisStore::new(connection, "p", RedisOptions::new());
+        let key = RateLimitKey::from("k");
+        let policy = Arc::new(RateLimitPolicy::new([
+            Quota::per_second(10).unwrap(),
+            Quota::new(100, Duration::from_secs(60), 20).unwrap(),
+        ]));
+        let args = store.policy_args(&policy);
+        let mut eval = EvalSha::new(&store.inner.acquire, 4, 2 + args.args.len(), 3);
+        for index in 0..2 {
+            eval.key(&store.inner.key_head, &key, KeyOf::Quota(index));
+        }
+        eval.key(&store.inner.key_head, &key, KeyOf::Pause);
+        eval.key(&store.inner.key_head, &key, KeyOf::Learned);
+        eval.arg(1_500_000_u64);
+        eval.arg(600_000_000_u64);
+        eval.arg(&*args.args);
+
+        // What `ScriptInvocation::eval_cmd` built from the `format!`ted keys.
+        let mut expected = redis::cmd("EVALSHA");
+        expected.arg(store.inner.acquire.get_hash()).arg(4);
+        for name in [
+            store.quota_key(&key, 0),
+            store.quota_key(&key, 1),
+            store.pause_key(&key),
+            store.learned_key(&key),
+        ] {
+            expected.arg(name);
+        }
+        expected.arg(1_500_000_u64).arg(600_000_000_u64);
+        adaptation_args(&mut expected, &policy);
+        quota_args(&mut expected, policy.quotas());
+        assert_eq!(
+            eval.cmd.get_packed_command(),
+            expected.get_packed_command(),
+            "{:?}",
+            String::from_utf8_lossy(&eval.cmd.get_packed_command())
+        );
+    }
+
+    /// The answers read in place (issue 19) are what the crate's conversion gives, and every other
+    /// reply is left to it (so an error reply stays an error).
+    #[test]
+    fn a_reply_read_in_place_is_the_crates_conversion() {
+        let int = |n| Value::Int(n);
+        let usual = Value::Array(vec![int(1), int(-2), int(429), int(i64::MAX)]);
+        let read = <(i64, i64, i64, i64)>::read(&usual).unwrap();
+        assert_eq!(read, redis::from_redis_value(usual).unwrap());
+        assert_eq!(i64::read(&int(-7)), Some(-7));
+        assert_eq!(redis::from_redis_value::<i64>(int(-7)).unwrap(), -7);
+        let unusual = [
+            Value::Array(vec![int(1), int(2), int(3)]),
+            Value::Array(vec![
+                int(1),
+                int(2),
+                int(3),
+                Value::BulkString(b"4".to_vec()),
+            ]),
+            Value::Array(vec![int(1), int(2), int(3), int(4), int(5)]),
+            Value::Int(1),
+            Value::Nil,
+        ];
+        for value in &unusual {
+            assert_eq!(<(i64, i64, i64, i64)>::read(value), None, "{value:?}");
+        }
+        assert_eq!(i64::read(&Value::BulkString(b"1".to_vec())), None);
+        assert_eq!(i64::read(&Value::Nil), None);
+    }
+
     #[tokio::test]
     async fn the_keys_waiting_to_rejoin_are_capped() {
         // Connected on first use: this test never uses it.
