@@ -130,9 +130,12 @@ impl SharedRedisConfig {
 
     /// The `redis` connection manager settings these bounds stand for: one attempt per
     /// reconnection, bounded by the connection timeout. Responses are bounded per call by
-    /// [`SharedRedis::run_within`] (a user may give one call a longer bound than the default).
+    /// [`SharedRedis::run_within`] (a user may give one call a longer bound than the default), and
+    /// only by it: the crate's own response timeout (500 ms unless set) is off, as it cut a longer
+    /// bound short and armed a second timer for every command (issue 19).
     pub fn connection_manager_config(&self) -> ConnectionManagerConfig {
         ConnectionManagerConfig::new()
+            .set_response_timeout(None)
             .set_connection_timeout(Some(self.connect_timeout))
             .set_number_of_retries(0)
             .set_min_delay(Duration::from_millis(10))
@@ -531,5 +534,35 @@ mod tests {
         let manager = config.connection_manager_config();
         assert_eq!(manager.number_of_retries(), 0);
         assert_eq!(manager.connection_timeout(), Some(Duration::from_millis(1)));
+        assert_eq!(
+            manager.response_timeout(),
+            None,
+            "run_within bounds every call"
+        );
+    }
+
+    /// Regression (issue 19): the `redis` crate's own response timeout (500 ms by default) cut
+    /// short a call given a longer bound. A `BLPOP` that blocks 0.7 s on a key nothing pushes to
+    /// answers within a 3 s bound, and Redis stays available.
+    #[tokio::test]
+    async fn a_call_bound_past_half_a_second_is_honoured() {
+        let redis =
+            SharedRedis::open(&crate::testing::redis_url(), SharedRedisConfig::new()).unwrap();
+        let key = format!("integration-core-test:blpop:{}", std::process::id());
+        let answer: Result<Option<(String, String)>, _> = redis
+            .run_within(Duration::from_secs(3), |mut connection| async move {
+                ::redis::cmd("BLPOP")
+                    .arg(&key)
+                    .arg(0.7)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await;
+        assert_eq!(
+            answer.unwrap(),
+            None,
+            "BLPOP times out with nil after 0.7 s"
+        );
+        assert!(redis.is_available());
     }
 }
