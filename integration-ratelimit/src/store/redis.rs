@@ -787,20 +787,35 @@ impl RedisStore {
             .map(drop)
     }
 
-    async fn acquire_on_redis(&self, acquire: &Acquire) -> Result<Decision, RedisCallError> {
-        let quotas = acquire.policy.quotas().len();
-        let policy_args = self.policy_args(&acquire.policy);
-        let mut eval = EvalSha::new(
-            &self.inner.acquire,
-            quotas + 2,
-            2 + policy_args.args.len(),
-            self.inner.key_head.len() + acquire.key.as_str().len(),
-        );
+    /// An `EVALSHA` of `script` with every Redis key of `key` under `policy` (the TAT of each quota,
+    /// the pause, the learned state: the acquire and observe scripts' `KEYS`), room made for about
+    /// `args` arguments.
+    fn eval_on_key<'a>(
+        &self,
+        script: &'a Script,
+        key: &RateLimitKey,
+        policy: &RateLimitPolicy,
+        args: usize,
+    ) -> EvalSha<'a> {
+        let quotas = policy.quotas().len();
+        let head = &self.inner.key_head;
+        let mut eval = EvalSha::new(script, quotas + 2, args, head.len() + key.as_str().len());
         for index in 0..quotas {
-            eval.key(&self.inner.key_head, &acquire.key, KeyOf::Quota(index));
+            eval.key(head, key, KeyOf::Quota(index));
         }
-        eval.key(&self.inner.key_head, &acquire.key, KeyOf::Pause);
-        eval.key(&self.inner.key_head, &acquire.key, KeyOf::Learned);
+        eval.key(head, key, KeyOf::Pause);
+        eval.key(head, key, KeyOf::Learned);
+        eval
+    }
+
+    async fn acquire_on_redis(&self, acquire: &Acquire) -> Result<Decision, RedisCallError> {
+        let policy_args = self.policy_args(&acquire.policy);
+        let mut eval = self.eval_on_key(
+            &self.inner.acquire,
+            &acquire.key,
+            &acquire.policy,
+            2 + policy_args.args.len(),
+        );
         eval.arg(micros(acquire.max_wait));
         eval.arg(micros(acquire.policy.max_server_pause()));
         eval.arg(&*policy_args.args);
@@ -833,19 +848,13 @@ impl RedisStore {
     }
 
     async fn observe_on_redis(&self, observation: &Observation) -> Result<(), RedisCallError> {
-        let quotas = observation.policy.quotas().len();
         let policy_args = self.policy_args(&observation.policy);
-        let mut eval = EvalSha::new(
+        let mut eval = self.eval_on_key(
             &self.inner.observe,
-            quotas + 2,
+            &observation.key,
+            &observation.policy,
             6 + policy_args.args.len(),
-            self.inner.key_head.len() + observation.key.as_str().len(),
         );
-        for index in 0..quotas {
-            eval.key(&self.inner.key_head, &observation.key, KeyOf::Quota(index));
-        }
-        eval.key(&self.inner.key_head, &observation.key, KeyOf::Pause);
-        eval.key(&self.inner.key_head, &observation.key, KeyOf::Learned);
         eval.arg(micros(observation.pause));
         eval.arg(observation.status.as_u16());
         eval.arg(u8::from(observation.throttled));
