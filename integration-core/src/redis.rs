@@ -541,6 +541,42 @@ mod tests {
         );
     }
 
+    /// With the crate's response timeout off, `run_within` is the only bound on a Redis that accepts
+    /// the connection and never answers (a hung server, a black-holed link): the call fails as a
+    /// timeout within its bound, and Redis is marked unavailable, so the next calls cost no wait.
+    #[tokio::test]
+    async fn a_redis_that_never_answers_times_out_within_the_call_bound() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        // Accepts every connection, reads whatever comes, answers nothing.
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let config = SharedRedisConfig::new()
+            .with_command_timeout(Duration::from_millis(200))
+            .with_connect_timeout(Duration::from_secs(5));
+        let redis = SharedRedis::open(&format!("redis://{address}"), config).unwrap();
+        let started = tokio::time::Instant::now();
+        // The outer bound only turns a hang (the regression) into a failure instead of a stuck test.
+        let answer: Result<String, _> = tokio::time::timeout(
+            Duration::from_secs(30),
+            redis.run(|mut connection| async move {
+                ::redis::cmd("PING").query_async(&mut connection).await
+            }),
+        )
+        .await
+        .expect("run_within bounds a silent server");
+        let took = started.elapsed();
+        let error = answer.unwrap_err();
+        assert!(error.is_timeout(), "{error}");
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(!redis.is_available());
+        silent.abort();
+    }
+
     /// Regression (issue 19): the `redis` crate's own response timeout (500 ms by default) cut
     /// short a call given a longer bound. A `BLPOP` that blocks 0.7 s on a key nothing pushes to
     /// answers within a 3 s bound, and Redis stays available.

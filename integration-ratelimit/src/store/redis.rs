@@ -738,8 +738,7 @@ impl RedisStore {
     /// After a grant on Redis with a send `wait` from now: the local state of the key becomes "no
     /// burst left, next permit one local interval after this one", the state the fallback starts from
     /// if Redis is lost now.
-    fn remember_grant(&self, acquire: &Acquire, wait: Duration) {
-        let args = self.policy_args(&acquire.policy);
+    fn remember_grant(&self, acquire: &Acquire, args: &PolicyArgs, wait: Duration) {
         let send = self.inner.fallback.now().saturating_add(nanos(wait));
         self.inner
             .fallback
@@ -808,8 +807,11 @@ impl RedisStore {
         eval
     }
 
-    async fn acquire_on_redis(&self, acquire: &Acquire) -> Result<Decision, RedisCallError> {
-        let policy_args = self.policy_args(&acquire.policy);
+    async fn acquire_on_redis(
+        &self,
+        acquire: &Acquire,
+        policy_args: &PolicyArgs,
+    ) -> Result<Decision, RedisCallError> {
         let mut eval = self.eval_on_key(
             &self.inner.acquire,
             &acquire.key,
@@ -819,7 +821,6 @@ impl RedisStore {
         eval.arg(micros(acquire.max_wait));
         eval.arg(micros(acquire.policy.max_server_pause()));
         eval.arg(&*policy_args.args);
-        drop(policy_args);
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let AcquireReply(outcome, amount, status, gauge) = self
             .inner
@@ -917,11 +918,13 @@ impl RedisStore {
             self.redis_failed(&error);
             return self.fallback_decision(&acquire);
         }
-        match self.acquire_on_redis(&acquire).await {
+        // One look in the cache (one lock) for the command's arguments and the grant's shares.
+        let policy_args = self.policy_args(&acquire.policy);
+        match self.acquire_on_redis(&acquire, &policy_args).await {
             Ok(decision) => {
                 self.redis_answered();
                 if let Decision::Granted { wait } = decision {
-                    self.remember_grant(&acquire, wait);
+                    self.remember_grant(&acquire, &policy_args, wait);
                 }
                 decision
             }
