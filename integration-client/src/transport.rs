@@ -583,10 +583,15 @@ impl Transport {
             .gzip(decompression)
             .deflate(decompression)
             .br(decompression);
+        // A redirected request goes to the decompression layer and hyper-util's pool, neither of
+        // which reads a request's extensions: the follower keeps no copy of them (tower-http 0.7
+        // copies every call's extensions by default, a map and a box per value: about 600
+        // instructions a call, issue 19). The first request keeps its own.
         let inner = FollowRedirect::with_policy(
             decompress,
             RedirectPolicy::new(max_redirects, redactor.clone()),
-        );
+        )
+        .preserve_extensions(false);
         Self {
             inner,
             pool,

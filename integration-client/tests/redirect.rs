@@ -151,3 +151,49 @@ async fn redirects_are_bounded() {
     // The first request and ten redirects.
     assert_eq!(origin.received_requests().await.unwrap().len(), 11);
 }
+
+/// An extension that counts its clones.
+#[derive(Debug)]
+struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(self.0.clone())
+    }
+}
+
+/// Issue 19: the transport's redirect follower copied every request's extensions (tower-http 0.7's
+/// default) for redirected requests, which go only to the decompression layer and hyper-util, neither
+/// of which reads them. A request now reaches the server, through a redirect too, without the
+/// transport copying its extensions.
+#[tokio::test]
+async fn the_transport_copies_no_request_extensions() {
+    use http_body_util::BodyExt;
+    use integration_client::transport::Transport;
+    use tower::ServiceExt;
+
+    let origin = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/old"))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "/new"))
+        .mount(&origin)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/new"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("moved"))
+        .expect(1)
+        .mount(&origin)
+        .await;
+    let clones = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut request = http::Request::get(format!("{}/old", origin.uri()))
+        .body(integration_core::Body::empty())
+        .unwrap();
+    request.extensions_mut().insert(Counted(clones.clone()));
+    let transport = Transport::builder().no_proxy().build().unwrap();
+    let response = transport.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"moved");
+    assert_eq!(clones.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
