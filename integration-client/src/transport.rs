@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -67,10 +67,108 @@ pub use crate::redirect::DEFAULT_MAX_REDIRECTS;
 use crate::redirect::RedirectPolicy;
 
 /// The response body of the transport: the connection's body, decompressed when it was encoded.
-pub type TransportBody = DecompressionBody<Incoming>;
+///
+/// A response that is not encoded (or whose encoding the transport does not decode) keeps the
+/// connection's body as it is; an encoded one gets tower-http's decompressing body, behind one
+/// pointer. A response is handed up by value through every layer of the stack (ten moves or
+/// more), and tower-http's body, held for every response, is 360 bytes (its decoders' states
+/// inline): each move copied it, about a thousand instructions a call (issue 19).
+pub struct TransportBody {
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    Plain(Incoming),
+    Decoded(Pin<Box<DecompressionBody<Incoming>>>),
+}
+
+impl fmt::Debug for TransportBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let decoded = matches!(self.kind, BodyKind::Decoded(_));
+        f.debug_struct("TransportBody")
+            .field("decoded", &decoded)
+            .finish_non_exhaustive()
+    }
+}
+
+impl http_body::Body for TransportBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match &mut self.kind {
+            BodyKind::Plain(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            BodyKind::Decoded(body) => body.as_mut().poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Plain(body) => body.is_end_stream(),
+            BodyKind::Decoded(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.kind {
+            BodyKind::Plain(body) => body.size_hint(),
+            BodyKind::Decoded(body) => body.size_hint(),
+        }
+    }
+}
+
+/// The `Accept-Encoding` the transport sends when it decompresses: what tower-http's
+/// `Decompression` sends with gzip, deflate and brotli on.
+const ACCEPT_ENCODINGS: HeaderValue = HeaderValue::from_static("gzip,deflate,br");
+
+/// True when `response` is encoded as the transport decodes: what tower-http's `Decompression`
+/// decodes with gzip, deflate and brotli on (the header's value exactly, as it compares it).
+fn is_decoded(response: &Response<Incoming>) -> bool {
+    matches!(
+        response
+            .headers()
+            .get(http::header::CONTENT_ENCODING)
+            .map(HeaderValue::as_bytes),
+        Some(b"gzip" | b"deflate" | b"br")
+    )
+}
+
+/// An encoded response, decoded by tower-http's `Decompression` (its body has no public
+/// constructor: the service is handed the response by a service that answers with it at once). The
+/// body is decoded as it is read; `Content-Encoding` and `Content-Length` are removed, as the
+/// layer does.
+fn decode(response: Response<Incoming>) -> Result<Response<TransportBody>, BoxError> {
+    struct Given(Option<Response<Incoming>>);
+
+    impl Service<Request<()>> for Given {
+        type Response = Response<Incoming>;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Response<Incoming>, BoxError>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: Request<()>) -> Self::Future {
+            std::future::ready(self.0.take().ok_or_else(|| "no response to decode".into()))
+        }
+    }
+
+    let mut decompression = Decompression::new(Given(Some(response)));
+    let future = std::pin::pin!(decompression.call(Request::new(())));
+    match future.poll(&mut Context::from_waker(std::task::Waker::noop())) {
+        Poll::Ready(decoded) => Ok(decoded?.map(|body| TransportBody {
+            kind: BodyKind::Decoded(Box::pin(body)),
+        })),
+        Poll::Pending => Err("the decompression layer did not answer at once".into()),
+    }
+}
 
 type Pooled = HyperClient<Connector, Body>;
-type Inner = FollowRedirect<Decompression<SharedPool>, RedirectPolicy>;
+type Inner = FollowRedirect<SharedPool, RedirectPolicy>;
 
 /// hyper-util's pooled client behind one pointer.
 ///
@@ -579,16 +677,11 @@ impl Transport {
         max_redirects: usize,
         redactor: Redactor,
     ) -> Self {
-        let decompress = Decompression::new(pool.clone())
-            .gzip(decompression)
-            .deflate(decompression)
-            .br(decompression);
-        // A redirected request goes to the decompression layer and hyper-util's pool, neither of
-        // which reads a request's extensions: the follower keeps no copy of them (tower-http 0.7
+        // A redirected request goes to hyper-util's pool, which reads no request extension: the follower keeps no copy of them (tower-http 0.7
         // copies every call's extensions by default, a map and a box per value: about 600
         // instructions a call, issue 19). The first request keeps its own.
         let inner = FollowRedirect::with_policy(
-            decompress,
+            pool.clone(),
             RedirectPolicy::new(max_redirects, redactor.clone()),
         )
         .preserve_extensions(false);
@@ -612,9 +705,17 @@ impl Service<Request<Body>> for Transport {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> ResponseFuture {
+    fn call(&mut self, mut request: Request<Body>) -> ResponseFuture {
+        // Before the redirect follower, which copies the request's headers to every hop.
+        if self.decompression
+            && let http::header::Entry::Vacant(entry) =
+                request.headers_mut().entry(http::header::ACCEPT_ENCODING)
+        {
+            entry.insert(ACCEPT_ENCODINGS);
+        }
         ResponseFuture {
             inner: self.inner.call(request),
+            decompression: self.decompression,
         }
     }
 }
@@ -624,11 +725,8 @@ pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture {
         #[pin]
-        inner: tower_http::follow_redirect::ResponseFuture<
-            Decompression<SharedPool>,
-            Body,
-            RedirectPolicy,
-        >,
+        inner: tower_http::follow_redirect::ResponseFuture<SharedPool, Body, RedirectPolicy>,
+        decompression: bool,
     }
 }
 
@@ -642,7 +740,15 @@ impl Future for ResponseFuture {
     type Output = Result<Response<TransportBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(ready!(self.project().inner.poll(cx)))
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        Poll::Ready(if *this.decompression && is_decoded(&response) {
+            decode(response)
+        } else {
+            Ok(response.map(|body| TransportBody {
+                kind: BodyKind::Plain(body),
+            }))
+        })
     }
 }
 

@@ -883,6 +883,98 @@ async fn compressed_responses_are_decompressed() {
     );
 }
 
+/// Issue 19: the transport decodes a response itself only when its `Content-Encoding` is one it
+/// announced (tower-http's body, 360 bytes, was held for every response and copied by every layer
+/// above). What it decodes and sends is unchanged: an encoding it does not decode passes through
+/// with its header; a decoded response loses `Content-Encoding` and `Content-Length`; a request's own
+/// `Accept-Encoding` is kept; with decompression off nothing is announced or decoded.
+#[tokio::test]
+async fn the_transport_decodes_what_it_announces_and_nothing_else() {
+    use http_body_util::BodyExt;
+    use integration_client::transport::Transport;
+    use tower::ServiceExt;
+
+    // `zlib.compress(b"hello deflate")`, as in `compressed_responses_are_decompressed`.
+    const DEFLATE: &[u8] = &[
+        120, 218, 203, 72, 205, 201, 201, 87, 72, 73, 77, 203, 73, 44, 73, 5, 0, 35, 12, 5, 10,
+    ];
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/deflate"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-encoding", "deflate")
+                .set_body_raw(DEFLATE, "text/plain"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/other"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-encoding", "x-custom")
+                .set_body_raw(&b"left as sent"[..], "text/plain"),
+        )
+        .mount(&server)
+        .await;
+    let get = |transport: Transport, at: &str, accept: Option<&'static str>| {
+        let mut request = http::Request::get(format!("{}{at}", server.uri()));
+        if let Some(accept) = accept {
+            request = request.header("accept-encoding", accept);
+        }
+        let request = request.body(integration_core::Body::empty()).unwrap();
+        async move {
+            let response = transport.oneshot(request).await.unwrap();
+            let headers = response.headers().clone();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (headers, body)
+        }
+    };
+    let on = Transport::builder().no_proxy().build().unwrap();
+    let off = Transport::builder()
+        .no_proxy()
+        .decompression(false)
+        .build()
+        .unwrap();
+
+    let (headers, body) = get(on.clone(), "/deflate", None).await;
+    assert_eq!(&body[..], b"hello deflate");
+    assert!(headers.get("content-encoding").is_none());
+    assert!(headers.get("content-length").is_none());
+
+    let (headers, body) = get(on.clone(), "/other", None).await;
+    assert_eq!(&body[..], b"left as sent");
+    assert_eq!(headers["content-encoding"], "x-custom");
+
+    let (headers, body) = get(off, "/deflate", None).await;
+    assert_eq!(&body[..], DEFLATE);
+    assert_eq!(headers["content-encoding"], "deflate");
+
+    // A request's own `Accept-Encoding` is sent as it is; the response is still decoded.
+    let (_, body) = get(on, "/deflate", Some("deflate")).await;
+    assert_eq!(&body[..], b"hello deflate");
+
+    let sent = server.received_requests().await.unwrap();
+    let accepted: Vec<Option<&str>> = sent
+        .iter()
+        .map(|request| {
+            request
+                .headers
+                .get("accept-encoding")
+                .map(|value| value.to_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        accepted,
+        [
+            Some("gzip,deflate,br"),
+            Some("gzip,deflate,br"),
+            None,
+            Some("deflate")
+        ]
+    );
+}
+
 #[test]
 fn the_public_handles_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
