@@ -826,37 +826,34 @@ async fn a_status_error_carries_the_retry_after_hint_but_no_header_or_body() {
     assert!(!shown.contains("s3cr3t"), "{shown}");
 }
 
+// `gzip.compress(b"hello from gzip, hello from gzip, hello from gzip", mtime=0)` and
+// `zlib.compress(b"hello deflate")`, made once with Python: no compression crate needed here.
+const GZIP: &[u8] = &[
+    31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 203, 72, 205, 201, 201, 87, 72, 43, 202, 207, 85, 72, 175,
+    202, 44, 208, 81, 200, 32, 32, 0, 0, 42, 133, 95, 125, 49, 0, 0, 0,
+];
+const DEFLATE: &[u8] = &[
+    120, 218, 203, 72, 205, 201, 201, 87, 72, 73, 77, 203, 73, 44, 73, 5, 0, 35, 12, 5, 10,
+];
+
+/// Answers `GET at` with `body` sent as `Content-Encoding: encoding`.
+async fn mount_encoded(server: &MockServer, at: &str, encoding: &str, body: &'static [u8]) {
+    Mock::given(method("GET"))
+        .and(path(at))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-encoding", encoding)
+                .set_body_raw(body, "text/plain"),
+        )
+        .mount(server)
+        .await;
+}
+
 #[tokio::test]
 async fn compressed_responses_are_decompressed() {
-    // `gzip.compress(b"hello from gzip, hello from gzip, hello from gzip", mtime=0)` and
-    // `zlib.compress(b"hello deflate")`, made once with Python: no compression crate needed here.
-    const GZIP: &[u8] = &[
-        31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 203, 72, 205, 201, 201, 87, 72, 43, 202, 207, 85, 72, 175,
-        202, 44, 208, 81, 200, 32, 32, 0, 0, 42, 133, 95, 125, 49, 0, 0, 0,
-    ];
-    const DEFLATE: &[u8] = &[
-        120, 218, 203, 72, 205, 201, 201, 87, 72, 73, 77, 203, 73, 44, 73, 5, 0, 35, 12, 5, 10,
-    ];
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/gzip"))
-        .and(wiremock::matchers::header_regex("accept-encoding", "gzip"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-encoding", "gzip")
-                .set_body_raw(GZIP, "text/plain"),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/deflate"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-encoding", "deflate")
-                .set_body_raw(DEFLATE, "text/plain"),
-        )
-        .mount(&server)
-        .await;
+    mount_encoded(&server, "/gzip", "gzip", GZIP).await;
+    mount_encoded(&server, "/deflate", "deflate", DEFLATE).await;
     let client = client("zip", fast(&server));
     let api = client.api("zip").unwrap();
     let text = api.get("/gzip").send().await.unwrap().text().await.unwrap();
@@ -878,7 +875,7 @@ async fn compressed_responses_are_decompressed() {
         .to_str()
         .unwrap();
     assert!(
-        accepted.contains("br") && accepted.contains("deflate"),
+        accepted.contains("gzip") && accepted.contains("br") && accepted.contains("deflate"),
         "{accepted}"
     );
 }
@@ -894,29 +891,9 @@ async fn the_transport_decodes_what_it_announces_and_nothing_else() {
     use integration_client::transport::Transport;
     use tower::ServiceExt;
 
-    // `zlib.compress(b"hello deflate")`, as in `compressed_responses_are_decompressed`.
-    const DEFLATE: &[u8] = &[
-        120, 218, 203, 72, 205, 201, 201, 87, 72, 73, 77, 203, 73, 44, 73, 5, 0, 35, 12, 5, 10,
-    ];
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/deflate"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-encoding", "deflate")
-                .set_body_raw(DEFLATE, "text/plain"),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/other"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-encoding", "x-custom")
-                .set_body_raw(&b"left as sent"[..], "text/plain"),
-        )
-        .mount(&server)
-        .await;
+    mount_encoded(&server, "/deflate", "deflate", DEFLATE).await;
+    mount_encoded(&server, "/other", "x-custom", b"left as sent").await;
     let get = |transport: Transport, at: &str, accept: Option<&'static str>| {
         let mut request = http::Request::get(format!("{}{at}", server.uri()));
         if let Some(accept) = accept {
