@@ -28,12 +28,12 @@ enum Placement {
 
 /// A credential ready to be put on a request: a header, a query parameter, or both.
 ///
-/// Cheap to clone (one reference count). A header's secret is made into its header value once, in a
-/// buffer zeroed when the credential and the last request carrying it are dropped; each request
+/// Cheap to clone (one reference count). A header's secret is made into its header value once, in
+/// a buffer zeroed when the credential and the last request carrying it are dropped; each request
 /// refers to that buffer rather than copying the secret. The header value is marked sensitive so
 /// HTTP/2 never indexes it and the log layer redacts it. A query parameter's secret is held in a
-/// [`SecretString`] and copied into the URI by [`apply`](Credential::apply). `Debug` shows where the
-/// credential goes, never its value.
+/// [`SecretString`] and copied into the URI by [`apply`](Credential::apply). `Debug` shows where
+/// the credential goes, never its value.
 ///
 /// Every credential carries an id, unique in the process (or, for shared tokens, the id the store
 /// gave the token): [`CredentialProvider::invalidate`] compares ids so that many concurrent 401s for
@@ -211,8 +211,8 @@ fn set_query_param<B>(
 /// Its bytes sit in one buffer that every request carrying the credential shares (a clone is a
 /// reference count) and that is zeroed when the last of them is dropped. Made on every `apply`, as
 /// it was, the value cost a copy of the secret and an allocation a request, then a second one when
-/// the retry layer's spare copy of the request first shared it (about 700 instructions a call, issue
-/// 19), and each copy was freed without being zeroed.
+/// the retry layer's spare copy of the request first shared it (about 700 instructions a call,
+/// issue 19), and each copy was freed without being zeroed.
 fn secret_header_value(secret: &SecretString) -> Option<HeaderValue> {
     let owned = Zeroizing::new(secret.expose_secret().as_bytes().to_vec());
     let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(owned)).ok()?;
@@ -498,8 +498,9 @@ mod tests {
         assert!(!format!("{error:?}").contains("secret"));
     }
 
-    /// Issue 19: the header value is made once per credential, and every request shares its bytes
-    /// (before, each `apply` copied the secret into a new allocation). Shared bytes have one address.
+    /// Issue 19: the header value is made once per credential, and every request shares its
+    /// bytes (before, each `apply` copied the secret into a new allocation). Shared bytes have
+    /// one address.
     #[test]
     fn every_request_shares_the_credentials_one_header_value() {
         let credential = Credential::header(

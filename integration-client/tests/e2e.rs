@@ -883,8 +883,8 @@ async fn compressed_responses_are_decompressed() {
 /// Issue 19: the transport decodes a response itself only when its `Content-Encoding` is one it
 /// announced (tower-http's body, 360 bytes, was held for every response and copied by every layer
 /// above). What it decodes and sends is unchanged: an encoding it does not decode passes through
-/// with its header; a decoded response loses `Content-Encoding` and `Content-Length`; a request's own
-/// `Accept-Encoding` is kept; with decompression off nothing is announced or decoded.
+/// with its header; a decoded response loses `Content-Encoding` and `Content-Length`; a request's
+/// own `Accept-Encoding` is kept; with decompression off nothing is announced or decoded.
 #[tokio::test]
 async fn the_transport_decodes_what_it_announces_and_nothing_else() {
     use http_body_util::BodyExt;

@@ -164,9 +164,9 @@ impl Clone for Counted {
 }
 
 /// Issue 19: the transport's redirect follower copied every request's extensions (tower-http 0.7's
-/// default) for redirected requests, which go only to the decompression layer and hyper-util, neither
-/// of which reads them. A request now reaches the server, through a redirect too, without the
-/// transport copying its extensions.
+/// default) for redirected requests, which go only to hyper-util's pool, which reads none. A
+/// request now reaches the server, through a redirect too, without the transport copying its
+/// extensions.
 #[tokio::test]
 async fn the_transport_copies_no_request_extensions() {
     use http_body_util::BodyExt;
