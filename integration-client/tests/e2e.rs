@@ -894,6 +894,11 @@ async fn the_transport_decodes_what_it_announces_and_nothing_else() {
     let server = MockServer::start().await;
     mount_encoded(&server, "/deflate", "deflate", DEFLATE).await;
     mount_encoded(&server, "/other", "x-custom", b"left as sent").await;
+    Mock::given(method("GET"))
+        .and(path("/moved"))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "/deflate"))
+        .mount(&server)
+        .await;
     let get = |transport: Transport, at: &str, accept: Option<&'static str>| {
         let mut request = http::Request::get(format!("{}{at}", server.uri()));
         if let Some(accept) = accept {
@@ -928,8 +933,13 @@ async fn the_transport_decodes_what_it_announces_and_nothing_else() {
     assert_eq!(headers["content-encoding"], "deflate");
 
     // A request's own `Accept-Encoding` is sent as it is; the response is still decoded.
-    let (_, body) = get(on, "/deflate", Some("deflate")).await;
+    let (_, body) = get(on.clone(), "/deflate", Some("deflate")).await;
     assert_eq!(&body[..], b"hello deflate");
+
+    // Through a redirect: the hop carries the announcement, the final response is decoded.
+    let (headers, body) = get(on, "/moved", None).await;
+    assert_eq!(&body[..], b"hello deflate");
+    assert!(headers.get("content-encoding").is_none());
 
     let sent = server.received_requests().await.unwrap();
     let accepted: Vec<Option<&str>> = sent
@@ -947,7 +957,9 @@ async fn the_transport_decodes_what_it_announces_and_nothing_else() {
             Some("gzip,deflate,br"),
             Some("gzip,deflate,br"),
             None,
-            Some("deflate")
+            Some("deflate"),
+            Some("gzip,deflate,br"),
+            Some("gzip,deflate,br")
         ]
     );
 }

@@ -63,19 +63,25 @@ async fn a_cross_origin_redirect_drops_credentials() {
     assert_eq!(sent.headers.get("x-trace").unwrap(), "kept");
 }
 
-#[tokio::test]
-async fn a_same_origin_redirect_keeps_credentials() {
-    let origin = MockServer::start().await;
+/// `/old` answers `status` to `/new` on the same origin, and `/new` answers 200 with `body`, once.
+async fn mount_same_origin_redirect(origin: &MockServer, status: u16, body: &str) {
     Mock::given(method("GET"))
         .and(path("/old"))
-        .respond_with(ResponseTemplate::new(301).insert_header("location", "/new"))
-        .mount(&origin)
+        .respond_with(ResponseTemplate::new(status).insert_header("location", "/new"))
+        .mount(origin)
         .await;
     Mock::given(method("GET"))
         .and(path("/new"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&origin)
+        .respond_with(ResponseTemplate::new(200).set_body_string(body))
+        .expect(1)
+        .mount(origin)
         .await;
+}
+
+#[tokio::test]
+async fn a_same_origin_redirect_keeps_credentials() {
+    let origin = MockServer::start().await;
+    mount_same_origin_redirect(&origin, 301, "").await;
     let response = client(&origin)
         .api("api")
         .unwrap()
@@ -174,17 +180,7 @@ async fn the_transport_copies_no_request_extensions() {
     use tower::ServiceExt;
 
     let origin = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/old"))
-        .respond_with(ResponseTemplate::new(302).insert_header("location", "/new"))
-        .mount(&origin)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/new"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("moved"))
-        .expect(1)
-        .mount(&origin)
-        .await;
+    mount_same_origin_redirect(&origin, 302, "moved").await;
     let clones = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut request = http::Request::get(format!("{}/old", origin.uri()))
         .body(integration_core::Body::empty())
