@@ -87,6 +87,7 @@ async fn the_full_stack_scenarios_complete_calls_in_memory_and_in_redis() {
     let store = || RateLimitStore::Redis {
         url: url.clone(),
         key_prefix: format!("integration-tests-bench-{:08x}", fastrand::u32(..)),
+        command_timeout: RateLimitStore::DEFAULT_COMMAND_TIMEOUT,
     };
     let redis = FullStack::new(server.addr(), &pool, store())
         .await

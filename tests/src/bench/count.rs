@@ -16,7 +16,7 @@ use super::scenario::{
     FacadeNoLayers, FullStack, FullStackLayers, OurTransport, PeerStack, PoolSettings,
     RateLimitStore, RawHyper, Reqwest, Scenario,
 };
-use super::worker::install_observability_without_upkeep;
+use super::worker::{install_observability_without_upkeep, redis_lost};
 use integration_client::stack::StackLayer;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -25,6 +25,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// What a count run calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,6 +124,13 @@ pub struct CountConfig {
     pub redis_url: String,
     /// Its key prefix, private to this run.
     pub redis_prefix: String,
+    /// Its command timeout ([`COUNT_REDIS_COMMAND_TIMEOUT`] unless given).
+    #[serde(default = "count_redis_command_timeout")]
+    pub redis_command_timeout: Duration,
+}
+
+fn count_redis_command_timeout() -> Duration {
+    COUNT_REDIS_COMMAND_TIMEOUT
 }
 
 /// Makes `config.calls` calls (after installing the subscriber and recorder every worker has), then
@@ -131,20 +139,38 @@ pub struct CountConfig {
 /// # Errors
 ///
 /// When the client cannot be built, or any call fails: a count of failing calls measures nothing.
+/// And when Redis was marked unavailable during the run: the limiter decided some calls on its
+/// local fallback, and the count is not the Redis limiter's.
 pub async fn run(config: &CountConfig) -> Result<(), BoxError> {
     let metrics = install_observability_without_upkeep(&config.log_filter)?;
     subject_calls(config).await?;
     // The upkeep a worker runs every 5 s, once, after the calls: every sample drained, at a point
     // that does not depend on the run's duration (see `install_observability_without_upkeep`).
     metrics.run_upkeep();
-    Ok(())
+    match redis_lost(&metrics) {
+        0 => Ok(()),
+        lost => Err(format!(
+            "Redis was marked unavailable {lost} time(s) during the count of {}: calls were \
+             decided by the limiter's local fallback, so the count is not the Redis path's",
+            config.subject
+        )
+        .into()),
+    }
 }
+
+/// The Redis command timeout of a count run. Under valgrind the process runs one thread at a time,
+/// about 50 times slower, with [`CountConfig::concurrency`] calls in flight: a reply that came
+/// back in microseconds waits for every other call to be polled before its own, and the default
+/// 50 ms was exceeded, Redis marked unavailable, and the local fallback counted in its place.
+/// The timeout changes no instruction of a call that is answered in time.
+pub const COUNT_REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn subject_calls(config: &CountConfig) -> Result<(), BoxError> {
     let (addr, pool) = (config.addr, &config.pool);
     let redis = || RateLimitStore::Redis {
         url: config.redis_url.clone(),
         key_prefix: config.redis_prefix.clone(),
+        command_timeout: config.redis_command_timeout,
     };
     match config.subject {
         Subject::Scenario(scenario) => match scenario {

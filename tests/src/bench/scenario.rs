@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use integration_core::redis::{SharedRedis, SharedRedisConfig};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -332,7 +333,9 @@ pub fn full_stack_toml_with_quota(
 ) -> String {
     let (store_name, redis_section) = match store {
         RateLimitStore::Memory => ("memory", String::new()),
-        RateLimitStore::Redis { url, key_prefix } => (
+        RateLimitStore::Redis {
+            url, key_prefix, ..
+        } => (
             "redis",
             format!("[redis]\nurl = \"{url}\"\nkey_prefix = \"{key_prefix}\"\n"),
         ),
@@ -389,7 +392,17 @@ pub enum RateLimitStore {
         url: String,
         /// A prefix private to this run.
         key_prefix: String,
+        /// How long one Redis command may take before Redis counts as unavailable and the limiter
+        /// decides on its local fallback: [`RateLimitStore::DEFAULT_COMMAND_TIMEOUT`] in the timed
+        /// runs, as users run it; longer in a count run, where valgrind's one thread at a time
+        /// makes a reply wait behind every other call in flight.
+        command_timeout: Duration,
     },
+}
+
+impl RateLimitStore {
+    /// The `[redis]` section's default `command_timeout` (50 ms).
+    pub const DEFAULT_COMMAND_TIMEOUT: Duration = integration_config::DEFAULT_REDIS_COMMAND_TIMEOUT;
 }
 
 /// Scenarios 2 and 3: our full stack, built through the facade's public API from configuration,
@@ -435,15 +448,21 @@ impl FullStack {
             .transport(transport)
             .config(config);
         // What `Client::connect` does with the `[redis]` section, here with our transport settings.
-        if let RateLimitStore::Redis { url, key_prefix } = store {
-            let connection = async {
+        if let RateLimitStore::Redis {
+            url,
+            key_prefix,
+            command_timeout,
+        } = store
+        {
+            let bounds = SharedRedisConfig::new().with_command_timeout(command_timeout);
+            let manager = async {
                 redis::Client::open(url.as_str())?
-                    .get_connection_manager()
+                    .get_connection_manager_with_config(bounds.connection_manager_config())
                     .await
             }
             .await
             .map_err(|error| format!("Redis at {url} is unreachable (set REDIS_URL): {error}"))?;
-            builder = builder.redis(connection, key_prefix);
+            builder = builder.redis(SharedRedis::from_manager(manager, bounds), key_prefix);
         }
         Ok(Self {
             client: builder.build()?,

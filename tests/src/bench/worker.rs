@@ -123,6 +123,11 @@ pub struct WorkerReport {
     pub peak_rss_kib: u64,
     /// The first error of either phase, with its sources.
     pub first_error: Option<String>,
+    /// Times the Redis connection was marked unavailable during the run (the recorder's
+    /// `integration.redis.transitions{outcome="lost"}`): from each until Redis answered again, the
+    /// Redis limiter decided on its local fallback, and the run measured that path in part.
+    #[serde(default)]
+    pub redis_lost: u64,
 }
 
 impl WorkerReport {
@@ -141,8 +146,11 @@ impl WorkerReport {
 /// # Errors
 ///
 /// When `filter` does not parse, or a subscriber or recorder is already installed.
-pub fn install_observability(filter: &str) -> Result<(), BoxError> {
+pub fn install_observability(
+    filter: &str,
+) -> Result<metrics_exporter_prometheus::PrometheusHandle, BoxError> {
     let handle = install_observability_without_upkeep(filter)?;
+    let upkeep = handle.clone();
     // What the exporter's own `install` does in production: drain the histograms every few seconds,
     // on a thread of its own rather than on the client's runtime.
     std::thread::Builder::new()
@@ -150,10 +158,31 @@ pub fn install_observability(filter: &str) -> Result<(), BoxError> {
         .spawn(move || {
             loop {
                 std::thread::sleep(Duration::from_secs(5));
-                handle.run_upkeep();
+                upkeep.run_upkeep();
             }
         })?;
-    Ok(())
+    Ok(handle)
+}
+
+/// Times the shared Redis connection was marked unavailable since the recorder behind `metrics`
+/// was installed: its counter `integration.redis.transitions{outcome="lost"}`, read from the
+/// exporter's rendering.
+pub fn redis_lost(metrics: &metrics_exporter_prometheus::PrometheusHandle) -> u64 {
+    parse_redis_lost(&metrics.render())
+}
+
+/// The `lost` transitions in a Prometheus text rendering (0 when the counter was never touched).
+fn parse_redis_lost(text: &str) -> u64 {
+    let name = names::REDIS_TRANSITIONS.replace('.', "_");
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name.as_str())
+                .map(|rest| rest.strip_prefix("_total").unwrap_or(rest))
+                .is_some_and(|rest| rest.starts_with('{') && rest.contains("outcome=\"lost\""))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
 }
 
 /// [`install_observability`] without the periodic upkeep: the caller runs
@@ -194,7 +223,13 @@ pub fn install_observability_without_upkeep(
 /// When the client cannot be built or resources cannot be read; failed calls are counted in the
 /// report, not returned.
 pub async fn run(config: &WorkerConfig) -> Result<WorkerReport, BoxError> {
-    install_observability(&config.log_filter)?;
+    let metrics = install_observability(&config.log_filter)?;
+    let mut report = run_scenario(config).await?;
+    report.redis_lost = redis_lost(&metrics);
+    Ok(report)
+}
+
+async fn run_scenario(config: &WorkerConfig) -> Result<WorkerReport, BoxError> {
     let baseline = rss_kib()?;
     let (addr, pool, base) = (config.addr, &config.pool, baseline.current_kib);
     match config.scenario {
@@ -207,6 +242,7 @@ pub async fn run(config: &WorkerConfig) -> Result<WorkerReport, BoxError> {
             let store = RateLimitStore::Redis {
                 url: config.redis_url.clone(),
                 key_prefix: config.redis_prefix.clone(),
+                command_timeout: RateLimitStore::DEFAULT_COMMAND_TIMEOUT,
             };
             let caller = FullStack::new(addr, pool, store).await?;
             measure(config, base, caller).await
@@ -237,5 +273,41 @@ async fn measure<C: Caller>(
         rss_baseline_kib,
         peak_rss_kib: rss.peak_kib,
         first_error: throughput.first_error.or(latency.first_error),
+        redis_lost: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    #[test]
+    fn redis_losses_are_read_from_the_exporters_rendering() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        assert_eq!(redis_lost(&handle), 0, "never touched");
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!(names::REDIS_TRANSITIONS, names::OUTCOME => "restored").increment(5);
+            metrics::counter!(names::RATE_LIMIT_REJOIN_DROPPED, names::OUTCOME => "lost")
+                .increment(7);
+        });
+        assert_eq!(
+            redis_lost(&handle),
+            0,
+            "only restorations and other counters"
+        );
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!(names::REDIS_TRANSITIONS, names::OUTCOME => "lost").increment(2);
+        });
+        assert_eq!(redis_lost(&handle), 2, "{}", handle.render());
+        assert_eq!(
+            parse_redis_lost(
+                "integration_redis_transitions_total{outcome=\"lost\",integration=\"a\"} 3\n\
+                 integration_redis_transitions_total{outcome=\"lost\",integration=\"b\"} 1\n"
+            ),
+            4,
+            "a suffixed name, and every label set summed"
+        );
+    }
 }

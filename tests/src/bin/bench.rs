@@ -341,6 +341,7 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
                 log_filter: log_filter.clone(),
                 redis_url: redis_url.clone(),
                 redis_prefix: redis_prefix.clone(),
+                redis_command_timeout: count::COUNT_REDIS_COMMAND_TIMEOUT,
             },
             dir: callgrind_dir.as_deref(),
         };
