@@ -216,23 +216,52 @@ async fn calls<C: Caller>(config: &CountConfig, caller: C) -> Result<(), BoxErro
     Ok(())
 }
 
-/// The instruction count of one callgrind run: the `summary:` (or `totals:`) line of its output
-/// file, the events counted over every thread of the process.
+/// The events of one callgrind run, counted over every thread of the process: instructions, and
+/// with `--cache-sim=yes` the simulated first-level cache misses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallgrindTotals {
+    /// Instructions executed (`Ir`).
+    pub instructions: u64,
+    /// First-level data cache misses, reads and writes (`D1mr` + `D1mw`), when simulated.
+    pub data_misses: Option<u64>,
+    /// First-level instruction cache misses (`I1mr`), when simulated.
+    pub instruction_misses: Option<u64>,
+}
+
+/// The totals of one callgrind run: the `summary:` (or `totals:`) line of its output file, its
+/// events named by the `events:` line.
 ///
 /// # Errors
 ///
 /// When the file cannot be read or holds no such line.
-pub fn read_callgrind_total(path: &Path) -> Result<u64, BoxError> {
-    parse_callgrind_total(&std::fs::read_to_string(path)?)
+pub fn read_callgrind_totals(path: &Path) -> Result<CallgrindTotals, BoxError> {
+    parse_callgrind_totals(&std::fs::read_to_string(path)?)
         .ok_or_else(|| format!("no `summary:` line in {}", path.display()).into())
 }
 
-fn parse_callgrind_total(text: &str) -> Option<u64> {
+fn parse_callgrind_totals(text: &str) -> Option<CallgrindTotals> {
+    let events: Vec<&str> = text
+        .lines()
+        .find_map(|line| line.strip_prefix("events:"))
+        .map_or_else(|| vec!["Ir"], |line| line.split_whitespace().collect());
     let line = text
         .lines()
         .find_map(|line| line.strip_prefix("summary:"))
         .or_else(|| text.lines().find_map(|line| line.strip_prefix("totals:")))?;
-    line.split_whitespace().next()?.parse().ok()
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let event = |name: &str| {
+        let index = events.iter().position(|event| *event == name)?;
+        values.get(index).copied()
+    };
+    Some(CallgrindTotals {
+        instructions: event("Ir")?,
+        data_misses: event("D1mr").zip(event("D1mw")).map(|(r, w)| r + w),
+        instruction_misses: event("I1mr"),
+    })
 }
 
 /// The instructions of one call: the count of `2n` calls minus the count of `n`, over `n`.
@@ -255,18 +284,27 @@ pub struct InstructionCount {
     pub instructions_2n: u64,
     /// Instructions per call: the difference over N.
     pub per_call: f64,
+    /// First-level data cache misses per call (callgrind's cache simulation), differenced alike.
+    #[serde(default)]
+    pub data_misses_per_call: Option<f64>,
+    /// First-level instruction cache misses per call, differenced alike.
+    #[serde(default)]
+    pub instruction_misses_per_call: Option<f64>,
 }
 
 impl InstructionCount {
-    /// The figures of `subject` from its two runs.
-    pub fn new(subject: Subject, calls: u64, instructions_n: u64, instructions_2n: u64) -> Self {
+    /// The figures of `subject` from its two runs, of `calls` then twice as many calls.
+    pub fn new(subject: Subject, calls: u64, n: CallgrindTotals, twice: CallgrindTotals) -> Self {
+        let misses = |a: Option<u64>, b: Option<u64>| Some(per_call(calls, a?, b?));
         Self {
             subject,
             description: subject.describe(),
             calls,
-            instructions_n,
-            instructions_2n,
-            per_call: per_call(calls, instructions_n, instructions_2n),
+            instructions_n: n.instructions,
+            instructions_2n: twice.instructions,
+            per_call: per_call(calls, n.instructions, twice.instructions),
+            data_misses_per_call: misses(n.data_misses, twice.data_misses),
+            instruction_misses_per_call: misses(n.instruction_misses, twice.instruction_misses),
         }
     }
 }
@@ -276,12 +314,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_total_is_read_from_the_summary_line() {
+    fn the_totals_are_read_from_the_summary_line_by_event_name() {
         let out = "version: 1\ncreator: callgrind-3.19.0\ncmd: bench count\nevents: Ir\n\
                    fl=(1) a.rs\nfn=(1) main\n3 120\nsummary: 123456789\ntotals: 123456789\n";
-        assert_eq!(parse_callgrind_total(out), Some(123_456_789));
-        assert_eq!(parse_callgrind_total("events: Ir\ntotals: 42\n"), Some(42));
-        assert_eq!(parse_callgrind_total("events: Ir\n"), None);
+        assert_eq!(
+            parse_callgrind_totals(out),
+            Some(CallgrindTotals {
+                instructions: 123_456_789,
+                data_misses: None,
+                instruction_misses: None,
+            })
+        );
+        assert_eq!(
+            parse_callgrind_totals("events: Ir\ntotals: 42\n").map(|t| t.instructions),
+            Some(42)
+        );
+        assert_eq!(parse_callgrind_totals("events: Ir\n"), None);
+        // `--cache-sim=yes`: nine events, in callgrind's order.
+        let simulated = "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\n\
+                         summary: 1000 400 300 50 20 10 1 2 3\n";
+        assert_eq!(
+            parse_callgrind_totals(simulated),
+            Some(CallgrindTotals {
+                instructions: 1000,
+                data_misses: Some(30),
+                instruction_misses: Some(50),
+            })
+        );
+    }
+
+    #[test]
+    fn misses_are_differenced_like_instructions() {
+        let totals = |instructions, misses| CallgrindTotals {
+            instructions,
+            data_misses: Some(misses),
+            instruction_misses: Some(misses / 2),
+        };
+        let subject = Subject::Scenario(Scenario::RawHyper);
+        let count = InstructionCount::new(
+            subject,
+            1000,
+            totals(6_000_000, 500_000),
+            totals(11_000_000, 900_000),
+        );
+        assert_eq!(count.per_call, 5_000.0);
+        assert_eq!(count.data_misses_per_call, Some(400.0));
+        assert_eq!(count.instruction_misses_per_call, Some(200.0));
+        let plain = CallgrindTotals {
+            instructions: 10,
+            ..CallgrindTotals::default()
+        };
+        assert_eq!(
+            InstructionCount::new(subject, 1, plain, plain).data_misses_per_call,
+            None
+        );
     }
 
     #[test]

@@ -389,43 +389,80 @@ impl BenchReport {
         };
         let _ = writeln!(
             out,
-            "| subject | what it runs | instructions/call | vs raw (1) | vs peer (4) |"
+            "L1 misses: callgrind's simulation (`--cache-sim=yes`) of this machine's first-level \
+             caches, data (reads and writes) and instructions, per call, differenced alike. Each \
+             costs the CPU a wait of about ten cycles or more that no instruction count shows: \
+             where two subjects' instruction counts and CPU times disagree, the misses tell \
+             why.\n"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|");
+        let misses =
+            |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}"));
+        let data_peer = self
+            .instructions
+            .iter()
+            .find(|count| count.subject == Subject::Scenario(Scenario::PeerStack))
+            .and_then(|count| count.data_misses_per_call);
+        let _ = writeln!(
+            out,
+            "| subject | what it runs | instructions/call | vs raw (1) | vs peer (4) | L1d misses/call | L1d vs peer (4) | L1i misses/call |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
         for count in &self.instructions {
             if matches!(count.subject, Subject::Without(Some(_))) {
                 continue;
             }
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
                 count.subject,
                 count.description,
                 count.per_call,
                 ratio(count.per_call, raw),
                 ratio(count.per_call, peer),
+                misses(count.data_misses_per_call),
+                count
+                    .data_misses_per_call
+                    .map_or_else(|| "n/a".to_owned(), |value| ratio(value, data_peer)),
+                misses(count.instruction_misses_per_call),
             );
         }
         let Some(all) = self.instructions_of(Subject::Without(None)) else {
             return;
         };
+        let all_misses = self
+            .instructions
+            .iter()
+            .find(|count| count.subject == Subject::Without(None))
+            .map(|count| {
+                (
+                    count.data_misses_per_call,
+                    count.instruction_misses_per_call,
+                )
+            });
         let _ = writeln!(
             out,
             "\n### Per layer: the stack with every layer ({all:.0} a call) minus the stack without one\n"
         );
         let _ = writeln!(
             out,
-            "| layer left out | instructions/call without it | the layer's cost | share of the stack |"
+            "| layer left out | instructions/call without it | the layer's cost | share of the stack | the layer's L1d misses | the layer's L1i misses |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        let added = |with: Option<f64>, without: Option<f64>| match (with, without) {
+            (Some(with), Some(without)) => format!("{:+.0}", with - without),
+            _ => "n/a".to_owned(),
+        };
+        let (data_all, instruction_all) = all_misses.unwrap_or_default();
         for count in &self.instructions {
             if let Subject::Without(Some(layer)) = count.subject {
                 let cost = all - count.per_call;
                 let _ = writeln!(
                     out,
-                    "| {layer} | {:.0} | {cost:+.0} | {:.1} % |",
+                    "| {layer} | {:.0} | {cost:+.0} | {:.1} % | {} | {} |",
                     count.per_call,
-                    100.0 * cost / all
+                    100.0 * cost / all,
+                    added(data_all, count.data_misses_per_call),
+                    added(instruction_all, count.instruction_misses_per_call),
                 );
             }
         }
@@ -663,6 +700,7 @@ impl BenchReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::count::CallgrindTotals;
     use crate::bench::worker::{LatencyReport, ThroughputReport};
 
     fn report(scenario: Scenario, per_second: f64, cpu: f64, p99: f64) -> WorkerReport {
@@ -828,13 +866,15 @@ mod tests {
             Vec::new(),
             Vec::new(),
         );
+        // Per call: `per_call` instructions, a hundredth of them data misses, a fiftieth
+        // instruction misses.
         let count = |subject, per_call: u64| {
-            InstructionCount::new(
-                subject,
-                1000,
-                1_000_000 + 1000 * per_call,
-                1_000_000 + 2000 * per_call,
-            )
+            let totals = |calls: u64| CallgrindTotals {
+                instructions: 1_000_000 + calls * per_call,
+                data_misses: Some(10_000 + calls * per_call / 100),
+                instruction_misses: Some(20_000 + calls * per_call / 50),
+            };
+            InstructionCount::new(subject, 1000, totals(1000), totals(2000))
         };
         report.instructions = vec![
             count(Subject::Scenario(Scenario::RawHyper), 20_000),
@@ -851,13 +891,13 @@ mod tests {
         // The full stack against the raw client and the peer: 60k / 20k, 60k / 80k.
         assert!(
             markdown.contains(
-                "| full-stack | our full stack, rate limit in memory | 60000 | 3.00× | 0.75× |"
+                "| full-stack | our full stack, rate limit in memory | 60000 | 3.00× | 0.75× | 600 | 0.75× | 1200 |"
             ),
             "{markdown}"
         );
-        // The log layer's cost: 62k with it, 50k without.
+        // The log layer's cost: 62k with it, 50k without; 620 data misses against 500.
         assert!(
-            markdown.contains("| log | 50000 | +12000 | 19.4 % |"),
+            markdown.contains("| log | 50000 | +12000 | 19.4 % | +120 | +240 |"),
             "{markdown}"
         );
         let back: BenchReport =

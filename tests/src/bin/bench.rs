@@ -58,9 +58,10 @@ Options:
   --criterion DIR       add criterion's middleware results found there (target/criterion)
   --command TEXT        the command recorded in the report
   --instructions N      instruction counts: each scenario, and the full stack without each of
-                        its layers, run for N then 2N calls under valgrind's callgrind; the
-                        difference over N is a call's count [2000; 0: none; --smoke: N calls
-                        each, without valgrind]. With --rounds 0, only the counts run
+                        its layers, run for N then 2N calls under valgrind's callgrind with its
+                        cache simulation; the difference over N is a call's count, and its
+                        first-level cache misses [2000; 0: none; --smoke: N calls each, without
+                        valgrind]. With --rounds 0, only the counts run
   --callgrind-dir DIR   keep callgrind's output files there (for callgrind_annotate)
 
 Environment:
@@ -544,10 +545,15 @@ impl Counter<'_> {
             let twice = self.callgrind(subject, 2 * n, &dir)?;
             let count = InstructionCount::new(subject, n, once, twice);
             eprintln!(
-                "bench: instructions {:<34} {:>9.0} per call ({n} calls: {once}, {}: {twice})",
+                "bench: instructions {:<34} {:>9.0} per call ({n} calls: {}, {}: {}); \
+                 L1 misses per call: data {:.0}, instructions {:.0}",
                 subject.name(),
                 count.per_call,
-                2 * n
+                once.instructions,
+                2 * n,
+                twice.instructions,
+                count.data_misses_per_call.unwrap_or(f64::NAN),
+                count.instruction_misses_per_call.unwrap_or(f64::NAN),
             );
             counts.push(count);
         }
@@ -562,7 +568,7 @@ impl Counter<'_> {
         subject: Subject,
         calls: u64,
         dir: &std::path::Path,
-    ) -> Result<u64, BoxError> {
+    ) -> Result<count::CallgrindTotals, BoxError> {
         let out = dir.join(format!("callgrind.{}.{calls}.out", subject.name()));
         let config = self.config(subject, calls);
         let output = Command::new("valgrind")
@@ -575,6 +581,10 @@ impl Counter<'_> {
             // at start; `--collect-atstart=yes` after it turns it back on.)
             .arg("--toggle-collect=quanta::Clock::new")
             .arg("--collect-atstart=yes")
+            // The first-level caches simulated (their sizes read from the machine's): the misses
+            // say what instructions do not, how much memory a call touches that is not in the
+            // cache (about twice as slow a run, still deterministic).
+            .arg("--cache-sim=yes")
             .arg(self.exe)
             .args(["count", &serde_json::to_string(&config)?])
             .stdin(Stdio::null())
@@ -590,7 +600,7 @@ impl Counter<'_> {
             )
             .into());
         }
-        count::read_callgrind_total(&out)
+        count::read_callgrind_totals(&out)
     }
 }
 
