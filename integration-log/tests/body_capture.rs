@@ -234,3 +234,24 @@ async fn an_empty_body_is_not_captured() {
     assert!(captured.event("response").is_some());
     assert!(captured.event("response body").is_none());
 }
+
+/// Every response carries its `LogBody`s through every layer above, by value: the capture state,
+/// used only when a body is captured, is boxed, so a log layer adds one word to the body it wraps
+/// (it added ~140 bytes, copied by every layer above on every call, issue 19).
+#[test]
+fn a_log_body_adds_one_word_to_the_body_it_wraps() {
+    use integration_log::LogBody;
+    use std::mem::size_of;
+    type Inner = http_body_util::Full<Bytes>;
+    assert!(
+        size_of::<LogBody<Inner>>() <= size_of::<Inner>() + size_of::<usize>(),
+        "{} bytes over {}",
+        size_of::<LogBody<Inner>>(),
+        size_of::<Inner>()
+    );
+    assert!(
+        size_of::<LogBody<LogBody<Inner>>>() <= size_of::<Inner>() + 2 * size_of::<usize>(),
+        "the call's and the attempt's log bodies: {} bytes",
+        size_of::<LogBody<LogBody<Inner>>>()
+    );
+}
