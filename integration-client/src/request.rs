@@ -468,11 +468,7 @@ impl RequestBuilder {
         // For `Response::url` when the stack records no final URL (the transport's redirect
         // follower does): the URL sent. A clone of shared bytes.
         let sent_uri = request.uri().clone();
-        let call = async move {
-            let response = service.oneshot(request).await;
-            drop(guard);
-            response
-        };
+        let call = service.oneshot(request);
         let outcome = match built.deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline.instant(), call).await {
                 Ok(outcome) => outcome,
@@ -485,6 +481,7 @@ impl RequestBuilder {
             },
             None => call.await,
         };
+        drop(guard);
         match outcome {
             Ok(mut response) => {
                 if response.extensions().get::<RequestUri>().is_none() {
