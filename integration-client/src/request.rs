@@ -468,6 +468,10 @@ impl RequestBuilder {
         // For `Response::url` when the stack records no final URL (the transport's redirect
         // follower does): the URL sent. A clone of shared bytes.
         let sent_uri = request.uri().clone();
+        // Awaited here, not inside an inner `async` block that would also own the guard: that block
+        // was a second state machine holding the request and the service again, moved into the
+        // timeout and then into this one (~95 more L1 data misses a call, issue 19). The guard is
+        // dropped below, or on the timeout's early return.
         let call = service.oneshot(request);
         let outcome = match built.deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline.instant(), call).await {
