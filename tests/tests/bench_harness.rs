@@ -87,7 +87,7 @@ async fn the_full_stack_scenarios_complete_calls_in_memory_and_in_redis() {
     let store = || RateLimitStore::Redis {
         url: url.clone(),
         key_prefix: format!("integration-tests-bench-{:08x}", fastrand::u32(..)),
-        command_timeout: RateLimitStore::DEFAULT_COMMAND_TIMEOUT,
+        command_timeout: integration_config::DEFAULT_REDIS_COMMAND_TIMEOUT,
     };
     let redis = FullStack::new(server.addr(), &pool, store())
         .await
@@ -116,4 +116,27 @@ async fn the_full_stack_scenarios_complete_calls_in_memory_and_in_redis() {
         .downcast_ref::<integration_core::Error>()
         .unwrap_or_else(|| panic!("not a facade error: {refused}"));
     assert!(error.is_rate_limited(), "{error}");
+}
+
+/// A `REDIS_URL` may carry a password: the error of an unreachable Redis shows the URL with its
+/// userinfo redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn an_unreachable_redis_is_named_without_its_password() {
+    let pool = PoolSettings::default();
+    let store = RateLimitStore::Redis {
+        // Port 1 on loopback: nothing listens there, the connection is refused at once.
+        url: "redis://bench:hunter2@127.0.0.1:1".to_owned(),
+        key_prefix: "integration-tests-bench-unreachable".to_owned(),
+        command_timeout: integration_config::DEFAULT_REDIS_COMMAND_TIMEOUT,
+    };
+    let addr = "127.0.0.1:9".parse().unwrap();
+    let error = FullStack::new(addr, &pool, store)
+        .await
+        .expect_err("nothing listens on port 1")
+        .to_string();
+    assert!(!error.contains("hunter2"), "{error}");
+    assert!(
+        error.contains("redis://[REDACTED]:[REDACTED]@127.0.0.1:1"),
+        "{error}"
+    );
 }

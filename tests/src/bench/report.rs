@@ -350,11 +350,14 @@ impl BenchReport {
             .find(|r| r.scenario == scenario && r.reference == reference)
     }
 
-    fn instructions_of(&self, subject: Subject) -> Option<f64> {
+    fn count_of(&self, subject: Subject) -> Option<&InstructionCount> {
         self.instructions
             .iter()
             .find(|count| count.subject == subject)
-            .map(|count| count.per_call)
+    }
+
+    fn instructions_of(&self, subject: Subject) -> Option<f64> {
+        self.count_of(subject).map(|count| count.per_call)
     }
 
     /// The instruction tables: per scenario, then per layer.
@@ -379,7 +382,7 @@ impl BenchReport {
              the local fallback was counted instead), and a run during which Redis was marked \
              unavailable is refused.\n",
             super::count::COUNT_REDIS_COMMAND_TIMEOUT,
-            super::scenario::RateLimitStore::DEFAULT_COMMAND_TIMEOUT,
+            integration_config::DEFAULT_REDIS_COMMAND_TIMEOUT,
         );
         let raw = self.instructions_of(Subject::Scenario(Scenario::RawHyper));
         let peer = self.instructions_of(Subject::Scenario(Scenario::PeerStack));
@@ -398,9 +401,7 @@ impl BenchReport {
         let misses =
             |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}"));
         let data_peer = self
-            .instructions
-            .iter()
-            .find(|count| count.subject == Subject::Scenario(Scenario::PeerStack))
+            .count_of(Subject::Scenario(Scenario::PeerStack))
             .and_then(|count| count.data_misses_per_call);
         let _ = writeln!(
             out,
@@ -429,16 +430,12 @@ impl BenchReport {
         let Some(all) = self.instructions_of(Subject::Without(None)) else {
             return;
         };
-        let all_misses = self
-            .instructions
-            .iter()
-            .find(|count| count.subject == Subject::Without(None))
-            .map(|count| {
-                (
-                    count.data_misses_per_call,
-                    count.instruction_misses_per_call,
-                )
-            });
+        let all_misses = self.count_of(Subject::Without(None)).map(|count| {
+            (
+                count.data_misses_per_call,
+                count.instruction_misses_per_call,
+            )
+        });
         let _ = writeln!(
             out,
             "\n### Per layer: the stack with every layer ({all:.0} a call) minus the stack without one\n"

@@ -393,16 +393,11 @@ pub enum RateLimitStore {
         /// A prefix private to this run.
         key_prefix: String,
         /// How long one Redis command may take before Redis counts as unavailable and the limiter
-        /// decides on its local fallback: [`RateLimitStore::DEFAULT_COMMAND_TIMEOUT`] in the timed
+        /// decides on its local fallback: [`integration_config::DEFAULT_REDIS_COMMAND_TIMEOUT`] in the timed
         /// runs, as users run it; longer in a count run, where valgrind's one thread at a time
         /// makes a reply wait behind every other call in flight.
         command_timeout: Duration,
     },
-}
-
-impl RateLimitStore {
-    /// The `[redis]` section's default `command_timeout` (50 ms).
-    pub const DEFAULT_COMMAND_TIMEOUT: Duration = integration_config::DEFAULT_REDIS_COMMAND_TIMEOUT;
 }
 
 /// Scenarios 2 and 3: our full stack, built through the facade's public API from configuration,
@@ -461,7 +456,14 @@ impl FullStack {
                     .await
             }
             .await
-            .map_err(|error| format!("Redis at {url} is unreachable (set REDIS_URL): {error}"))?;
+            .map_err(|error| {
+                // The URL may carry a password: shown with its userinfo redacted.
+                let shown = url.parse::<http::Uri>().map_or_else(
+                    |_| "REDIS_URL".to_owned(),
+                    |uri| integration_core::redact::Redactor::default().redact_url(&uri),
+                );
+                format!("Redis at {shown} is unreachable (set REDIS_URL): {error}")
+            })?;
             builder = builder.redis(SharedRedis::from_manager(manager, bounds), key_prefix);
         }
         Ok(Self {

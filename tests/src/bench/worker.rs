@@ -173,7 +173,8 @@ pub fn redis_lost(metrics: &metrics_exporter_prometheus::PrometheusHandle) -> u6
 
 /// The `lost` transitions in a Prometheus text rendering (0 when the counter was never touched).
 fn parse_redis_lost(text: &str) -> u64 {
-    let name = names::REDIS_TRANSITIONS.replace('.', "_");
+    let name =
+        metrics_exporter_prometheus::formatting::sanitize_metric_name(names::REDIS_TRANSITIONS);
     text.lines()
         .filter(|line| {
             line.strip_prefix(name.as_str())
@@ -242,7 +243,7 @@ async fn run_scenario(config: &WorkerConfig) -> Result<WorkerReport, BoxError> {
             let store = RateLimitStore::Redis {
                 url: config.redis_url.clone(),
                 key_prefix: config.redis_prefix.clone(),
-                command_timeout: RateLimitStore::DEFAULT_COMMAND_TIMEOUT,
+                command_timeout: integration_config::DEFAULT_REDIS_COMMAND_TIMEOUT,
             };
             let caller = FullStack::new(addr, pool, store).await?;
             measure(config, base, caller).await
