@@ -120,9 +120,8 @@ pub struct CountConfig {
     pub pool: PoolSettings,
     /// The tracing filter of the subscriber the run installs, as every timed worker does.
     pub log_filter: String,
-    /// The Redis of `full-stack-redis`.
-    pub redis_url: String,
-    /// Its key prefix, private to this run.
+    /// The key prefix of `full-stack-redis`'s Redis (read from `REDIS_URL` in the child, never
+    /// passed on its command line, where a password would show in `ps`), private to this run.
     pub redis_prefix: String,
     /// Its command timeout ([`COUNT_REDIS_COMMAND_TIMEOUT`] unless given).
     #[serde(default = "count_redis_command_timeout")]
@@ -168,7 +167,7 @@ pub const COUNT_REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 async fn subject_calls(config: &CountConfig) -> Result<(), BoxError> {
     let (addr, pool) = (config.addr, &config.pool);
     let redis = || RateLimitStore::Redis {
-        url: config.redis_url.clone(),
+        url: integration_core::testing::redis_url(),
         key_prefix: config.redis_prefix.clone(),
         command_timeout: config.redis_command_timeout,
     };
@@ -368,6 +367,46 @@ mod tests {
             InstructionCount::new(subject, 1, plain, plain).data_misses_per_call,
             None
         );
+    }
+
+    #[test]
+    fn no_child_is_told_its_redis_url_on_the_command_line() {
+        // A child's configuration is its command-line argument, which `ps` shows and callgrind
+        // writes into its output file; `REDIS_URL` may carry a password, so every child reads it
+        // from the environment it inherits.
+        let pool = PoolSettings::default();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let count = CountConfig {
+            subject: Subject::Scenario(Scenario::FullStackRedis),
+            addr,
+            calls: 1,
+            concurrency: 1,
+            pool: pool.clone(),
+            log_filter: "info".to_owned(),
+            redis_prefix: "prefix".to_owned(),
+            redis_command_timeout: COUNT_REDIS_COMMAND_TIMEOUT,
+        };
+        let worker = crate::bench::worker::WorkerConfig {
+            scenario: Scenario::FullStackRedis,
+            addr,
+            concurrency: 1,
+            rate: 1.0,
+            warmup: Duration::ZERO,
+            duration: Duration::ZERO,
+            pool,
+            log_filter: "info".to_owned(),
+            redis_prefix: "prefix".to_owned(),
+        };
+        for json in [
+            serde_json::to_value(&count).unwrap(),
+            serde_json::to_value(&worker).unwrap(),
+        ] {
+            let fields = json.as_object().unwrap();
+            assert!(
+                fields.keys().all(|field| !field.contains("url")),
+                "{fields:?}"
+            );
+        }
     }
 
     #[test]

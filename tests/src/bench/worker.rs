@@ -33,9 +33,8 @@ pub struct WorkerConfig {
     /// The tracing filter of the subscriber every worker installs (`info`: the level of the log
     /// layer's spans, and of reqwest-tracing's).
     pub log_filter: String,
-    /// The Redis of scenario 3.
-    pub redis_url: String,
-    /// The key prefix of scenario 3, private to this run.
+    /// The key prefix of scenario 3, private to this run. Its Redis is read from `REDIS_URL` in the
+    /// worker, never passed on its command line, where a password would show in `ps`.
     pub redis_prefix: String,
 }
 
@@ -241,7 +240,7 @@ async fn run_scenario(config: &WorkerConfig) -> Result<WorkerReport, BoxError> {
         }
         Scenario::FullStackRedis => {
             let store = RateLimitStore::Redis {
-                url: config.redis_url.clone(),
+                url: integration_core::testing::redis_url(),
                 key_prefix: config.redis_prefix.clone(),
                 command_timeout: integration_config::DEFAULT_REDIS_COMMAND_TIMEOUT,
             };

@@ -279,7 +279,6 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
     let exe = std::env::current_exe()?;
     let server = ServerProcess::spawn(&exe, server_threads)?;
     let pool = PoolSettings::default();
-    let redis_url = integration_core::testing::redis_url();
     // A prefix of our own: the shared Redis is never flushed, our keys expire on their own.
     let redis_prefix = format!(
         "integration-bench-{}-{:08x}",
@@ -309,7 +308,6 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
                 duration: Duration::from_secs_f64(duration),
                 pool: pool.clone(),
                 log_filter: log_filter.clone(),
-                redis_url: redis_url.clone(),
                 redis_prefix: redis_prefix.clone(),
             };
             let report = spawn_worker(&exe, client_threads, &config)?;
@@ -340,7 +338,6 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
                 concurrency,
                 pool: pool.clone(),
                 log_filter: log_filter.clone(),
-                redis_url: redis_url.clone(),
                 redis_prefix: redis_prefix.clone(),
                 redis_command_timeout: count::COUNT_REDIS_COMMAND_TIMEOUT,
             },
