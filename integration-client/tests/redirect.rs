@@ -61,6 +61,17 @@ async fn a_cross_origin_redirect_drops_credentials() {
         );
     }
     assert_eq!(sent.headers.get("x-trace").unwrap(), "kept");
+    // Each hop names its own origin in `Host` (the transport makes the header below the redirect
+    // follower, for the authority it dials).
+    let first = &origin.received_requests().await.unwrap()[0];
+    assert_eq!(
+        first.headers.get("host").unwrap(),
+        origin.address().to_string().as_str()
+    );
+    assert_eq!(
+        sent.headers.get("host").unwrap(),
+        other.address().to_string().as_str()
+    );
 }
 
 /// `/old` answers `status` to `/new` on the same origin, and `/new` answers 200 with `body`, once.
@@ -192,4 +203,44 @@ async fn the_transport_copies_no_request_extensions() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"moved");
     assert_eq!(clones.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// Issue 19: the transport makes the `Host` header itself (hyper-util formatted it afresh on every
+/// call); one the caller set is sent as set, and the next call without one gets the origin's.
+#[tokio::test]
+async fn a_host_header_the_caller_sets_is_sent_as_set() {
+    use integration_client::transport::Transport;
+    use tower::ServiceExt;
+
+    let origin = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(2)
+        .mount(&origin)
+        .await;
+    let transport = Transport::builder().no_proxy().build().unwrap();
+    let request = |host: Option<&str>| {
+        let mut request = http::Request::get(format!("{}/x", origin.uri()));
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        request.body(integration_core::Body::empty()).unwrap()
+    };
+    let response = transport
+        .clone()
+        .oneshot(request(Some("virtual.example.test")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = transport.oneshot(request(None)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let received = origin.received_requests().await.unwrap();
+    assert_eq!(
+        received[0].headers.get("host").unwrap(),
+        "virtual.example.test"
+    );
+    assert_eq!(
+        received[1].headers.get("host").unwrap(),
+        origin.address().to_string().as_str()
+    );
 }
