@@ -190,6 +190,8 @@ pub struct SpanRecord {
     /// Each field's value: strings as they are, anything else in its `Debug` form (which is its
     /// `Display` form for a `%value`).
     pub fields: BTreeMap<String, String>,
+    /// How many times the span was entered (a layer's cost per call counts them).
+    pub enters: u64,
 }
 
 impl SpanRecord {
@@ -477,8 +479,20 @@ where
             level: *attrs.metadata().level(),
             parent: parent.map(|p| p.id),
             fields,
+            enters: 0,
         });
         span.extensions_mut().insert(owner);
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let Some(owner) = span.extensions().get::<Owner>().cloned() else {
+            return;
+        };
+        let mut spans = lock(&owner.captured.inner.spans);
+        if let Some(span) = spans.iter_mut().find(|s| s.id == owner.id) {
+            span.enters += 1;
+        }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
