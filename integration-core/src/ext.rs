@@ -144,7 +144,24 @@ impl Deadline {
     /// A timeout too long to be represented (`Duration::MAX`, to mean "no deadline") is read as
     /// about 30 years, as tokio's own `sleep` does, instead of overflowing.
     pub fn after(timeout: Duration) -> Self {
-        Self(instant_after(Instant::now(), timeout))
+        Self::after_from(Instant::now(), timeout)
+    }
+
+    /// A deadline `timeout` after `now`, read as [`after`](Deadline::after) reads it: for a layer
+    /// that has read the clock already.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use integration_core::ext::Deadline;
+    /// use tokio::time::Instant;
+    ///
+    /// let now = Instant::now();
+    /// let deadline = Deadline::after_from(now, Duration::from_secs(5));
+    /// assert_eq!(deadline.instant() - now, Duration::from_secs(5));
+    /// assert!(Deadline::after_from(now, Duration::MAX).instant() > now);
+    /// ```
+    pub fn after_from(now: Instant, timeout: Duration) -> Self {
+        Self(instant_after(now, timeout))
     }
 
     /// The instant.

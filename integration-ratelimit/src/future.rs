@@ -201,10 +201,10 @@ where
         if matches!(state, State::Acquire) {
             // Ask the store now: the memory store decides at once, and a permit granted without a
             // wait is sent from here through `service`, which `poll_ready` reserved.
-            state = acquire(&mut limit);
+            state = acquire(&mut limit, now);
         }
         if matches!(state, State::Ready) {
-            let inner = send(&mut limit, service, request);
+            let inner = send(&mut limit, service, request, now);
             return Self {
                 state: State::Called,
                 inner: Some(inner),
@@ -225,9 +225,12 @@ where
     }
 }
 
-/// Asks the store for a permit: the state after its decision, or while it decides.
-fn acquire<R>(limit: &mut Limit) -> State<R> {
-    let max_wait = limit.wait_until.saturating_duration_since(Instant::now());
+/// Asks the store for a permit at `now`: the state after its decision, or while it decides.
+///
+/// `now` and `send`'s are the instant `limited` read when a call goes through at once: three
+/// clock reads a call were one (issue 19).
+fn acquire<R>(limit: &mut Limit, now: Instant) -> State<R> {
+    let max_wait = limit.wait_until.saturating_duration_since(now);
     match limit
         .limiter
         .start(&limit.key, limit.policy.clone(), max_wait)
@@ -242,18 +245,19 @@ fn acquire<R>(limit: &mut Limit) -> State<R> {
     }
 }
 
-/// Sends the request through a ready `service`, with its permit: the wait is recorded, and the call
-/// counted in flight from now.
+/// Sends the request through a ready `service` at `now`, with its permit: the wait is recorded, and
+/// the call counted in flight from now.
 fn send<S: Service<Request<B>>, B>(
     limit: &mut Limit,
     service: &mut S,
     request: Request<B>,
+    now: Instant,
 ) -> S::Future {
     if !limit.waited.is_zero() {
         metrics::histogram!(names::THROTTLE_WAIT, names::INTEGRATION => limit.label.clone())
             .record(limit.waited.as_secs_f64());
     }
-    limit.sent = Some(Instant::now());
+    limit.sent = Some(now);
     limit.in_flight = limit.flight.as_ref().map(Flight::sent);
     service.call(request)
 }
@@ -358,9 +362,10 @@ where
                         }
                     }
                 }
-                State::Acquire => {
-                    acquire(this.limit.as_mut().expect("a limited call has its limit"))
-                }
+                State::Acquire => acquire(
+                    this.limit.as_mut().expect("a limited call has its limit"),
+                    Instant::now(),
+                ),
                 State::Acquiring { future } => {
                     let decision = ready!(future.as_mut().poll(cx));
                     let limit = this.limit.as_mut().expect("a limited call has its limit");
@@ -406,7 +411,8 @@ where
                         request,
                     } = *this.unsent.take().expect("checked above");
                     let limit = this.limit.as_mut().expect("a limited call has its limit");
-                    this.inner.set(Some(send(limit, &mut service, request)));
+                    this.inner
+                        .set(Some(send(limit, &mut service, request, Instant::now())));
                     State::Called
                 }
                 State::Called => {

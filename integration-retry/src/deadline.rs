@@ -10,6 +10,7 @@ use http::Request;
 use integration_core::BoxError;
 use integration_core::ext::Deadline;
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -124,8 +125,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let deadline = Deadline::after(self.timeout).tighten(&mut request);
-        if deadline.is_expired() {
+        // One clock read for the deadline and the check (issue 19).
+        let now = Instant::now();
+        let deadline = Deadline::after_from(now, self.timeout).tighten(&mut request);
+        if deadline.instant() <= now {
             return DeadlineFuture {
                 inner: Timed::expired(Expiry::Deadline),
             };
