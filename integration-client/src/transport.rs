@@ -189,19 +189,27 @@ struct PoolInner {
     proxy: Option<Arc<Matcher>>,
     /// Whether ALPN may choose HTTP/2 on an `https` connection.
     http2: bool,
-    /// The `Host` header of the last authority an HTTP/1 request went to.
+    /// The `Host` headers of the authorities HTTP/1 requests went to.
     hosts: HostCache,
 }
 
-/// The `Host` header of the last authority (and scheme) an HTTP/1 request went to.
+/// The `Host` headers of the last authorities (and schemes) HTTP/1 requests went to.
 ///
 /// hyper-util gives an HTTP/1 request without a `Host` header one, formatted afresh on every call
 /// (`format!` of the host and port, then a header value parsed and allocated: about 2,300
-/// instructions a call, issue 19). A stack calls one upstream: the value is made once and cloned
-/// (a reference count) on the next calls. The lock is only tried: a busy cache is passed by, and
-/// hyper-util makes the header as before.
+/// instructions a call, issue 19). A value is made once per authority and cloned (a reference
+/// count) on the next calls. The integrations of a client with the same connection settings share
+/// one transport, and so this cache: it keeps [`HostCache::CAPACITY`] authorities, the oldest
+/// replaced. The lock is only tried: a busy cache is passed by, and the value made as before.
 #[derive(Default)]
-struct HostCache(Mutex<Option<CachedHost>>);
+struct HostCache(Mutex<HostEntries>);
+
+#[derive(Default)]
+struct HostEntries {
+    entries: Vec<CachedHost>,
+    /// The entry the next new authority replaces once the cache is full.
+    next: usize,
+}
 
 struct CachedHost {
     secure: bool,
@@ -210,24 +218,34 @@ struct CachedHost {
 }
 
 impl HostCache {
+    /// More authorities than the integrations that commonly share a transport.
+    const CAPACITY: usize = 16;
+
     fn value(&self, uri: &http::Uri) -> Option<HeaderValue> {
         let authority = uri.authority()?;
         let secure = is_secure(uri);
-        if let Ok(cached) = self.0.try_lock()
-            && let Some(cached) = &*cached
-            // Byte for byte: the header keeps the case the request was sent with.
-            && cached.authority.as_str() == authority.as_str()
-            && cached.secure == secure
+        if let Ok(cache) = self.0.try_lock()
+            && let Some(cached) = cache.entries.iter().find(|cached| {
+                // Byte for byte: the header keeps the case the request was sent with.
+                cached.authority.as_str() == authority.as_str() && cached.secure == secure
+            })
         {
             return Some(cached.value.clone());
         }
         let value = host_header(authority, secure)?;
-        if let Ok(mut cached) = self.0.try_lock() {
-            *cached = Some(CachedHost {
+        if let Ok(mut cache) = self.0.try_lock() {
+            let entry = CachedHost {
                 secure,
                 authority: authority.clone(),
                 value: value.clone(),
-            });
+            };
+            if cache.entries.len() < Self::CAPACITY {
+                cache.entries.push(entry);
+            } else {
+                let next = cache.next;
+                cache.entries[next] = entry;
+                cache.next = (next + 1) % Self::CAPACITY;
+            }
         }
         Some(value)
     }
@@ -888,6 +906,18 @@ mod tests {
             }
         }
         assert_eq!(hosts.value(&"/relative".parse().unwrap()), None);
+        // Past its capacity the oldest authorities are replaced, and every value stays right.
+        for round in 0..3 {
+            for port in 1..=2 * HostCache::CAPACITY {
+                let uri: http::Uri = format!("http://h.example:{port}/").parse().unwrap();
+                assert_eq!(
+                    hosts.value(&uri).unwrap(),
+                    format!("h.example:{port}").as_str(),
+                    "round {round}"
+                );
+            }
+        }
+        assert_eq!(hosts.0.lock().unwrap().entries.len(), HostCache::CAPACITY);
     }
 
     /// Issue 19: the response future and the response body are moved by every layer above the
