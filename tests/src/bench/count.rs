@@ -289,6 +289,17 @@ pub struct InstructionCount {
     /// First-level instruction cache misses per call, differenced alike.
     #[serde(default)]
     pub instruction_misses_per_call: Option<f64>,
+    /// How many times the subject was counted (each an N and a 2N run); the figures above are
+    /// those of the run with the median instructions per call.
+    #[serde(default = "one_run")]
+    pub runs: usize,
+    /// The lowest and highest instructions per call of those runs.
+    #[serde(default)]
+    pub per_call_range: Option<(f64, f64)>,
+}
+
+fn one_run() -> usize {
+    1
 }
 
 impl InstructionCount {
@@ -304,7 +315,25 @@ impl InstructionCount {
             per_call: per_call(calls, n.instructions, twice.instructions),
             data_misses_per_call: misses(n.data_misses, twice.data_misses),
             instruction_misses_per_call: misses(n.instruction_misses, twice.instruction_misses),
+            runs: 1,
+            per_call_range: None,
         }
+    }
+
+    /// The run with the median instructions per call among `runs` of one subject (the lower of the
+    /// two middle ones for an even number), its misses kept with it, and the runs' range: separate
+    /// runs of one subject differ by about a thousand instructions a call (the runtime's timer and
+    /// scheduling work depends on how fast valgrind runs it), as much as a small layer costs.
+    /// `None` for no run.
+    pub fn median(mut runs: Vec<InstructionCount>) -> Option<InstructionCount> {
+        runs.sort_by(|a, b| a.per_call.total_cmp(&b.per_call));
+        let low = runs.first()?.per_call;
+        let high = runs.last()?.per_call;
+        let count = runs.len();
+        let mut median = runs.swap_remove((count - 1) / 2);
+        median.runs = count;
+        median.per_call_range = Some((low, high));
+        Some(median)
     }
 }
 
@@ -407,6 +436,40 @@ mod tests {
                 "{fields:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_median_run_is_kept_with_its_misses_and_the_range() {
+        let run = |per_call: u64, misses: u64| {
+            let totals = |calls: u64| CallgrindTotals {
+                instructions: 1_000_000 + calls * per_call,
+                data_misses: Some(calls * misses),
+                instruction_misses: None,
+            };
+            InstructionCount::new(
+                Subject::Scenario(Scenario::FullStack),
+                100,
+                totals(100),
+                totals(200),
+            )
+        };
+        let median =
+            InstructionCount::median(vec![run(66_500, 9), run(65_400, 7), run(66_100, 8)]).unwrap();
+        assert_eq!(median.per_call, 66_100.0);
+        assert_eq!(median.data_misses_per_call, Some(8.0));
+        assert_eq!(median.runs, 3);
+        assert_eq!(median.per_call_range, Some((65_400.0, 66_500.0)));
+        // Even: the lower middle one.
+        let even = InstructionCount::median(vec![run(3, 1), run(1, 1), run(4, 1), run(2, 1)]);
+        assert_eq!(even.unwrap().per_call, 2.0);
+        assert_eq!(InstructionCount::median(Vec::new()), None);
+        // A report written before the field existed reads as one run.
+        let mut json = serde_json::to_value(run(1, 1)).unwrap();
+        let object = json.as_object_mut().unwrap();
+        object.remove("runs");
+        object.remove("per_call_range");
+        let old: InstructionCount = serde_json::from_value(json).unwrap();
+        assert_eq!((old.runs, old.per_call_range), (1, None));
     }
 
     #[test]

@@ -376,11 +376,15 @@ impl BenchReport {
             "Each run installs the same subscriber and recorder as the timed workers and drains the \
              recorder's histograms once after its calls (the upkeep a worker runs every 5 s); \
              quanta's one-time clock calibration, which spins on the wall clock, is not counted. \
-             Separate runs of one subject still differ by about 1k instructions a call. The Redis \
+             Separate runs of one subject differ by about 1k instructions a call (the runtime's \
+             timer and scheduling work depends on how fast valgrind runs it): each subject is \
+             counted {} time(s) and the run with the median instructions is shown, with the \
+             runs' range, and a layer's cost below is a difference of medians. The Redis \
              scenario's runs give Redis commands {:?} instead of {:?} (under valgrind a reply \
              waits behind every other call in flight, and the default marked Redis unavailable: \
              the local fallback was counted instead), and a run during which Redis was marked \
              unavailable is refused.\n",
+            first.runs,
             super::count::COUNT_REDIS_COMMAND_TIMEOUT,
             integration_config::DEFAULT_REDIS_COMMAND_TIMEOUT,
         );
@@ -405,19 +409,26 @@ impl BenchReport {
             .and_then(|count| count.data_misses_per_call);
         let _ = writeln!(
             out,
-            "| subject | what it runs | instructions/call | vs raw (1) | vs peer (4) | L1d misses/call | L1d vs peer (4) | L1i misses/call |"
+            "| subject | what it runs | instructions/call | runs' range | vs raw (1) | vs peer (4) | L1d misses/call | L1d vs peer (4) | L1i misses/call |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        let range = |count: &InstructionCount| {
+            count.per_call_range.map_or_else(
+                || "n/a".to_owned(),
+                |(low, high)| format!("{low:.0}–{high:.0}"),
+            )
+        };
         for count in &self.instructions {
             if matches!(count.subject, Subject::Without(Some(_))) {
                 continue;
             }
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
                 count.subject,
                 count.description,
                 count.per_call,
+                range(count),
                 ratio(count.per_call, raw),
                 ratio(count.per_call, peer),
                 misses(count.data_misses_per_call),
@@ -442,9 +453,9 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "| layer left out | instructions/call without it | the layer's cost | share of the stack | the layer's L1d misses | the layer's L1i misses |"
+            "| layer left out | instructions/call without it | runs' range | the layer's cost | share of the stack | the layer's L1d misses | the layer's L1i misses |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
         let added = |with: Option<f64>, without: Option<f64>| match (with, without) {
             (Some(with), Some(without)) => format!("{:+.0}", with - without),
             _ => "n/a".to_owned(),
@@ -455,8 +466,9 @@ impl BenchReport {
                 let cost = all - count.per_call;
                 let _ = writeln!(
                     out,
-                    "| {layer} | {:.0} | {cost:+.0} | {:.1} % | {} | {} |",
+                    "| {layer} | {:.0} | {} | {cost:+.0} | {:.1} % | {} | {} |",
                     count.per_call,
+                    range(count),
                     100.0 * cost / all,
                     added(data_all, count.data_misses_per_call),
                     added(instruction_all, count.instruction_misses_per_call),
@@ -876,7 +888,13 @@ mod tests {
         report.instructions = vec![
             count(Subject::Scenario(Scenario::RawHyper), 20_000),
             count(Subject::Scenario(Scenario::PeerStack), 80_000),
-            count(Subject::Scenario(Scenario::FullStack), 60_000),
+            // Counted three times: the median run, and the range.
+            InstructionCount::median(vec![
+                count(Subject::Scenario(Scenario::FullStack), 61_500),
+                count(Subject::Scenario(Scenario::FullStack), 60_000),
+                count(Subject::Scenario(Scenario::FullStack), 59_000),
+            ])
+            .unwrap(),
             count(Subject::Without(None), 62_000),
             count(Subject::Without(Some(StackLayer::Log)), 50_000),
         ];
@@ -888,13 +906,13 @@ mod tests {
         // The full stack against the raw client and the peer: 60k / 20k, 60k / 80k.
         assert!(
             markdown.contains(
-                "| full-stack | our full stack, rate limit in memory | 60000 | 3.00× | 0.75× | 600 | 0.75× | 1200 |"
+                "| full-stack | our full stack, rate limit in memory | 60000 | 59000–61500 | 3.00× | 0.75× | 600 | 0.75× | 1200 |"
             ),
             "{markdown}"
         );
         // The log layer's cost: 62k with it, 50k without; 620 data misses against 500.
         assert!(
-            markdown.contains("| log | 50000 | +12000 | 19.4 % | +120 | +240 |"),
+            markdown.contains("| log | 50000 | n/a | +12000 | 19.4 % | +120 | +240 |"),
             "{markdown}"
         );
         let back: BenchReport =

@@ -62,6 +62,7 @@ Options:
                         cache simulation; the difference over N is a call's count, and its
                         first-level cache misses [2000; 0: none; --smoke: N calls each, without
                         valgrind]. With --rounds 0, only the counts run
+  --count-runs R        count each subject R times and report the median, with the range [3]
   --callgrind-dir DIR   keep callgrind's output files there (for callgrind_annotate)
 
 Environment:
@@ -267,6 +268,7 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
     // `info` by default: the level of our log layer's spans and of reqwest-tracing's.
     let log_filter = take_value(&mut args, "--log-filter")?.unwrap_or_else(|| "info".to_owned());
     let instructions = take_parsed(&mut args, "--instructions", if smoke { 5 } else { 2000 })?;
+    let count_runs = take_parsed(&mut args, "--count-runs", 3usize)?.max(1);
     let callgrind_dir = take_value(&mut args, "--callgrind-dir")?.map(PathBuf::from);
     if !args.is_empty() {
         return Err(format!("unknown arguments: {}", args.join(" ")).into());
@@ -342,6 +344,7 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
                 redis_command_timeout: count::COUNT_REDIS_COMMAND_TIMEOUT,
             },
             dir: callgrind_dir.as_deref(),
+            runs: count_runs,
         };
         let mut subjects: Vec<Subject> = scenarios.iter().copied().map(Subject::Scenario).collect();
         if scenarios.contains(&Scenario::FullStack) {
@@ -487,6 +490,8 @@ struct Counter<'a> {
     base: CountConfig,
     /// Where to keep callgrind's files (a temporary directory, removed, when `None`).
     dir: Option<&'a std::path::Path>,
+    /// How many times each subject is counted (the median is reported).
+    runs: usize,
 }
 
 impl Counter<'_> {
@@ -538,21 +543,26 @@ impl Counter<'_> {
         let n = self.base.calls;
         let mut counts = Vec::new();
         for &subject in subjects {
-            let once = self.callgrind(subject, n, &dir)?;
-            let twice = self.callgrind(subject, 2 * n, &dir)?;
-            let count = InstructionCount::new(subject, n, once, twice);
-            eprintln!(
-                "bench: instructions {:<34} {:>9.0} per call ({n} calls: {}, {}: {}); \
-                 L1 misses per call: data {:.0}, instructions {:.0}",
-                subject.name(),
-                count.per_call,
-                once.instructions,
-                2 * n,
-                twice.instructions,
-                count.data_misses_per_call.unwrap_or(f64::NAN),
-                count.instruction_misses_per_call.unwrap_or(f64::NAN),
-            );
-            counts.push(count);
+            let mut runs = Vec::new();
+            for run in 1..=self.runs {
+                let once = self.callgrind(subject, n, &dir)?;
+                let twice = self.callgrind(subject, 2 * n, &dir)?;
+                let count = InstructionCount::new(subject, n, once, twice);
+                eprintln!(
+                    "bench: instructions {:<34} run {run}/{} {:>9.0} per call ({n} calls: {}, \
+                     {}: {}); L1 misses per call: data {:.0}, instructions {:.0}",
+                    subject.name(),
+                    self.runs,
+                    count.per_call,
+                    once.instructions,
+                    2 * n,
+                    twice.instructions,
+                    count.data_misses_per_call.unwrap_or(f64::NAN),
+                    count.instruction_misses_per_call.unwrap_or(f64::NAN),
+                );
+                runs.push(count);
+            }
+            counts.extend(InstructionCount::median(runs));
         }
         if self.dir.is_none() {
             std::fs::remove_dir_all(&dir)?;
