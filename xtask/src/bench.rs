@@ -48,6 +48,7 @@ const SPEC: Spec = Spec {
         "--scenarios",
         "--log-filter",
         "--instructions",
+        "--count-runs",
         "--callgrind-dir",
     ],
     smoke_values: &[],

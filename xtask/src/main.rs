@@ -40,7 +40,8 @@ Commands:
             a server down at its default loopback address is started if installed
   bench     the benchmark (release, by hand): writes BENCHMARKS.md and benchmarks.json;
             arguments are passed on to it (--rounds N, --duration SECS, --scenarios a,b,
-            --instructions N: calls counted under valgrind's callgrind, 0 for none)
+            --instructions N: calls counted under valgrind's callgrind, 0 for none,
+            --count-runs R: each subject counted R times, the median reported)
   bench --smoke
             every scenario for a fraction of a second, no file written (a ci step)
   chaos     the chaos suite (release, by hand): the facade against a fault upstream and

@@ -63,7 +63,7 @@ Options:
                         first-level cache misses [2000; 0: none; --smoke: N calls each, without
                         valgrind]. With --rounds 0, only the counts run
   --count-runs R        count each subject R times and report the median, with the range [3]
-  --callgrind-dir DIR   keep callgrind's output files there (for callgrind_annotate)
+  --callgrind-dir DIR   keep callgrind's output files there, one per run (for callgrind_annotate)
 
 Environment:
   REDIS_URL             the Redis of scenario 3 [redis://127.0.0.1:6379]
@@ -545,8 +545,8 @@ impl Counter<'_> {
         for &subject in subjects {
             let mut runs = Vec::new();
             for run in 1..=self.runs {
-                let once = self.callgrind(subject, n, &dir)?;
-                let twice = self.callgrind(subject, 2 * n, &dir)?;
+                let once = self.callgrind(subject, n, run, &dir)?;
+                let twice = self.callgrind(subject, 2 * n, run, &dir)?;
                 let count = InstructionCount::new(subject, n, once, twice);
                 eprintln!(
                     "bench: instructions {:<34} run {run}/{} {:>9.0} per call ({n} calls: {}, \
@@ -574,9 +574,11 @@ impl Counter<'_> {
         &self,
         subject: Subject,
         calls: u64,
+        run: usize,
         dir: &std::path::Path,
     ) -> Result<count::CallgrindTotals, BoxError> {
-        let out = dir.join(format!("callgrind.{}.{calls}.out", subject.name()));
+        // One file per run: the median run's files are among those kept by `--callgrind-dir`.
+        let out = dir.join(format!("callgrind.{}.{calls}.run{run}.out", subject.name()));
         let config = self.config(subject, calls);
         let output = Command::new("valgrind")
             .arg("--tool=callgrind")
