@@ -212,7 +212,8 @@ struct HostEntries {
 }
 
 struct CachedHost {
-    secure: bool,
+    /// The scheme's default port, which the value leaves out.
+    default_port: Option<u16>,
     authority: http::uri::Authority,
     value: HeaderValue,
 }
@@ -223,19 +224,20 @@ impl HostCache {
 
     fn value(&self, uri: &http::Uri) -> Option<HeaderValue> {
         let authority = uri.authority()?;
-        let secure = is_secure(uri);
+        let default_port = crate::redirect::default_port(uri.scheme_str());
         if let Ok(cache) = self.0.try_lock()
             && let Some(cached) = cache.entries.iter().find(|cached| {
                 // Byte for byte: the header keeps the case the request was sent with.
-                cached.authority.as_str() == authority.as_str() && cached.secure == secure
+                cached.authority.as_str() == authority.as_str()
+                    && cached.default_port == default_port
             })
         {
             return Some(cached.value.clone());
         }
-        let value = host_header(authority, secure)?;
+        let value = host_header(authority, default_port)?;
         if let Ok(mut cache) = self.0.try_lock() {
             let entry = CachedHost {
-                secure,
+                default_port,
                 authority: authority.clone(),
                 value: value.clone(),
             };
@@ -251,20 +253,14 @@ impl HostCache {
     }
 }
 
-/// Whether `uri`'s default port is 443: hyper-util's test for the `Host` header.
-fn is_secure(uri: &http::Uri) -> bool {
-    matches!(uri.scheme_str(), Some("https" | "wss"))
-}
-
 /// The `Host` header hyper-util would write for `authority`: the host, then the port unless it is
 /// the scheme's default, never the user information.
-fn host_header(authority: &http::uri::Authority, secure: bool) -> Option<HeaderValue> {
+fn host_header(authority: &http::uri::Authority, default_port: Option<u16>) -> Option<HeaderValue> {
     let host = authority.host();
-    let port = match (authority.port_u16(), secure) {
-        (Some(443), true) | (Some(80), false) => None,
-        _ => authority.port(),
-    };
-    match port {
+    match authority
+        .port()
+        .filter(|port| Some(port.as_u16()) != default_port)
+    {
         Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
         None => HeaderValue::from_str(host),
     }

@@ -116,6 +116,13 @@ async fn serve(config: Arc<rustls::ServerConfig>) -> SocketAddr {
                                 )
                                 .body(Full::new(Bytes::new()))
                                 .unwrap(),
+                            // The `Host` header as received, `none` without one.
+                            "/host" => Response::new(Full::new(Bytes::from(
+                                request.headers().get("host").map_or_else(
+                                    || "none".to_owned(),
+                                    |host| String::from_utf8_lossy(host.as_bytes()).into_owned(),
+                                ),
+                            ))),
                             _ => Response::new(Full::new(Bytes::from(format!(
                                 "{:?}",
                                 request.version()
@@ -193,6 +200,44 @@ async fn a_configured_ca_is_trusted_and_http2_is_negotiated() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), http::Version::HTTP_2);
     assert_eq!(response.text().await.unwrap(), "HTTP/2.0");
+}
+
+/// Issue 19: the transport makes the `Host` header itself only where the connection is HTTP/1 for
+/// certain. Over HTTP/2 the authority travels as `:authority` and no `Host` is sent (h2 does not
+/// strip one); over HTTP/1.1 chosen by ALPN hyper-util writes it; with HTTP/2 off, the transport.
+#[tokio::test]
+async fn host_is_sent_over_http1_and_not_over_http2() {
+    let ca = Ca::new("test CA");
+    let expected = |addr: SocketAddr| format!("127.0.0.1:{}", addr.port());
+    let host = |client: Client| async move {
+        let response = client
+            .api("tls")
+            .unwrap()
+            .get("/host")
+            .send()
+            .await
+            .unwrap();
+        (response.version(), response.text().await.unwrap())
+    };
+    let transport = || {
+        Transport::builder()
+            .add_root_certificates_pem(ca.pem.as_bytes())
+            .unwrap()
+    };
+    let h2 = serve(server_config(&ca, None, true)).await;
+    assert_eq!(
+        host(client_for(h2, transport())).await,
+        (http::Version::HTTP_2, "none".to_owned())
+    );
+    assert_eq!(
+        host(client_for(h2, transport().http2(false))).await,
+        (http::Version::HTTP_11, expected(h2))
+    );
+    let h1 = serve(server_config(&ca, None, false)).await;
+    assert_eq!(
+        host(client_for(h1, transport())).await,
+        (http::Version::HTTP_11, expected(h1))
+    );
 }
 
 #[tokio::test]
