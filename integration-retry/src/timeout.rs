@@ -156,9 +156,11 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let attempt_end = instant_after(Instant::now(), self.timeout);
+        // One clock read for the attempt's end and the deadline's check (issue 19).
+        let now = Instant::now();
+        let attempt_end = instant_after(now, self.timeout);
         let inner = match Deadline::of(&request) {
-            Some(deadline) if deadline.is_expired() => Timed::expired(Expiry::Deadline),
+            Some(deadline) if deadline.instant() <= now => Timed::expired(Expiry::Deadline),
             Some(deadline) if deadline.instant() < attempt_end => Timed::running(
                 self.inner.call(request),
                 deadline.instant(),
