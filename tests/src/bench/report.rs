@@ -104,6 +104,14 @@ pub struct Summary {
     pub p50_us: f64,
     /// Median of the rounds' p99 latency, microseconds.
     pub p99_us: f64,
+    /// Lowest and highest of the rounds' p99 latency, microseconds: the noise.
+    #[serde(default)]
+    pub p99_us_range: (f64, f64),
+    /// The p99 added over the raw client's (scenario 1), microseconds: in each round, this
+    /// scenario's p99 minus the raw client's of the same round, and the median of those
+    /// differences. `None` without the raw client, or without a round that ran both.
+    #[serde(default)]
+    pub p99_added_vs_raw_us: Option<f64>,
     /// Median of the rounds' p99.9 latency, microseconds.
     pub p999_us: f64,
     /// Median peak resident set of the worker process, KiB.
@@ -163,15 +171,12 @@ pub fn summarize(reports: &[WorkerReport]) -> Vec<Summary> {
                 rounds: runs.len(),
                 throughput_per_s: med(|r| r.throughput.per_second),
                 cpu_us_per_call: med(|r| r.throughput.cpu_us_per_call),
-                cpu_us_per_call_range: runs
-                    .iter()
-                    .map(|r| r.throughput.cpu_us_per_call)
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), v| {
-                        (low.min(v), high.max(v))
-                    }),
+                cpu_us_per_call_range: range(runs.iter().map(|r| r.throughput.cpu_us_per_call)),
                 cpu_us_per_call_at_rate: med(|r| r.latency.cpu_us_per_call),
                 p50_us: med(|r| r.latency.p50_us),
                 p99_us: med(|r| r.latency.p99_us),
+                p99_us_range: range(runs.iter().map(|r| r.latency.p99_us)),
+                p99_added_vs_raw_us: p99_added_vs_raw(reports, &runs),
                 p999_us: med(|r| r.latency.p999_us),
                 peak_rss_kib: med(|r| r.peak_rss_kib as f64) as u64,
                 rss_baseline_kib: med(|r| r.rss_baseline_kib as f64) as u64,
@@ -180,6 +185,32 @@ pub fn summarize(reports: &[WorkerReport]) -> Vec<Summary> {
             }
         })
         .collect()
+}
+
+/// The lowest and the highest of `values`.
+fn range(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
+    values
+        .into_iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), v| {
+            (low.min(v), high.max(v))
+        })
+}
+
+/// The median, over the rounds that ran both, of `runs`' p99 minus the raw client's p99 of the
+/// same round. Paired by round because the machine's noise moves every scenario of a round
+/// together: a round whose p99 is 1 ms for the raw client is a slow round for all, and the median
+/// of each scenario's p99 taken apart can pair a quiet round of one with a slow round of the other.
+fn p99_added_vs_raw(reports: &[WorkerReport], runs: &[&WorkerReport]) -> Option<f64> {
+    let differences: Vec<f64> = runs
+        .iter()
+        .filter_map(|run| {
+            reports
+                .iter()
+                .find(|r| r.scenario == Scenario::RawHyper && r.round == run.round)
+                .map(|raw| run.latency.p99_us - raw.latency.p99_us)
+        })
+        .collect();
+    (!differences.is_empty()).then(|| median(differences))
 }
 
 /// One scenario's figures divided by a reference scenario's.
@@ -569,19 +600,27 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "| # | scenario | p50 µs | p99 µs | p99.9 µs | p99 vs raw (1) | p99 vs peer (4) | peak RSS MiB | RSS before client MiB |"
+            "| # | scenario | p50 µs | p99 µs | rounds' p99 range | p99 added vs raw (1), µs, paired by round | p99.9 µs | p99 vs raw (1) | p99 vs peer (4) | peak RSS MiB | RSS before client MiB |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for summary in &self.summaries {
             let raw = self.ratio(summary.scenario, Scenario::RawHyper);
             let peer = self.ratio(summary.scenario, Scenario::PeerStack);
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} | {:.1} |",
+                "| {} | {} | {:.0} | {:.0} | {:.0}–{:.0} | {} | {:.0} | {} | {} | {:.1} | {:.1} |",
                 summary.scenario.number(),
                 summary.description,
                 summary.p50_us,
                 summary.p99_us,
+                summary.p99_us_range.0,
+                summary.p99_us_range.1,
+                summary
+                    .p99_added_vs_raw_us
+                    .map_or_else(|| "n/a".to_owned(), |us| format!("{us:+.0}")),
                 summary.p999_us,
                 x(raw.map(|r| r.p99)),
                 x(peer.map(|r| r.p99)),
@@ -689,7 +728,7 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "- Latency: calls are due on a fixed schedule and sent by a pacing thread; each latency runs from the due time to the end of the body, so a stall is charged to every call due during it (no coordinated omission). Percentiles from an HdrHistogram (3 significant digits)."
+            "- Latency: calls are due on a fixed schedule and sent by a pacing thread; each latency runs from the due time to the end of the body, so a stall is charged to every call due during it (no coordinated omission). Percentiles from an HdrHistogram (3 significant digits). A round's p99 moves with the machine (the client, the server and the pacing thread share its cores): the range across rounds shows how much, and the p99 added over the raw client is taken round by round (this scenario's p99 minus the raw client's in the same round, whose workers ran back to back) and the median of those differences given, which a slow round moves far less than the difference of the two medians."
         );
         if !self.instructions.is_empty() {
             let _ = writeln!(
@@ -738,6 +777,7 @@ mod tests {
             peak_rss_kib: 2000,
             first_error: None,
             redis_lost: 0,
+            round: 0,
         }
     }
 
@@ -818,6 +858,62 @@ mod tests {
                 .to_markdown()
                 .contains("**Scenario 3 lost Redis 2 time(s)**")
         );
+    }
+
+    /// Issue 19: the p99 target is a difference to the raw client's, and a round's p99 moves with
+    /// the machine (the raw client's own ranged from 178 to 1,166 µs in one run). The added p99 is
+    /// taken round by round: here the full stack adds 20 µs in every round, which the paired
+    /// median says, while the difference of the two medians says 800 (a slow round of one paired
+    /// with a quiet round of the other).
+    #[test]
+    fn the_added_p99_is_the_median_of_each_rounds_difference() {
+        let round = |round, scenario, p99| WorkerReport {
+            round,
+            ..report(scenario, 100.0, 10.0, p99)
+        };
+        let reports = vec![
+            round(0, Scenario::RawHyper, 200.0),
+            round(0, Scenario::FullStack, 220.0),
+            round(1, Scenario::FullStack, 1_020.0),
+            round(1, Scenario::RawHyper, 1_000.0),
+            round(2, Scenario::RawHyper, 180.0),
+            round(2, Scenario::FullStack, 200.0),
+            round(3, Scenario::FullStack, 1_220.0),
+            round(3, Scenario::RawHyper, 1_200.0),
+            // A round without the raw client adds nothing to the pairs.
+            round(4, Scenario::FullStack, 5_000.0),
+        ];
+        let summaries = summarize(&reports);
+        let full = summaries
+            .iter()
+            .find(|s| s.scenario == Scenario::FullStack)
+            .unwrap();
+        let raw = summaries
+            .iter()
+            .find(|s| s.scenario == Scenario::RawHyper)
+            .unwrap();
+        assert_eq!(full.p99_added_vs_raw_us, Some(20.0));
+        assert_eq!(raw.p99_added_vs_raw_us, Some(0.0));
+        assert_eq!(full.p99_us - raw.p99_us, 1_020.0 - 600.0);
+        assert_eq!(full.p99_us_range, (200.0, 5_000.0));
+        // Without the raw client there is nothing to pair with.
+        let alone = summarize(&reports[1..2]);
+        assert_eq!(alone[0].p99_added_vs_raw_us, None);
+
+        let report = BenchReport::new(
+            "Wed, 25 Nov 2026 12:00:00 GMT".into(),
+            "cargo xtask bench".into(),
+            settings(5),
+            reports,
+            Vec::new(),
+            Vec::new(),
+        );
+        let markdown = report.to_markdown();
+        let row = markdown
+            .lines()
+            .find(|line| line.starts_with("| 2 |") && line.contains("| 200–5000 |"))
+            .unwrap_or_else(|| panic!("no latency row for scenario 2 in:\n{markdown}"));
+        assert!(row.contains("| +20 |"), "{row}");
     }
 
     #[test]

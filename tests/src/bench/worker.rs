@@ -127,6 +127,10 @@ pub struct WorkerReport {
     /// Redis limiter decided on its local fallback, and the run measured that path in part.
     #[serde(default)]
     pub redis_lost: u64,
+    /// The round it ran in (0 for the first), set by the benchmark that started the worker: the
+    /// scenarios of one round ran back to back, so their latencies can be compared round by round.
+    #[serde(default)]
+    pub round: usize,
 }
 
 impl WorkerReport {
@@ -274,6 +278,7 @@ async fn measure<C: Caller>(
         peak_rss_kib: rss.peak_kib,
         first_error: throughput.first_error.or(latency.first_error),
         redis_lost: 0,
+        round: 0,
     })
 }
 

@@ -312,7 +312,8 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
                 log_filter: log_filter.clone(),
                 redis_prefix: redis_prefix.clone(),
             };
-            let report = spawn_worker(&exe, client_threads, &config)?;
+            let mut report = spawn_worker(&exe, client_threads, &config)?;
+            report.round = round;
             eprintln!(
                 "bench: round {}/{rounds} {:<18} {:>8.0} calls/s  {:>6.1} µs CPU/call  p50 {:>6.0} µs  p99 {:>6.0} µs  p99.9 {:>6.0} µs  peak {:>6.1} MiB  failures {}",
                 round + 1,
