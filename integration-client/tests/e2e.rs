@@ -778,6 +778,59 @@ async fn a_call_in_flight_finishes_on_the_stack_it_started_on() {
     assert_eq!(in_flight.await.unwrap(), "old");
 }
 
+/// Issue 19: `bytes()` (and `text()`, `json()`) read a body without gathering its frames in a list
+/// first: a body of one frame comes back as that frame (the same allocation, not a copy), the
+/// frames of a longer one are joined in order, empty frames and trailers add nothing.
+#[tokio::test]
+async fn a_body_read_whole_is_its_one_frame_uncopied_or_its_frames_joined() {
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use integration_client::ResponseBody;
+    static ONE: &[u8] = b"{\"one\":\"frame\"}";
+    let upstream = tower::service_fn(
+        |request: http::Request<integration_core::Body>| async move {
+            let body = if request.uri().path().ends_with("/one") {
+                ResponseBody::from(Bytes::from_static(ONE))
+            } else {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+                let frames: Vec<Result<Frame<Bytes>, integration_core::BoxError>> = vec![
+                    Ok(Frame::data(Bytes::from_static(b"{\"a\":"))),
+                    Ok(Frame::data(Bytes::new())),
+                    Ok(Frame::data(Bytes::from_static(b"\"b"))),
+                    Ok(Frame::data(Bytes::from_static(b"c\"}"))),
+                    Ok(Frame::trailers(trailers)),
+                ];
+                ResponseBody::new(StreamBody::new(futures_util::stream::iter(frames)))
+            };
+            Ok::<_, integration_core::BoxError>(http::Response::new(body))
+        },
+    );
+    let client = Client::from_service("frames", "https://frames.example/", upstream).unwrap();
+    let api = client.api("frames").unwrap();
+
+    let one = api.get("/one").send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(one, ONE);
+    assert_eq!(
+        one.as_ptr(),
+        ONE.as_ptr(),
+        "one frame is handed back, not copied"
+    );
+
+    let many = api
+        .get("/many")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(many, &b"{\"a\":\"bc\"}"[..]);
+    let value: serde_json::Value = api.get("/many").send().await.unwrap().json().await.unwrap();
+    assert_eq!(value, json!({"a": "bc"}));
+}
+
 #[tokio::test]
 async fn a_client_over_any_service_serves_requests() {
     use integration_client::ResponseBody;
