@@ -141,6 +141,54 @@ async fn the_per_request_credential_is_dropped_across_origins_and_url_is_the_fin
     );
 }
 
+/// Without a redirect, `url()` is the URL sent, whoever answered: the configured stack (its
+/// transport records it), a cache hit (which never reaches the transport: `send` records the URL
+/// itself) and a stack given by the user.
+#[tokio::test]
+async fn url_is_the_url_sent_from_the_transport_a_cache_hit_and_any_stack() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).insert_header("cache-control", "max-age=60"))
+        .mount(&server)
+        .await;
+    let plain = IntegrationConfig::builder(server.uri()).build().unwrap();
+    let mut cached = plain.clone();
+    cached.cache.enabled = true;
+    let client = Client::builder()
+        .api("plain", plain)
+        .api("cached", cached)
+        .build()
+        .unwrap();
+    let sent = format!("{}/v1/items?page=2", server.uri());
+    for (name, times) in [("plain", 1), ("cached", 2)] {
+        for _ in 0..times {
+            let response = client
+                .api(name)
+                .unwrap()
+                .get("/v1/items")
+                .query(&[("page", "2")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.url().to_string(), sent, "{name}");
+        }
+    }
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "the cached API's second call was a hit"
+    );
+
+    let upstream = tower::service_fn(|_: http::Request<integration_core::Body>| async {
+        Ok::<_, integration_core::BoxError>(http::Response::new(
+            integration_client::ResponseBody::from("ok"),
+        ))
+    });
+    let own = Client::from_service("own", "https://own.example/v2/", upstream).unwrap();
+    let response = own.api("own").unwrap().get("/x").send().await.unwrap();
+    assert_eq!(response.url().to_string(), "https://own.example/v2/x");
+}
+
 /// `try_clone` gives a builder that sends the same request again.
 #[tokio::test]
 async fn a_cloned_builder_sends_the_same_request() {
