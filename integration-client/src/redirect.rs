@@ -50,18 +50,10 @@ impl RedirectPolicy {
 
 fn origin(uri: &http::Uri) -> (Option<&str>, Option<&str>, Option<u16>) {
     let scheme = uri.scheme_str();
-    let port = uri.port_u16().or(default_port(scheme));
+    let port = uri
+        .port_u16()
+        .or(integration_core::authority::default_port(scheme));
     (scheme, uri.host(), port)
-}
-
-/// The port a URL of `scheme` means when it names none (also the port the transport's `Host`
-/// header leaves out).
-pub(crate) fn default_port(scheme: Option<&str>) -> Option<u16> {
-    match scheme {
-        Some("https") => Some(443),
-        Some("http") => Some(80),
-        _ => None,
-    }
 }
 
 impl Policy<Body, BoxError> for RedirectPolicy {

@@ -39,7 +39,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -49,6 +49,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use integration_core::authority::AuthorityCache;
 use integration_core::error::{ConnectCause, ConnectFailed};
 use integration_core::{Body, BoxError, Error, ErrorKind};
 use integration_log::redact::Redactor;
@@ -199,59 +200,11 @@ struct PoolInner {
 /// (`format!` of the host and port, then a header value parsed and allocated: about 2,300
 /// instructions a call, issue 19). A value is made once per authority and cloned (a reference
 /// count) on the next calls. The integrations of a client with the same connection settings share
-/// one transport, and so this cache: it keeps [`HostCache::CAPACITY`] authorities, the oldest
-/// replaced. The lock is only tried: a busy cache is passed by, and the value made as before.
-#[derive(Default)]
-struct HostCache(Mutex<HostEntries>);
+/// one transport, and so this cache: it keeps [`HOSTS_KEPT`] authorities, the oldest replaced.
+type HostCache = AuthorityCache<HeaderValue, HOSTS_KEPT>;
 
-#[derive(Default)]
-struct HostEntries {
-    entries: Vec<CachedHost>,
-    /// The entry the next new authority replaces once the cache is full.
-    next: usize,
-}
-
-struct CachedHost {
-    /// The scheme's default port, which the value leaves out.
-    default_port: Option<u16>,
-    authority: http::uri::Authority,
-    value: HeaderValue,
-}
-
-impl HostCache {
-    /// More authorities than the integrations that commonly share a transport.
-    const CAPACITY: usize = 16;
-
-    fn value(&self, uri: &http::Uri) -> Option<HeaderValue> {
-        let authority = uri.authority()?;
-        let default_port = crate::redirect::default_port(uri.scheme_str());
-        if let Ok(cache) = self.0.try_lock()
-            && let Some(cached) = cache.entries.iter().find(|cached| {
-                // Byte for byte: the header keeps the case the request was sent with.
-                cached.authority.as_str() == authority.as_str()
-                    && cached.default_port == default_port
-            })
-        {
-            return Some(cached.value.clone());
-        }
-        let value = host_header(authority, default_port)?;
-        if let Ok(mut cache) = self.0.try_lock() {
-            let entry = CachedHost {
-                default_port,
-                authority: authority.clone(),
-                value: value.clone(),
-            };
-            if cache.entries.len() < Self::CAPACITY {
-                cache.entries.push(entry);
-            } else {
-                let next = cache.next;
-                cache.entries[next] = entry;
-                cache.next = (next + 1) % Self::CAPACITY;
-            }
-        }
-        Some(value)
-    }
-}
+/// More authorities than the integrations that commonly share a transport.
+const HOSTS_KEPT: usize = 16;
 
 /// The `Host` header hyper-util would write for `authority`: the host, then the port unless it is
 /// the scheme's default, never the user information.
@@ -302,7 +255,7 @@ impl Service<Request<Body>> for SharedPool {
         let http1 = !self.0.http2 || request.uri().scheme() == Some(&http::uri::Scheme::HTTP);
         if http1
             && !request.headers().contains_key(http::header::HOST)
-            && let Some(host) = self.0.hosts.value(request.uri())
+            && let Some(host) = self.0.hosts.get_or_make(request.uri(), host_header)
         {
             request.headers_mut().insert(http::header::HOST, host);
         }
@@ -898,22 +851,25 @@ mod tests {
         for _ in 0..2 {
             for (uri, host) in cases {
                 let uri: http::Uri = uri.parse().unwrap();
-                assert_eq!(hosts.value(&uri).unwrap(), host, "{uri}");
+                assert_eq!(hosts.get_or_make(&uri, host_header).unwrap(), host, "{uri}");
             }
         }
-        assert_eq!(hosts.value(&"/relative".parse().unwrap()), None);
+        assert_eq!(
+            hosts.get_or_make(&"/relative".parse().unwrap(), host_header),
+            None
+        );
         // Past its capacity the oldest authorities are replaced, and every value stays right.
         for round in 0..3 {
-            for port in 1..=2 * HostCache::CAPACITY {
+            for port in 1..=2 * HOSTS_KEPT {
                 let uri: http::Uri = format!("http://h.example:{port}/").parse().unwrap();
                 assert_eq!(
-                    hosts.value(&uri).unwrap(),
+                    hosts.get_or_make(&uri, host_header).unwrap(),
                     format!("h.example:{port}").as_str(),
                     "round {round}"
                 );
             }
         }
-        assert_eq!(hosts.0.lock().unwrap().entries.len(), HostCache::CAPACITY);
+        assert_eq!(hosts.len(), HOSTS_KEPT);
     }
 
     /// Issue 19: the response future and the response body are moved by every layer above the

@@ -80,6 +80,7 @@
 //!   that stays correct when tests run in parallel (why a thread-local subscriber per test does
 //!   not is explained there). Meant for dev-dependencies only.
 
+pub mod authority;
 pub mod body;
 pub mod classify;
 pub mod error;

@@ -1,11 +1,11 @@
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HOST};
-use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use integration_core::BoxError;
+use integration_core::authority::AuthorityCache;
 use integration_core::ext::{Attempt, IntegrationName};
 use integration_core::names;
 use tokio::time::Instant;
@@ -182,7 +182,7 @@ struct Target {
 impl Target {
     fn of<B>(request: &Request<B>, cache: &TargetCache) -> Self {
         let uri = request.uri();
-        let (host, port) = match cache.host_port(uri) {
+        let (host, port) = match host_port(cache, uri) {
             Some((host, port)) => (Some(host), port),
             // A relative URI: the `Host` header says where it goes.
             None => match request.headers().get(HOST).and_then(|h| h.to_str().ok()) {
@@ -207,52 +207,18 @@ impl Target {
 ///
 /// A stack calls one upstream: its call and attempt layers, on every call, would otherwise parse
 /// the same authority (`Uri::host`, `Uri::port_u16`: ~700 instructions) and allocate the same host
-/// `Arc<str>` twice a call (issue 19). The lock is only tried: a busy cache is passed by, never
-/// waited for.
-#[derive(Default)]
-pub(crate) struct TargetCache(Mutex<Option<CachedTarget>>);
+/// `Arc<str>` twice a call (issue 19).
+pub(crate) type TargetCache = AuthorityCache<(Arc<str>, Option<u16>), 1>;
 
-struct CachedTarget {
-    scheme: Option<Scheme>,
-    authority: Authority,
-    host: Arc<str>,
-    port: Option<u16>,
-}
-
-impl TargetCache {
-    /// The host and port (explicit, or the scheme's default) of an absolute `uri`; `None` for a
-    /// relative one.
-    fn host_port(&self, uri: &Uri) -> Option<(Arc<str>, Option<u16>)> {
-        let authority = uri.authority()?;
-        if let Ok(cached) = self.0.try_lock()
-            && let Some(cached) = &*cached
-            // Byte for byte (not `Authority`'s case-insensitive `==`): the host label keeps the
-            // case the request was sent with.
-            && cached.authority.as_str() == authority.as_str()
-            && cached.scheme.as_ref() == uri.scheme()
-        {
-            return Some((cached.host.clone(), cached.port));
-        }
-        let host: Arc<str> = Arc::from(authority.host());
-        let port = uri.port_u16().or_else(|| default_port(uri));
-        if let Ok(mut cached) = self.0.try_lock() {
-            *cached = Some(CachedTarget {
-                scheme: uri.scheme().cloned(),
-                authority: authority.clone(),
-                host: host.clone(),
-                port,
-            });
-        }
-        Some((host, port))
-    }
-}
-
-fn default_port(uri: &Uri) -> Option<u16> {
-    match uri.scheme_str() {
-        Some("https") => Some(443),
-        Some("http") => Some(80),
-        _ => None,
-    }
+/// The host and port (explicit, or the scheme's default) of an absolute `uri`; `None` for a
+/// relative one.
+fn host_port(cache: &TargetCache, uri: &Uri) -> Option<(Arc<str>, Option<u16>)> {
+    cache.get_or_make(uri, |authority, default_port| {
+        Some((
+            Arc::from(authority.host()),
+            authority.port_u16().or(default_port),
+        ))
+    })
 }
 
 /// The `http.request.method` attribute: the method, or `_OTHER` for methods outside RFC 9110 and
