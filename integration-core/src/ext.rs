@@ -176,7 +176,23 @@ impl Deadline {
 
     /// True when the deadline has passed.
     pub fn is_expired(self) -> bool {
-        Instant::now() >= self.0
+        self.is_expired_at(Instant::now())
+    }
+
+    /// True when the deadline has passed at `now`: for a layer that has read the clock already.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use integration_core::ext::Deadline;
+    /// use tokio::time::Instant;
+    ///
+    /// let now = Instant::now();
+    /// let deadline = Deadline::after_from(now, Duration::from_secs(1));
+    /// assert!(!deadline.is_expired_at(now));
+    /// assert!(deadline.is_expired_at(now + Duration::from_secs(1)));
+    /// ```
+    pub fn is_expired_at(self, now: Instant) -> bool {
+        now >= self.0
     }
 
     /// The deadline of a request, if one was set.

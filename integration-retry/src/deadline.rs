@@ -128,7 +128,7 @@ where
         // One clock read for the deadline and the check (issue 19).
         let now = Instant::now();
         let deadline = Deadline::after_from(now, self.timeout).tighten(&mut request);
-        if deadline.instant() <= now {
+        if deadline.is_expired_at(now) {
             return DeadlineFuture {
                 inner: Timed::expired(Expiry::Deadline),
             };

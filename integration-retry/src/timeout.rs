@@ -160,7 +160,7 @@ where
         let now = Instant::now();
         let attempt_end = instant_after(now, self.timeout);
         let inner = match Deadline::of(&request) {
-            Some(deadline) if deadline.instant() <= now => Timed::expired(Expiry::Deadline),
+            Some(deadline) if deadline.is_expired_at(now) => Timed::expired(Expiry::Deadline),
             Some(deadline) if deadline.instant() < attempt_end => Timed::running(
                 self.inner.call(request),
                 deadline.instant(),

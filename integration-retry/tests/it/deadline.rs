@@ -90,6 +90,20 @@ async fn the_deadline_covers_every_attempt_and_every_wait() {
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
 
+/// The deadline layer's own check (it reads the clock once for the deadline it writes and for this
+/// check): a request whose deadline has passed already fails at once, and nothing is sent.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_layer_fails_a_passed_deadline_without_calling_the_inner_service() {
+    let mut request = request("GET");
+    request
+        .extensions_mut()
+        .insert(Deadline::after(Duration::ZERO));
+    let (call, mut handle) = spawn_call(DeadlineLayer::new(Duration::from_secs(10)), request);
+    let error = call.await.unwrap().unwrap_err();
+    assert!(error.is::<DeadlineExceeded>(), "{error}");
+    assert_no_more_attempts(&mut handle).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_expired_deadline_fails_without_calling_the_inner_service() {
     let mut request = request("GET");
