@@ -90,30 +90,30 @@ async fn the_deadline_covers_every_attempt_and_every_wait() {
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
 
-/// The deadline layer's own check (it reads the clock once for the deadline it writes and for this
-/// check): a request whose deadline has passed already fails at once, and nothing is sent.
-#[tokio::test(start_paused = true)]
-async fn the_deadline_layer_fails_a_passed_deadline_without_calling_the_inner_service() {
-    let mut request = request("GET");
-    request
-        .extensions_mut()
-        .insert(Deadline::after(Duration::ZERO));
-    let (call, mut handle) = spawn_call(DeadlineLayer::new(Duration::from_secs(10)), request);
-    let error = call.await.unwrap().unwrap_err();
-    assert!(error.is::<DeadlineExceeded>(), "{error}");
-    assert_no_more_attempts(&mut handle).await;
-}
-
+/// A request whose deadline has passed already fails at once, and nothing is sent: through the
+/// attempt timeout, and through the deadline layer's own check (each reads the clock once for its
+/// timer and this check).
 #[tokio::test(start_paused = true)]
 async fn an_expired_deadline_fails_without_calling_the_inner_service() {
-    let mut request = request("GET");
-    request
-        .extensions_mut()
-        .insert(Deadline::after(Duration::ZERO));
-    let (call, mut handle) = spawn_call(AttemptTimeoutLayer::new(Duration::from_secs(1)), request);
-    let error = call.await.unwrap().unwrap_err();
-    assert!(error.is::<DeadlineExceeded>());
-    assert_no_more_attempts(&mut handle).await;
+    async fn fails_at_once<L>(layer: L)
+    where
+        L: tower::Layer<tower_test::mock::Mock<Req, Res>>,
+        L::Service: tower::Service<Req, Response = Res, Error = integration_core::BoxError>
+            + Send
+            + 'static,
+        <L::Service as tower::Service<Req>>::Future: Send,
+    {
+        let mut request = request("GET");
+        request
+            .extensions_mut()
+            .insert(Deadline::after(Duration::ZERO));
+        let (call, mut handle) = spawn_call(layer, request);
+        let error = call.await.unwrap().unwrap_err();
+        assert!(error.is::<DeadlineExceeded>(), "{error}");
+        assert_no_more_attempts(&mut handle).await;
+    }
+    fails_at_once(AttemptTimeoutLayer::new(Duration::from_secs(1))).await;
+    fails_at_once(DeadlineLayer::new(Duration::from_secs(10))).await;
 }
 
 #[tokio::test(start_paused = true)]
