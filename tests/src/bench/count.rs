@@ -19,6 +19,7 @@ use super::scenario::{
 use super::worker::{install_observability_without_upkeep, redis_lost};
 use integration_client::stack::StackLayer;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -216,7 +217,8 @@ async fn calls<C: Caller>(config: &CountConfig, caller: C) -> Result<(), BoxErro
 }
 
 /// The events of one callgrind run, counted over every thread of the process: instructions, and
-/// with `--cache-sim=yes` the simulated first-level cache misses.
+/// with `--cache-sim=yes` the simulated first-level cache misses; and the calls into the C
+/// allocator.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CallgrindTotals {
     /// Instructions executed (`Ir`).
@@ -225,7 +227,36 @@ pub struct CallgrindTotals {
     pub data_misses: Option<u64>,
     /// First-level instruction cache misses (`I1mr`), when simulated.
     pub instruction_misses: Option<u64>,
+    /// Blocks allocated: calls to `malloc`, `calloc`, `posix_memalign`, `aligned_alloc` and
+    /// `memalign` (Rust's global allocator on Unix ends in one of them; a `realloc` resizes, it is
+    /// not counted). `None` when the file records no calls (callgrind always does).
+    pub allocations: Option<u64>,
+    /// Instructions spent inside the C allocator (those functions, `realloc` and `free`,
+    /// inclusive of what they call), part of `instructions`.
+    pub allocator_instructions: Option<u64>,
 }
+
+/// The C allocator's entry points: a call into one of them from outside them is the allocator's
+/// work. glibc's `realloc(NULL, n)` calls `malloc` itself: calls among them are not counted twice.
+const ALLOCATOR: [&str; 8] = [
+    "malloc",
+    "calloc",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "realloc",
+    "free",
+    "cfree",
+];
+
+/// Those of [`ALLOCATOR`] that make a new block.
+const ALLOCATING: [&str; 5] = [
+    "malloc",
+    "calloc",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+];
 
 /// The totals of one callgrind run: the `summary:` (or `totals:`) line of its output file, its
 /// events named by the `events:` line.
@@ -256,11 +287,88 @@ fn parse_callgrind_totals(text: &str) -> Option<CallgrindTotals> {
         let index = events.iter().position(|event| *event == name)?;
         values.get(index).copied()
     };
+    let instructions = event("Ir")?;
+    let allocator = events
+        .iter()
+        .position(|event| *event == "Ir")
+        .and_then(|index| allocator_calls(text, index));
     Some(CallgrindTotals {
-        instructions: event("Ir")?,
+        instructions,
         data_misses: event("D1mr").zip(event("D1mw")).map(|(r, w)| r + w),
         instruction_misses: event("I1mr"),
+        allocations: allocator.map(|calls| calls.allocations),
+        allocator_instructions: allocator.map(|calls| calls.instructions),
     })
+}
+
+/// What the calls into the C allocator cost, read from a callgrind file's call records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct AllocatorCalls {
+    allocations: u64,
+    instructions: u64,
+}
+
+/// Sums the calls into [`ALLOCATOR`] made from outside it, in callgrind's format: `fn=` names the
+/// function whose records follow, `cfn=` the function called by the next `calls=<count> <target>`
+/// line, and the line after that one gives the position(s) of the call (as many columns as the
+/// `positions:` line names) then its inclusive cost, the events in the `events:` line's order
+/// (`ir` is the index of `Ir`). Names are compressed: `(id) name` the first time, `(id)` after, one
+/// table for `fn=` and `cfn=`. `None` when the file has no call record at all.
+fn allocator_calls(text: &str, ir: usize) -> Option<AllocatorCalls> {
+    let positions = text
+        .lines()
+        .find_map(|line| line.strip_prefix("positions:"))
+        .map_or(1, |line| line.split_whitespace().count());
+    let mut names: HashMap<&str, &str> = HashMap::new();
+    let mut calls = AllocatorCalls::default();
+    let mut any_call = false;
+    let mut caller_is_allocator = false;
+    let mut callee = "";
+    // The count of the `calls=` line just read: its cost is on the next line.
+    let mut pending: Option<u64> = None;
+    for line in text.lines() {
+        if let Some(count) = pending.take() {
+            let inclusive = line
+                .split_whitespace()
+                .nth(positions + ir)
+                .and_then(|value| value.parse::<u64>().ok())
+                .unwrap_or(0);
+            if !caller_is_allocator && ALLOCATOR.contains(&callee) {
+                calls.instructions += inclusive;
+                if ALLOCATING.contains(&callee) {
+                    calls.allocations += count;
+                }
+            }
+            continue;
+        }
+        if let Some(spec) = line.strip_prefix("fn=") {
+            caller_is_allocator = ALLOCATOR.contains(&function_name(spec, &mut names));
+        } else if let Some(spec) = line.strip_prefix("cfn=") {
+            callee = function_name(spec, &mut names);
+        } else if let Some(rest) = line.strip_prefix("calls=") {
+            any_call = true;
+            pending = rest
+                .split_whitespace()
+                .next()
+                .and_then(|count| count.parse().ok());
+        }
+    }
+    any_call.then_some(calls)
+}
+
+/// The function a `fn=` or `cfn=` line names: `(id) name` (remembered), `(id)` (looked up), or a
+/// plain name.
+fn function_name<'a>(spec: &'a str, names: &mut HashMap<&'a str, &'a str>) -> &'a str {
+    let spec = spec.trim();
+    match spec.strip_prefix('(').and_then(|rest| rest.split_once(')')) {
+        Some((id, name)) if !name.trim().is_empty() => {
+            let name = name.trim();
+            names.insert(id, name);
+            name
+        }
+        Some((id, _)) => names.get(id).copied().unwrap_or_default(),
+        None => spec,
+    }
 }
 
 /// The instructions of one call: the count of `2n` calls minus the count of `n`, over `n`.
@@ -296,6 +404,12 @@ pub struct InstructionCount {
     /// The lowest and highest instructions per call of those runs.
     #[serde(default)]
     pub per_call_range: Option<(f64, f64)>,
+    /// Blocks allocated per call (see [`CallgrindTotals::allocations`]), differenced alike.
+    #[serde(default)]
+    pub allocations_per_call: Option<f64>,
+    /// Instructions per call spent inside the C allocator, part of `per_call`.
+    #[serde(default)]
+    pub allocator_per_call: Option<f64>,
 }
 
 fn one_run() -> usize {
@@ -317,6 +431,8 @@ impl InstructionCount {
             instruction_misses_per_call: misses(n.instruction_misses, twice.instruction_misses),
             runs: 1,
             per_call_range: None,
+            allocations_per_call: misses(n.allocations, twice.allocations),
+            allocator_per_call: misses(n.allocator_instructions, twice.allocator_instructions),
         }
     }
 
@@ -349,8 +465,7 @@ mod tests {
             parse_callgrind_totals(out),
             Some(CallgrindTotals {
                 instructions: 123_456_789,
-                data_misses: None,
-                instruction_misses: None,
+                ..CallgrindTotals::default()
             })
         );
         assert_eq!(
@@ -367,7 +482,38 @@ mod tests {
                 instructions: 1000,
                 data_misses: Some(30),
                 instruction_misses: Some(50),
+                ..CallgrindTotals::default()
             })
+        );
+    }
+
+    /// Issue 19: most of the spread between runs of one subject is the C allocator's own work
+    /// (its state differs from run to run); the count of blocks allocated does not spread.
+    #[test]
+    fn the_calls_into_the_allocator_are_summed_from_the_call_records() {
+        // Two events (cache simulation off here, `Dr` standing in), one position column; names
+        // compressed as callgrind writes them.
+        let out = "positions: line\nevents: Ir Dr\nsummary: 100000 1\n\
+                   fl=(1) a.rs\nfn=(1) main\n3 120\n\
+                   cfn=(2) malloc\ncalls=3 7622\n5 900 4\n\
+                   cfn=(3) free\ncalls=2 7638\n+1 400\n\
+                   cfn=(4) realloc\ncalls=1 9000\n*  250 1\n\
+                   cfn=(5) parse\ncalls=7 12\n6 5000\n\
+                   fn=(6) other\ncfn=(2)\ncalls=1 7622\n9 300\n\
+                   fn=(4)\n0 10\ncfn=(2)\ncalls=1 7622\n0 280\n\
+                   fn=(2)\n0 500\ncfn=(7) _int_malloc\ncalls=4 100\n0 700\n";
+        let totals = parse_callgrind_totals(out).unwrap();
+        // malloc 3 + 1 from `main` and `other`; realloc's own call into malloc is inside realloc's
+        // 250; `parse` and `_int_malloc` are not entry points called from outside.
+        assert_eq!(totals.allocations, Some(4));
+        assert_eq!(totals.allocator_instructions, Some(900 + 400 + 250 + 300));
+        // With the instruction position too, the cost is one column further.
+        let instr = "positions: instr line\nevents: Ir\nsummary: 10\n\
+                     fn=(1) main\ncfn=(2) calloc\ncalls=2 0x10 4\n0x20 5 60\n";
+        let totals = parse_callgrind_totals(instr).unwrap();
+        assert_eq!(
+            (totals.allocations, totals.allocator_instructions),
+            (Some(2), Some(60))
         );
     }
 
@@ -377,6 +523,8 @@ mod tests {
             instructions,
             data_misses: Some(misses),
             instruction_misses: Some(misses / 2),
+            allocations: Some(misses / 100),
+            allocator_instructions: Some(misses / 10),
         };
         let subject = Subject::Scenario(Scenario::RawHyper);
         let count = InstructionCount::new(
@@ -388,6 +536,8 @@ mod tests {
         assert_eq!(count.per_call, 5_000.0);
         assert_eq!(count.data_misses_per_call, Some(400.0));
         assert_eq!(count.instruction_misses_per_call, Some(200.0));
+        assert_eq!(count.allocations_per_call, Some(4.0));
+        assert_eq!(count.allocator_per_call, Some(40.0));
         let plain = CallgrindTotals {
             instructions: 10,
             ..CallgrindTotals::default()
@@ -444,7 +594,7 @@ mod tests {
             let totals = |calls: u64| CallgrindTotals {
                 instructions: 1_000_000 + calls * per_call,
                 data_misses: Some(calls * misses),
-                instruction_misses: None,
+                ..CallgrindTotals::default()
             };
             InstructionCount::new(
                 Subject::Scenario(Scenario::FullStack),

@@ -433,16 +433,30 @@ impl BenchReport {
              where two subjects' instruction counts and CPU times disagree, the misses tell \
              why.\n"
         );
+        let _ = writeln!(
+            out,
+            "Allocations: the blocks a call allocates (calls into the C allocator's `malloc` and \
+             its kin, from callgrind's call records, differenced alike); in the allocator: the \
+             instructions spent inside `malloc`, `realloc` and `free`, part of the call's count. \
+             The allocator's share is most of the spread between runs of one subject (its free \
+             lists are in a different state in every run); the number of allocations does not \
+             spread.\n"
+        );
         let misses =
             |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}"));
+        let allocations =
+            |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"));
         let data_peer = self
             .count_of(Subject::Scenario(Scenario::PeerStack))
             .and_then(|count| count.data_misses_per_call);
         let _ = writeln!(
             out,
-            "| subject | what it runs | instructions/call | runs' range | vs raw (1) | vs peer (4) | L1d misses/call | L1d vs peer (4) | L1i misses/call |"
+            "| subject | what it runs | instructions/call | runs' range | vs raw (1) | vs peer (4) | allocations/call | in the allocator | L1d misses/call | L1d vs peer (4) | L1i misses/call |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         let range = |count: &InstructionCount| {
             count.per_call_range.map_or_else(
                 || "n/a".to_owned(),
@@ -455,13 +469,15 @@ impl BenchReport {
             }
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 count.subject,
                 count.description,
                 count.per_call,
                 range(count),
                 ratio(count.per_call, raw),
                 ratio(count.per_call, peer),
+                allocations(count.allocations_per_call),
+                misses(count.allocator_per_call),
                 misses(count.data_misses_per_call),
                 count
                     .data_misses_per_call
@@ -476,6 +492,7 @@ impl BenchReport {
             (
                 count.data_misses_per_call,
                 count.instruction_misses_per_call,
+                count.allocations_per_call,
             )
         });
         let _ = writeln!(
@@ -484,23 +501,28 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "| layer left out | instructions/call without it | runs' range | the layer's cost | share of the stack | the layer's L1d misses | the layer's L1i misses |"
+            "| layer left out | instructions/call without it | runs' range | the layer's cost | share of the stack | the layer's allocations | the layer's L1d misses | the layer's L1i misses |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
         let added = |with: Option<f64>, without: Option<f64>| match (with, without) {
             (Some(with), Some(without)) => format!("{:+.0}", with - without),
             _ => "n/a".to_owned(),
         };
-        let (data_all, instruction_all) = all_misses.unwrap_or_default();
+        let added_allocations = |with: Option<f64>, without: Option<f64>| match (with, without) {
+            (Some(with), Some(without)) => format!("{:+.1}", with - without),
+            _ => "n/a".to_owned(),
+        };
+        let (data_all, instruction_all, allocations_all) = all_misses.unwrap_or_default();
         for count in &self.instructions {
             if let Subject::Without(Some(layer)) = count.subject {
                 let cost = all - count.per_call;
                 let _ = writeln!(
                     out,
-                    "| {layer} | {:.0} | {} | {cost:+.0} | {:.1} % | {} | {} |",
+                    "| {layer} | {:.0} | {} | {cost:+.0} | {:.1} % | {} | {} | {} |",
                     count.per_call,
                     range(count),
                     100.0 * cost / all,
+                    added_allocations(allocations_all, count.allocations_per_call),
                     added(data_all, count.data_misses_per_call),
                     added(instruction_all, count.instruction_misses_per_call),
                 );
@@ -978,6 +1000,9 @@ mod tests {
                 instructions: 1_000_000 + calls * per_call,
                 data_misses: Some(10_000 + calls * per_call / 100),
                 instruction_misses: Some(20_000 + calls * per_call / 50),
+                // A two-thousandth of them allocations, a tenth in the allocator.
+                allocations: Some(500 + calls * per_call / 2000),
+                allocator_instructions: Some(100_000 + calls * per_call / 10),
             };
             InstructionCount::new(subject, 1000, totals(1000), totals(2000))
         };
@@ -1002,13 +1027,13 @@ mod tests {
         // The full stack against the raw client and the peer: 60k / 20k, 60k / 80k.
         assert!(
             markdown.contains(
-                "| full-stack | our full stack, rate limit in memory | 60000 | 59000–61500 | 3.00× | 0.75× | 600 | 0.75× | 1200 |"
+                "| full-stack | our full stack, rate limit in memory | 60000 | 59000–61500 | 3.00× | 0.75× | 30.0 | 6000 | 600 | 0.75× | 1200 |"
             ),
             "{markdown}"
         );
         // The log layer's cost: 62k with it, 50k without; 620 data misses against 500.
         assert!(
-            markdown.contains("| log | 50000 | n/a | +12000 | 19.4 % | +120 | +240 |"),
+            markdown.contains("| log | 50000 | n/a | +12000 | 19.4 % | +6.0 | +120 | +240 |"),
             "{markdown}"
         );
         let back: BenchReport =

@@ -551,13 +551,16 @@ impl Counter<'_> {
                 let count = InstructionCount::new(subject, n, once, twice);
                 eprintln!(
                     "bench: instructions {:<34} run {run}/{} {:>9.0} per call ({n} calls: {}, \
-                     {}: {}); L1 misses per call: data {:.0}, instructions {:.0}",
+                     {}: {}); allocations per call {:.1}, {:.0} instructions in the allocator; \
+                     L1 misses per call: data {:.0}, instructions {:.0}",
                     subject.name(),
                     self.runs,
                     count.per_call,
                     once.instructions,
                     2 * n,
                     twice.instructions,
+                    count.allocations_per_call.unwrap_or(f64::NAN),
+                    count.allocator_per_call.unwrap_or(f64::NAN),
                     count.data_misses_per_call.unwrap_or(f64::NAN),
                     count.instruction_misses_per_call.unwrap_or(f64::NAN),
                 );
