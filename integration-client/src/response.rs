@@ -1,5 +1,6 @@
 //! The response of a call: status, headers, attempts, and a body read whole under a cap or streamed.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,8 +16,11 @@ use integration_core::error::{BodyTimeout, BodyTooLarge};
 use integration_core::ext::{Attempts, IntegrationName};
 use integration_core::throttle::ThrottleSignal;
 use integration_core::{BoxError, Error, ErrorKind};
+use integration_log::LogBody;
 use serde::de::DeserializeOwned;
 use tokio::time::{Instant, Sleep};
+
+use crate::transport::TransportBody;
 
 /// The response body type of every stack the facade assembles.
 ///
@@ -25,6 +29,8 @@ use tokio::time::{Instant, Sleep};
 /// and layers such as logging wrap the body in their own types. One box per response, made once at the
 /// top of the stack, lets all of them hand back the same [`Response`] type. `Unsync` because a body is
 /// only ever polled by one task; requiring `Sync` would refuse some streaming bodies for no gain.
+/// The body of the stack the facade builds from configuration (without a cache) is the one kept
+/// unboxed: it is known here, and most calls have it (issue 19: one allocation a call fewer).
 ///
 /// # Deadline
 ///
@@ -33,8 +39,27 @@ use tokio::time::{Instant, Sleep};
 /// [`BodyTimeout`] (kind [`ErrorKind::Timeout`]) and the connection is dropped. Data already
 /// received is still handed out; only a wait past the deadline fails.
 pub struct ResponseBody {
-    inner: UnsyncBoxBody<Bytes, BoxError>,
+    inner: Inner,
     deadline: Option<BodyDeadline>,
+}
+
+/// The body of the stack `stack::build_stack` assembles without a cache: the call's log layer over
+/// the attempt's over the transport.
+type StackBody = LogBody<LogBody<TransportBody>>;
+
+enum Inner {
+    Stack(StackBody),
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl Inner {
+    fn boxed<B>(body: B) -> Self
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Inner::Boxed(body.map_err(Into::into).boxed_unsync())
+    }
 }
 
 /// The deadline of a body: the instant, the timer (made on the first wait, so a body that never
@@ -54,10 +79,29 @@ impl ResponseBody {
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        // The stack's own body is kept as it is; a type known at compile time, so the check
+        // costs nothing at run time.
+        let mut body = Some(body);
+        let any: &mut dyn Any = &mut body;
+        if let Some(stack) = any
+            .downcast_mut::<Option<StackBody>>()
+            .and_then(Option::take)
+        {
+            return Self {
+                inner: Inner::Stack(stack),
+                deadline: None,
+            };
+        }
         Self {
-            inner: body.map_err(Into::into).boxed_unsync(),
+            inner: Inner::boxed(body.expect("taken only when it is the stack's body")),
             deadline: None,
         }
+    }
+
+    /// Whether the body is held boxed (any body but the configured stack's).
+    #[cfg(test)]
+    fn is_boxed(&self) -> bool {
+        matches!(self.inner, Inner::Boxed(_))
     }
 
     /// The same body, failing with [`BodyTimeout`] when it waits for data past `at` (`timeout`: the
@@ -110,7 +154,7 @@ impl From<&'static str> for ResponseBody {
 impl fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseBody")
-            .field("size_hint", &self.inner.size_hint())
+            .field("size_hint", &self.size_hint())
             .field("deadline", &self.deadline())
             .finish_non_exhaustive()
     }
@@ -128,7 +172,10 @@ impl HttpBody for ResponseBody {
         if this.deadline.as_ref().is_some_and(|d| d.expired) {
             return Poll::Ready(None);
         }
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = match &mut this.inner {
+            Inner::Stack(body) => Pin::new(body).poll_frame(cx),
+            Inner::Boxed(body) => Pin::new(body).poll_frame(cx),
+        };
         let Some(deadline) = &mut this.deadline else {
             return polled;
         };
@@ -148,18 +195,23 @@ impl HttpBody for ResponseBody {
             None => BodyTimeout::new(),
         };
         // Drop the connection's body now: it is not read to the end, so it is not reused.
-        this.inner = http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed_unsync();
+        this.inner = Inner::boxed(http_body_util::Empty::<Bytes>::new());
         Poll::Ready(Some(Err(Box::new(error))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.deadline.as_ref().is_some_and(|d| d.expired) || self.inner.is_end_stream()
+        self.deadline.as_ref().is_some_and(|d| d.expired)
+            || match &self.inner {
+                Inner::Stack(body) => body.is_end_stream(),
+                Inner::Boxed(body) => body.is_end_stream(),
+            }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Stack(body) => body.size_hint(),
+            Inner::Boxed(body) => body.size_hint(),
+        }
     }
 }
 
@@ -669,5 +721,47 @@ impl futures_core::Stream for BytesStream {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use integration_config::IntegrationConfig;
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::*;
+    use crate::Client;
+
+    /// Issue 19: the body of the stack built from configuration is held as it is, not boxed (one
+    /// allocation a call fewer); any other stack's body (a cache in the stack, a user's service) is
+    /// boxed. Every one of them reads the same.
+    #[tokio::test]
+    async fn the_configured_stacks_body_is_kept_unboxed_and_every_body_reads_alike() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("hello"))
+            .mount(&server)
+            .await;
+        let plain = IntegrationConfig::builder(server.uri()).build().unwrap();
+        let mut cached = plain.clone();
+        cached.cache.enabled = true;
+        let client = Client::builder()
+            .api("plain", plain)
+            .api("cached", cached)
+            .service(
+                "user",
+                "http://user.test/",
+                tower::service_fn(|_request: http::Request<integration_core::Body>| async {
+                    Ok::<_, BoxError>(http::Response::new(ResponseBody::from("hello")))
+                }),
+            )
+            .build()
+            .unwrap();
+        for (name, boxed) in [("plain", false), ("cached", true), ("user", true)] {
+            let response = client.api(name).unwrap().get("/").send().await.unwrap();
+            assert_eq!(response.inner.body().is_boxed(), boxed, "{name}");
+            assert_eq!(response.bytes().await.unwrap(), "hello", "{name}");
+        }
     }
 }
