@@ -24,13 +24,13 @@ use crate::transport::TransportBody;
 
 /// The response body type of every stack the facade assembles.
 ///
-/// A boxed body, on purpose: the facade's stacks end in different services (the pooled transport, a
+/// One type for every body: the facade's stacks end in different services (the pooled transport, a
 /// test's `service_fn`, a user's own stack through [`Client::from_service`](crate::Client::from_service)),
-/// and layers such as logging wrap the body in their own types. One box per response, made once at the
-/// top of the stack, lets all of them hand back the same [`Response`] type. `Unsync` because a body is
-/// only ever polled by one task; requiring `Sync` would refuse some streaming bodies for no gain.
-/// The body of the stack the facade builds from configuration (without a cache) is the one kept
-/// unboxed: it is known here, and most calls have it (issue 19: one allocation a call fewer).
+/// and layers such as logging wrap the body in their own types. The body of the stack the facade
+/// builds from configuration (without a cache) is held as it is: its type is known here, and most
+/// calls have it (issue 19: one allocation a call fewer). Any other body is boxed once, at the top
+/// of the stack. `Unsync` because a body is only ever polled by one task; requiring `Sync` would
+/// refuse some streaming bodies for no gain.
 ///
 /// # Deadline
 ///
