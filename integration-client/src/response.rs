@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Either, Limited};
 use integration_core::error::{BodyTimeout, BodyTooLarge};
 use integration_core::ext::{Attempts, IntegrationName};
 use integration_core::throttle::ThrottleSignal;
@@ -43,23 +43,20 @@ pub struct ResponseBody {
     deadline: Option<BodyDeadline>,
 }
 
+/// The configured stack's body as it is, or any other body boxed.
+type Inner = Either<StackBody, UnsyncBoxBody<Bytes, BoxError>>;
+
 /// The body of the stack `stack::build_stack` assembles without a cache: the call's log layer over
 /// the attempt's over the transport.
 type StackBody = LogBody<LogBody<TransportBody>>;
 
-enum Inner {
-    Stack(StackBody),
-    Boxed(UnsyncBoxBody<Bytes, BoxError>),
-}
-
-impl Inner {
-    fn boxed<B>(body: B) -> Self
-    where
-        B: HttpBody<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        Inner::Boxed(body.map_err(Into::into).boxed_unsync())
-    }
+/// Any body but the configured stack's, boxed.
+fn boxed<B>(body: B) -> Inner
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    Either::Right(body.map_err(Into::into).boxed_unsync())
 }
 
 /// The deadline of a body: the instant, the timer (made on the first wait, so a body that never
@@ -88,12 +85,12 @@ impl ResponseBody {
             .and_then(Option::take)
         {
             return Self {
-                inner: Inner::Stack(stack),
+                inner: Either::Left(stack),
                 deadline: None,
             };
         }
         Self {
-            inner: Inner::boxed(body.expect("taken only when it is the stack's body")),
+            inner: boxed(body.expect("taken only when it is the stack's body")),
             deadline: None,
         }
     }
@@ -101,7 +98,7 @@ impl ResponseBody {
     /// Whether the body is held boxed (any body but the configured stack's).
     #[cfg(test)]
     fn is_boxed(&self) -> bool {
-        matches!(self.inner, Inner::Boxed(_))
+        matches!(self.inner, Either::Right(_))
     }
 
     /// The same body, failing with [`BodyTimeout`] when it waits for data past `at` (`timeout`: the
@@ -172,10 +169,7 @@ impl HttpBody for ResponseBody {
         if this.deadline.as_ref().is_some_and(|d| d.expired) {
             return Poll::Ready(None);
         }
-        let polled = match &mut this.inner {
-            Inner::Stack(body) => Pin::new(body).poll_frame(cx),
-            Inner::Boxed(body) => Pin::new(body).poll_frame(cx),
-        };
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
         let Some(deadline) = &mut this.deadline else {
             return polled;
         };
@@ -195,23 +189,16 @@ impl HttpBody for ResponseBody {
             None => BodyTimeout::new(),
         };
         // Drop the connection's body now: it is not read to the end, so it is not reused.
-        this.inner = Inner::boxed(http_body_util::Empty::<Bytes>::new());
+        this.inner = boxed(http_body_util::Empty::<Bytes>::new());
         Poll::Ready(Some(Err(Box::new(error))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.deadline.as_ref().is_some_and(|d| d.expired)
-            || match &self.inner {
-                Inner::Stack(body) => body.is_end_stream(),
-                Inner::Boxed(body) => body.is_end_stream(),
-            }
+        self.deadline.as_ref().is_some_and(|d| d.expired) || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Stack(body) => body.size_hint(),
-            Inner::Boxed(body) => body.size_hint(),
-        }
+        self.inner.size_hint()
     }
 }
 
