@@ -2,19 +2,28 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
+use http::Uri;
+use http::uri::{Authority, Parts, PathAndQuery, Scheme};
 use integration_core::{Error, ErrorKind};
 use percent_encoding::percent_decode_str;
-use url::Url;
+use url::{Position, Url};
 
 /// An API's base URL, checked once: `http` or `https`, a host, no query, no fragment, no credentials.
 /// Its path is the prefix every request path joins under (`/v1/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BaseUrl {
     url: Url,
-    /// `url` as text (ends with `/`): the start of every URL [`join_with_query`] builds by hand.
+    /// `url`'s scheme and authority, parsed once: every URI [`join_uri`] builds shares them, and
+    /// only the path and query are parsed a call (issue 19).
     ///
-    /// [`join_with_query`]: BaseUrl::join_with_query
-    prefix: String,
+    /// [`join_uri`]: BaseUrl::join_uri
+    scheme: Scheme,
+    authority: Authority,
+    /// `url`'s path (ends with `/`): the start of every path [`join_uri`] builds by hand.
+    ///
+    /// [`join_uri`]: BaseUrl::join_uri
+    path: String,
 }
 
 impl BaseUrl {
@@ -35,8 +44,26 @@ impl BaseUrl {
             let path = format!("{}/", url.path());
             url.set_path(&path);
         }
-        let prefix = url.as_str().to_owned();
-        Ok(Self { url, prefix })
+        let scheme = if url.scheme() == "https" {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        // No credentials (refused above): the authority is the host and the port, as `url` writes
+        // them (a default port left out, an IPv6 host in brackets, a name in punycode).
+        let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(
+            url[Position::BeforeHost..Position::AfterPort].as_bytes(),
+        ))
+        .map_err(|e| {
+            request_error("base URL's host is not a valid URI authority").with_source(e)
+        })?;
+        let path = url.path().to_owned();
+        Ok(Self {
+            url,
+            scheme,
+            authority,
+            path,
+        })
     }
 
     /// The base, with its path ending in `/`.
@@ -89,18 +116,35 @@ impl BaseUrl {
 }
 
 impl BaseUrl {
-    /// Joins `path` under the base as [`join`](BaseUrl::join) does, then appends each of `query`
-    /// (encoded pairs, `&`-separated after the path's own query): the URL a request is sent to.
+    /// The URI a request is sent to: `path` joined under the base as [`join`](BaseUrl::join) does,
+    /// then each of `query` (encoded pairs, `&`-separated after the path's own query) appended.
     ///
     /// A path and query made only of characters that neither need escaping nor could escape the
     /// base (no `%`, `\`, `:`, `#`, space, quote, control or non-ASCII; no `.` or `..` segment) is
-    /// joined as text, with no [`Url`] parse and re-serialization: the common case, at a fraction of
-    /// the cost (issue 19; `join_with_query_as_text_is_the_url_join` pins that the two agree).
-    /// Anything else takes the general path.
+    /// joined as text in `path`'s own buffer (the builder leaves room for the base's path), with no
+    /// [`Url`] parse and re-serialization, and only the path and query parsed into the URI: the
+    /// common case, at a fraction of the cost (issue 19; `the_text_join_is_the_url_join` pins that
+    /// the two agree). Anything else takes the general path.
+    pub(crate) fn join_uri(&self, path: String, query: &[String]) -> Result<Uri, Error> {
+        let path = match self.join_path_as_text(path, query) {
+            Ok(path_and_query) => {
+                let mut parts = Parts::default();
+                parts.scheme = Some(self.scheme.clone());
+                parts.authority = Some(self.authority.clone());
+                parts.path_and_query = Some(
+                    PathAndQuery::from_maybe_shared(Bytes::from(path_and_query))
+                        .map_err(not_a_uri)?,
+                );
+                return Uri::from_parts(parts).map_err(not_a_uri);
+            }
+            Err(path) => path,
+        };
+        // From the `String`: its buffer becomes the URI's bytes, no copy.
+        Uri::try_from(self.join_with_query(&path, query)?).map_err(not_a_uri)
+    }
+
+    /// The general join: [`join`](BaseUrl::join), then `query` appended, as text.
     pub(crate) fn join_with_query(&self, path: &str, query: &[String]) -> Result<String, Error> {
-        if let Some(joined) = self.join_as_text(path, query) {
-            return Ok(joined);
-        }
         let mut url = self.join(path)?;
         if !query.is_empty() {
             let mut all = url.query().map(str::to_owned).unwrap_or_default();
@@ -115,49 +159,67 @@ impl BaseUrl {
         Ok(String::from(url))
     }
 
-    /// The fast path of [`join_with_query`](BaseUrl::join_with_query): `None` when `path` or `query`
+    /// The fast path of [`join_uri`](BaseUrl::join_uri): the path and query, written over `path`
+    /// (its leading `/` replaced by the base's path), or `path` back, untouched, when it or `query`
     /// holds anything the general path must look at.
-    fn join_as_text(&self, path: &str, query: &[String]) -> Option<String> {
-        let (path_part, own_query) = match path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path, None),
-        };
-        if path_part.starts_with("//") {
-            return None;
+    fn join_path_as_text(&self, mut path: String, query: &[String]) -> Result<String, String> {
+        // One pass over the bytes: where the path ends, that each byte is plain, and that no
+        // segment is `.` or `..`.
+        let bytes = path.as_bytes();
+        let leading = usize::from(bytes.first() == Some(&b'/'));
+        if bytes.get(leading) == Some(&b'/') {
+            return Err(path);
         }
-        let relative = path_part.strip_prefix('/').unwrap_or(path_part);
-        if !relative.bytes().all(plain_path_byte)
-            || relative
-                .split('/')
-                .any(|segment| segment == "." || segment == "..")
-            || !own_query.is_none_or(|q| q.bytes().all(plain_query_byte))
+        let mut segment = leading;
+        let mut end = bytes.len();
+        for (i, &byte) in bytes.iter().enumerate().skip(leading) {
+            match byte {
+                b'?' => {
+                    end = i;
+                    break;
+                }
+                b'/' => {
+                    if dot_segment(&bytes[segment..i]) {
+                        return Err(path);
+                    }
+                    segment = i + 1;
+                }
+                _ if !plain_path_byte(byte) => return Err(path),
+                _ => {}
+            }
+        }
+        if dot_segment(&bytes[segment..end])
+            || !bytes[end..].iter().skip(1).copied().all(plain_query_byte)
             || !query.iter().all(|q| q.bytes().all(plain_query_byte))
         {
-            return None;
+            return Err(path);
         }
+        let mut query_len = (end < bytes.len()).then(|| bytes.len() - end - 1);
         let extra: usize = query.iter().map(|q| q.len() + 1).sum();
-        let mut joined = String::with_capacity(
-            self.prefix.len() + relative.len() + own_query.map_or(0, |q| q.len() + 1) + extra,
-        );
-        joined.push_str(&self.prefix);
-        joined.push_str(relative);
-        let mut query_len = None;
-        if let Some(own) = own_query {
-            joined.push('?');
-            joined.push_str(own);
-            query_len = Some(own.len());
-        }
+        path.reserve(self.path.len() + extra);
+        path.replace_range(..leading, &self.path);
         for part in query {
             match query_len {
-                None => joined.push('?'),
-                Some(len) if len > 0 => joined.push('&'),
+                None => path.push('?'),
+                Some(len) if len > 0 => path.push('&'),
                 Some(_) => {}
             }
-            joined.push_str(part);
+            path.push_str(part);
             query_len = Some(query_len.unwrap_or(0) + part.len());
         }
-        Some(joined)
+        Ok(path)
     }
+}
+
+/// `.` or `..`: a segment the text join leaves to the general path (which refuses it).
+fn dot_segment(segment: &[u8]) -> bool {
+    matches!(segment, b"." | b"..")
+}
+
+fn not_a_uri(error: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::new(ErrorKind::Request)
+        .with_message("the joined URL is not a valid URI")
+        .with_source(error)
 }
 
 /// A path byte `Url::set_path` keeps as it is and `join` has nothing to check in: unreserved,
@@ -294,34 +356,87 @@ mod tests {
         );
     }
 
+    /// The text join's full URL, or `None` where it hands the path to the general join.
+    fn text_join(b: &BaseUrl, path: &str, query: &[String]) -> Option<String> {
+        let path_and_query = b.join_path_as_text(path.to_owned(), query).ok()?;
+        Some(format!("{}://{}{path_and_query}", b.scheme, b.authority))
+    }
+
     #[test]
     fn plain_paths_join_as_text() {
         let b = base("https://api.example.com/v1");
         let query = ["page=2".to_owned(), "term=tower+layers".to_owned()];
         assert_eq!(
-            b.join_as_text("/users/42?sort=asc", &query).as_deref(),
+            text_join(&b, "/users/42?sort=asc", &query).as_deref(),
             Some("https://api.example.com/v1/users/42?sort=asc&page=2&term=tower+layers")
         );
         assert_eq!(
-            b.join_as_text("item", &[]).as_deref(),
+            text_join(&b, "item", &[]).as_deref(),
             Some("https://api.example.com/v1/item")
+        );
+        assert_eq!(
+            text_join(&b, "/x?", &query[..1]).as_deref(),
+            Some("https://api.example.com/v1/x?page=2")
         );
         // What must be escaped or checked takes the `Url` join, which refuses or escapes it.
         for path in [
             "/files/a b",
             "/%2e%2e/x",
             "/../x",
+            "/x/..",
+            "/./x",
+            "x/.",
+            "..?q=1",
             "users:search",
             "//evil",
             "/x#y",
+            "/x?a b",
         ] {
-            assert_eq!(b.join_as_text(path, &[]), None, "{path}");
+            assert_eq!(text_join(&b, path, &[]), None, "{path}");
+            // Handed back untouched.
+            assert_eq!(b.join_path_as_text(path.to_owned(), &[]).unwrap_err(), path);
         }
-        assert!(b.join_with_query("/../x", &[]).unwrap_err().is_request());
+        assert!(
+            b.join_uri("/../x".to_owned(), &[])
+                .unwrap_err()
+                .is_request()
+        );
         assert_eq!(
-            b.join_with_query("/files/a b", &query).unwrap(),
+            b.join_uri("/files/a b".to_owned(), &query).unwrap(),
             "https://api.example.com/v1/files/a%20b?page=2&term=tower+layers"
         );
+    }
+
+    /// The text join writes over the path's own buffer: with room to spare, it does not grow.
+    #[test]
+    fn the_text_join_writes_in_the_paths_buffer() {
+        let b = base("https://api.example.com/v1/");
+        let mut path = String::with_capacity(64);
+        path.push_str("/users/42");
+        let pointer = path.as_ptr();
+        let joined = b.join_path_as_text(path, &["a=1".to_owned()]).unwrap();
+        assert_eq!(joined, "/v1/users/42?a=1");
+        assert_eq!(joined.as_ptr(), pointer);
+    }
+
+    #[test]
+    fn the_uri_keeps_the_bases_authority_as_written() {
+        for (url, authority, path) in [
+            ("https://api.example.com:443/v1", "api.example.com", "/v1/x"),
+            (
+                "https://api.example.com:8443/",
+                "api.example.com:8443",
+                "/x",
+            ),
+            ("http://[::1]:8080/", "[::1]:8080", "/x"),
+            ("http://127.0.0.1/", "127.0.0.1", "/x"),
+            ("https://BÜCHER.example/", "xn--bcher-kva.example", "/x"),
+        ] {
+            let uri = base(url).join_uri("/x".to_owned(), &[]).unwrap();
+            assert_eq!(uri.authority().unwrap().as_str(), authority, "{url}");
+            assert_eq!(uri.path(), path, "{url}");
+            assert_eq!(uri.scheme_str(), Some(&url[..url.find(':').unwrap()]));
+        }
     }
 
     #[test]
@@ -387,27 +502,20 @@ mod tests {
         }
 
         /// Regression guard of the text join (issue 19): wherever it answers, it answers what the
-        /// `Url` join and the query appending it skips would have.
+        /// `Url` join and the query appending it skips would have, and the URI it builds from the
+        /// base's parsed scheme and authority is the one the general join's text parses into.
         #[test]
-        fn join_with_query_as_text_is_the_url_join(
+        fn the_text_join_is_the_url_join(
             path in "[a-zA-Z0-9./%\\\\:@?#&=~!$'()*+,;_ \"<>`{}|^\\[\\]-]{0,24}",
             query in proptest::collection::vec("[a-z0-9=&%+.*'\"<>#-]{1,8}", 0..3),
         ) {
             for b in [base("https://api.example.com:8443/v1/"), base("http://127.0.0.1:9/")] {
-                let Some(fast) = b.join_as_text(&path, &query) else { continue };
-                let mut url = b.join(&path).unwrap();
-                if !query.is_empty() {
-                    let mut all = url.query().map(str::to_owned).unwrap_or_default();
-                    for part in &query {
-                        if !all.is_empty() {
-                            all.push('&');
-                        }
-                        all.push_str(part);
-                    }
-                    url.set_query(Some(&all));
-                }
-                prop_assert_eq!(&fast, url.as_str(), "{:?} {:?}", path, query);
-                prop_assert_eq!(b.join_with_query(&path, &query).unwrap(), fast);
+                let Some(fast) = text_join(&b, &path, &query) else { continue };
+                let general = b.join_with_query(&path, &query).unwrap();
+                prop_assert_eq!(&fast, &general, "{:?} {:?}", path, query);
+                let uri = b.join_uri(path.clone(), &query).unwrap();
+                prop_assert_eq!(&uri, &Uri::try_from(general).unwrap());
+                prop_assert_eq!(uri.to_string(), fast);
             }
         }
 

@@ -59,12 +59,23 @@ impl fmt::Debug for RequestBuilder {
     }
 }
 
+/// Room left after a path for the base's path and the query: `send` joins them in the path's own
+/// buffer, and most joins fit without growing it (one allocation a call fewer than a copy, issue 19).
+const PATH_ROOM: usize = 48;
+
+/// `path` in a buffer with [`PATH_ROOM`] to spare.
+fn path_buffer(path: &str) -> String {
+    let mut buffer = String::with_capacity(path.len() + PATH_ROOM);
+    buffer.push_str(path);
+    buffer
+}
+
 impl RequestBuilder {
     pub(crate) fn new(api: Api, method: Method, path: &str) -> Self {
         Self {
             api,
             method,
-            path: path.to_owned(),
+            path: path_buffer(path),
             query: Vec::new(),
             headers: HeaderMap::new(),
             body: Body::empty(),
@@ -359,7 +370,7 @@ impl RequestBuilder {
         Some(Self {
             api: self.api.clone(),
             method: self.method.clone(),
-            path: self.path.clone(),
+            path: path_buffer(&self.path),
             query: self.query.clone(),
             headers: self.headers.clone(),
             body: self.body.try_clone()?,
@@ -387,17 +398,12 @@ impl RequestBuilder {
             return Err(error);
         }
         let entry = self.api.client.shared.entry(name.as_str())?;
-        let url = entry
+        // The path's buffer becomes the URI's path and query (the base's path written over its
+        // leading `/`): no copy of it.
+        let uri = entry
             .base
-            .join_with_query(&self.path, &self.query)
+            .join_uri(std::mem::take(&mut self.path), &self.query)
             .map_err(|e| e.with_integration(name.clone()))?;
-        // From the `String`: its buffer becomes the URI's bytes, no copy.
-        let uri = http::Uri::try_from(url).map_err(|e| {
-            Error::new(ErrorKind::Request)
-                .with_message("the joined URL is not a valid URI")
-                .with_source(e)
-                .with_integration(name.clone())
-        })?;
         // A request's own header replaces the API's default of the same name: the builder's map is
         // sent as it is, with the defaults it does not name added (rather than a copy of the
         // defaults the builder's headers are appended to: one map, and its allocations, fewer a
