@@ -58,7 +58,13 @@ impl RequestMeta {
     pub fn from_request<B>(request: &http::Request<B>) -> Self {
         let idempotent = match request.extensions().get::<Idempotent>() {
             Some(Idempotent(flag)) => Some(*flag),
-            None if request.headers().contains_key(IDEMPOTENCY_KEY) => Some(true),
+            // The header is looked up only where it changes the answer: a method idempotent by
+            // itself stays so (a header lookup a call fewer, issue 19).
+            None if !is_idempotent_method(request.method())
+                && request.headers().contains_key(IDEMPOTENCY_KEY) =>
+            {
+                Some(true)
+            }
             None => None,
         };
         Self {
@@ -439,6 +445,18 @@ mod tests {
         let meta = RequestMeta::from_request(&request);
         assert!(meta.is_idempotent());
         assert!(classify(&meta, 503).is_retryable());
+        // A method idempotent by itself (the header is not looked up for it) stays so, with or
+        // without the header.
+        for method in ["GET", "PUT", "DELETE"] {
+            for key in [None, Some("3f1c")] {
+                let mut request = http::Request::builder().method(method);
+                if let Some(key) = key {
+                    request = request.header("Idempotency-Key", key);
+                }
+                let meta = RequestMeta::from_request(&request.body(()).unwrap());
+                assert!(meta.is_idempotent(), "{method} {key:?}");
+            }
+        }
     }
 
     #[test]
