@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,6 +80,9 @@ impl Drop for InFlightGuard {
 
 pub(crate) struct ClientShared {
     apis: ArcSwap<Apis>,
+    /// Bumped after every change of `apis`: an [`Api`] handle whose entry was looked up at the
+    /// same generation sends on it without looking it up again.
+    generation: AtomicU64,
     removed: ArcSwap<BTreeSet<String>>,
     in_flight: InFlight,
     closed: AtomicBool,
@@ -479,10 +482,15 @@ impl Client {
     ///
     /// [`ErrorKind::Config`] for an unknown name, listing the known ones.
     pub fn api(&self, name: &str) -> Result<Api, Error> {
+        // Read before the entry: a change of the APIs between the two makes the handle look its
+        // entry up again at `send`, never keep one older than its generation says.
+        let generation = self.shared.generation.load(Ordering::Acquire);
         let entry = self.shared.entry(name)?;
         Ok(Api {
             client: self.clone(),
             name: entry.name.clone(),
+            entry,
+            generation,
         })
     }
 
@@ -564,6 +572,7 @@ impl Client {
         self.shared.removed.store(Arc::new(removed));
         self.shared.prune_transports(&next);
         self.shared.apis.store(Arc::new(next));
+        self.shared.generation.fetch_add(1, Ordering::Release);
         tracing::info!(
             added = ?report.added,
             changed = ?report.changed,
@@ -851,6 +860,7 @@ impl ClientBuilder {
         validate(&config)?;
         let shared = Arc::new(ClientShared {
             apis: ArcSwap::from_pointee(Apis::default()),
+            generation: AtomicU64::new(0),
             removed: ArcSwap::from_pointee(BTreeSet::new()),
             in_flight: InFlight::default(),
             closed: AtomicBool::new(false),
@@ -926,13 +936,39 @@ impl ClientBuilder {
 /// # Clone
 ///
 /// Cheap; clones refer to the same client.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Api {
     pub(crate) client: Client,
     pub(crate) name: IntegrationName,
+    /// The entry found by [`Client::api`], and the APIs' generation then: a request sent while the
+    /// generation is unchanged uses it as it is (no second lookup by name a call, issue 19); after
+    /// an update, the entry is looked up again, so a handle never sends on a replaced or removed
+    /// API. (An old entry stays allocated while a handle that found it lives.)
+    entry: Arc<ApiEntry>,
+    generation: u64,
+}
+
+impl fmt::Debug for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Api")
+            .field("client", &self.client)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Api {
+    /// The API's entry as it is now: the one found by [`Client::api`] while the APIs are
+    /// unchanged, else looked up again.
+    pub(crate) fn current_entry(&self) -> Result<Arc<ApiEntry>, Error> {
+        let shared = &self.client.shared;
+        if shared.generation.load(Ordering::Acquire) == self.generation {
+            Ok(Arc::clone(&self.entry))
+        } else {
+            shared.entry(self.name.as_str())
+        }
+    }
+
     /// The API's name.
     pub fn name(&self) -> &str {
         self.name.as_str()
@@ -944,13 +980,7 @@ impl Api {
     ///
     /// [`ErrorKind::Config`] when the API was removed by an update.
     pub fn base_url(&self) -> Result<Url, Error> {
-        Ok(self
-            .client
-            .shared
-            .entry(self.name.as_str())?
-            .base
-            .as_url()
-            .clone())
+        Ok(self.current_entry()?.base.as_url().clone())
     }
 
     /// A request with `method` to `path`, joined under the base URL (see

@@ -397,7 +397,7 @@ impl RequestBuilder {
         if let Some(error) = self.error.take() {
             return Err(error);
         }
-        let entry = self.api.client.shared.entry(name.as_str())?;
+        let entry = self.api.current_entry()?;
         // The path's buffer becomes the URI's path and query (the base's path written over its
         // leading `/`): no copy of it.
         let uri = entry

@@ -630,10 +630,12 @@ async fn update_swaps_changed_integrations_and_removes_old_ones() {
         .build()
         .unwrap();
     let a = client.api("a").unwrap();
+    let b = client.api("b").unwrap();
     assert_eq!(
         a.get("/").send().await.unwrap().text().await.unwrap(),
         "first"
     );
+    assert_eq!(b.base_url().unwrap().as_str(), format!("{}/", first.uri()));
 
     let config = Config::new().with_integration("a", fast(&second));
     let report = client.update(config.clone()).unwrap();
@@ -647,6 +649,12 @@ async fn update_swaps_changed_integrations_and_removes_old_ones() {
     let error = client.api("b").unwrap_err();
     assert!(error.is_config());
     assert!(error.to_string().contains("removed"), "{error}");
+    // Issue 19: a handle keeps the entry it found, for as long as the APIs are unchanged; the one
+    // taken before the update does not send on the removed API's stack.
+    let error = b.get("/").send().await.unwrap_err();
+    assert!(error.is_config());
+    assert!(error.to_string().contains("removed"), "{error}");
+    assert!(b.base_url().unwrap_err().is_config());
 
     let report = client.update(config).unwrap();
     assert_eq!(report.unchanged, ["a"]);
