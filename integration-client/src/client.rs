@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -489,7 +489,7 @@ impl Client {
         Ok(Api {
             client: self.clone(),
             name: entry.name.clone(),
-            entry,
+            entry: Arc::downgrade(&entry),
             generation,
         })
     }
@@ -943,8 +943,9 @@ pub struct Api {
     /// The entry found by [`Client::api`], and the APIs' generation then: a request sent while the
     /// generation is unchanged uses it as it is (no second lookup by name a call, issue 19); after
     /// an update, the entry is looked up again, so a handle never sends on a replaced or removed
-    /// API. (An old entry stays allocated while a handle that found it lives.)
-    entry: Arc<ApiEntry>,
+    /// API. Weak: a handle kept for long does not keep a replaced API's stack (its connection
+    /// pool, its limiter) alive.
+    entry: Weak<ApiEntry>,
     generation: u64,
 }
 
@@ -962,11 +963,12 @@ impl Api {
     /// unchanged, else looked up again.
     pub(crate) fn current_entry(&self) -> Result<Arc<ApiEntry>, Error> {
         let shared = &self.client.shared;
-        if shared.generation.load(Ordering::Acquire) == self.generation {
-            Ok(Arc::clone(&self.entry))
-        } else {
-            shared.entry(self.name.as_str())
+        if shared.generation.load(Ordering::Acquire) == self.generation
+            && let Some(entry) = self.entry.upgrade()
+        {
+            return Ok(entry);
         }
+        shared.entry(self.name.as_str())
     }
 
     /// The API's name.
@@ -1095,5 +1097,41 @@ mod transport_cache_tests {
         // The bank removed: only the default transport is left.
         client.update(config(&ca_file, "31s", false)).unwrap();
         assert_eq!(cached(&client), 1);
+    }
+}
+
+#[cfg(test)]
+mod api_handle_tests {
+    use super::*;
+
+    fn config(base_url: &str) -> Config {
+        Config::from_toml_str(&format!("[integrations.svc]\nbase_url = \"{base_url}\"\n")).unwrap()
+    }
+
+    /// Issue 19: a handle keeps the entry `Client::api` found, but weakly. While the APIs are
+    /// unchanged it sends on that entry; an update replaces it, and a handle kept for long neither
+    /// sends on the old entry nor keeps it (its stack, its connection pool) alive.
+    #[tokio::test]
+    async fn a_handle_uses_its_entry_until_an_update_and_does_not_keep_the_old_one() {
+        let client = Client::builder()
+            .config(config("http://127.0.0.1:9/one/"))
+            .build()
+            .unwrap();
+        let api = client.api("svc").unwrap();
+        let found = api.current_entry().unwrap();
+        assert!(Arc::ptr_eq(&found, &api.entry.upgrade().unwrap()));
+        drop(found);
+
+        client.update(config("http://127.0.0.1:9/two/")).unwrap();
+        assert_eq!(
+            api.entry.strong_count(),
+            0,
+            "the replaced entry was kept alive"
+        );
+        assert_eq!(api.base_url().unwrap().as_str(), "http://127.0.0.1:9/two/");
+        assert_eq!(
+            api.get("/x").build().unwrap().uri(),
+            "http://127.0.0.1:9/two/x"
+        );
     }
 }
