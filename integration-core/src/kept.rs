@@ -32,8 +32,8 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use metrics::Recorder;
 
-/// Handles kept per key; past this many, further keys are registered on each call (a layer sees
-/// one key per label set, a handful).
+/// Handles kept in the list beside the first slot; past this many, further keys are registered on
+/// each call (a layer sees one key per label set, a handful).
 const MAX_ENTRIES: usize = 64;
 
 /// Which recorder this is: its address and size, or `None` for a zero-sized recorder.
