@@ -131,16 +131,18 @@ impl<K: Clone, H: Clone> Kept<K, H> {
             }
             let handle = register(recorder);
             apply(&handle);
-            let entry = (id, key(), handle);
             let entry = if first.is_none() {
                 // The first slot is set once; a call racing to set it with another key keeps its
-                // handle in the rest instead.
-                match shared.first.set(entry) {
+                // handle in the list instead.
+                match shared.first.set((id, key(), handle)) {
                     Ok(()) => return,
                     Err(entry) => entry,
                 }
+            } else if entries.len() < MAX_ENTRIES {
+                (id, key(), handle)
             } else {
-                entry
+                // Past the bound: registered on each call, and no key built for nothing.
+                return;
             };
             if entries.len() < MAX_ENTRIES {
                 // Two calls racing to add the same key may both add it; the first found wins.
@@ -234,6 +236,46 @@ mod tests {
         assert_eq!(*second.registrations.lock().unwrap(), 2);
         assert_eq!(kept.len(), 4);
         assert_eq!(format!("{kept:?}"), "Kept { entries: 4 }");
+    }
+
+    /// Past the bound, a key is registered on each call and no key is built for it (nothing keeps
+    /// it); the first slot is not part of the bound.
+    #[test]
+    fn past_the_bound_keys_are_registered_each_call_and_not_built() {
+        let kept: Kept<usize, Counter> = Kept::new();
+        let recorder = Counting::default();
+        let built = std::cell::Cell::new(0);
+        let call = |label: usize| {
+            kept.with(
+                |k| *k == label,
+                || {
+                    built.set(built.get() + 1);
+                    label
+                },
+                |recorder| recorder.register_counter(&Key::from_name("calls"), &METADATA),
+                |counter| counter.increment(1),
+            );
+        };
+        metrics::with_local_recorder(&recorder, || {
+            for label in 0..=MAX_ENTRIES {
+                call(label);
+                call(label);
+            }
+            assert_eq!(kept.len(), MAX_ENTRIES + 1);
+            assert_eq!(built.get(), MAX_ENTRIES + 1);
+            let over = MAX_ENTRIES + 1;
+            call(over);
+            call(over);
+        });
+        assert_eq!(built.get(), MAX_ENTRIES + 1, "no key built past the bound");
+        assert_eq!(
+            *recorder.registrations.lock().unwrap(),
+            MAX_ENTRIES as u64 + 3
+        );
+        assert_eq!(
+            recorder.total.load(Ordering::SeqCst),
+            2 * (MAX_ENTRIES as u64 + 2)
+        );
     }
 
     #[test]
