@@ -211,7 +211,7 @@ impl BaseUrl {
     }
 }
 
-/// `.` or `..`: a segment the text join leaves to the general path (which refuses it).
+/// `.` or `..`: a segment the general join refuses (decoded) and the text join leaves to it.
 fn dot_segment(segment: &[u8]) -> bool {
     matches!(segment, b"." | b"..")
 }
@@ -294,7 +294,7 @@ fn check_segment(segment: &str) -> Result<(), Error> {
         if form.contains('\\') {
             return Err(refused("an encoded backslash"));
         }
-        if form.split('/').any(|part| part == "." || part == "..") {
+        if form.split('/').any(|part| dot_segment(part.as_bytes())) {
             return Err(refused("a dot segment"));
         }
     }

@@ -68,9 +68,7 @@ impl<K, H> Kept<K, H> {
             }),
         }
     }
-}
 
-impl<K, H> Kept<K, H> {
     /// How many handles are kept.
     fn len(&self) -> usize {
         usize::from(self.shared.first.get().is_some()) + self.shared.rest.load().len()
