@@ -1,10 +1,27 @@
-//! The redirect policy of the transport: bounded, credential-stripping across origins, never downgrading.
+//! The transport's redirect follower: bounded, credential-stripping across origins, never
+//! downgrading, replaying a body only when it is replayable.
+//!
+//! It does what tower-http's `FollowRedirect` did for the transport (the same method and body
+//! rules, the same `RequestUri` on a redirected response), except that a response that was not
+//! redirected gets no `RequestUri`: tower-http inserted one into every response (a URI copy and a
+//! box a call, issue 19), and the facade knows the URL it sent.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
 use http::uri::Scheme;
-use http::{HeaderName, HeaderValue};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+};
+use http_body::Body as _;
+use hyper::body::Incoming;
 use integration_core::{Body, BoxError, Error, ErrorKind};
 use integration_log::redact::Redactor;
-use tower_http::follow_redirect::policy::{Action, Attempt, Policy};
+use pin_project_lite::pin_project;
+use tower_http::follow_redirect::RequestUri;
+use tower_service::Service;
 
 /// The default bound on redirects followed for one request.
 pub const DEFAULT_MAX_REDIRECTS: usize = 10;
@@ -21,34 +38,66 @@ pub fn is_credential_header(name: &HeaderName) -> bool {
     Redactor::default().is_sensitive(name.as_str())
 }
 
-/// The redirect policy: follows at most `max` redirects, drops credential headers (by name, or marked
-/// sensitive) once the origin changes (and for the rest of the chain), refuses `https` to `http`, and
-/// replays a body only when it is replayable.
+/// What the follower needs besides the request: the bound and the rule for credential headers.
+/// Shared by every call of a transport (one reference count a call).
 #[derive(Debug, Clone)]
 pub(crate) struct RedirectPolicy {
     max: usize,
-    followed: usize,
     redactor: Redactor,
-    /// Set by `redirect` when the hop about to be made leaves the previous origin.
-    cross_origin: bool,
 }
 
 impl RedirectPolicy {
     pub(crate) fn new(max: usize, redactor: Redactor) -> Self {
-        Self {
-            max,
-            followed: 0,
-            redactor,
-            cross_origin: false,
-        }
+        Self { max, redactor }
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    pub(crate) fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     fn is_sensitive(&self, name: &HeaderName, value: &HeaderValue) -> bool {
         self.redactor.is_sensitive_header(name, value)
     }
+
+    /// Whether the hop from `previous` to `location`, the `followed + 1`-th, may be made: never
+    /// from `https` to anything else, never past the bound. Answers whether it leaves the origin.
+    fn allow(&self, followed: usize, previous: &Uri, location: &Uri) -> Result<bool, BoxError> {
+        if previous.scheme() == Some(&Scheme::HTTPS) && location.scheme() != Some(&Scheme::HTTPS) {
+            return Err(Box::new(
+                Error::new(ErrorKind::Request)
+                    .with_message("redirect from https to http refused (downgrade)"),
+            ));
+        }
+        if followed >= self.max {
+            return Err(Box::new(
+                Error::new(ErrorKind::Request)
+                    .with_message(format!("too many redirects (limit {})", self.max)),
+            ));
+        }
+        Ok(origin(previous) != origin(location))
+    }
+
+    /// Drops every credential header (by name, or marked sensitive). Run on the headers carried
+    /// forward once a hop leaves its origin, so that once dropped they stay dropped for every
+    /// later hop, even one that returns to the first origin.
+    fn strip_credentials(&self, headers: &mut HeaderMap) {
+        let mut sensitive: Vec<HeaderName> = headers
+            .iter()
+            .filter(|(name, value)| self.is_sensitive(name, value))
+            .map(|(name, _)| name.clone())
+            .collect();
+        sensitive.dedup();
+        for name in sensitive {
+            headers.remove(name);
+        }
+    }
 }
 
-fn origin(uri: &http::Uri) -> (Option<&str>, Option<&str>, Option<u16>) {
+fn origin(uri: &Uri) -> (Option<&str>, Option<&str>, Option<u16>) {
     let scheme = uri.scheme_str();
     let port = uri
         .port_u16()
@@ -56,47 +105,173 @@ fn origin(uri: &http::Uri) -> (Option<&str>, Option<&str>, Option<u16>) {
     (scheme, uri.host(), port)
 }
 
-impl Policy<Body, BoxError> for RedirectPolicy {
-    fn redirect(&mut self, attempt: &Attempt<'_>) -> Result<Action, BoxError> {
-        if attempt.previous().scheme() == Some(&Scheme::HTTPS)
-            && attempt.location().scheme() != Some(&Scheme::HTTPS)
-        {
-            return Err(Box::new(
-                Error::new(ErrorKind::Request)
-                    .with_message("redirect from https to http refused (downgrade)"),
-            ));
+/// The headers that describe a body: dropped with the body when a redirect turns the request
+/// into a `GET`.
+const PAYLOAD_HEADERS: [HeaderName; 4] = [
+    CONTENT_TYPE,
+    CONTENT_LENGTH,
+    CONTENT_ENCODING,
+    TRANSFER_ENCODING,
+];
+
+/// What a redirect needs of the request last sent: the request consumed by the connection, kept
+/// from before it was sent (no extensions: a redirected request goes to hyper-util's pool, which
+/// reads none).
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    /// The body to send again: `None` when it cannot be replayed (a stream), and then a redirect
+    /// that would resend it is not followed: the 3xx response is the answer.
+    body: Option<Body>,
+    policy: RedirectPolicy,
+    /// Redirects followed so far.
+    followed: usize,
+}
+
+impl Replay {
+    fn of(request: &Request<Body>, policy: &RedirectPolicy) -> Self {
+        Self {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+            body: replayable(request.body()),
+            policy: policy.clone(),
+            followed: 0,
         }
-        if self.followed >= self.max {
-            return Err(Box::new(
-                Error::new(ErrorKind::Request)
-                    .with_message(format!("too many redirects (limit {})", self.max)),
-            ));
-        }
-        self.followed += 1;
-        self.cross_origin = origin(attempt.previous()) != origin(attempt.location());
-        Ok(Action::Follow)
     }
 
-    fn on_request(&mut self, request: &mut http::Request<Body>) {
-        if !self.cross_origin {
-            return;
+    /// The next request for a redirect `response`, or `None` when it is the answer: not a
+    /// redirect, no usable `Location`, or a body that cannot be sent again. An error when the
+    /// policy refuses the hop.
+    fn next<B>(&mut self, response: &Response<B>) -> Result<Option<Request<Body>>, BoxError> {
+        match response.status() {
+            // User agents may change POST to GET (RFC 9110, 15.4.2 and 15.4.3); they all do.
+            StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND if self.method == Method::POST => {
+                self.method = Method::GET;
+                self.drop_body();
+            }
+            StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND => {}
+            // A GET (or HEAD) of the other resource (RFC 9110, 15.4.4).
+            StatusCode::SEE_OTHER => {
+                if self.method != Method::HEAD {
+                    self.method = Method::GET;
+                }
+                self.drop_body();
+            }
+            StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {}
+            _ => return Ok(None),
         }
-        // The follow-redirect service carries these headers forward, so once dropped they stay
-        // dropped for every later hop, even one that returns to the first origin.
-        let mut sensitive: Vec<HeaderName> = request
+        let Some(body) = self.body.take() else {
+            return Ok(None);
+        };
+        let Some(location) = response
             .headers()
-            .iter()
-            .filter(|(name, value)| self.is_sensitive(name, value))
-            .map(|(name, _)| name.clone())
-            .collect();
-        sensitive.dedup();
-        for name in sensitive {
-            request.headers_mut().remove(name);
+            .get(LOCATION)
+            .and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
+            .and_then(|location| resolve(location, &self.uri))
+        else {
+            return Ok(None);
+        };
+        let cross_origin = self.policy.allow(self.followed, &self.uri, &location)?;
+        self.followed += 1;
+        if cross_origin {
+            self.policy.strip_credentials(&mut self.headers);
         }
+        self.uri = location;
+        self.body = replayable(&body);
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        Ok(Some(request))
     }
 
-    fn clone_body(&self, body: &Body) -> Option<Body> {
+    /// No body from now on, and none of the headers that described it.
+    fn drop_body(&mut self) {
+        self.body = Some(Body::empty());
+        for name in &PAYLOAD_HEADERS {
+            self.headers.remove(name);
+        }
+    }
+}
+
+/// A copy of `body` to send again, when it can be made.
+fn replayable(body: &Body) -> Option<Body> {
+    if body.size_hint().exact() == Some(0) {
+        Some(Body::empty())
+    } else {
         body.try_clone()
+    }
+}
+
+/// `location` (absolute, or relative to `base`) as an absolute URI.
+fn resolve(location: &str, base: &Uri) -> Option<Uri> {
+    let base = url::Url::parse(&base.to_string()).ok()?;
+    let resolved = base.join(location).ok()?;
+    Uri::try_from(String::from(resolved)).ok()
+}
+
+pin_project! {
+    /// The follower's future: one hop's response future, and what the next hop needs.
+    pub(crate) struct Follow<S: Service<Request<Body>>> {
+        #[pin]
+        hop: S::Future,
+        service: S,
+        // `None` when redirects are off (a bound of zero): nothing is kept.
+        replay: Option<Replay>,
+    }
+}
+
+impl<S> Follow<S>
+where
+    S: Service<Request<Body>, Response = Response<Incoming>, Error = BoxError> + Clone,
+{
+    /// Sends `request` through `service` (ready: the pool waits for a connection inside the
+    /// call), keeping what a redirect would need.
+    pub(crate) fn start(mut service: S, request: Request<Body>, policy: &RedirectPolicy) -> Self {
+        let replay = (policy.max > 0).then(|| Replay::of(&request, policy));
+        Self {
+            hop: service.call(request),
+            service,
+            replay,
+        }
+    }
+}
+
+impl<S> Future for Follow<S>
+where
+    S: Service<Request<Body>, Response = Response<Incoming>, Error = BoxError> + Clone,
+{
+    type Output = Result<Response<Incoming>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let mut response = ready!(this.hop.as_mut().poll(cx))?;
+            let Some(replay) = this.replay.as_mut() else {
+                return Poll::Ready(Ok(response));
+            };
+            match replay.next(&response)? {
+                Some(request) => {
+                    let next = this.service.call(request);
+                    this.hop.set(next);
+                }
+                None => {
+                    if replay.followed > 0 {
+                        // The URL the response came from, for `Response::url`: only a redirected
+                        // response needs it, the facade knows the URL it sent.
+                        response
+                            .extensions_mut()
+                            .insert(RequestUri(replay.uri.clone()));
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+            }
+        }
     }
 }
 
@@ -150,20 +325,19 @@ mod tests {
                 .body(Body::empty())
                 .unwrap()
         };
-        // What `redirect` decided for the hop (tower-http's `Attempt` cannot be built outside it;
-        // the end-to-end tests go through `redirect` itself).
-        let mut policy = RedirectPolicy::new(5, Redactor::default());
-        policy.cross_origin = true;
-        let mut cross = request();
-        policy.on_request(&mut cross);
-        assert!(!cross.headers().contains_key("x-passphrase"));
-        assert_eq!(cross.headers()["x-trace"], "t-1", "only credentials go");
+        let policy = RedirectPolicy::new(5, Redactor::default());
+        let mut cross = Replay::of(&request(), &policy);
+        let hop = cross
+            .next(&redirect(307, "http://127.0.0.2:2000/elsewhere"))
+            .unwrap()
+            .unwrap();
+        assert!(!hop.headers().contains_key("x-passphrase"));
+        assert_eq!(hop.headers()["x-trace"], "t-1", "only credentials go");
 
-        policy.cross_origin = false;
-        let mut kept = request();
-        policy.on_request(&mut kept);
+        let mut same = Replay::of(&request(), &policy);
+        let hop = same.next(&redirect(307, "/next")).unwrap().unwrap();
         assert_eq!(
-            kept.headers()["x-passphrase"],
+            hop.headers()["x-passphrase"],
             "k-123",
             "same origin keeps it"
         );
@@ -176,5 +350,182 @@ mod tests {
         let c: http::Uri = "https://example.com:8443/b".parse().unwrap();
         assert_eq!(origin(&a), origin(&b));
         assert_ne!(origin(&a), origin(&c));
+    }
+
+    fn redirect(status: u16, location: &str) -> Response<()> {
+        Response::builder()
+            .status(status)
+            .header(LOCATION, location)
+            .body(())
+            .unwrap()
+    }
+
+    fn post(body: Body) -> Request<Body> {
+        Request::post("http://api.example/v1/orders?x=1")
+            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_LENGTH, "7")
+            .header("x-trace", "t-1")
+            .body(body)
+            .unwrap()
+    }
+
+    async fn text(body: Body) -> String {
+        use http_body_util::BodyExt;
+        String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    /// 303 makes any method but HEAD a GET without a body or the headers that described it; 301
+    /// and 302 do so for a POST only; 307 and 308 resend the method and the body as they were.
+    #[tokio::test]
+    async fn each_status_keeps_or_changes_the_method_and_body_as_rfc_9110_says() {
+        let policy = RedirectPolicy::new(5, Redactor::default());
+        for (status, method, expect_method, body_kept) in [
+            (303, Method::POST, Method::GET, false),
+            (303, Method::PUT, Method::GET, false),
+            (303, Method::HEAD, Method::HEAD, false),
+            (301, Method::POST, Method::GET, false),
+            (302, Method::POST, Method::GET, false),
+            (301, Method::PUT, Method::PUT, true),
+            (302, Method::DELETE, Method::DELETE, true),
+            (307, Method::POST, Method::POST, true),
+            (308, Method::PATCH, Method::PATCH, true),
+        ] {
+            let mut request = post(Body::from("{\"a\":1}"));
+            *request.method_mut() = method.clone();
+            let mut replay = Replay::of(&request, &policy);
+            let hop = replay
+                .next(&redirect(status, "/v2/orders"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("{status} {method} is followed"));
+            let case = format!("{status} {method}");
+            assert_eq!(hop.method(), expect_method, "{case}");
+            assert_eq!(hop.uri(), "http://api.example/v2/orders", "{case}");
+            assert_eq!(hop.headers()["x-trace"], "t-1", "{case}");
+            assert_eq!(
+                hop.headers().contains_key(CONTENT_TYPE),
+                body_kept,
+                "{case}"
+            );
+            assert_eq!(
+                hop.headers().contains_key(CONTENT_LENGTH),
+                body_kept,
+                "{case}"
+            );
+            let expect_body = if body_kept { "{\"a\":1}" } else { "" };
+            assert_eq!(text(hop.into_body()).await, expect_body, "{case}");
+        }
+    }
+
+    /// A body that cannot be sent again is not: the redirect that would resend it is the answer.
+    /// One that a redirect drops (303) does not stop it. A second hop replays the body again.
+    #[tokio::test]
+    async fn a_body_is_replayed_on_every_hop_only_when_it_can_be() {
+        let policy = RedirectPolicy::new(5, Redactor::default());
+        let stream = || {
+            Body::streaming(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"chunk",
+            )))
+        };
+        let mut replay = Replay::of(&post(stream()), &policy);
+        assert!(replay.next(&redirect(307, "/v2")).unwrap().is_none());
+        let mut replay = Replay::of(&post(stream()), &policy);
+        let hop = replay.next(&redirect(303, "/v2")).unwrap().unwrap();
+        assert_eq!(hop.method(), Method::GET);
+
+        let mut replay = Replay::of(&post(Body::from("payload")), &policy);
+        let first = replay.next(&redirect(307, "/v2")).unwrap().unwrap();
+        let second = replay.next(&redirect(308, "/v3")).unwrap().unwrap();
+        assert_eq!(text(first.into_body()).await, "payload");
+        assert_eq!(second.uri(), "http://api.example/v3");
+        assert_eq!(text(second.into_body()).await, "payload");
+    }
+
+    /// Relative locations resolve against the hop that answered; a response that is not a
+    /// redirect, or a redirect without a usable `Location`, is the answer.
+    #[test]
+    fn locations_resolve_against_the_last_hop_and_others_are_answers() {
+        let policy = RedirectPolicy::new(5, Redactor::default());
+        let mut replay = Replay::of(&post(Body::empty()), &policy);
+        for (location, expect) in [
+            ("b/c", "http://api.example/v1/b/c"),
+            ("../up", "http://api.example/v1/up"),
+            ("?page=2", "http://api.example/v1/up?page=2"),
+            ("//other.example/x", "http://other.example/x"),
+            ("https://secure.example/y", "https://secure.example/y"),
+        ] {
+            let hop = replay.next(&redirect(307, location)).unwrap().unwrap();
+            assert_eq!(hop.uri(), expect, "{location}");
+        }
+        assert_eq!(replay.followed, 5);
+
+        let mut replay = Replay::of(&post(Body::empty()), &policy);
+        for status in [200, 204, 304, 300, 404, 500] {
+            assert!(
+                replay.next(&redirect(status, "/x")).unwrap().is_none(),
+                "{status}"
+            );
+        }
+        let no_location = Response::builder().status(302).body(()).unwrap();
+        assert!(replay.next(&no_location).unwrap().is_none());
+        let not_utf8 = Response::builder()
+            .status(302)
+            .header(LOCATION, HeaderValue::from_bytes(b"/\xff").unwrap())
+            .body(())
+            .unwrap();
+        assert!(replay.next(&not_utf8).unwrap().is_none());
+        assert_eq!(replay.followed, 0);
+    }
+
+    /// The bound counts hops; a downgrade from https is refused whatever the count.
+    #[test]
+    fn the_bound_and_a_downgrade_are_errors() {
+        let policy = RedirectPolicy::new(2, Redactor::default());
+        let mut replay = Replay::of(&post(Body::empty()), &policy);
+        assert!(replay.next(&redirect(307, "/a")).unwrap().is_some());
+        assert!(
+            replay
+                .next(&redirect(307, "https://api.example/b"))
+                .unwrap()
+                .is_some()
+        );
+        let error = replay.next(&redirect(307, "/c")).unwrap_err();
+        assert!(
+            error.to_string().contains("too many redirects (limit 2)"),
+            "{error}"
+        );
+
+        let policy = RedirectPolicy::new(5, Redactor::default());
+        let mut replay = Replay::of(&post(Body::empty()), &policy);
+        replay
+            .next(&redirect(307, "https://api.example/secure"))
+            .unwrap();
+        let error = replay
+            .next(&redirect(307, "http://api.example/plain"))
+            .unwrap_err();
+        assert!(error.to_string().contains("downgrade"), "{error}");
+    }
+
+    /// Credentials dropped on leaving the origin stay dropped on the way back.
+    #[test]
+    fn credentials_dropped_across_origins_stay_dropped() {
+        let policy = RedirectPolicy::new(5, Redactor::default());
+        let mut request = post(Body::empty());
+        request
+            .headers_mut()
+            .insert("authorization", HeaderValue::from_static("Bearer t"));
+        let mut replay = Replay::of(&request, &policy);
+        let same = replay.next(&redirect(307, "/same")).unwrap().unwrap();
+        assert_eq!(same.headers()["authorization"], "Bearer t");
+        let away = replay
+            .next(&redirect(307, "http://other.example/away"))
+            .unwrap()
+            .unwrap();
+        assert!(!away.headers().contains_key("authorization"));
+        let back = replay
+            .next(&redirect(307, "http://api.example/back"))
+            .unwrap()
+            .unwrap();
+        assert!(!back.headers().contains_key("authorization"));
+        assert_eq!(back.headers()["x-trace"], "t-1");
     }
 }

@@ -10,7 +10,6 @@ use integration_core::ext::{Deadline, IDEMPOTENCY_KEY, Idempotent, OwnCredential
 use integration_core::{Body, Error, ErrorKind};
 use serde::Serialize;
 use tower::ServiceExt;
-use tower_http::follow_redirect::RequestUri;
 
 use crate::client::Api;
 use crate::response::Response;
@@ -471,8 +470,8 @@ impl RequestBuilder {
             .map_err(|e| e.with_integration(name.clone()))?;
         let (request, built) = self.build_parts()?;
         let service = built.entry.service.clone();
-        // For `Response::url` when the stack records no final URL (the transport's redirect
-        // follower does): the URL sent. A clone of shared bytes.
+        // For `Response::url` when the stack records no final URL (a redirect follower does when
+        // it followed one): the URL sent. A clone of shared bytes.
         let sent_uri = request.uri().clone();
         // Awaited here, not inside an inner `async` block that would also own the guard: that block
         // was a second state machine holding the request and the service again, moved into the
@@ -493,15 +492,13 @@ impl RequestBuilder {
         };
         drop(guard);
         match outcome {
-            Ok(mut response) => {
-                if response.extensions().get::<RequestUri>().is_none() {
-                    response.extensions_mut().insert(RequestUri(sent_uri));
-                }
+            Ok(response) => {
                 let deadline = built.call_deadline.map(|d| d.instant());
                 Ok(Response::new(
                     response.map(|body| body.with_deadline(deadline, None)),
                     name,
                     built.entry.max_response_bytes,
+                    sent_uri,
                 ))
             }
             Err(error) => Err(Error::from_boxed(error).with_integration(name)),

@@ -19,6 +19,7 @@ use integration_core::{BoxError, Error, ErrorKind};
 use integration_log::LogBody;
 use serde::de::DeserializeOwned;
 use tokio::time::{Instant, Sleep};
+use tower_http::follow_redirect::RequestUri;
 
 use crate::transport::TransportBody;
 
@@ -224,6 +225,8 @@ pub struct Response {
     inner: http::Response<ResponseBody>,
     integration: IntegrationName,
     max_bytes: usize,
+    /// The URL sent: the final URL unless the stack recorded another (a redirect followed).
+    sent: http::Uri,
 }
 
 impl fmt::Debug for Response {
@@ -290,11 +293,13 @@ impl Response {
         inner: http::Response<ResponseBody>,
         integration: IntegrationName,
         max_bytes: usize,
+        sent: http::Uri,
     ) -> Self {
         Self {
             inner,
             integration,
             max_bytes,
+            sent,
         }
     }
 
@@ -400,11 +405,13 @@ impl Response {
             inner,
             integration,
             max_bytes,
+            sent,
         } = self;
         Self {
             inner: inner.map(f),
             integration,
             max_bytes,
+            sent,
         }
     }
 
@@ -577,12 +584,12 @@ impl Response {
     /// # }
     /// ```
     pub fn url(&self) -> &http::Uri {
-        // Recorded by the transport's redirect follower, or by `send` for other stacks.
-        static NONE: std::sync::LazyLock<http::Uri> = std::sync::LazyLock::new(http::Uri::default);
+        // Recorded by a redirect follower (the transport's, or tower-http's in a stack given by the
+        // user) when it followed one; else the URL sent.
         self.inner
             .extensions()
-            .get::<tower_http::follow_redirect::RequestUri>()
-            .map_or(&*NONE, |uri| &uri.0)
+            .get::<RequestUri>()
+            .map_or(&self.sent, |uri| &uri.0)
     }
 
     /// The address of the peer the response came from, when the transport knows it (the pooled
@@ -645,8 +652,12 @@ impl Response {
         }
     }
 
-    /// The underlying `http::Response`.
-    pub fn into_http(self) -> http::Response<ResponseBody> {
+    /// The underlying `http::Response`, with the final URL (see [`Response::url`]) in its
+    /// extensions as tower-http's `RequestUri`.
+    pub fn into_http(mut self) -> http::Response<ResponseBody> {
+        if self.inner.extensions().get::<RequestUri>().is_none() {
+            self.inner.extensions_mut().insert(RequestUri(self.sent));
+        }
         self.inner
     }
 }

@@ -59,13 +59,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretSlice};
 use tower_http::decompression::{Decompression, DecompressionBody};
-use tower_http::follow_redirect::FollowRedirect;
 use tower_service::Service;
 
 use crate::proxy::Connector;
 pub use crate::proxy::{PROXY_ENV_VARS, Proxy};
 pub use crate::redirect::DEFAULT_MAX_REDIRECTS;
-use crate::redirect::RedirectPolicy;
+use crate::redirect::{Follow, RedirectPolicy};
 
 /// The response body of the transport: the connection's body, decompressed when it was encoded.
 ///
@@ -169,9 +168,6 @@ fn decode(response: Response<Incoming>) -> Result<Response<TransportBody>, BoxEr
 }
 
 type Pooled = HyperClient<Connector, Body>;
-type Inner = FollowRedirect<SharedPool, RedirectPolicy>;
-type FollowRedirectFuture =
-    tower_http::follow_redirect::ResponseFuture<SharedPool, Body, RedirectPolicy>;
 
 /// hyper-util's pooled client behind one pointer.
 ///
@@ -671,19 +667,18 @@ impl TransportBuilder {
 /// Clones share the connection pool.
 #[derive(Clone)]
 pub struct Transport {
-    inner: Inner,
     pool: SharedPool,
+    /// The redirect bound and the rule for credential headers.
+    redirects: RedirectPolicy,
     decompression: bool,
-    max_redirects: usize,
-    redactor: Redactor,
 }
 
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transport")
             .field("decompression", &self.decompression)
-            .field("max_redirects", &self.max_redirects)
-            .field("redactor", &self.redactor)
+            .field("max_redirects", &self.redirects.max())
+            .field("redactor", self.redirects.redactor())
             .finish_non_exhaustive()
     }
 }
@@ -712,7 +707,7 @@ impl Transport {
         Self::assemble(
             self.pool.clone(),
             self.decompression,
-            self.max_redirects,
+            self.redirects.max(),
             redactor,
         )
     }
@@ -723,21 +718,10 @@ impl Transport {
         max_redirects: usize,
         redactor: Redactor,
     ) -> Self {
-        // A redirected request goes to hyper-util's pool, which reads no request extension: the
-        // follower keeps no copy of them (tower-http 0.7 copies every call's extensions by
-        // default, a map and a box per value: about 900 instructions a call, issue 19). The first
-        // request keeps its own.
-        let inner = FollowRedirect::with_policy(
-            pool.clone(),
-            RedirectPolicy::new(max_redirects, redactor.clone()),
-        )
-        .preserve_extensions(false);
         Self {
-            inner,
+            redirects: RedirectPolicy::new(max_redirects, redactor),
             pool,
             decompression,
-            max_redirects,
-            redactor,
         }
     }
 }
@@ -749,7 +733,7 @@ impl Service<Request<Body>> for Transport {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // The pool is always ready: it waits for a connection inside the call.
-        self.inner.poll_ready(cx)
+        self.pool.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<Body>) -> ResponseFuture {
@@ -761,7 +745,7 @@ impl Service<Request<Body>> for Transport {
             entry.insert(ACCEPT_ENCODINGS);
         }
         ResponseFuture {
-            inner: Box::pin(self.inner.call(request)),
+            inner: Box::pin(Follow::start(self.pool.clone(), request, &self.redirects)),
             decompression: self.decompression,
         }
     }
@@ -769,7 +753,7 @@ impl Service<Request<Body>> for Transport {
 
 /// The response future of [`Transport`].
 ///
-/// The redirect follower's future (about 600 bytes: the request's method, URI, headers and body
+/// The redirect follower's future (about 400 bytes: the request's method, URI, headers and body
 /// for a redirect, and hyper-util's future) is boxed: every layer above the transport holds this
 /// future inside its own, and each of them moved it at least once while building its own; boxed,
 /// each move is a pointer, and the whole stack's future, boxed once more at the top, is small
@@ -777,7 +761,7 @@ impl Service<Request<Body>> for Transport {
 /// for one allocation more, issue 19). Boxed, it needs no pinning of its own.
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture {
-    inner: Pin<Box<FollowRedirectFuture>>,
+    inner: Pin<Box<Follow<SharedPool>>>,
     decompression: bool,
 }
 
