@@ -67,48 +67,58 @@ where
         replay: Option<http::Request<B>>,
         mut lookup: CredentialFuture,
     ) -> Self {
-        // Fast path: a static or fresh cached credential is ready now; call without a detour.
-        let (state, request, credential) = match lookup.take_ready() {
+        // Fast path: a static or fresh cached credential is ready now; call without a detour. The
+        // future is built where it is returned: a `(state, ..)` tuple first, then `Self`, moved the
+        // inner future twice more (issue 19: memcpy of nested futures).
+        let (state, credential) = match lookup.take_ready() {
             Some(Ok(credential)) => match credential.apply(&mut request) {
-                Ok(()) => (
-                    State::Call {
-                        future: service.call(request),
-                    },
-                    None,
-                    Some(credential),
-                ),
+                Ok(()) => {
+                    // Sent: a replay goes through a clone, driven to readiness before it is called.
+                    let slow = replay.map(|replay| {
+                        Box::new(Slow {
+                            service: service.clone(),
+                            request: None,
+                            replay: Some(replay),
+                        })
+                    });
+                    return Self {
+                        state: State::Call {
+                            future: service.call(request),
+                        },
+                        slow,
+                        provider,
+                        credential: Some(credential),
+                        replayed: false,
+                    };
+                }
                 Err(error) => (
                     State::Failed {
                         error: Some(Box::new(error)),
                     },
                     None,
-                    None,
                 ),
             },
-            Some(Err(error)) => (State::Failed { error: Some(error) }, None, None),
-            None => (State::Lookup { lookup }, Some(request), None),
-        };
-        let slow = match (request, replay) {
-            (None, None) => None,
-            // Sent: a replay goes through a clone, driven to readiness before it is called.
-            (None, replay @ Some(_)) => Some(Box::new(Slow {
-                service: service.clone(),
-                request: None,
-                replay,
-            })),
-            // Waiting for the credential: the reserved service goes along.
-            (request @ Some(_), replay) => {
+            Some(Err(error)) => (State::Failed { error: Some(error) }, None),
+            None => {
+                // Waiting for the credential: the reserved service goes along.
                 let clone = service.clone();
-                Some(Box::new(Slow {
-                    service: std::mem::replace(service, clone),
-                    request,
-                    replay,
-                }))
+                return Self {
+                    state: State::Lookup { lookup },
+                    slow: Some(Box::new(Slow {
+                        service: std::mem::replace(service, clone),
+                        request: Some(request),
+                        replay,
+                    })),
+                    provider,
+                    credential: None,
+                    replayed: false,
+                };
             }
         };
+        // Failed before sending: nothing is sent, a replay copy is not needed.
         Self {
             state,
-            slow,
+            slow: None,
             provider,
             credential,
             replayed: false,
