@@ -133,12 +133,15 @@ where
                 inner: Timed::expired(Expiry::Deadline),
             };
         }
+        // The timer first and the inner call last, straight into the returned future: no
+        // intermediate value for the inner future to be copied through (issue 19).
+        let sleep = tokio::time::sleep_until(deadline.instant());
         DeadlineFuture {
-            inner: Timed::running(
-                self.inner.call(request),
-                deadline.instant(),
-                Expiry::Deadline,
-            ),
+            inner: Timed::Running {
+                future: self.inner.call(request),
+                sleep,
+                expiry: Expiry::Deadline,
+            },
         }
     }
 }

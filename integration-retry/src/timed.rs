@@ -46,14 +46,6 @@ pin_project! {
 }
 
 impl<F> Timed<F> {
-    pub(crate) fn running(future: F, until: Instant, expiry: Expiry) -> Self {
-        Timed::Running {
-            future,
-            sleep: tokio::time::sleep_until(until),
-            expiry,
-        }
-    }
-
     pub(crate) fn expired(expiry: Expiry) -> Self {
         Timed::Expired { expiry }
     }

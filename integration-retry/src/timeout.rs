@@ -159,20 +159,27 @@ where
         // One clock read for the attempt's end and the deadline's check (issue 19).
         let now = Instant::now();
         let attempt_end = instant_after(now, self.timeout);
-        let inner = match Deadline::of(&request) {
-            Some(deadline) if deadline.is_expired_at(now) => Timed::expired(Expiry::Deadline),
-            Some(deadline) if deadline.instant() < attempt_end => Timed::running(
-                self.inner.call(request),
-                deadline.instant(),
-                Expiry::Deadline,
-            ),
-            _ => Timed::running(
-                self.inner.call(request),
-                attempt_end,
-                Expiry::Attempt(self.timeout),
-            ),
+        let (until, expiry) = match Deadline::of(&request) {
+            Some(deadline) if deadline.is_expired_at(now) => {
+                return AttemptTimeoutFuture {
+                    inner: Timed::expired(Expiry::Deadline),
+                };
+            }
+            Some(deadline) if deadline.instant() < attempt_end => {
+                (deadline.instant(), Expiry::Deadline)
+            }
+            _ => (attempt_end, Expiry::Attempt(self.timeout)),
         };
-        AttemptTimeoutFuture { inner }
+        // The timer first and the inner call last, straight into the returned future: one call
+        // site, and no intermediate value for the inner future to be copied through (issue 19).
+        let sleep = tokio::time::sleep_until(until);
+        AttemptTimeoutFuture {
+            inner: Timed::Running {
+                future: self.inner.call(request),
+                sleep,
+                expiry,
+            },
+        }
     }
 }
 
