@@ -217,6 +217,9 @@ fn resolve(location: &str, base: &Uri) -> Option<Uri> {
 
 pin_project! {
     /// The follower's future: one hop's response future, and what the next hop needs.
+    ///
+    /// `S` is always ready (the transport's pool, which waits for a connection inside the call):
+    /// each hop is called without `poll_ready`.
     pub(crate) struct Follow<S: Service<Request<Body>>> {
         #[pin]
         hop: S::Future,
