@@ -67,9 +67,9 @@ where
         replay: Option<http::Request<B>>,
         mut lookup: CredentialFuture,
     ) -> Self {
-        // Fast path: a static or fresh cached credential is ready now; call without a detour. The
-        // future is built where it is returned: a `(state, ..)` tuple first, then `Self`, moved the
-        // inner future twice more (issue 19: memcpy of nested futures).
+        // Fast path: a static or fresh cached credential is ready now; call without a detour. Each
+        // path builds the future where it returns it: built through a `(state, ..)` tuple first,
+        // the inner future was copied twice more (issue 19: memcpy of nested futures).
         let (state, credential) = match lookup.take_ready() {
             Some(Ok(credential)) => match credential.apply(&mut request) {
                 Ok(()) => {
