@@ -224,8 +224,9 @@ pin_project! {
         #[pin]
         hop: S::Future,
         service: S,
-        // `None` when redirects are off (a bound of zero): nothing is kept.
-        replay: Option<Replay>,
+        // Kept with a bound of zero too: a redirect is then an error, not the answer (as
+        // `TransportBuilder::max_redirects` says).
+        replay: Replay,
     }
 }
 
@@ -236,7 +237,7 @@ where
     /// Sends `request` through `service` (ready: the pool waits for a connection inside the
     /// call), keeping what a redirect would need.
     pub(crate) fn start(mut service: S, request: Request<Body>, policy: &RedirectPolicy) -> Self {
-        let replay = (policy.max > 0).then(|| Replay::of(&request, policy));
+        let replay = Replay::of(&request, policy);
         Self {
             hop: service.call(request),
             service,
@@ -255,9 +256,7 @@ where
         let mut this = self.project();
         loop {
             let mut response = ready!(this.hop.as_mut().poll(cx))?;
-            let Some(replay) = this.replay.as_mut() else {
-                return Poll::Ready(Ok(response));
-            };
+            let replay = &mut *this.replay;
             match replay.next(&response)? {
                 Some(request) => {
                     let next = this.service.call(request);
@@ -506,6 +505,21 @@ mod tests {
             .next(&redirect(307, "http://api.example/plain"))
             .unwrap_err();
         assert!(error.to_string().contains("downgrade"), "{error}");
+    }
+
+    /// A bound of zero turns following off: a redirect that would be followed is an error (as
+    /// `TransportBuilder::max_redirects` documents), one that would not is the answer.
+    #[test]
+    fn with_a_bound_of_zero_a_redirect_is_an_error() {
+        let policy = RedirectPolicy::new(0, Redactor::default());
+        let mut replay = Replay::of(&post(Body::empty()), &policy);
+        let error = replay.next(&redirect(302, "/elsewhere")).unwrap_err();
+        assert!(
+            error.to_string().contains("too many redirects (limit 0)"),
+            "{error}"
+        );
+        let no_location = Response::builder().status(302).body(()).unwrap();
+        assert!(replay.next(&no_location).unwrap().is_none());
     }
 
     /// Credentials dropped on leaving the origin stay dropped on the way back.

@@ -169,6 +169,36 @@ async fn redirects_are_bounded() {
     assert_eq!(origin.received_requests().await.unwrap().len(), 11);
 }
 
+/// `max_redirects(0)` turns following off and makes a redirect an error, as documented. A first
+/// version of the transport's own follower (issue 19) kept nothing to follow with at a bound of
+/// zero and handed the 3xx back as the answer.
+#[tokio::test]
+async fn regression_a_bound_of_zero_makes_a_redirect_an_error() {
+    use integration_client::transport::Transport;
+    use tower::ServiceExt;
+
+    let origin = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/old"))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "/new"))
+        .mount(&origin)
+        .await;
+    let transport = Transport::builder()
+        .no_proxy()
+        .max_redirects(0)
+        .build()
+        .unwrap();
+    let request = http::Request::get(format!("{}/old", origin.uri()))
+        .body(integration_core::Body::empty())
+        .unwrap();
+    let error = transport.oneshot(request).await.unwrap_err();
+    assert!(
+        error.to_string().contains("too many redirects (limit 0)"),
+        "{error}"
+    );
+    assert_eq!(origin.received_requests().await.unwrap().len(), 1);
+}
+
 /// An extension that counts its clones.
 #[derive(Debug)]
 struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
