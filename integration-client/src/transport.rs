@@ -172,7 +172,7 @@ type Pooled = HyperClient<Connector, Body>;
 /// hyper-util's pooled client behind one pointer.
 ///
 /// Every layer above the transport that must call it later keeps a clone of the service below it,
-/// and the redirect follower clones the transport into each call's future: with the client held by
+/// and the redirect follower keeps a clone of the pool in each call's future: with the client held by
 /// value, each of those clones copied hyper-util's client (over 700 bytes with the decompression
 /// and redirect wrappers) and bumped a dozen reference counts. Behind an `Arc`, a clone is one
 /// increment. hyper-util's client sends through `&self`, so sharing it changes nothing else.
@@ -753,7 +753,7 @@ impl Service<Request<Body>> for Transport {
 
 /// The response future of [`Transport`].
 ///
-/// The redirect follower's future (about 400 bytes: the request's method, URI, headers and body
+/// The redirect follower's future (about 430 bytes: the request's method, URI, headers and body
 /// for a redirect, and hyper-util's future) is boxed: every layer above the transport holds this
 /// future inside its own, and each of them moved it at least once while building its own; boxed,
 /// each move is a pointer, and the whole stack's future, boxed once more at the top, is small
@@ -791,7 +791,7 @@ mod tests {
     use super::*;
 
     /// Each layer above the transport that calls it later keeps a clone of the service below it,
-    /// and the redirect follower clones the transport into every call's future. Holding hyper-util's
+    /// and the redirect follower keeps a clone of the pool in every call's future. Holding hyper-util's
     /// client by value made the transport 752 bytes, copied several times per call (and the futures
     /// that hold those clones as large). Shared behind an `Arc`, it stays a few words.
     /// Regression (issue 15, part 4): the transport's connect timeout defaulted to 10 s and the
