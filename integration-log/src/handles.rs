@@ -34,13 +34,26 @@ pub(crate) struct Labels<'a> {
 }
 
 impl Labels<'_> {
+    /// Whether `kept` was registered with these labels. The strings are usually the very ones the
+    /// handle was registered with (the method's static name, the host the layer's cache keeps, the
+    /// integration's shared name): the same pointer and length settle it before the bytes are
+    /// compared (issue 19: three lookups a call).
     fn matches(&self, kept: &Owned) -> bool {
+        fn same(a: Option<&str>, b: Option<&str>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
+                (None, None) => true,
+                _ => false,
+            }
+        }
         kept.scope == self.scope
             && kept.code == self.code
-            && kept.method == self.method
-            && kept.host.as_deref() == self.host.map(|h| &**h)
-            && kept.integration.as_ref().map(IntegrationName::as_str)
-                == self.integration.map(IntegrationName::as_str)
+            && same(Some(kept.method), Some(self.method))
+            && same(kept.host.as_deref(), self.host.map(|h| &**h))
+            && same(
+                kept.integration.as_ref().map(IntegrationName::as_str),
+                self.integration.map(IntegrationName::as_str),
+            )
     }
 
     fn to_owned(&self) -> Owned {
@@ -74,5 +87,59 @@ impl Handles {
     pub(crate) fn record_uncached(value: f64, key: &Key) {
         metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
             .record(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels<'a>(
+        host: Option<&'a Arc<str>>,
+        integration: Option<&'a IntegrationName>,
+    ) -> Labels<'a> {
+        Labels {
+            scope: Scope::Call,
+            method: "GET",
+            host,
+            code: Some(200),
+            integration,
+        }
+    }
+
+    /// A label set matches the handle registered with it whether its strings are the registered
+    /// ones (the same pointers) or equal copies of them, and never one that differs in any label.
+    #[test]
+    fn labels_match_by_value_whatever_their_pointers() {
+        let host: Arc<str> = Arc::from("api.example.com");
+        let name = IntegrationName::new("github");
+        let kept = labels(Some(&host), Some(&name)).to_owned();
+        assert!(
+            labels(Some(&host), Some(&name)).matches(&kept),
+            "same pointers"
+        );
+
+        let other_host: Arc<str> = Arc::from(String::from("api.example.com"));
+        let other_name = IntegrationName::new(String::from("github"));
+        assert!(
+            labels(Some(&other_host), Some(&other_name)).matches(&kept),
+            "equal copies"
+        );
+
+        let different: Arc<str> = Arc::from("api.example.org");
+        assert!(!labels(Some(&different), Some(&name)).matches(&kept));
+        assert!(!labels(None, Some(&name)).matches(&kept));
+        assert!(!labels(Some(&host), None).matches(&kept));
+        assert!(!labels(Some(&host), Some(&IntegrationName::new("gitlab"))).matches(&kept));
+        let mut other_method = labels(Some(&host), Some(&name));
+        other_method.method = "POST";
+        assert!(!other_method.matches(&kept));
+        let mut other_code = labels(Some(&host), Some(&name));
+        other_code.code = Some(503);
+        assert!(!other_code.matches(&kept));
+        let mut other_scope = labels(Some(&host), Some(&name));
+        other_scope.scope = Scope::Attempt;
+        assert!(!other_scope.matches(&kept));
+        assert!(labels(None, None).matches(&labels(None, None).to_owned()));
     }
 }
