@@ -39,18 +39,20 @@ impl Labels<'_> {
     /// integration's shared name): the same pointer and length settle it before the bytes are
     /// compared (issue 19: three lookups a call).
     fn matches(&self, kept: &Owned) -> bool {
-        fn same(a: Option<&str>, b: Option<&str>) -> bool {
+        fn same(a: &str, b: &str) -> bool {
+            std::ptr::eq(a, b) || a == b
+        }
+        fn same_or_none(a: Option<&str>, b: Option<&str>) -> bool {
             match (a, b) {
-                (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
-                (None, None) => true,
-                _ => false,
+                (Some(a), Some(b)) => same(a, b),
+                (a, b) => a.is_none() && b.is_none(),
             }
         }
         kept.scope == self.scope
             && kept.code == self.code
-            && same(Some(kept.method), Some(self.method))
-            && same(kept.host.as_deref(), self.host.map(|h| &**h))
-            && same(
+            && same(kept.method, self.method)
+            && same_or_none(kept.host.as_deref(), self.host.map(|h| &**h))
+            && same_or_none(
                 kept.integration.as_ref().map(IntegrationName::as_str),
                 self.integration.map(IntegrationName::as_str),
             )
