@@ -23,6 +23,8 @@ use pin_project_lite::pin_project;
 use tower_http::follow_redirect::RequestUri;
 use tower_service::Service;
 
+use crate::transport::{PoolFuture, SharedPool};
+
 /// The default bound on redirects followed for one request.
 pub const DEFAULT_MAX_REDIRECTS: usize = 10;
 
@@ -217,39 +219,34 @@ fn resolve(location: &str, base: &Uri) -> Option<Uri> {
 
 pin_project! {
     /// The follower's future: one hop's response future, and what the next hop needs.
-    ///
-    /// `S` is always ready (the transport's pool, which waits for a connection inside the call):
-    /// each hop is called without `poll_ready`.
-    pub(crate) struct Follow<S: Service<Request<Body>>> {
+    pub(crate) struct Follow {
         #[pin]
-        hop: S::Future,
-        service: S,
+        hop: PoolFuture,
+        pool: SharedPool,
         // Kept with a bound of zero too: a redirect is then an error, not the answer (as
         // `TransportBuilder::max_redirects` says).
         replay: Replay,
     }
 }
 
-impl<S> Follow<S>
-where
-    S: Service<Request<Body>, Response = Response<Incoming>, Error = BoxError> + Clone,
-{
-    /// Sends `request` through `service` (ready: the pool waits for a connection inside the
-    /// call), keeping what a redirect would need.
-    pub(crate) fn start(mut service: S, request: Request<Body>, policy: &RedirectPolicy) -> Self {
+impl Follow {
+    /// Sends `request` through the pool, keeping what a redirect would need. The pool is always
+    /// ready (it waits for a connection inside the call): no hop waits for `poll_ready`.
+    pub(crate) fn start(
+        mut pool: SharedPool,
+        request: Request<Body>,
+        policy: &RedirectPolicy,
+    ) -> Self {
         let replay = Replay::of(&request, policy);
         Self {
-            hop: service.call(request),
-            service,
+            hop: pool.call(request),
+            pool,
             replay,
         }
     }
 }
 
-impl<S> Future for Follow<S>
-where
-    S: Service<Request<Body>, Response = Response<Incoming>, Error = BoxError> + Clone,
-{
+impl Future for Follow {
     type Output = Result<Response<Incoming>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -259,7 +256,7 @@ where
             let replay = &mut *this.replay;
             match replay.next(&response)? {
                 Some(request) => {
-                    let next = this.service.call(request);
+                    let next = this.pool.call(request);
                     this.hop.set(next);
                 }
                 None => {

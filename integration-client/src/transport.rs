@@ -177,7 +177,7 @@ type Pooled = HyperClient<Connector, Body>;
 /// and redirect wrappers) and bumped a dozen reference counts. Behind an `Arc`, a clone is one
 /// increment. hyper-util's client sends through `&self`, so sharing it changes nothing else.
 #[derive(Clone)]
-struct SharedPool(Arc<PoolInner>);
+pub(crate) struct SharedPool(Arc<PoolInner>);
 
 struct PoolInner {
     client: Pooled,
@@ -280,7 +280,7 @@ struct Target {
 pin_project! {
     /// hyper-util's response future, its error boxed; a connect error becomes a [`ConnectFailed`]
     /// naming the host, the port, the proxy if any, and the short cause.
-    struct PoolFuture {
+    pub(crate) struct PoolFuture {
         #[pin]
         inner: hyper_util::client::legacy::ResponseFuture,
         target: Target,
@@ -761,7 +761,7 @@ impl Service<Request<Body>> for Transport {
 /// for one allocation more, issue 19). Boxed, it needs no pinning of its own.
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture {
-    inner: Pin<Box<Follow<SharedPool>>>,
+    inner: Pin<Box<Follow>>,
     decompression: bool,
 }
 

@@ -199,6 +199,61 @@ async fn regression_a_bound_of_zero_makes_a_redirect_an_error() {
     assert_eq!(origin.received_requests().await.unwrap().len(), 1);
 }
 
+/// Issue 19: only a redirected response carries `RequestUri` (tower-http's follower put one in
+/// every response, a URI copy and a box a call), with the last hop's URL; the facade's
+/// `Response::url()` and `into_http()` give the URL sent otherwise.
+#[tokio::test]
+async fn only_a_redirected_response_records_its_url_and_the_facade_answers_for_the_others() {
+    use http_body_util::BodyExt;
+    use integration_client::transport::Transport;
+    use tower::ServiceExt;
+    use tower_http::follow_redirect::RequestUri;
+
+    let origin = MockServer::start().await;
+    mount_same_origin_redirect(&origin, 307, "moved").await;
+    Mock::given(method("GET"))
+        .and(path("/plain"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("plain"))
+        .mount(&origin)
+        .await;
+    let transport = Transport::builder().no_proxy().build().unwrap();
+    let get = |path: &str| {
+        http::Request::get(format!("{}{path}", origin.uri()))
+            .body(integration_core::Body::empty())
+            .unwrap()
+    };
+    let plain = transport.clone().oneshot(get("/plain")).await.unwrap();
+    assert!(plain.extensions().get::<RequestUri>().is_none());
+    let moved = transport.oneshot(get("/old")).await.unwrap();
+    assert_eq!(
+        moved
+            .extensions()
+            .get::<RequestUri>()
+            .map(|uri| uri.0.to_string()),
+        Some(format!("{}/new", origin.uri()))
+    );
+    assert_eq!(
+        &moved.into_body().collect().await.unwrap().to_bytes()[..],
+        b"moved"
+    );
+
+    let client = client(&origin);
+    let api = client.api("api").unwrap();
+    let response = api.get("/plain").send().await.unwrap();
+    assert_eq!(
+        response.url().to_string(),
+        format!("{}/plain", origin.uri())
+    );
+    let http = response.into_http();
+    assert_eq!(
+        http.extensions()
+            .get::<RequestUri>()
+            .map(|uri| uri.0.to_string()),
+        Some(format!("{}/plain", origin.uri())),
+        "into_http hands the URL sent over as RequestUri"
+    );
+}
+
 /// An extension that counts its clones.
 #[derive(Debug)]
 struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
