@@ -129,19 +129,19 @@ impl<K: Clone, H: Clone> Kept<K, H> {
             }
             let handle = register(recorder);
             apply(&handle);
-            let entry = if first.is_none() {
-                // The first slot is set once; a call racing to set it with another key keeps its
-                // handle in the list instead.
-                match shared.first.set((id, key(), handle)) {
-                    Ok(()) => return,
-                    Err(entry) => entry,
-                }
-            } else if entries.len() < MAX_ENTRIES {
-                (id, key(), handle)
-            } else {
+            if first.is_some() && entries.len() >= MAX_ENTRIES {
                 // Past the bound: registered on each call, and no key built for nothing.
                 return;
-            };
+            }
+            let mut entry = (id, key(), handle);
+            if first.is_none() {
+                // The first slot is set once; a call racing to set it with another key keeps its
+                // handle in the list instead.
+                match shared.first.set(entry) {
+                    Ok(()) => return,
+                    Err(back) => entry = back,
+                }
+            }
             if entries.len() < MAX_ENTRIES {
                 // Two calls racing to add the same key may both add it; the first found wins.
                 shared.rest.rcu(|old| {
