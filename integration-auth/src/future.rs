@@ -8,6 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use http::StatusCode;
 use integration_core::BoxError;
+use integration_core::body::RequestCopy;
 use integration_core::ext::CredentialInvalidated;
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -40,7 +41,7 @@ pin_project! {
 struct Slow<S, B> {
     service: S,
     request: Option<http::Request<B>>,
-    replay: Option<http::Request<B>>,
+    replay: Option<RequestCopy<B>>,
 }
 
 pin_project! {
@@ -64,7 +65,7 @@ where
         service: &mut S,
         provider: Arc<dyn CredentialProvider>,
         mut request: http::Request<B>,
-        replay: Option<http::Request<B>>,
+        replay: Option<RequestCopy<B>>,
         mut lookup: CredentialFuture,
     ) -> Self {
         // Fast path: a static or fresh cached credential is ready now; call without a detour. Each
@@ -203,7 +204,7 @@ where
                     {
                         tracing::debug!("credential rejected (401): invalidated, replaying once");
                         *this.replayed = true;
-                        slow.request = Some(replay);
+                        slow.request = Some(replay.into_request());
                         this.state.set(State::PollReady);
                         continue;
                     }

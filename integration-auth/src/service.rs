@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use integration_core::BoxError;
-use integration_core::body::{TryCloneBody, try_clone_request};
+use integration_core::body::{RequestCopy, TryCloneBody};
 use integration_core::ext::OwnCredential;
 use tower_service::Service;
 
@@ -97,7 +97,7 @@ where
         let ctx = AuthContext::of(&request);
         // Only a credential that can change is worth replaying: keep no copy for the others.
         let replay = if self.replay && self.provider.can_renew() {
-            try_clone_request(&request)
+            RequestCopy::of(&request)
         } else {
             None
         };

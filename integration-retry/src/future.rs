@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{Request, Response, StatusCode};
 use integration_core::TryCloneBody;
-use integration_core::body::try_clone_request;
+use integration_core::body::RequestCopy;
 use integration_core::classify::{Classification, RequestMeta, RetryReason};
 use integration_core::error::{BudgetExhausted, DeadlineExceeded, RateLimited};
 use integration_core::ext::{Attempt, Attempts, CredentialInvalidated, Deadline, IntegrationName};
@@ -143,9 +143,10 @@ where
                         .retry
                         .spare
                         .take()
-                        .expect("a retry is only planned with a spare copy of the request");
+                        .expect("a retry is only planned with a spare copy of the request")
+                        .into_request();
                     // Keep a copy for the attempt after this one.
-                    this.retry.spare = try_clone_request(&request);
+                    this.retry.spare = RequestCopy::of(&request);
                     request
                         .extensions_mut()
                         .insert(Attempt::new(this.retry.attempts.count()));
@@ -206,7 +207,7 @@ enum Plan {
 pub(crate) struct RetryState<B> {
     shared: Arc<Shared>,
     /// A copy of the request for the next attempt; `None` when the body cannot be replayed.
-    spare: Option<Request<B>>,
+    spare: Option<RequestCopy<B>>,
     meta: RequestMeta,
     attempts: Attempts,
     /// Backoff retries made (the credential replay excluded).
@@ -226,7 +227,7 @@ pub(crate) struct RetryState<B> {
 impl<B> RetryState<B> {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        spare: Option<Request<B>>,
+        spare: Option<RequestCopy<B>>,
         meta: RequestMeta,
         integration: Option<IntegrationName>,
         deadline: Option<Deadline>,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Method, Request, Response};
-use integration_core::body::{TryCloneBody, try_clone_request};
+use integration_core::body::{RequestCopy, TryCloneBody};
 use integration_core::classify::RequestMeta;
 use integration_core::ext::{Attempt, Deadline, IDEMPOTENCY_KEY, IntegrationName};
 use integration_core::kept::Kept;
@@ -167,9 +167,8 @@ where
             request.headers_mut().insert(IDEMPOTENCY_KEY, value);
         }
         // The first attempt. `Attempt::of` reads a missing attempt as the first, so the extension is
-        // written only to reset one set above this layer: each extension is a boxed allocation,
-        // cloned again with every copy of the request (the spare below, the redirect follower's),
-        // ~400 instructions a call (issue 19).
+        // written only to reset one set above this layer: each extension is a boxed allocation
+        // (issue 19).
         if Attempt::of(&request) != Attempt::FIRST {
             request.extensions_mut().insert(Attempt::FIRST);
         }
@@ -177,7 +176,7 @@ where
         let integration = IntegrationName::of(&request).cloned();
         let deadline = Deadline::of(&request);
         // `None` for a body that cannot be replayed: such a request is sent once.
-        let spare = try_clone_request(&request);
+        let spare = RequestCopy::of(&request);
         self.shared.budget.deposit();
 
         let label = crate::integration_label(integration.as_ref());

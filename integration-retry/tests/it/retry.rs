@@ -455,6 +455,53 @@ async fn never_sleeps_into_a_timeout() {
     assert_eq!(error.retry_after(), Some(Duration::from_secs(2)));
 }
 
+/// The retry layer keeps its copy of the request as a `RequestCopy` (issue 19), which holds our own
+/// extensions by value and any other in a copy of the map: whichever way, every attempt carries
+/// every extension of the request, the caller's too, and every header and the body.
+#[tokio::test(start_paused = true)]
+async fn every_attempt_carries_every_extension_of_the_request() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct Callers(u32);
+    let deadline = Deadline::after(Duration::from_secs(60));
+    for with_callers in [false, true] {
+        let mut request = request("PUT");
+        request
+            .headers_mut()
+            .insert("x-tenant", "t1".parse().unwrap());
+        request.extensions_mut().insert(IntegrationName::new("crm"));
+        request.extensions_mut().insert(deadline);
+        request.extensions_mut().insert(Idempotent(true));
+        if with_callers {
+            request.extensions_mut().insert(Callers(7));
+        }
+        let (call, mut handle) = spawn_call(layer(half()), request);
+        let first = answer(&mut handle, status(503)).await;
+        let second = answer(&mut handle, status(503)).await;
+        let third = answer(&mut handle, status(200)).await;
+        for (number, sent) in [(1, &first), (2, &second), (3, &third)] {
+            let case = format!("attempt {number}, caller's extension: {with_callers}");
+            assert_eq!(Attempt::of(sent).get(), number, "{case}");
+            assert_eq!(IntegrationName::of(sent).unwrap().as_str(), "crm", "{case}");
+            assert_eq!(Deadline::of(sent), Some(deadline), "{case}");
+            assert_eq!(
+                sent.extensions().get::<Idempotent>(),
+                Some(&Idempotent(true)),
+                "{case}"
+            );
+            let callers = with_callers.then_some(Callers(7));
+            assert_eq!(
+                sent.extensions().get::<Callers>(),
+                callers.as_ref(),
+                "{case}"
+            );
+            assert_eq!(sent.headers()["x-tenant"], "t1", "{case}");
+            assert_eq!(sent.method(), "PUT", "{case}");
+            assert_eq!(sent.body(), "payload", "{case}");
+        }
+        call.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn each_attempt_carries_its_attempt_number() {
     let (call, mut handle) = spawn_call(layer(half()), request("GET"));
