@@ -69,15 +69,25 @@ impl Labels<'_> {
     }
 }
 
-/// Shared by the clones of a policy.
+/// Shared by the clones of a policy, so by a stack's call and attempt layers (the attempt layer's
+/// policy is the call layer's, cloned): one [`Kept`] per scope, so that each layer finds its usual
+/// label set in its own first slot (one atomic load) rather than one of the two always missing it
+/// for the list behind (issue 19).
 #[derive(Default, Debug)]
-pub(crate) struct Handles(Kept<Owned, Histogram>);
+pub(crate) struct Handles {
+    call: Kept<Owned, Histogram>,
+    attempt: Kept<Owned, Histogram>,
+}
 
 impl Handles {
     /// Records `value` in the histogram of `labels` of the current recorder; `key` builds the
     /// metric key when this label set is new for it.
     pub(crate) fn record(&self, labels: &Labels<'_>, value: f64, key: impl FnOnce() -> Key) {
-        self.0.with(
+        let kept = match labels.scope {
+            Scope::Call => &self.call,
+            Scope::Attempt => &self.attempt,
+        };
+        kept.with(
             |kept| labels.matches(kept),
             || labels.to_owned(),
             |recorder| recorder.register_histogram(&key(), &METADATA),
@@ -143,5 +153,43 @@ mod tests {
         other_scope.scope = Scope::Attempt;
         assert!(!other_scope.matches(&kept));
         assert!(labels(None, None).matches(&labels(None, None).to_owned()));
+    }
+
+    /// A stack's call and attempt layers share their policy's handles (issue 19): each scope's
+    /// label set is kept apart, so both are in a first slot, and each is recorded in its own
+    /// histogram.
+    #[test]
+    fn each_scope_keeps_its_handle_apart() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let handles = Handles::default();
+        let host: Arc<str> = Arc::from("api.example.com");
+        let name = IntegrationName::new("github");
+        metrics::with_local_recorder(&recorder, || {
+            for _ in 0..3 {
+                for scope in [Scope::Call, Scope::Attempt] {
+                    let labels = Labels {
+                        scope,
+                        ..labels(Some(&host), Some(&name))
+                    };
+                    let metric = match scope {
+                        Scope::Call => "call",
+                        Scope::Attempt => "attempt",
+                    };
+                    handles.record(&labels, 0.5, || Key::from_name(metric));
+                }
+            }
+        });
+        assert_eq!(format!("{:?}", handles.call), "Kept { entries: 1 }");
+        assert_eq!(format!("{:?}", handles.attempt), "Kept { entries: 1 }");
+        let snapshot = snapshotter.snapshot().into_vec();
+        assert_eq!(snapshot.len(), 2, "one histogram per scope");
+        for (key, _, _, value) in snapshot {
+            let DebugValue::Histogram(samples) = value else {
+                panic!("{key:?} is not a histogram");
+            };
+            assert_eq!(samples.len(), 3, "{key:?}");
+        }
     }
 }
