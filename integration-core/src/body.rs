@@ -303,11 +303,11 @@ impl<B> RequestCopy<B> {
 }
 
 impl<B> fmt::Debug for RequestCopy<B> {
-    /// The method and URI only: the headers hold credentials.
+    /// The method and host only: the headers, the query and the userinfo may hold credentials.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestCopy")
             .field("method", &self.parts.method)
-            .field("uri", &self.parts.uri)
+            .field("host", &self.parts.uri.host())
             .finish_non_exhaustive()
     }
 }
@@ -544,13 +544,15 @@ mod tests {
     }
 
     #[test]
-    fn a_request_copy_shows_no_header() {
-        let request = http::Request::get("https://api.example.com/v1")
+    fn a_request_copy_shows_no_credential() {
+        let request = http::Request::get("https://user:pass-word@api.example.com/v1?api_key=k-e-y")
             .header("authorization", "Bearer secret-token")
             .body(Body::empty())
             .unwrap();
         let shown = format!("{:?}", RequestCopy::of(&request).unwrap());
-        assert!(!shown.contains("secret-token"), "{shown}");
+        for secret in ["secret-token", "pass-word", "k-e-y"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
         assert!(shown.contains("api.example.com"), "{shown}");
     }
 }
