@@ -154,6 +154,39 @@ impl<K: Clone, H: Clone> Kept<K, H> {
     }
 }
 
+/// Whether `a` and `b` are the same string, their pointers and lengths compared before their
+/// bytes. A value kept between calls (a metric handle, a breaker's key) is usually looked up again
+/// with the very strings it was kept under (a static name, an integration's shared name, an
+/// authority shared by every request of an integration): then no byte is read.
+///
+/// ```
+/// use integration_core::kept::same_str;
+///
+/// let name: std::sync::Arc<str> = "github".into();
+/// assert!(same_str(&name, &name));
+/// assert!(same_str(&name, "github"));
+/// assert!(!same_str(&name, "gitlab"));
+/// ```
+pub fn same_str(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+/// [`same_str`] for optional strings: both absent, or both present and the same.
+///
+/// ```
+/// use integration_core::kept::same_optional_str;
+///
+/// assert!(same_optional_str(None, None));
+/// assert!(same_optional_str(Some("a"), Some("a")));
+/// assert!(!same_optional_str(Some("a"), None));
+/// ```
+pub fn same_optional_str(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same_str(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;

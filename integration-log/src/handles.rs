@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use integration_core::ext::IntegrationName;
-use integration_core::kept::Kept;
+use integration_core::kept::{Kept, same_optional_str, same_str};
 use metrics::{Histogram, Key};
 
 use crate::service::Scope;
@@ -39,20 +39,11 @@ impl Labels<'_> {
     /// integration's shared name): the same pointer and length settle it before the bytes are
     /// compared (issue 19: three lookups a call).
     fn matches(&self, kept: &Owned) -> bool {
-        fn same(a: &str, b: &str) -> bool {
-            std::ptr::eq(a, b) || a == b
-        }
-        fn same_or_none(a: Option<&str>, b: Option<&str>) -> bool {
-            match (a, b) {
-                (Some(a), Some(b)) => same(a, b),
-                (a, b) => a.is_none() && b.is_none(),
-            }
-        }
         kept.scope == self.scope
             && kept.code == self.code
-            && same(kept.method, self.method)
-            && same_or_none(kept.host.as_deref(), self.host.map(|h| &**h))
-            && same_or_none(
+            && same_str(kept.method, self.method)
+            && same_optional_str(kept.host.as_deref(), self.host.map(|h| &**h))
+            && same_optional_str(
                 kept.integration.as_ref().map(IntegrationName::as_str),
                 self.integration.map(IntegrationName::as_str),
             )

@@ -15,6 +15,7 @@ use integration_core::classify::{
 };
 use integration_core::error::CircuitOpen;
 use integration_core::ext::IntegrationName;
+use integration_core::kept::{same_optional_str, same_str};
 use integration_core::{BoxError, names};
 use metrics::SharedString;
 use pin_project_lite::pin_project;
@@ -929,8 +930,17 @@ struct BreakerShared {
 /// authority's and the name's pointers, or their bytes, compared) costs a tenth of scanning the
 /// authority for the host and joining the two (~300 instructions a call, issue 19). Another
 /// authority or integration gets its key made on each call, as before.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct FirstKey(std::sync::OnceLock<(Authority, Option<IntegrationName>, Arc<str>)>);
+
+impl fmt::Debug for FirstKey {
+    /// The key only: the authority it was made of may hold userinfo (`user:password@host`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("FirstKey")
+            .field(&self.0.get().map(|(_, _, key)| key))
+            .finish()
+    }
+}
 
 impl FirstKey {
     /// Calls `f` with the default key of `uri` and `extensions`.
@@ -938,11 +948,12 @@ impl FirstKey {
         let authority = uri.authority();
         let integration = extensions.get::<IntegrationName>();
         if let Some((kept_authority, kept_integration, key)) = self.0.get()
-            && authority.is_some_and(|authority| same(kept_authority.as_str(), authority.as_str()))
-            && match (kept_integration, integration) {
-                (Some(kept), Some(name)) => same(kept.as_str(), name.as_str()),
-                (kept, name) => kept.is_none() && name.is_none(),
-            }
+            && authority
+                .is_some_and(|authority| same_str(kept_authority.as_str(), authority.as_str()))
+            && same_optional_str(
+                kept_integration.as_ref().map(IntegrationName::as_str),
+                integration.map(IntegrationName::as_str),
+            )
         {
             return f(key);
         }
@@ -958,12 +969,6 @@ impl FirstKey {
             f(key)
         })
     }
-}
-
-/// Equal strings, by pointer and length before bytes: the facade's requests share their
-/// integration's authority and name.
-fn same(a: &str, b: &str) -> bool {
-    std::ptr::eq(a, b) || a == b
 }
 
 /// The service of [`CircuitBreakerLayer`].
@@ -1250,6 +1255,14 @@ mod tests {
         assert_eq!(authority.as_str(), "api.github.com");
         assert_eq!(integration.as_ref(), Some(&github));
         assert_eq!(&**key, "github|api.github.com");
+
+        // The authority may hold userinfo; what the layer's Debug could show is the key alone.
+        let with_userinfo = FirstKey::default();
+        let uri: Uri = "https://user:pass-word@api.github.com/x".parse().unwrap();
+        with_userinfo.with(&uri, &extensions(Some(&github)), |_| ());
+        let shown = format!("{with_userinfo:?}");
+        assert!(!shown.contains("pass-word"), "{shown}");
+        assert!(shown.contains("github|api.github.com"), "{shown}");
 
         // A first call without an authority keeps nothing: its key says nothing of the next.
         let first = FirstKey::default();
