@@ -297,8 +297,18 @@ type BoxConnecting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>
 
 /// The transport's connector: direct, through a proxy in absolute form (`http` destinations), or
 /// through a `CONNECT` tunnel with TLS to the destination inside it (`https` destinations).
+///
+/// One `Arc`: hyper-util clones the connector for every request, before it knows whether the pool
+/// has a connection (its lazy connect future is built beside the checkout and dropped when the
+/// checkout wins), and moves that future with the request's state. Shared, the clone is one
+/// reference count instead of eight and the future is a pointer wide (issue 19); the connectors
+/// themselves are cloned only when a connection is made.
 #[derive(Clone)]
 pub(crate) struct Connector {
+    inner: Arc<Connectors>,
+}
+
+struct Connectors {
     /// Straight to the destination: TLS for `https`, plain TCP for `http`.
     direct: HttpsConnector<HttpConnector>,
     /// To the proxy itself: plain TCP for an `http://` proxy, TLS (without ALPN: the tunnel is
@@ -320,10 +330,12 @@ impl Connector {
         to_proxy.alpn_protocols.clear();
         let tls = Arc::new(tls);
         Self {
-            direct: HttpsConnector::from((http.clone(), tls.clone())),
-            to_proxy: HttpsConnector::from((http, to_proxy)),
-            tls,
-            proxy,
+            inner: Arc::new(Connectors {
+                direct: HttpsConnector::from((http.clone(), tls.clone())),
+                to_proxy: HttpsConnector::from((http, to_proxy)),
+                tls,
+                proxy,
+            }),
         }
     }
 }
@@ -339,19 +351,22 @@ impl Service<Uri> for Connector {
     }
 
     fn call(&mut self, dst: Uri) -> Connecting {
-        let Some(proxy) = self.proxy.as_ref().and_then(|m| m.intercept(&dst)) else {
+        // A connection is being made: the connector called is a clone of the shared one (each
+        // `HttpsConnector` is four reference counts; its `call` needs it `&mut`).
+        let connectors = &*self.inner;
+        let Some(proxy) = connectors.proxy.as_ref().and_then(|m| m.intercept(&dst)) else {
             return Connecting::Plain {
-                connecting: self.direct.call(dst),
+                connecting: connectors.direct.clone().call(dst),
                 proxied: false,
             };
         };
         if dst.scheme() == Some(&Scheme::HTTPS) {
-            let mut tunnel = Tunnel::new(proxy.uri().clone(), self.to_proxy.clone());
+            let mut tunnel = Tunnel::new(proxy.uri().clone(), connectors.to_proxy.clone());
             if let Some(auth) = proxy.basic_auth() {
                 tunnel = tunnel.with_auth(auth.clone());
             }
             // TLS with the destination, inside the tunnel to it.
-            let mut tls = HttpsConnector::from((tunnel, self.tls.clone()));
+            let mut tls = HttpsConnector::from((tunnel, connectors.tls.clone()));
             return Connecting::Tunnel {
                 connecting: tls.call(dst),
             };
@@ -359,7 +374,7 @@ impl Service<Uri> for Connector {
         // An `http` destination: the connection is to the proxy, and requests on it are written
         // in absolute form (`Connected::proxy`); `Proxy-Authorization` goes on each request.
         Connecting::Plain {
-            connecting: self.to_proxy.call(proxy.uri().clone()),
+            connecting: connectors.to_proxy.clone().call(proxy.uri().clone()),
             proxied: true,
         }
     }
