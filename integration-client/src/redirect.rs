@@ -17,6 +17,7 @@ use http::{
 };
 use http_body::Body as _;
 use hyper::body::Incoming;
+use integration_core::body::HeadersCopy;
 use integration_core::{Body, BoxError, Error, ErrorKind};
 use integration_log::redact::Redactor;
 use pin_project_lite::pin_project;
@@ -123,7 +124,7 @@ struct Replay {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    headers: Headers,
     /// The body to send again: `None` when it cannot be replayed (a stream), and then a redirect
     /// that would resend it is not followed: the 3xx response is the answer.
     body: Option<Body>,
@@ -138,7 +139,7 @@ impl Replay {
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),
-            headers: request.headers().clone(),
+            headers: Headers::Copy(HeadersCopy::of(request.headers())),
             body: replayable(request.body()),
             policy: policy.clone(),
             followed: 0,
@@ -180,7 +181,7 @@ impl Replay {
         let cross_origin = self.policy.allow(self.followed, &self.uri, &location)?;
         self.followed += 1;
         if cross_origin {
-            self.policy.strip_credentials(&mut self.headers);
+            self.policy.strip_credentials(self.headers.map());
         }
         self.uri = location;
         self.body = replayable(&body);
@@ -188,15 +189,37 @@ impl Replay {
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
+        *request.headers_mut() = self.headers.map().clone();
         Ok(Some(request))
     }
 
     /// No body from now on, and none of the headers that described it.
     fn drop_body(&mut self) {
         self.body = Some(Body::empty());
+        let headers = self.headers.map();
         for name in &PAYLOAD_HEADERS {
-            self.headers.remove(name);
+            headers.remove(name);
+        }
+    }
+}
+
+/// The headers of the request last sent: a [`HeadersCopy`] (one allocation, issue 19) until a
+/// redirect is followed, which makes it the map the next hops edit and send.
+enum Headers {
+    Copy(HeadersCopy),
+    Map(HeaderMap),
+}
+
+impl Headers {
+    /// The headers as a map, made from the copy the first time.
+    fn map(&mut self) -> &mut HeaderMap {
+        if let Headers::Copy(copy) = self {
+            let map = std::mem::take(copy).into_map();
+            *self = Headers::Map(map);
+        }
+        match self {
+            Headers::Map(map) => map,
+            Headers::Copy(_) => unreachable!("made a map above"),
         }
     }
 }

@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
@@ -246,7 +247,8 @@ pub fn try_clone_request<B: TryCloneBody>(request: &http::Request<B>) -> Option<
 /// retry came: ~900 instructions a call, issue 19). The extensions this workspace's layers set
 /// ([`IntegrationName`], [`Deadline`], [`Attempt`], [`Idempotent`], [`OwnCredential`]) are kept
 /// here by value instead, and put back in a new map only when the copy is sent. A request with
-/// any other extension keeps a copy of its whole map, as [`try_clone_request`] does.
+/// any other extension keeps a copy of its whole map, as [`try_clone_request`] does. The headers
+/// are kept as a [`HeadersCopy`], one allocation instead of a map's two.
 ///
 /// ```
 /// use integration_core::body::{Body, RequestCopy};
@@ -268,6 +270,9 @@ pub fn try_clone_request<B: TryCloneBody>(request: &http::Request<B>) -> Option<
 /// ```
 pub struct RequestCopy<B> {
     parts: http::request::Parts,
+    /// What `parts.headers` would hold; `parts.headers` is empty (no allocation) until
+    /// [`RequestCopy::into_request`].
+    headers: HeadersCopy,
     /// What `parts.extensions` would hold; `parts.extensions` is empty (no allocation) until
     /// [`RequestCopy::into_request`].
     extensions: CopiedExtensions,
@@ -284,9 +289,9 @@ impl<B: TryCloneBody> RequestCopy<B> {
         parts.method = request.method().clone();
         parts.uri = request.uri().clone();
         parts.version = request.version();
-        parts.headers = request.headers().clone();
         Some(Self {
             parts,
+            headers: HeadersCopy::of(request.headers()),
             extensions: CopiedExtensions::of(request.extensions()),
             body,
         })
@@ -297,6 +302,7 @@ impl<B> RequestCopy<B> {
     /// The request this copy was made of, to be sent.
     pub fn into_request(self) -> http::Request<B> {
         let mut parts = self.parts;
+        parts.headers = self.headers.into_map();
         parts.extensions = self.extensions.into_map();
         http::Request::from_parts(parts, self.body)
     }
@@ -308,6 +314,79 @@ impl<B> fmt::Debug for RequestCopy<B> {
         f.debug_struct("RequestCopy")
             .field("method", &self.parts.method)
             .field("host", &self.parts.uri.host())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A copy of a header map kept to send it again: each name and value, in the map's order, in one
+/// allocation, turned back into a map by [`HeadersCopy::into_map`].
+///
+/// A `HeaderMap`'s own clone is two allocations (its index table and its entries) and the copy of
+/// every hash and link between entries; a request kept for a retry or a redirect that is seldom
+/// sent again pays for both on every call and for their freeing after (issue 19). The map is made
+/// only when the copy is sent. Values keep their [sensitive](HeaderValue::is_sensitive) flag.
+///
+/// ```
+/// use http::HeaderMap;
+/// use http::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+/// use integration_core::body::HeadersCopy;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.append(ACCEPT, HeaderValue::from_static("application/json"));
+/// headers.append(ACCEPT, HeaderValue::from_static("text/plain"));
+/// let mut token = HeaderValue::from_static("Bearer t");
+/// token.set_sensitive(true);
+/// headers.insert(AUTHORIZATION, token);
+///
+/// let copy = HeadersCopy::of(&headers);
+/// assert_eq!(copy.len(), 3);
+/// let again = copy.into_map();
+/// assert_eq!(again, headers);
+/// assert!(again[AUTHORIZATION].is_sensitive());
+/// ```
+#[derive(Clone, Default)]
+pub struct HeadersCopy {
+    entries: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeadersCopy {
+    /// A copy of `headers`.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut entries = Vec::with_capacity(headers.len());
+        entries.extend(
+            headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        Self { entries }
+    }
+
+    /// How many values the copy holds (a name with two values counts twice, as
+    /// [`HeaderMap::len`] does).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the copy holds no header.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The header map copied: the same names and values, in the same order.
+    pub fn into_map(self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.entries.len());
+        for (name, value) in self.entries {
+            map.append(name, value);
+        }
+        map
+    }
+}
+
+impl fmt::Debug for HeadersCopy {
+    /// The number of values only: a value may be a credential.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeadersCopy")
+            .field("len", &self.entries.len())
             .finish_non_exhaustive()
     }
 }
@@ -541,6 +620,36 @@ mod tests {
             let by_value = matches!(copy.extensions, CopiedExtensions::Known(_));
             assert_eq!(by_value, case != "foreign", "{case}");
         }
+    }
+
+    /// The copy is the map, entry by entry and in order: several values of a name, names of our
+    /// own, the sensitive flag; and an empty map stays empty (no allocation either way).
+    #[test]
+    fn a_headers_copy_is_the_map_in_its_order() {
+        let mut headers = http::HeaderMap::new();
+        headers.append("x-trace", http::HeaderValue::from_static("t-1"));
+        headers.append("accept", http::HeaderValue::from_static("application/json"));
+        headers.append("x-trace", http::HeaderValue::from_static("t-2"));
+        let mut secret = http::HeaderValue::from_static("k-e-y");
+        secret.set_sensitive(true);
+        headers.append("x-api-key", secret);
+        headers.append("accept", http::HeaderValue::from_static("text/plain"));
+        let copy = HeadersCopy::of(&headers);
+        assert_eq!(copy.len(), headers.len());
+        let again = copy.clone().into_map();
+        assert_eq!(again, headers);
+        let entries = |map: &http::HeaderMap| {
+            map.iter()
+                .map(|(name, value)| (name.clone(), value.clone(), value.is_sensitive()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(entries(&again), entries(&headers));
+        assert!(again["x-api-key"].is_sensitive());
+        assert!(!format!("{copy:?}").contains("k-e-y"));
+
+        let empty = HeadersCopy::of(&http::HeaderMap::new());
+        assert!(empty.is_empty());
+        assert!(empty.into_map().is_empty());
     }
 
     #[test]
