@@ -65,7 +65,7 @@ impl ApiKey {
 }
 
 impl CredentialProvider for ApiKey {
-    fn credential(&self, _ctx: &AuthContext) -> CredentialFuture {
+    fn credential(&self, _ctx: &AuthContext<'_>) -> CredentialFuture {
         CredentialFuture::ready(Ok(self.credential.clone()))
     }
 }
@@ -115,7 +115,7 @@ impl Basic {
 }
 
 impl CredentialProvider for Basic {
-    fn credential(&self, _ctx: &AuthContext) -> CredentialFuture {
+    fn credential(&self, _ctx: &AuthContext<'_>) -> CredentialFuture {
         CredentialFuture::ready(Ok(self.credential.clone()))
     }
 }
@@ -153,7 +153,7 @@ impl Bearer {
 }
 
 impl CredentialProvider for Bearer {
-    fn credential(&self, _ctx: &AuthContext) -> CredentialFuture {
+    fn credential(&self, _ctx: &AuthContext<'_>) -> CredentialFuture {
         CredentialFuture::ready(Ok(self.credential.clone()))
     }
 }

@@ -351,7 +351,7 @@ impl TokenCache {
     }
 
     /// The current credential: at once when the cached token is fresh, else after one shared refresh.
-    pub fn get(&self, ctx: &AuthContext) -> CredentialFuture {
+    pub fn get(&self, ctx: &AuthContext<'_>) -> CredentialFuture {
         let now = Instant::now();
         if let Some(cached) = self.inner.current.load().as_ref()
             && cached.is_fresh(now)
@@ -391,7 +391,7 @@ impl TokenCache {
 }
 
 impl CredentialProvider for TokenCache {
-    fn credential(&self, ctx: &AuthContext) -> CredentialFuture {
+    fn credential(&self, ctx: &AuthContext<'_>) -> CredentialFuture {
         self.get(ctx)
     }
 

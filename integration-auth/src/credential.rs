@@ -245,40 +245,37 @@ impl fmt::Debug for Credential {
 
 /// What a provider knows about the request it signs.
 ///
-/// Built by the layer from the request's extensions; providers use it for metrics labels and, for
-/// per-request schemes (signatures), the method and URI.
-#[derive(Debug, Clone)]
-pub struct AuthContext {
-    integration: Option<IntegrationName>,
+/// Built by the layer from the request, which it borrows: providers use it for metrics labels and,
+/// for per-request schemes (signatures), the method and URI. A provider whose lookup outlives the
+/// call (a token fetch) copies what it needs, as [`TokenCache`](crate::TokenCache) does with the
+/// integration's name. Borrowed rather than copied, the context of a static key costs nothing a
+/// call (issue 19: a URI copy and a name's reference count, ~250 instructions).
+#[derive(Clone, Copy)]
+pub struct AuthContext<'a> {
+    integration: Option<&'a IntegrationName>,
     attempt: Attempt,
-    method: http::Method,
-    uri: http::Uri,
+    method: &'a http::Method,
+    uri: &'a http::Uri,
 }
 
-impl AuthContext {
-    /// The context of `request`.
-    pub fn of<B>(request: &http::Request<B>) -> Self {
-        Self {
-            integration: IntegrationName::of(request).cloned(),
-            attempt: Attempt::of(request),
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-        }
-    }
+/// The method and URI of a detached context.
+static DETACHED_METHOD: http::Method = http::Method::GET;
+static DETACHED_URI: std::sync::LazyLock<http::Uri> = std::sync::LazyLock::new(http::Uri::default);
 
-    /// A context for a request outside any integration (tests, warm-up calls).
-    pub fn detached() -> Self {
+impl<'a> AuthContext<'a> {
+    /// The context of `request`.
+    pub fn of<B>(request: &'a http::Request<B>) -> Self {
         Self {
-            integration: None,
-            attempt: Attempt::FIRST,
-            method: http::Method::GET,
-            uri: http::Uri::default(),
+            integration: IntegrationName::of(request),
+            attempt: Attempt::of(request),
+            method: request.method(),
+            uri: request.uri(),
         }
     }
 
     /// The integration named on the request, if any.
-    pub fn integration(&self) -> Option<&IntegrationName> {
-        self.integration.as_ref()
+    pub fn integration(&self) -> Option<&'a IntegrationName> {
+        self.integration
     }
 
     /// Which attempt of the logical call this is.
@@ -287,13 +284,37 @@ impl AuthContext {
     }
 
     /// The request method.
-    pub fn method(&self) -> &http::Method {
-        &self.method
+    pub fn method(&self) -> &'a http::Method {
+        self.method
     }
 
     /// The request URI (it may hold query parameters: never log it whole).
-    pub fn uri(&self) -> &http::Uri {
-        &self.uri
+    pub fn uri(&self) -> &'a http::Uri {
+        self.uri
+    }
+}
+
+impl AuthContext<'static> {
+    /// A context for a request outside any integration (tests, warm-up calls): a `GET` of `/`.
+    pub fn detached() -> Self {
+        Self {
+            integration: None,
+            attempt: Attempt::FIRST,
+            method: &DETACHED_METHOD,
+            uri: &DETACHED_URI,
+        }
+    }
+}
+
+impl fmt::Debug for AuthContext<'_> {
+    /// The URI's host only: its query or userinfo may hold a credential.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthContext")
+            .field("integration", &self.integration)
+            .field("attempt", &self.attempt)
+            .field("method", &self.method)
+            .field("host", &self.uri.host())
+            .finish()
     }
 }
 
@@ -388,7 +409,7 @@ impl fmt::Debug for CredentialFuture {
 /// struct TenantKey { tenant: String, key: SecretString }
 ///
 /// impl CredentialProvider for TenantKey {
-///     fn credential(&self, _ctx: &AuthContext) -> CredentialFuture {
+///     fn credential(&self, _ctx: &AuthContext<'_>) -> CredentialFuture {
 ///         let tenant = Credential::header("x-tenant".parse().unwrap(), self.tenant.clone().into());
 ///         let key = Credential::header("x-key".parse().unwrap(), self.key.clone());
 ///         CredentialFuture::ready(Ok(tenant.and(&key)))
@@ -397,7 +418,7 @@ impl fmt::Debug for CredentialFuture {
 /// ```
 pub trait CredentialProvider: fmt::Debug + Send + Sync + 'static {
     /// The credential for the request described by `ctx`.
-    fn credential(&self, ctx: &AuthContext) -> CredentialFuture;
+    fn credential(&self, ctx: &AuthContext<'_>) -> CredentialFuture;
 
     /// The upstream rejected `rejected` (a 401): forget it if it is still the current one, so the
     /// next lookup fetches a fresh one. A no-op for static credentials (the default).
@@ -426,7 +447,7 @@ pub trait CredentialProvider: fmt::Debug + Send + Sync + 'static {
 }
 
 impl<P: CredentialProvider + ?Sized> CredentialProvider for Arc<P> {
-    fn credential(&self, ctx: &AuthContext) -> CredentialFuture {
+    fn credential(&self, ctx: &AuthContext<'_>) -> CredentialFuture {
         (**self).credential(ctx)
     }
 
@@ -444,7 +465,7 @@ impl<P: CredentialProvider + ?Sized> CredentialProvider for Arc<P> {
 }
 
 impl<P: CredentialProvider + ?Sized> CredentialProvider for Box<P> {
-    fn credential(&self, ctx: &AuthContext) -> CredentialFuture {
+    fn credential(&self, ctx: &AuthContext<'_>) -> CredentialFuture {
         (**self).credential(ctx)
     }
 
@@ -464,6 +485,39 @@ impl<P: CredentialProvider + ?Sized> CredentialProvider for Box<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The context is the request's own method, URI, name and attempt (borrowed, not copies), and
+    /// its `Debug` shows the host but no query or userinfo.
+    #[test]
+    fn an_auth_context_reads_the_request_and_shows_no_credential() {
+        let mut request =
+            http::Request::post("https://user:pass-word@api.example.com/v1/charges?api_key=k-e-y")
+                .body(())
+                .unwrap();
+        request
+            .extensions_mut()
+            .insert(IntegrationName::new("payments"));
+        request.extensions_mut().insert(Attempt::new(2));
+        let ctx = AuthContext::of(&request);
+        assert!(std::ptr::eq(ctx.uri(), request.uri()));
+        assert_eq!(ctx.method(), http::Method::POST);
+        assert_eq!(
+            ctx.integration().map(IntegrationName::as_str),
+            Some("payments")
+        );
+        assert_eq!(ctx.attempt(), Attempt::new(2));
+        let shown = format!("{ctx:?}");
+        assert!(shown.contains("api.example.com"), "{shown}");
+        for secret in ["pass-word", "k-e-y"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+
+        let detached = AuthContext::detached();
+        assert_eq!(detached.method(), http::Method::GET);
+        assert_eq!(detached.uri(), "/");
+        assert!(detached.integration().is_none());
+        assert_eq!(detached.attempt(), Attempt::FIRST);
+    }
 
     #[test]
     fn query_credential_replaces_a_parameter_of_the_same_name() {

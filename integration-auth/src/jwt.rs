@@ -357,7 +357,7 @@ impl JwtAssertion {
 }
 
 impl CredentialProvider for JwtAssertion {
-    fn credential(&self, ctx: &AuthContext) -> CredentialFuture {
+    fn credential(&self, ctx: &AuthContext<'_>) -> CredentialFuture {
         match &self.cache {
             Some(cache) => cache.get(ctx),
             None => CredentialFuture::ready(

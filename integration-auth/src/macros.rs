@@ -35,7 +35,7 @@ macro_rules! cached_grant {
         }
 
         impl $crate::CredentialProvider for $grant {
-            fn credential(&self, ctx: &$crate::AuthContext) -> $crate::CredentialFuture {
+            fn credential(&self, ctx: &$crate::AuthContext<'_>) -> $crate::CredentialFuture {
                 self.cache.get(ctx)
             }
 

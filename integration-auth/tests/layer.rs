@@ -18,7 +18,7 @@ use tower_test::mock;
 struct Slow;
 
 impl CredentialProvider for Slow {
-    fn credential(&self, _ctx: &AuthContext) -> CredentialFuture {
+    fn credential(&self, _ctx: &AuthContext<'_>) -> CredentialFuture {
         CredentialFuture::new(async {
             tokio::time::sleep(Duration::from_millis(10)).await;
             Ok(Credential::bearer(SecretString::from("slow-token")))
@@ -32,7 +32,7 @@ impl CredentialProvider for Slow {
 struct Rotating(std::sync::atomic::AtomicU32);
 
 impl CredentialProvider for Rotating {
-    fn credential(&self, _ctx: &AuthContext) -> CredentialFuture {
+    fn credential(&self, _ctx: &AuthContext<'_>) -> CredentialFuture {
         let n = self.0.load(std::sync::atomic::Ordering::SeqCst);
         CredentialFuture::ready(Ok(Credential::bearer(SecretString::from(format!(
             "tok-{n}"
