@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use integration_core::error::RateLimited;
+use integration_core::ext::Deadline;
 use integration_core::{BoxError, names};
 use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
@@ -159,9 +160,15 @@ where
         key: RateLimitKey,
         label: Arc<str>,
         policy: Arc<RateLimitPolicy>,
-        max_wait: Duration,
+        deadline: Option<Deadline>,
     ) -> Self {
+        // One clock read for the wait's bound and the decision (issue 19): the policy's longest
+        // wait, cut short by the call's deadline.
         let now = Instant::now();
+        let mut max_wait = policy.max_wait();
+        if let Some(deadline) = deadline {
+            max_wait = max_wait.min(deadline.instant().saturating_duration_since(now));
+        }
         let mut limit = Limit {
             wait_until: now + max_wait,
             limiter,

@@ -123,10 +123,7 @@ where
             None => key.shared(),
         };
         let policy = self.limiter.policy();
-        let mut max_wait = policy.max_wait();
-        if let Some(deadline) = Deadline::of(&request) {
-            max_wait = max_wait.min(deadline.remaining());
-        }
+        let deadline = Deadline::of(&request);
         ResponseFuture::limited(
             &mut self.inner,
             request,
@@ -134,7 +131,7 @@ where
             key,
             label,
             policy,
-            max_wait,
+            deadline,
         )
     }
 }
