@@ -481,10 +481,17 @@ impl Response {
         {
             return Err(self.body_error(BodyTooLarge::new(limit)));
         }
-        let attempts = self.attempts();
-        let integration = self.integration.clone();
-        let context = move |e: Error| e.with_integration(integration).with_attempts(attempts);
-        match read_to_end(Limited::new(self.inner.into_body(), limit)).await {
+        // The attempts are looked up only for an error: the extensions are kept until the body is
+        // read (the rest of the head is dropped now), and the name is moved, not copied (issue 19).
+        let (mut head, body) = self.inner.into_parts();
+        let extensions = std::mem::take(&mut head.extensions);
+        drop(head);
+        let integration = self.integration;
+        let context = move |e: Error| {
+            let attempts = extensions.get::<Attempts>().map_or(1, |a| a.count().max(1));
+            e.with_integration(integration).with_attempts(attempts)
+        };
+        match read_to_end(Limited::new(body, limit)).await {
             Ok(bytes) => Ok(bytes),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(context(
                 Error::from_boxed(Box::new(BodyTooLarge::new(limit))),

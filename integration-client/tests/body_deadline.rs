@@ -234,3 +234,63 @@ async fn a_body_already_received_is_not_refused() {
     let value: serde_json::Value = response.json().await.unwrap();
     assert_eq!(value["ok"], true);
 }
+
+/// A loopback server whose first answer is a 503 and whose second is a 200 that announces 100 bytes
+/// and closes the connection after 10: a body that breaks while it is read, on the second attempt.
+async fn breaking_after_a_retry_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut answered = 0;
+        // Bounded: two answers, on as many connections as the client opens.
+        while answered < 2 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            while answered < 2 {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+                answered += 1;
+                if answered == 1 {
+                    let busy = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+                    if socket.write_all(busy.as_bytes()).await.is_err() {
+                        break;
+                    }
+                } else {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789";
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                }
+            }
+        }
+    });
+    addr
+}
+
+/// A body that breaks while it is read is an error naming the integration and the attempts the call
+/// took (read from the response when the error comes, not before: issue 19).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_breaks_reports_the_attempts_of_its_call() {
+    let addr = breaking_after_a_retry_server().await;
+    let client = client(addr, Duration::from_secs(10));
+    let response = tokio::time::timeout(MARGIN, head(&client))
+        .await
+        .expect("the retried head arrives");
+    assert_eq!(response.attempts(), 2);
+    let error = tokio::time::timeout(MARGIN, response.bytes())
+        .await
+        .expect("the broken body ends the read")
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Body, "{error:#}");
+    assert_eq!(error.integration(), Some("slow"));
+    assert_eq!(error.attempts(), 2, "{error:#}");
+}
