@@ -16,6 +16,19 @@ use tokio::net::TcpListener;
 /// Bytes the trickling server announces (and would take this many seconds to send).
 const TRICKLE_BYTES: usize = 60;
 
+/// Reads one request head from `socket`: `false` when the client hung up first.
+async fn read_head(socket: &mut tokio::net::TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 /// A loopback HTTP/1.1 server: for each connection, reads the request head, sends a 200 head with
 /// `Content-Length: body_len`, then the body one byte every `pace`. Bounded: it stops after
 /// `body_len` bytes or at the first write error (the client hung up).
@@ -30,13 +43,8 @@ async fn trickling_server(body_len: usize, pace: Duration) -> SocketAddr {
             tokio::spawn(async move {
                 // Keep-alive: a connection the client reuses gets the same answer again.
                 loop {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
+                    if !read_head(&mut socket).await {
+                        return;
                     }
                     let response = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {body_len}\r\n\r\n"
@@ -248,15 +256,7 @@ async fn breaking_after_a_retry_server() -> SocketAddr {
                 return;
             };
             while answered < 2 {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                if !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                if !read_head(&mut socket).await {
                     break;
                 }
                 answered += 1;
