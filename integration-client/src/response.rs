@@ -288,6 +288,12 @@ where
     })
 }
 
+/// The attempts a call took, as the retry layer recorded them in the response's extensions (1 when
+/// no retry layer recorded any).
+fn attempts_in(extensions: &http::Extensions) -> u32 {
+    extensions.get::<Attempts>().map_or(1, |a| a.count().max(1))
+}
+
 impl Response {
     pub(crate) fn new(
         inner: http::Response<ResponseBody>,
@@ -354,10 +360,7 @@ impl Response {
 
     /// Attempts the call took (1 when no retry layer recorded any).
     pub fn attempts(&self) -> u32 {
-        self.inner
-            .extensions()
-            .get::<Attempts>()
-            .map_or(1, |a| a.count().max(1))
+        attempts_in(self.inner.extensions())
     }
 
     /// The instant by which the body must have been read (see [the type's docs](Response#deadline)):
@@ -488,8 +491,8 @@ impl Response {
         drop(head);
         let integration = self.integration;
         let context = move |e: Error| {
-            let attempts = extensions.get::<Attempts>().map_or(1, |a| a.count().max(1));
-            e.with_integration(integration).with_attempts(attempts)
+            e.with_integration(integration)
+                .with_attempts(attempts_in(&extensions))
         };
         match read_to_end(Limited::new(body, limit)).await {
             Ok(bytes) => Ok(bytes),

@@ -624,7 +624,7 @@ mod tests {
     }
 
     /// The copy is the map, entry by entry and in order: several values of a name, names of our
-    /// own, the sensitive flag; and an empty map stays empty (no allocation either way).
+    /// own, the sensitive flag; and an empty map stays empty.
     #[test]
     fn a_headers_copy_is_the_map_in_its_order() {
         let mut headers = http::HeaderMap::new();
