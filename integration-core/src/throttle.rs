@@ -157,11 +157,38 @@ impl ThrottleSignal {
     /// ```
     #[must_use]
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> ThrottleSignal {
+        ThrottleSignal::from_headers_with(headers, || now)
+    }
+
+    /// [`from_headers`](Self::from_headers), reading the wall clock from `now` only when a header
+    /// may carry a signal: most responses carry none, and a caller that passes
+    /// `SystemTime::now` does not read the clock for them (issue 19).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use http::HeaderMap;
+    /// use integration_core::throttle::ThrottleSignal;
+    ///
+    /// let plain = HeaderMap::new();
+    /// let signal = ThrottleSignal::from_headers_with(&plain, || unreachable!("no clock needed"));
+    /// assert!(signal.is_empty());
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("retry-after", "3".parse().unwrap());
+    /// let signal = ThrottleSignal::from_headers_with(&headers, || SystemTime::UNIX_EPOCH);
+    /// assert_eq!(signal.retry_after, Some(Duration::from_secs(3)));
+    /// ```
+    #[must_use]
+    pub fn from_headers_with(
+        headers: &HeaderMap,
+        now: impl FnOnce() -> SystemTime,
+    ) -> ThrottleSignal {
         // Most responses carry no signal at all: one pass over their few header names settles it,
-        // without the Date parse and the lookups of every family below.
+        // without the clock, the Date parse and the lookups of every family below.
         if !headers.keys().any(may_signal) {
             return ThrottleSignal::default();
         }
+        let now = now();
         let date = headers
             .get(DATE)
             .and_then(|value| value.to_str().ok())

@@ -208,7 +208,7 @@ where
         if matches!(state, State::Acquire) {
             // Ask the store now: the memory store decides at once, and a permit granted without a
             // wait is sent from here through `service`, which `poll_ready` reserved.
-            state = acquire(&mut limit, now);
+            state = acquire(&mut limit, max_wait);
         }
         if matches!(state, State::Ready) {
             let inner = send(&mut limit, service, request, now);
@@ -232,12 +232,13 @@ where
     }
 }
 
-/// Asks the store for a permit at `now`: the state after its decision, or while it decides.
+/// Asks the store for a permit that may wait `max_wait` (what is left until `limit.wait_until`):
+/// the state after its decision, or while it decides.
 ///
-/// `now` and `send`'s are the instant `limited` read when a call goes through at once: three
-/// clock reads a call were one (issue 19).
-fn acquire<R>(limit: &mut Limit, now: Instant) -> State<R> {
-    let max_wait = limit.wait_until.saturating_duration_since(now);
+/// `limited` passes the wait it computed from the instant it read, which `send` is given too when
+/// a call goes through at once: three clock reads a call were one, and one measure of the time
+/// left (issue 19).
+fn acquire<R>(limit: &mut Limit, max_wait: Duration) -> State<R> {
     match limit
         .limiter
         .start(&limit.key, limit.policy.clone(), max_wait)
@@ -369,10 +370,11 @@ where
                         }
                     }
                 }
-                State::Acquire => acquire(
-                    this.limit.as_mut().expect("a limited call has its limit"),
-                    Instant::now(),
-                ),
+                State::Acquire => {
+                    let limit = this.limit.as_mut().expect("a limited call has its limit");
+                    let max_wait = limit.wait_until.saturating_duration_since(Instant::now());
+                    acquire(limit, max_wait)
+                }
                 State::Acquiring { future } => {
                     let decision = ready!(future.as_mut().poll(cx));
                     let limit = this.limit.as_mut().expect("a limited call has its limit");

@@ -375,7 +375,7 @@ pub(crate) struct ReadSignal {
 /// Reads a response once: its pause (as [`server_pause`]), whether it is a throttle answer, and the
 /// server's counters. `None` when it says nothing.
 pub(crate) fn read_signal(status: StatusCode, headers: &HeaderMap) -> Option<ReadSignal> {
-    let signal = ThrottleSignal::from_headers(headers, wall_clock());
+    let signal = ThrottleSignal::from_headers_with(headers, wall_clock);
     let pause = pause_of(status, &signal);
     let throttled = status == StatusCode::TOO_MANY_REQUESTS
         || (status == StatusCode::SERVICE_UNAVAILABLE && signal.retry_after.is_some());
@@ -426,7 +426,10 @@ pub(crate) fn read_signal(status: StatusCode, headers: &HeaderMap) -> Option<Rea
 /// assert_eq!(server_pause(StatusCode::OK, &headers), Some((Duration::from_secs(20), "remaining")));
 /// ```
 pub fn server_pause(status: StatusCode, headers: &HeaderMap) -> Option<(Duration, &'static str)> {
-    pause_of(status, &ThrottleSignal::from_headers(headers, wall_clock()))
+    pause_of(
+        status,
+        &ThrottleSignal::from_headers_with(headers, wall_clock),
+    )
 }
 
 fn pause_of(status: StatusCode, signal: &ThrottleSignal) -> Option<(Duration, &'static str)> {
