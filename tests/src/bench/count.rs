@@ -12,6 +12,7 @@
 
 use super::BoxError;
 use super::load::Caller;
+use super::profile::FunctionCosts;
 use super::scenario::{
     FacadeNoLayers, FullStack, FullStackLayers, OurTransport, PeerStack, PoolSettings,
     RateLimitStore, RawHyper, Reqwest, Scenario,
@@ -19,7 +20,6 @@ use super::scenario::{
 use super::worker::{install_observability_without_upkeep, redis_lost};
 use integration_client::stack::StackLayer;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -288,10 +288,7 @@ fn parse_callgrind_totals(text: &str) -> Option<CallgrindTotals> {
         values.get(index).copied()
     };
     let instructions = event("Ir")?;
-    let allocator = events
-        .iter()
-        .position(|event| *event == "Ir")
-        .and_then(|index| allocator_calls(text, index));
+    let allocator = allocator_calls(text);
     Some(CallgrindTotals {
         instructions,
         data_misses: event("D1mr").zip(event("D1mw")).map(|(r, w)| r + w),
@@ -308,67 +305,25 @@ struct AllocatorCalls {
     instructions: u64,
 }
 
-/// Sums the calls into [`ALLOCATOR`] made from outside it, in callgrind's format: `fn=` names the
-/// function whose records follow, `cfn=` the function called by the next `calls=<count> <target>`
-/// line, and the line after that one gives the position(s) of the call (as many columns as the
-/// `positions:` line names) then its inclusive cost, the events in the `events:` line's order
-/// (`ir` is the index of `Ir`). Names are compressed: `(id) name` the first time, `(id)` after, one
-/// table for `fn=` and `cfn=`. `None` when the file has no call record at all.
-fn allocator_calls(text: &str, ir: usize) -> Option<AllocatorCalls> {
-    let positions = text
-        .lines()
-        .find_map(|line| line.strip_prefix("positions:"))
-        .map_or(1, |line| line.split_whitespace().count());
-    let mut names: HashMap<&str, &str> = HashMap::new();
+/// Sums the calls into [`ALLOCATOR`] made from outside it, read from the file's call records
+/// ([`FunctionCosts::parse`]: each caller's calls of each callee, with their inclusive cost).
+/// `None` when the file has no call record at all.
+fn allocator_calls(text: &str) -> Option<AllocatorCalls> {
+    let costs = FunctionCosts::parse(text);
+    if costs.calls.is_empty() {
+        return None;
+    }
     let mut calls = AllocatorCalls::default();
-    let mut any_call = false;
-    let mut caller_is_allocator = false;
-    let mut callee = "";
-    // The count of the `calls=` line just read: its cost is on the next line.
-    let mut pending: Option<u64> = None;
-    for line in text.lines() {
-        if let Some(count) = pending.take() {
-            let inclusive = line
-                .split_whitespace()
-                .nth(positions + ir)
-                .and_then(|value| value.parse::<u64>().ok())
-                .unwrap_or(0);
-            if !caller_is_allocator && ALLOCATOR.contains(&callee) {
-                calls.instructions += inclusive;
-                if ALLOCATING.contains(&callee) {
-                    calls.allocations += count;
-                }
-            }
+    for ((caller, callee), call) in &costs.calls {
+        if ALLOCATOR.contains(&caller.as_str()) || !ALLOCATOR.contains(&callee.as_str()) {
             continue;
         }
-        if let Some(spec) = line.strip_prefix("fn=") {
-            caller_is_allocator = ALLOCATOR.contains(&function_name(spec, &mut names));
-        } else if let Some(spec) = line.strip_prefix("cfn=") {
-            callee = function_name(spec, &mut names);
-        } else if let Some(rest) = line.strip_prefix("calls=") {
-            any_call = true;
-            pending = rest
-                .split_whitespace()
-                .next()
-                .and_then(|count| count.parse().ok());
+        calls.instructions += call.cost.instructions;
+        if ALLOCATING.contains(&callee.as_str()) {
+            calls.allocations += call.count;
         }
     }
-    any_call.then_some(calls)
-}
-
-/// The function a `fn=` or `cfn=` line names: `(id) name` (remembered), `(id)` (looked up), or a
-/// plain name.
-fn function_name<'a>(spec: &'a str, names: &mut HashMap<&'a str, &'a str>) -> &'a str {
-    let spec = spec.trim();
-    match spec.strip_prefix('(').and_then(|rest| rest.split_once(')')) {
-        Some((id, name)) if !name.trim().is_empty() => {
-            let name = name.trim();
-            names.insert(id, name);
-            name
-        }
-        Some((id, _)) => names.get(id).copied().unwrap_or_default(),
-        None => spec,
-    }
+    Some(calls)
 }
 
 /// The instructions of one call: the count of `2n` calls minus the count of `n`, over `n`.

@@ -17,6 +17,8 @@
 //!   installs, the client, the closed loop then the open loop.
 //! - [`count`]: instruction counts, a fixed number of calls run under valgrind's callgrind (N and 2N
 //!   calls, differenced), for every scenario and for the stack with one layer left out at a time.
+//! - [`profile`]: the same two runs read function by function (`bench profile`): each function's
+//!   own instructions and cache misses a call, against another subject, or by caller of a function.
 //! - [`gateway`]: the gateway's overhead against calling the stack in-process (`bench gateway`).
 //! - [`cache`]: the cache's own figures (a memory hit against a loopback miss, Redis hits per
 //!   second), measured by `bench cache` apart from the scenarios.
@@ -32,6 +34,7 @@ pub mod count;
 pub mod gateway;
 pub mod load;
 pub mod measure;
+pub mod profile;
 pub mod report;
 pub mod scenario;
 pub mod server;

@@ -11,6 +11,8 @@
 //! bench gateway [--smoke] [--rates 1000,5000] [--duration SECS] [--warmup SECS] [--threads N]
 //!               [--out DIR]          the gateway's overhead against the stack in-process
 //! bench cache [--smoke] [--out DIR]  the cache's figures (issue 16): memory hit / miss, Redis hits/s
+//! bench profile SUBJECT [--against SUBJECT] [--callers TEXT] [--calls N] [--top K]
+//!               [--callgrind-dir DIR]  where a call's instructions go, function by function
 //! ```
 //!
 //! Without `--out` the report is printed, not written; `gateway` and `cache` with `--out` put their
@@ -41,6 +43,15 @@ Usage: bench [OPTIONS]           run every scenario, print the report (or write 
                      [--out DIR] the gateway's overhead against calling the stack in-process
        bench cache [--smoke] [--out DIR]
                                  the response cache's figures
+       bench profile SUBJECT [--against SUBJECT] [--callers TEXT] [--calls N] [--top K]
+                     [--callgrind-dir DIR]
+                                 where a call's instructions go: SUBJECT (a scenario, `layers` or
+                                 `layers-without-LAYER`) run under callgrind for N then 2N calls
+                                 [4000], each function's own instructions and first-level data
+                                 cache misses a call, differenced, the costliest K first [40];
+                                 --against: beside another subject's, by difference; --callers:
+                                 what each caller spends in the functions whose name contains
+                                 TEXT (inclusive), and how many calls it makes
 
 Options:
   --smoke               every scenario briefly; fail unless each completed calls with no error
@@ -77,6 +88,7 @@ fn main() -> ExitCode {
         Some("count") => run_count(&args[1..]),
         Some("gateway") => run_gateway(&args[1..]),
         Some("cache") => run_cache(&args[1..]),
+        Some("profile") => run_profile(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -574,6 +586,11 @@ impl Counter<'_> {
         Ok(counts)
     }
 
+    /// Where [`Counter::callgrind`] writes the output of one run.
+    fn file(subject: Subject, calls: u64, run: usize, dir: &std::path::Path) -> PathBuf {
+        dir.join(format!("callgrind.{}.{calls}.run{run}.out", subject.name()))
+    }
+
     fn callgrind(
         &self,
         subject: Subject,
@@ -582,7 +599,7 @@ impl Counter<'_> {
         dir: &std::path::Path,
     ) -> Result<count::CallgrindTotals, BoxError> {
         // One file per run: the median run's files are among those kept by `--callgrind-dir`.
-        let out = dir.join(format!("callgrind.{}.{calls}.run{run}.out", subject.name()));
+        let out = Self::file(subject, calls, run, dir);
         let config = self.config(subject, calls);
         let output = Command::new("valgrind")
             .arg("--tool=callgrind")
@@ -615,6 +632,90 @@ impl Counter<'_> {
         }
         count::read_callgrind_totals(&out)
     }
+}
+
+/// `bench profile`: one subject (and another to compare) under callgrind, N then 2N calls, read
+/// function by function (see `integration_tests::bench::profile`).
+fn run_profile(args: &[String]) -> Result<(), BoxError> {
+    use integration_tests::bench::profile::{self, FunctionCosts};
+    let mut args = args.to_vec();
+    let against: Option<Subject> = take_value(&mut args, "--against")?
+        .map(|name| name.parse())
+        .transpose()?;
+    let callers = take_value(&mut args, "--callers")?;
+    let calls = take_parsed(&mut args, "--calls", 4000u64)?.max(1);
+    let top = take_parsed(&mut args, "--top", 40usize)?;
+    let kept = take_value(&mut args, "--callgrind-dir")?.map(PathBuf::from);
+    let log_filter = take_value(&mut args, "--log-filter")?.unwrap_or_else(|| "info".to_owned());
+    let [subject] = args.as_slice() else {
+        return Err(format!("bench profile takes one subject, not {args:?}").into());
+    };
+    let subject: Subject = subject.parse()?;
+
+    let exe = std::env::current_exe()?;
+    let server = ServerProcess::spawn(&exe, 1)?;
+    let dir = kept.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("bench-profile-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir)?;
+    let counter = Counter {
+        exe: &exe,
+        base: CountConfig {
+            subject,
+            addr: server.addr(),
+            calls,
+            concurrency: 32,
+            pool: PoolSettings::default(),
+            log_filter,
+            redis_prefix: format!("integration-bench-profile-{}", std::process::id()),
+            redis_command_timeout: count::COUNT_REDIS_COMMAND_TIMEOUT,
+        },
+        dir: Some(&dir),
+        runs: 1,
+    };
+    let read = |subject: Subject| -> Result<(FunctionCosts, FunctionCosts), BoxError> {
+        let run = |n: u64| -> Result<_, BoxError> {
+            let totals = counter.callgrind(subject, n, 1, &dir)?;
+            let file = Counter::file(subject, n, 1, &dir);
+            Ok((
+                totals,
+                FunctionCosts::parse(&std::fs::read_to_string(file)?),
+            ))
+        };
+        let (once_totals, once) = run(calls)?;
+        let (twice_totals, twice) = run(2 * calls)?;
+        let count = InstructionCount::new(subject, calls, once_totals, twice_totals);
+        eprintln!(
+            "bench: profile {subject}: {:.0} instructions a call ({calls} and {} calls), {:.1} \
+             allocations, {:.0} D1 misses",
+            count.per_call,
+            2 * calls,
+            count.allocations_per_call.unwrap_or(f64::NAN),
+            count.data_misses_per_call.unwrap_or(f64::NAN),
+        );
+        Ok((once, twice))
+    };
+    let rows = |(once, twice): &(FunctionCosts, FunctionCosts)| match &callers {
+        Some(callee) => profile::callers_per_call(calls, once, twice, callee),
+        None => profile::own_per_call(calls, once, twice),
+    };
+    let ours = read(subject)?;
+    match against {
+        None => print!("{}", profile::table(&rows(&ours), top, callers.is_some())),
+        Some(other) => {
+            let theirs = read(other)?;
+            let pairs = profile::compare(&rows(&ours), &rows(&theirs));
+            print!(
+                "{}",
+                profile::comparison_table(&pairs, top, &subject.name(), &other.name())
+            );
+        }
+    }
+    drop(server);
+    if kept.is_none() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(())
 }
 
 fn run_gateway(args: &[String]) -> Result<(), BoxError> {
