@@ -157,7 +157,23 @@ fn run_all(options: &Options) -> Result<(), String> {
         SPEC.name,
         &mut command,
         &suite::shown(&env, &binary, &cache_args),
-    )
+    )?;
+    if smoke {
+        // `bench profile` is a tool run by hand: the smoke keeps it working (two callgrind runs of
+        // a few calls, a few seconds).
+        let args = profile_smoke_args();
+        let mut command = Command::new(&binary);
+        command.args(&args).current_dir(&root);
+        suite::run_command(SPEC.name, &mut command, &suite::shown(&[], &binary, &args))?;
+    }
+    Ok(())
+}
+
+/// The smoke run of `bench profile`: the raw client, a few calls, the top few functions.
+fn profile_smoke_args() -> Vec<String> {
+    ["profile", "raw-hyper", "--calls", "3", "--top", "5"]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 /// The arguments of the gateway's overhead benchmark.
@@ -203,6 +219,13 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_smoke_profiles_a_few_calls_of_the_raw_client() {
+        let args = profile_smoke_args();
+        assert_eq!(args[..2], ["profile", "raw-hyper"]);
+        assert!(args.windows(2).any(|pair| pair == ["--calls", "3"]));
+    }
 
     #[test]
     fn the_smoke_run_shares_the_test_steps_build() {

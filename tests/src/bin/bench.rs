@@ -699,22 +699,36 @@ fn run_profile(args: &[String]) -> Result<(), BoxError> {
         Some(callee) => profile::callers_per_call(calls, once, twice, callee),
         None => profile::own_per_call(calls, once, twice),
     };
-    let ours = read(subject)?;
-    match against {
-        None => print!("{}", profile::table(&rows(&ours), top, callers.is_some())),
-        Some(other) => {
-            let theirs = read(other)?;
-            let pairs = profile::compare(&rows(&ours), &rows(&theirs));
-            print!(
-                "{}",
-                profile::comparison_table(&pairs, top, &subject.name(), &other.name())
-            );
+    let report = || -> Result<String, BoxError> {
+        let ours = read(subject)?;
+        let our_rows = rows(&ours);
+        if our_rows.is_empty() {
+            // Every call costs something somewhere: no row means the files were not read as
+            // written.
+            return Err(match &callers {
+                Some(callee) => {
+                    format!("no function named like {callee:?} was called by {subject}")
+                }
+                None => format!("callgrind's files of {subject} held no function's cost"),
+            }
+            .into());
         }
-    }
+        Ok(match against {
+            None => profile::table(&our_rows, top, callers.is_some()),
+            Some(other) => {
+                let theirs = read(other)?;
+                let pairs = profile::compare(&our_rows, &rows(&theirs));
+                profile::comparison_table(&pairs, top, &subject.name(), &other.name())
+            }
+        })
+    };
+    let report = report();
     drop(server);
     if kept.is_none() {
+        // Removed whether the report was made or not.
         std::fs::remove_dir_all(&dir)?;
     }
+    print!("{}", report?);
     Ok(())
 }
 
