@@ -12,7 +12,8 @@
 //!               [--out DIR]          the gateway's overhead against the stack in-process
 //! bench cache [--smoke] [--out DIR]  the cache's figures (issue 16): memory hit / miss, Redis hits/s
 //! bench profile SUBJECT [--against SUBJECT] [--callers TEXT] [--calls N] [--top K]
-//!               [--callgrind-dir DIR]  where a call's instructions go, function by function
+//!               [--log-filter FILTER] [--callgrind-dir DIR]
+//!                                    where a call's instructions go, function by function
 //! ```
 //!
 //! Without `--out` the report is printed, not written; `gateway` and `cache` with `--out` put their
@@ -44,14 +45,16 @@ Usage: bench [OPTIONS]           run every scenario, print the report (or write 
        bench cache [--smoke] [--out DIR]
                                  the response cache's figures
        bench profile SUBJECT [--against SUBJECT] [--callers TEXT] [--calls N] [--top K]
-                     [--callgrind-dir DIR]
+                     [--log-filter FILTER] [--callgrind-dir DIR]
                                  where a call's instructions go: SUBJECT (a scenario, `layers` or
                                  `layers-without-LAYER`) run under callgrind for N then 2N calls
                                  [4000], each function's own instructions and first-level data
                                  cache misses a call, differenced, the costliest K first [40];
                                  --against: beside another subject's, by difference; --callers:
                                  what each caller spends in the functions whose name contains
-                                 TEXT (inclusive), and how many calls it makes
+                                 TEXT (inclusive), and how many calls it makes; the
+                                 subscriber's filter as --log-filter below [info]; the
+                                 callgrind files kept in --callgrind-dir
 
 Options:
   --smoke               every scenario briefly; fail unless each completed calls with no error
