@@ -50,10 +50,10 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// Where a call is. The attempt's future and the backoff's timer are boxed: inline, the attempt
 /// (every layer below this one: 696 bytes in the facade's stack) made this future as much larger,
-/// and the layers above move it
-/// and the facade boxes it whole: at 1.6 KB that box was past the allocator's per-thread cache
-/// (1,032 bytes in glibc), a slow allocation and a slower free on every call. Two small boxes
-/// cost less than one large one (issue 19). The timer's box is made only for a retry.
+/// the layers above moved it, and the facade's box of the whole stack's future, at 1.6 KB, was past
+/// the allocator's per-thread cache (1,032 bytes in glibc): a slow allocation and a slower free on
+/// every call. Two small boxes cost less than one large one (issue 19). The timer's box is made
+/// only for a retry.
 enum State<F> {
     /// An attempt is in flight.
     Called { future: Pin<Box<F>> },

@@ -260,33 +260,30 @@ fn sort_by_instructions(rows: &mut [Row]) {
 /// A subject's rows beside another's, matched by function, the largest differences first
 /// (`(function, this, other)`; a function missing from one side is zero there).
 pub fn compare(this: &[Row], other: &[Row]) -> Vec<(String, Row, Row)> {
-    let zero = |function: &str| Row {
-        function: function.to_owned(),
-        instructions: 0.0,
-        data_misses: 0.0,
-        count: 0.0,
+    let by_function = |rows: &[Row]| -> HashMap<String, Row> {
+        rows.iter()
+            .map(|row| (row.function.clone(), row.clone()))
+            .collect()
     };
-    let other: HashMap<&str, &Row> = other
-        .iter()
-        .map(|row| (row.function.as_str(), row))
-        .collect();
-    let mut seen: Vec<&str> = Vec::new();
-    let mut pairs: Vec<(String, Row, Row)> = this
-        .iter()
-        .map(|row| {
-            seen.push(&row.function);
-            let theirs = other
-                .get(row.function.as_str())
-                .map_or_else(|| zero(&row.function), |row| (*row).clone());
-            (row.function.clone(), row.clone(), theirs)
+    let (this, other) = (by_function(this), by_function(other));
+    let side = |rows: &HashMap<String, Row>, function: &str| {
+        rows.get(function).cloned().unwrap_or_else(|| Row {
+            function: function.to_owned(),
+            instructions: 0.0,
+            data_misses: 0.0,
+            count: 0.0,
+        })
+    };
+    let mut pairs: Vec<(String, Row, Row)> = keys(&this, &other)
+        .into_iter()
+        .map(|function| {
+            (
+                function.to_owned(),
+                side(&this, function),
+                side(&other, function),
+            )
         })
         .collect();
-    seen.sort_unstable();
-    for (function, row) in &other {
-        if seen.binary_search(function).is_err() {
-            pairs.push(((*function).to_owned(), zero(function), (*row).clone()));
-        }
-    }
     pairs.sort_by(|(fx, x, ox), (fy, y, oy)| {
         let dx = (x.instructions - ox.instructions).abs();
         let dy = (y.instructions - oy.instructions).abs();
