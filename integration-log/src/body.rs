@@ -249,7 +249,10 @@ impl Capture {
         let _entered = self.span.enter();
         event_at!(
             self.level,
-            { names::INTEGRATION } = self.integration.as_ref().map(IntegrationName::as_str),
+            { names::INTEGRATION } = self
+                .integration
+                .as_ref()
+                .map(|name| tracing::field::display(name.as_str())),
             "http.response.body" = tracing::field::display(LazyBody {
                 redactor: &self.redactor,
                 content_type: Some(&self.content_type),

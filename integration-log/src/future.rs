@@ -137,7 +137,7 @@ impl Pending {
             self.span
                 .record(names::HTTP_RESPONSE_STATUS_CODE, status.as_u16());
             if let Some(error_type) = error_type {
-                self.span.record(names::ERROR_TYPE, error_type);
+                self.span.record(names::ERROR_TYPE, display(error_type));
                 self.span.record("otel.status_code", "ERROR");
             }
             // OpenTelemetry: set only when the request was resent (one record, one formatting
@@ -164,11 +164,12 @@ impl Pending {
                 .then(|| display(policy.redactor.redact_headers(response.headers())));
             event_at!(
                 level,
-                { names::INTEGRATION } = self.integration.as_ref().map(IntegrationName::as_str),
-                { names::HTTP_REQUEST_METHOD } = method_attribute(&self.method),
+                { names::INTEGRATION } =
+                    self.integration.as_ref().map(|name| display(name.as_str())),
+                { names::HTTP_REQUEST_METHOD } = display(method_attribute(&self.method)),
                 { names::URL_FULL } = failed.then(|| display(LazyUrl(&policy.redactor, uri))),
                 { names::HTTP_RESPONSE_STATUS_CODE } = status.as_u16(),
-                { names::ERROR_TYPE } = error_type,
+                { names::ERROR_TYPE } = error_type.map(display),
                 elapsed_ms = millis(elapsed),
                 attempts = attempts.map(Attempts::count),
                 "retry.reasons" = attempts
@@ -229,7 +230,7 @@ impl Pending {
                 self.span
                     .record(names::HTTP_RESPONSE_STATUS_CODE, status.as_u16());
             }
-            self.span.record(names::ERROR_TYPE, error_type);
+            self.span.record(names::ERROR_TYPE, display(error_type));
             self.span.record("otel.status_code", "ERROR");
             if self.scope == Scope::Call
                 && let Some(attempts) = attempts.filter(|&n| n > 1)
@@ -248,10 +249,10 @@ impl Pending {
         let _entered = self.span.enter();
         event_at!(
             level,
-            { names::INTEGRATION } = self.integration.as_ref().map(IntegrationName::as_str),
-            { names::HTTP_REQUEST_METHOD } = method_attribute(&self.method),
+            { names::INTEGRATION } = self.integration.as_ref().map(|name| display(name.as_str())),
+            { names::HTTP_REQUEST_METHOD } = display(method_attribute(&self.method)),
             { names::URL_FULL } = display(LazyUrl(&policy.redactor, uri)),
-            { names::ERROR_TYPE } = error_type,
+            { names::ERROR_TYPE } = display(error_type),
             error = display(LazyError(&policy.redactor, error)),
             elapsed_ms = millis(elapsed),
             attempts = attempts,
@@ -275,13 +276,13 @@ impl Pending {
             return;
         }
         if !self.span.is_disabled() {
-            self.span.record(names::ERROR_TYPE, error_type);
+            self.span.record(names::ERROR_TYPE, display(error_type));
         }
         let _entered = self.span.enter();
         tracing::event!(
             target: "integration_log",
             tracing::Level::DEBUG,
-            { names::ERROR_TYPE } = error_type,
+            { names::ERROR_TYPE } = display(error_type),
             elapsed_ms = millis(elapsed),
             "cancelled before a response"
         );

@@ -322,6 +322,11 @@ struct SpanFields<'a> {
     resend_count: Option<u32>,
 }
 
+// The string attributes are display values, not `&str`: a `fmt` subscriber records a `&str` by its
+// `Debug` form, escaping it character by character and quoting it, on every call (~450
+// instructions of the call's ~59k, issue 19); as display values they print unquoted, as the other
+// crates' `integration.name = %..` fields do. `otel.*` fields stay `&str`: OpenTelemetry bridges read
+// them with `record_str`.
 macro_rules! span_at {
     ($level:ident, $name:literal, $fields:ident, $($kind:tt)*) => {
         tracing::span!(
@@ -329,11 +334,11 @@ macro_rules! span_at {
             Level::$level,
             $name,
             $($kind)*
-            { names::HTTP_REQUEST_METHOD } = $fields.method,
-            { names::SERVER_ADDRESS } = $fields.host,
+            { names::HTTP_REQUEST_METHOD } = display($fields.method),
+            { names::SERVER_ADDRESS } = $fields.host.map(display),
             { names::SERVER_PORT } = $fields.port,
             { names::URL_FULL } = $fields.url,
-            { names::INTEGRATION } = $fields.integration,
+            { names::INTEGRATION } = $fields.integration.map(display),
             { names::HTTP_REQUEST_RESEND_COUNT } = $fields.resend_count,
             { names::HTTP_RESPONSE_STATUS_CODE } = Empty,
             { names::ERROR_TYPE } = Empty,
