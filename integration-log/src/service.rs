@@ -325,8 +325,10 @@ struct SpanFields<'a> {
 // The string attributes are display values, not `&str`: a `fmt` subscriber records a `&str` by its
 // `Debug` form, escaping it character by character and quoting it, on every call (~450
 // instructions of the call's ~59k, issue 19); as display values they print unquoted, as the other
-// crates' `integration.name = %..` fields do. `otel.*` fields stay `&str`: OpenTelemetry bridges read
-// them with `record_str`.
+// crates' `integration.name = %..` fields do. Unescaped, none can break a line: the method is one of
+// `method_attribute`'s tokens, the host comes from a parsed authority or a `Host` value that
+// `to_str` accepted (visible ASCII, no CR or LF). `otel.*` fields stay `&str`: OpenTelemetry bridges
+// read them with `record_str`.
 macro_rules! span_at {
     ($level:ident, $name:literal, $fields:ident, $($kind:tt)*) => {
         tracing::span!(
