@@ -451,3 +451,49 @@ fn pause_of(status: StatusCode, signal: &ThrottleSignal) -> Option<(Duration, &'
 fn wall_clock() -> SystemTime {
     SystemTime::now()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use http::header::RETRY_AFTER;
+
+    /// The two signals measured against the wall clock, which the limiter reads only for a response
+    /// whose headers may carry a signal (`ThrottleSignal::from_headers_with`, issue 19): a pause is
+    /// the distance from now, not from another instant.
+    #[test]
+    fn a_dated_signal_is_measured_from_the_wall_clock() {
+        let now = wall_clock();
+        let within = |pause: Duration, secs: u64| {
+            // Whole seconds on the wire, and the test's own time: up to 2 s less.
+            pause <= Duration::from_secs(secs) && pause >= Duration::from_secs(secs - 2)
+        };
+
+        let mut dated = HeaderMap::new();
+        dated.insert(
+            RETRY_AFTER,
+            httpdate::fmt_http_date(now + Duration::from_secs(30))
+                .parse()
+                .unwrap(),
+        );
+        let (pause, source) = server_pause(StatusCode::TOO_MANY_REQUESTS, &dated).unwrap();
+        assert!(within(pause, 30), "{pause:?}");
+        assert_eq!(source, "retry_after");
+        let read = read_signal(StatusCode::TOO_MANY_REQUESTS, &dated).unwrap();
+        assert!(within(read.pause, 30), "{read:?}");
+
+        let epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut reset = HeaderMap::new();
+        reset.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        reset.insert(
+            "x-ratelimit-reset",
+            (epoch + 40).to_string().parse().unwrap(),
+        );
+        let (pause, source) = server_pause(StatusCode::OK, &reset).unwrap();
+        assert!(within(pause, 40), "{pause:?}");
+        assert_eq!(source, "remaining");
+    }
+}

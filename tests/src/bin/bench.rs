@@ -727,12 +727,13 @@ fn run_profile(args: &[String]) -> Result<(), BoxError> {
     };
     let report = report();
     drop(server);
-    if kept.is_none() {
-        // Removed whether the report was made or not.
-        std::fs::remove_dir_all(&dir)?;
-    }
+    // Removed whether the report was made or not; the report's own failure is the one to show.
+    let removed = match kept {
+        None => std::fs::remove_dir_all(&dir),
+        Some(_) => Ok(()),
+    };
     print!("{}", report?);
-    Ok(())
+    Ok(removed?)
 }
 
 fn run_gateway(args: &[String]) -> Result<(), BoxError> {
