@@ -5,7 +5,7 @@
 use integration_tests::bench::load::Caller;
 use integration_tests::bench::scenario::{
     FacadeNoLayers, FullStack, OurTransport, PeerStack, PoolSettings, RateLimitStore, RawHyper,
-    Reqwest, full_stack_toml_with_quota,
+    RawHyperSpan, Reqwest, full_stack_toml_with_quota,
 };
 use integration_tests::bench::server::{BODY, ServerProcess};
 use std::path::Path;
@@ -56,6 +56,7 @@ async fn every_peer_scenario_completes_calls() {
     calls_succeed(RawHyper::new(server.addr(), &pool), "raw-hyper").await;
     calls_succeed(Reqwest::new(server.addr(), &pool).unwrap(), "reqwest").await;
     calls_succeed(PeerStack::new(server.addr(), &pool).unwrap(), "peer-stack").await;
+    calls_succeed(RawHyperSpan::new(server.addr(), &pool), "raw-hyper-span").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -139,4 +140,38 @@ async fn an_unreachable_redis_is_named_without_its_password() {
         error.contains("redis://[REDACTED]:[REDACTED]@127.0.0.1:1"),
         "{error}"
     );
+}
+
+/// The floor scenario (8) stands for the full stack's call span only while it makes the same span:
+/// the same name, target and level, and the same fields with the same values, the status code
+/// included. A field added to the log layer's call span and not to the floor fails here.
+#[tokio::test(flavor = "current_thread")]
+async fn the_floor_scenario_makes_the_span_the_full_stack_makes() {
+    use integration_core::testing::capture;
+    let server = server();
+    let pool = PoolSettings::default();
+    let full = FullStack::new(server.addr(), &pool, RateLimitStore::Memory)
+        .await
+        .unwrap();
+    let floor = RawHyperSpan::new(server.addr(), &pool);
+
+    let ours = capture(tracing::Level::INFO);
+    full.call().await.unwrap();
+    let ours = ours.captured().spans();
+    let theirs = capture(tracing::Level::INFO);
+    floor.call().await.unwrap();
+    let theirs = theirs.captured().spans();
+
+    let [ours] = ours.as_slice() else {
+        panic!("the full stack made {} spans at info: {ours:?}", ours.len());
+    };
+    let [theirs] = theirs.as_slice() else {
+        panic!("the floor made {} spans at info: {theirs:?}", theirs.len());
+    };
+    assert_eq!(
+        (&theirs.name, &theirs.target, theirs.level),
+        (&ours.name, &ours.target, ours.level)
+    );
+    assert_eq!(theirs.fields, ours.fields);
+    assert_eq!(ours.field("http.response.status_code"), Some("200"));
 }

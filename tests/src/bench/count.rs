@@ -15,7 +15,7 @@ use super::load::Caller;
 use super::profile::FunctionCosts;
 use super::scenario::{
     FacadeNoLayers, FullStack, FullStackLayers, OurTransport, PeerStack, PoolSettings,
-    RateLimitStore, RawHyper, Reqwest, Scenario,
+    RateLimitStore, RawHyper, RawHyperSpan, Reqwest, Scenario,
 };
 use super::worker::{install_observability_without_upkeep, redis_lost};
 use integration_client::stack::StackLayer;
@@ -189,6 +189,7 @@ async fn subject_calls(config: &CountConfig) -> Result<(), BoxError> {
             Scenario::Reqwest => calls(config, Reqwest::new(addr, pool)?).await,
             Scenario::OurTransport => calls(config, OurTransport::new(addr, pool)?).await,
             Scenario::FacadeNoLayers => calls(config, FacadeNoLayers::new(addr, pool)?).await,
+            Scenario::RawHyperSpan => calls(config, RawHyperSpan::new(addr, pool)).await,
         },
         Subject::Without(layer) => calls(config, FullStackLayers::new(addr, pool, layer)?).await,
     }

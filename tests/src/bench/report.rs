@@ -360,6 +360,7 @@ impl BenchReport {
         let summaries = summarize(&rounds);
         let mut all_ratios = ratios(&summaries, Scenario::RawHyper);
         all_ratios.extend(ratios(&summaries, Scenario::PeerStack));
+        all_ratios.extend(ratios(&summaries, Scenario::RawHyperSpan));
         Self {
             date,
             command,
@@ -483,6 +484,21 @@ impl BenchReport {
                     .data_misses_per_call
                     .map_or_else(|| "n/a".to_owned(), |value| ratio(value, data_peer)),
                 misses(count.instruction_misses_per_call),
+            );
+        }
+        if let (Some(raw), Some(floor), Some(full)) = (
+            raw,
+            self.instructions_of(Subject::Scenario(Scenario::RawHyperSpan)),
+            self.instructions_of(Subject::Scenario(Scenario::FullStack)),
+        ) {
+            let _ = writeln!(
+                out,
+                "\nThe floor (8): the raw client and one call span like ours, none of our code, \
+                 {floor:.0} instructions a call, {:+.0} over the raw client: what the subscriber \
+                 spends on the span. The full stack (2) spends {:+.0} over the floor: all of our \
+                 code, the facade and every layer.",
+                floor - raw,
+                full - floor,
             );
         }
         let Some(all) = self.instructions_of(Subject::Without(None)) else {
@@ -615,6 +631,25 @@ impl BenchReport {
             );
         }
 
+        if let (Some(floor), Some(full)) = (
+            self.ratio(Scenario::RawHyperSpan, Scenario::RawHyper),
+            self.ratio(Scenario::FullStack, Scenario::RawHyperSpan),
+        ) {
+            let _ = writeln!(
+                out,
+                "\nThe floor (8), the raw client and one call span like ours under the same \
+                 subscriber, none of our code, makes {} the raw client's calls a second at {} its \
+                 CPU a call: no client that makes that span a call under this subscriber does \
+                 better. The full stack (2) makes {} the floor's calls a second at {} its CPU a \
+                 call ({:+.1} µs a call: our code, the facade and every layer).",
+                x(Some(floor.throughput)),
+                x(Some(floor.cpu_per_call)),
+                x(Some(full.throughput)),
+                x(Some(full.cpu_per_call)),
+                full.cpu_us_added,
+            );
+        }
+
         let _ = writeln!(
             out,
             "\n## Latency (open loop, {:.0} calls/s offered, measured from each call's due time)\n",
@@ -724,6 +759,10 @@ impl BenchReport {
         let _ = writeln!(
             out,
             "- 6 and 7 (when run) break scenario 2 down: the facade's transport alone as a tower service, then the facade's client and request builder over it with no layer; scenario 2 minus 7 is what the layers cost in a real call."
+        );
+        let _ = writeln!(
+            out,
+            "- 8 (when run) is the floor of an instrumented call: the raw client of 1, each call inside one span made as our log layer makes its call span (name, target, level, the same fields with the same values, the status code recorded when the head arrives, closed before the body is read; a test, `the_floor_scenario_makes_the_span_the_full_stack_makes`, holds the two equal), under the same subscriber. It runs none of our code: what one OpenTelemetry-shaped span a call costs under this subscriber, whatever a client's layers do."
         );
 
         let _ = writeln!(out, "\n## How each figure is measured\n");
@@ -1039,6 +1078,75 @@ mod tests {
         let back: BenchReport =
             serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
         assert_eq!(back, report);
+    }
+
+    /// Issue 19's time targets are set against the raw client; the floor (8) says how much of the
+    /// raw client's speed is left once one call span is made under the subscriber, and the full
+    /// stack is put against it in time and in instructions.
+    #[test]
+    fn the_floor_is_put_beside_the_raw_client_and_the_full_stack() {
+        let mut floor = BenchReport::new(
+            "Wed, 25 Nov 2026 12:00:00 GMT".into(),
+            "cargo xtask bench".into(),
+            settings(1),
+            vec![
+                report(Scenario::RawHyper, 1000.0, 10.0, 30.0),
+                report(Scenario::RawHyperSpan, 800.0, 12.5, 30.0),
+                report(Scenario::FullStack, 600.0, 20.0, 40.0),
+            ],
+            Vec::new(),
+            Vec::new(),
+        );
+        let count = |subject, per_call: u64| {
+            let totals = |calls: u64| CallgrindTotals {
+                instructions: 1_000_000 + calls * per_call,
+                data_misses: None,
+                instruction_misses: None,
+                allocations: None,
+                allocator_instructions: None,
+            };
+            InstructionCount::new(subject, 1000, totals(1000), totals(2000))
+        };
+        floor.instructions = vec![
+            count(Subject::Scenario(Scenario::RawHyper), 20_000),
+            count(Subject::Scenario(Scenario::RawHyperSpan), 30_000),
+            count(Subject::Scenario(Scenario::FullStack), 50_000),
+        ];
+        let markdown = floor.to_markdown();
+        // Time: the floor makes 800 / 1000 of the raw client's calls at 12.5 / 10 of its CPU; the
+        // full stack 600 / 800 of the floor's at 20 / 12.5 of its CPU, 7.5 µs more.
+        assert!(
+            markdown.contains("makes 0.80× the raw client's calls a second at 1.25× its"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains(
+                "makes 0.75× the floor's calls a second at 1.60× its CPU a call (+7.5 µs"
+            ),
+            "{markdown}"
+        );
+        // Instructions: the span 10k over the raw client, our code 20k over the floor.
+        assert!(
+            markdown.contains("30000 instructions a call, +10000 over the raw client"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("spends +20000 over the floor"),
+            "{markdown}"
+        );
+        // Without the floor measured, neither sentence.
+        let without = BenchReport::new(
+            "Wed, 25 Nov 2026 12:00:00 GMT".into(),
+            "cargo xtask bench".into(),
+            settings(1),
+            vec![
+                report(Scenario::RawHyper, 1000.0, 10.0, 30.0),
+                report(Scenario::FullStack, 600.0, 20.0, 40.0),
+            ],
+            Vec::new(),
+            Vec::new(),
+        );
+        assert!(!without.to_markdown().contains("The floor (8)"));
     }
 
     #[test]

@@ -66,7 +66,8 @@ Options:
   --client-threads N    worker threads of each client's runtime [1]
   --server-threads N    worker threads of the server's runtime [1]
   --scenarios a,b       which scenarios (raw-hyper, full-stack, full-stack-redis, peer-stack,
-                        reqwest, our-transport, facade-no-layers) [all]
+                        reqwest, our-transport, facade-no-layers,
+                        raw-hyper-span) [all]
   --log-filter FILTER   the tracing filter installed in every worker [info]
   --out DIR             write BENCHMARKS.md and benchmarks.json there
   --criterion DIR       add criterion's middleware results found there (target/criterion)
