@@ -255,6 +255,10 @@ pub fn ratios(summaries: &[Summary], reference: Scenario) -> Vec<Ratios> {
         .collect()
 }
 
+/// The workspace's release profile, as the report names it: a test holds it equal to the
+/// `[profile.release]` of the workspace's `Cargo.toml`.
+pub const RELEASE_PROFILE: &str = "release (lto = \"fat\", codegen-units = 1)";
+
 /// The criterion id of the middleware bench's floor: the same call with no layer.
 pub const INNER_BENCH: &str = "middleware/inner";
 
@@ -1147,6 +1151,28 @@ mod tests {
             Vec::new(),
         );
         assert!(!without.to_markdown().contains("The floor (8)"));
+    }
+
+    /// The report says how the binaries were built: the release profile it names is the one the
+    /// workspace's `Cargo.toml` sets (fat LTO and one codegen unit change a call's CPU by a sixth).
+    #[test]
+    fn the_named_release_profile_is_the_workspaces() {
+        let manifest =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml")).unwrap();
+        let section = manifest
+            .split("\n[")
+            .find(|section| section.starts_with("profile.release]"))
+            .expect("the workspace sets [profile.release]");
+        let settings: Vec<&str> = section
+            .lines()
+            .skip(1)
+            .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+            .collect();
+        assert_eq!(settings, ["lto = \"fat\"", "codegen-units = 1"]);
+        assert_eq!(
+            RELEASE_PROFILE,
+            format!("release ({})", settings.join(", "))
+        );
     }
 
     #[test]

@@ -397,7 +397,7 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
         profile: if cfg!(debug_assertions) {
             "debug"
         } else {
-            "release"
+            integration_tests::bench::report::RELEASE_PROFILE
         }
         .to_owned(),
     };
