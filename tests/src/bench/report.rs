@@ -846,6 +846,20 @@ mod tests {
         }
     }
 
+    /// A subject counted for 1000 then 2000 calls at `per_call` instructions a call, a hundredth of
+    /// them data misses, a fiftieth instruction misses, a two-thousandth allocations, a tenth in
+    /// the allocator.
+    fn count(subject: Subject, per_call: u64) -> InstructionCount {
+        let totals = |calls: u64| CallgrindTotals {
+            instructions: 1_000_000 + calls * per_call,
+            data_misses: Some(10_000 + calls * per_call / 100),
+            instruction_misses: Some(20_000 + calls * per_call / 50),
+            allocations: Some(500 + calls * per_call / 2000),
+            allocator_instructions: Some(100_000 + calls * per_call / 10),
+        };
+        InstructionCount::new(subject, 1000, totals(1000), totals(2000))
+    }
+
     fn settings(rounds: usize) -> Settings {
         Settings {
             rounds,
@@ -1036,19 +1050,6 @@ mod tests {
             Vec::new(),
             Vec::new(),
         );
-        // Per call: `per_call` instructions, a hundredth of them data misses, a fiftieth
-        // instruction misses.
-        let count = |subject, per_call: u64| {
-            let totals = |calls: u64| CallgrindTotals {
-                instructions: 1_000_000 + calls * per_call,
-                data_misses: Some(10_000 + calls * per_call / 100),
-                instruction_misses: Some(20_000 + calls * per_call / 50),
-                // A two-thousandth of them allocations, a tenth in the allocator.
-                allocations: Some(500 + calls * per_call / 2000),
-                allocator_instructions: Some(100_000 + calls * per_call / 10),
-            };
-            InstructionCount::new(subject, 1000, totals(1000), totals(2000))
-        };
         report.instructions = vec![
             count(Subject::Scenario(Scenario::RawHyper), 20_000),
             count(Subject::Scenario(Scenario::PeerStack), 80_000),
@@ -1101,16 +1102,6 @@ mod tests {
             Vec::new(),
             Vec::new(),
         );
-        let count = |subject, per_call: u64| {
-            let totals = |calls: u64| CallgrindTotals {
-                instructions: 1_000_000 + calls * per_call,
-                data_misses: None,
-                instruction_misses: None,
-                allocations: None,
-                allocator_instructions: None,
-            };
-            InstructionCount::new(subject, 1000, totals(1000), totals(2000))
-        };
         floor.instructions = vec![
             count(Subject::Scenario(Scenario::RawHyper), 20_000),
             count(Subject::Scenario(Scenario::RawHyperSpan), 30_000),
