@@ -244,7 +244,7 @@ impl RawHyperSpan {
 impl Caller for RawHyperSpan {
     async fn call(&self) -> Result<(), BoxError> {
         use integration_core::names;
-        use tracing::Instrument;
+        use std::future::Future as _;
         use tracing::field;
         let span = tracing::info_span!(
             target: "integration_log",
@@ -263,12 +263,14 @@ impl Caller for RawHyperSpan {
         let request = Request::get(self.raw.uri.clone())
             .header(header::ACCEPT, ACCEPT_JSON)
             .body(Empty::new())?;
-        let response = self
-            .raw
-            .client
-            .request(request)
-            .instrument(span.clone())
-            .await?;
+        // Entered around each poll of the request, as the log layer's future does; not
+        // `Instrument`, whose clone of the span would be subscriber work ours does not do.
+        let mut sent = std::pin::pin!(self.raw.client.request(request));
+        let response = std::future::poll_fn(|cx| {
+            let _entered = span.enter();
+            sent.as_mut().poll(cx)
+        })
+        .await?;
         let status = response.status();
         span.record(names::HTTP_RESPONSE_STATUS_CODE, status.as_u16());
         drop(span);
