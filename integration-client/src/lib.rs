@@ -153,7 +153,7 @@ pub use decode::JsonError;
 pub use graphql::{GraphQlError, GraphQlErrorItem, GraphQlRequest, OperationKind, operation_kind};
 pub use integration_cache::CacheStatus;
 pub use redirect::is_credential_header;
-pub use request::RequestBuilder;
+pub use request::{RequestBuilder, SendFuture};
 pub use response::{BytesStream, Response, ResponseBody};
 
 #[cfg(doctest)]

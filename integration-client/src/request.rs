@@ -6,7 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
-use integration_core::ext::{Deadline, IDEMPOTENCY_KEY, Idempotent, OwnCredential};
+use integration_core::ext::{
+    Deadline, IDEMPOTENCY_KEY, Idempotent, IntegrationName, OwnCredential,
+};
 use integration_core::{Body, Error, ErrorKind};
 use serde::Serialize;
 use tower::ServiceExt;
@@ -455,54 +457,188 @@ impl RequestBuilder {
     /// Sends the request through the API's stack and waits for the response headers. The call's
     /// deadline goes on with the [`Response`]: it covers reading the body as well.
     ///
+    /// The returned [`SendFuture`] does nothing until it is awaited (polled).
+    ///
     /// # Errors
     ///
-    /// An [`Error`] naming the integration (and the attempts, when a retry layer counted them): a
+    /// The future's error: an [`Error`] naming the integration (and the attempts, when a retry layer counted them): a
     /// mistake made while building, a refused path ([`ErrorKind::Request`]), a removed API or a client
     /// shutting down, or whatever the stack failed with (connect, timeout, deadline, rate limit,
     /// circuit open, auth...). An error status is not an error here: see
     /// [`Response::error_for_status`].
-    pub async fn send(self) -> Result<Response, Error> {
+    pub fn send(self) -> SendFuture {
+        SendFuture {
+            state: SendState::Start(self),
+        }
+    }
+
+    /// What the first poll of [`SendFuture`] does: the client entered, the request built, its
+    /// call started on the API's stack.
+    fn start(self) -> Result<Sending, Error> {
         let name = self.api.name.clone();
-        let shared = self.api.client.shared.clone();
-        let guard = shared
+        let guard = self
+            .api
+            .client
+            .shared
             .enter()
             .map_err(|e| e.with_integration(name.clone()))?;
         let (request, built) = self.build_parts()?;
-        let service = built.entry.service.clone();
         // For `Response::url` when the stack records no final URL (a redirect follower does when
         // it followed one): the URL sent. A clone of shared bytes.
         let sent_uri = request.uri().clone();
-        // Awaited here, not inside an inner `async` block that would also own the guard: that block
-        // was a second state machine holding the request and the service again, moved into the
-        // timeout and then into this one (~95 more L1 data misses a call, issue 19). The guard is
-        // dropped below, or on the timeout's early return.
-        let call = service.oneshot(request);
-        let outcome = match built.deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline.instant(), call).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    return Err(Error::from_boxed(Box::new(
-                        integration_core::error::DeadlineExceeded::new(),
-                    ))
-                    .with_integration(name));
-                }
-            },
-            None => call.await,
-        };
-        drop(guard);
+        Ok(Sending {
+            call: built.entry.service.clone().oneshot(request),
+            timeout: built
+                .deadline
+                .map(|deadline| Box::pin(tokio::time::sleep_until(deadline.instant()))),
+            name,
+            max_response_bytes: built.entry.max_response_bytes,
+            call_deadline: built.call_deadline,
+            sent_uri,
+            _guard: guard,
+        })
+    }
+}
+
+/// The future of [`RequestBuilder::send`]: the [`Response`] once its head has arrived, or an
+/// [`Error`] naming the integration.
+///
+/// Nothing is done until it is first polled: the client is entered, the request built and its call
+/// started then, so a request's timeout counts from its first poll, as an `async fn`'s would.
+///
+/// A named future rather than an `async fn`'s: it holds only what the call needs once started (the
+/// stack's call, the integration's name, the URL sent, the request's own timer, boxed, as few
+/// requests set one), where the `async fn`'s state machine kept the builder, the request and an
+/// unboxed timer side by side, 1,384 bytes copied with every move of the future (issue 19).
+///
+/// ```
+/// # use integration_client::Client;
+/// # use integration_config::IntegrationConfig;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder()
+///     .api("example", IntegrationConfig::builder("https://api.example.com/v1/").build()?)
+///     .build()?;
+/// // A named type: it can be kept in a struct or a collection before it is awaited.
+/// let pending: integration_client::SendFuture = client.api("example")?.get("/users").send();
+/// drop(pending); // nothing was sent
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct SendFuture {
+    state: SendState,
+}
+
+enum SendState {
+    Start(RequestBuilder),
+    Sending(Sending),
+    Done,
+}
+
+/// A started call: what it needs until its response head arrives.
+struct Sending {
+    call: tower::util::Oneshot<crate::stack::HttpService, Request<Body>>,
+    /// The request's own timeout, as a timer.
+    timeout: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    name: IntegrationName,
+    max_response_bytes: usize,
+    /// The deadline of the whole call, body included: the request's or the integration's, the
+    /// earlier.
+    call_deadline: Option<Deadline>,
+    sent_uri: http::Uri,
+    /// Counts the call as in flight for [`Client::shutdown`](crate::Client::shutdown): dropped
+    /// with the call, when its head arrives, it fails, or the future is dropped.
+    _guard: crate::client::InFlightGuard,
+}
+
+impl Sending {
+    fn finish(
+        self,
+        outcome: Result<http::Response<crate::response::ResponseBody>, integration_core::BoxError>,
+    ) -> Result<Response, Error> {
+        let Sending {
+            name,
+            max_response_bytes,
+            call_deadline,
+            sent_uri,
+            ..
+        } = self;
         match outcome {
             Ok(response) => {
-                let deadline = built.call_deadline.map(|d| d.instant());
+                let deadline = call_deadline.map(|d| d.instant());
                 Ok(Response::new(
                     response.map(|body| body.with_deadline(deadline, None)),
                     name,
-                    built.entry.max_response_bytes,
+                    max_response_bytes,
                     sent_uri,
                 ))
             }
             Err(error) => Err(Error::from_boxed(error).with_integration(name)),
         }
+    }
+}
+
+impl fmt::Debug for SendFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            SendState::Start(builder) => {
+                return f.debug_tuple("SendFuture").field(builder).finish();
+            }
+            SendState::Sending(sending) => sending.name.as_str(),
+            SendState::Done => "done",
+        };
+        f.debug_tuple("SendFuture").field(&state).finish()
+    }
+}
+
+impl std::future::Future for SendFuture {
+    type Output = Result<Response, Error>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if matches!(this.state, SendState::Start(_)) {
+            let SendState::Start(builder) = std::mem::replace(&mut this.state, SendState::Done)
+            else {
+                unreachable!("matched above")
+            };
+            match builder.start() {
+                Ok(sending) => this.state = SendState::Sending(sending),
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        let SendState::Sending(sending) = &mut this.state else {
+            panic!("`SendFuture` polled after completion");
+        };
+        let outcome = match std::pin::Pin::new(&mut sending.call).poll(cx) {
+            Poll::Ready(outcome) => outcome,
+            // The call first, as `tokio::time::timeout` does: a head that is ready wins over a
+            // timer that has just fired.
+            Poll::Pending => {
+                let expired = sending
+                    .timeout
+                    .as_mut()
+                    .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                let name = sending.name.clone();
+                // The call, its connection and the in-flight count are let go now.
+                this.state = SendState::Done;
+                return Poll::Ready(Err(Error::from_boxed(Box::new(
+                    integration_core::error::DeadlineExceeded::new(),
+                ))
+                .with_integration(name)));
+            }
+        };
+        let SendState::Sending(sending) = std::mem::replace(&mut this.state, SendState::Done)
+        else {
+            unreachable!("matched above")
+        };
+        Poll::Ready(sending.finish(outcome))
     }
 }
 

@@ -486,6 +486,32 @@ async fn a_per_call_timeout_is_a_deadline() {
     assert_eq!(left, 0);
 }
 
+/// Issue 19: `send` returns a named future, lazy as the `async fn` it replaced (nothing is sent,
+/// nothing counted in flight, until it is first polled), and small: the `async fn`'s state machine
+/// was 1,384 bytes (the builder, the request and an unboxed timer side by side), copied with every
+/// move of every future that holds it.
+#[tokio::test]
+async fn the_send_future_is_lazy_and_small() {
+    let size = std::mem::size_of::<integration_client::SendFuture>();
+    assert!(size <= 512, "SendFuture is {size} bytes");
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&server)
+        .await;
+    let client = client("lazy", fast(&server));
+    let unpolled = client.api("lazy").unwrap().get("/").send();
+    assert_eq!(client.in_flight(), 0, "an unpolled send is not in flight");
+    drop(unpolled);
+    assert!(server.received_requests().await.unwrap().is_empty());
+
+    let pending = client.api("lazy").unwrap().get("/").send();
+    let response = pending.await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "ok");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    assert_eq!(client.in_flight(), 0);
+}
+
 #[tokio::test]
 async fn api_key_auth_is_applied_on_every_attempt() {
     let server = MockServer::start().await;
