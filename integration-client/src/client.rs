@@ -13,14 +13,12 @@ use integration_config::{Config, IntegrationConfig, ProxyConfig, TlsConfig};
 use integration_core::ext::IntegrationName;
 use integration_core::{Body, BoxError, Error, ErrorKind};
 use tokio::sync::Notify;
-use tower::ServiceExt;
 use tower_service::Service;
 use url::Url;
 
 use crate::graphql::GraphQlRequest;
 use crate::path::BaseUrl;
 use crate::request::RequestBuilder;
-use crate::response::ResponseBody;
 use crate::stack::{HttpService, SharedHandles, SharedState, build_stack};
 use crate::transport::{ClientIdentity, Proxy, Transport, TransportBuilder};
 
@@ -765,11 +763,7 @@ impl ClientBuilder {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let service = HttpService::new(
-            service
-                .map_response(|response: http::Response<B>| response.map(ResponseBody::new))
-                .map_err(Into::into),
-        );
+        let service = crate::stack::boxed(service);
         self.pending.push(Pending::Service {
             name: name.into(),
             base_url: base_url.into(),

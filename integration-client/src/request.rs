@@ -11,10 +11,11 @@ use integration_core::ext::{
 };
 use integration_core::{Body, Error, ErrorKind};
 use serde::Serialize;
-use tower::ServiceExt;
+use tower::Service as _;
 
 use crate::client::Api;
-use crate::response::Response;
+use crate::response::{Response, ResponseBody};
+use crate::stack::HttpService;
 
 /// A request being built; send it with [`send`](RequestBuilder::send).
 ///
@@ -388,12 +389,14 @@ impl RequestBuilder {
     ///
     /// The first mistake made while building, a refused path ([`ErrorKind::Request`]), or
     /// [`ErrorKind::Config`] when the API was removed.
-    pub fn build(self) -> Result<Request<Body>, Error> {
+    pub fn build(mut self) -> Result<Request<Body>, Error> {
         let (request, _) = self.build_parts()?;
         Ok(request)
     }
 
-    fn build_parts(mut self) -> Result<(Request<Body>, BuiltFor), Error> {
+    /// The request, its parts taken out of the builder (which is left empty): the builder is not
+    /// moved, so `SendFuture` builds from the one it holds without copying it (issue 19).
+    fn build_parts(&mut self) -> Result<(Request<Body>, BuiltFor), Error> {
         let name = self.api.name.clone();
         if let Some(error) = self.error.take() {
             return Err(error);
@@ -417,8 +420,8 @@ impl RequestBuilder {
                 }
             }
         }
-        let mut request = Request::new(self.body);
-        *request.method_mut() = self.method;
+        let mut request = Request::new(std::mem::take(&mut self.body));
+        *request.method_mut() = std::mem::take(&mut self.method);
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         let extensions = request.extensions_mut();
@@ -472,9 +475,10 @@ impl RequestBuilder {
         }
     }
 
-    /// What the first poll of [`SendFuture`] does: the client entered, the request built, its
-    /// call started on the API's stack.
-    fn start(self) -> Result<Sending, Error> {
+    /// What the first poll of [`SendFuture`] does: the client entered, the request built (the
+    /// builder left empty), its call started on the API's stack when the stack is ready.
+    fn start(&mut self, cx: &mut std::task::Context<'_>) -> Result<Sending, Error> {
+        use std::task::Poll;
         let name = self.api.name.clone();
         let guard = self
             .api
@@ -486,8 +490,17 @@ impl RequestBuilder {
         // For `Response::url` when the stack records no final URL (a redirect follower does when
         // it followed one): the URL sent. A clone of shared bytes.
         let sent_uri = request.uri().clone();
+        // Called here when the stack is ready, as it is unless a layer reserves in `poll_ready`:
+        // then only the stack's boxed future is kept, not the service and the request beside it
+        // (`tower::util::Oneshot`, 288 bytes, issue 19).
+        let mut service = built.entry.service.clone();
+        let call = match service.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Call::Called(service.call(request)),
+            Poll::Ready(Err(error)) => return Err(Error::from_boxed(error).with_integration(name)),
+            Poll::Pending => Call::NotReady(Box::new((service, Some(request)))),
+        };
         Ok(Sending {
-            call: built.entry.service.clone().oneshot(request),
+            call,
             timeout: built
                 .deadline
                 .map(|deadline| Box::pin(tokio::time::sleep_until(deadline.instant()))),
@@ -506,10 +519,12 @@ impl RequestBuilder {
 /// Nothing is done until it is first polled: the client is entered, the request built and its call
 /// started then, so a request's timeout counts from its first poll, as an `async fn`'s would.
 ///
-/// A named future rather than an `async fn`'s: it holds only what the call needs once started (the
-/// stack's call, the integration's name, the URL sent, the request's own timer, boxed, as few
-/// requests set one), where the `async fn`'s state machine kept the builder, the request and an
-/// unboxed timer side by side, 1,384 bytes copied with every move of the future (issue 19).
+/// A named future rather than an `async fn`'s: it holds the builder until its first poll, then only
+/// what the call needs (the stack's boxed future, the integration's name, the URL sent, the
+/// request's own timer, boxed, as few requests set one). The `async fn`'s state machine kept the
+/// builder, the request, the stack's service and an unboxed timer side by side: 1,384 bytes,
+/// copied with every move of the future; this one is the builder's size (issue 19). A stack not
+/// ready at the first poll keeps its service and the request, boxed, until it is.
 ///
 /// ```
 /// # use integration_client::Client;
@@ -535,9 +550,41 @@ enum SendState {
     Done,
 }
 
+/// The stack's call.
+enum Call {
+    /// The stack was not ready at the first poll: the service that `poll_ready` is asked again,
+    /// and the request it is called with once ready.
+    NotReady(Box<(HttpService, Option<Request<Body>>)>),
+    Called(<HttpService as tower::Service<Request<Body>>>::Future),
+}
+
+impl Call {
+    fn poll(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<http::Response<ResponseBody>, integration_core::BoxError>> {
+        use std::task::Poll;
+        if let Call::NotReady(waiting) = self {
+            let (service, request) = &mut **waiting;
+            match service.poll_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(())) => {
+                    let request = request.take().expect("called once, then `Called`");
+                    *self = Call::Called(service.call(request));
+                }
+            }
+        }
+        match self {
+            Call::Called(future) => future.as_mut().poll(cx),
+            Call::NotReady(_) => unreachable!("replaced above"),
+        }
+    }
+}
+
 /// A started call: what it needs until its response head arrives.
 struct Sending {
-    call: tower::util::Oneshot<crate::stack::HttpService, Request<Body>>,
+    call: Call,
     /// The request's own timeout, as a timer.
     timeout: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     name: IntegrationName,
@@ -554,7 +601,7 @@ struct Sending {
 impl Sending {
     fn finish(
         self,
-        outcome: Result<http::Response<crate::response::ResponseBody>, integration_core::BoxError>,
+        outcome: Result<http::Response<ResponseBody>, integration_core::BoxError>,
     ) -> Result<Response, Error> {
         let Sending {
             name,
@@ -600,20 +647,19 @@ impl std::future::Future for SendFuture {
     ) -> std::task::Poll<Self::Output> {
         use std::task::Poll;
         let this = self.get_mut();
-        if matches!(this.state, SendState::Start(_)) {
-            let SendState::Start(builder) = std::mem::replace(&mut this.state, SendState::Done)
-            else {
-                unreachable!("matched above")
-            };
-            match builder.start() {
+        if let SendState::Start(builder) = &mut this.state {
+            match builder.start(cx) {
                 Ok(sending) => this.state = SendState::Sending(sending),
-                Err(error) => return Poll::Ready(Err(error)),
+                Err(error) => {
+                    this.state = SendState::Done;
+                    return Poll::Ready(Err(error));
+                }
             }
         }
         let SendState::Sending(sending) = &mut this.state else {
             panic!("`SendFuture` polled after completion");
         };
-        let outcome = match std::pin::Pin::new(&mut sending.call).poll(cx) {
+        let outcome = match sending.call.poll(cx) {
             Poll::Ready(outcome) => outcome,
             // The call first, as `tokio::time::timeout` does: a head that is ready wins over a
             // timer that has just fired.

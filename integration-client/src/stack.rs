@@ -944,6 +944,19 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    boxed(service)
+}
+
+/// `service` as an [`HttpService`]: its body as a [`ResponseBody`], its error boxed, the whole
+/// boxed once.
+pub(crate) fn boxed<S, B>(service: S) -> HttpService
+where
+    S: tower::Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     HttpService::new(Top { inner: service })
 }
 

@@ -1,0 +1,145 @@
+//! `RequestBuilder::send`'s future against stacks that are not ready at once: it calls the stack
+//! itself (issue 19: no `tower::util::Oneshot` holding the service and the request beside the
+//! call), so it must keep tower's contract, `poll_ready` until ready and then one `call`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use integration_client::Client;
+use integration_core::{Body, BoxError};
+
+/// A stack that answers `Pending` to its first `not_ready` readiness checks (waking the task each
+/// time, as a layer whose reservation is freed would), then fails readiness when `fail` says so;
+/// it counts its calls.
+#[derive(Clone)]
+struct Reluctant {
+    not_ready: Arc<AtomicUsize>,
+    checks: Arc<AtomicUsize>,
+    calls: Arc<AtomicUsize>,
+    fail: bool,
+}
+
+impl Reluctant {
+    fn new(not_ready: usize, fail: bool) -> Self {
+        Self {
+            not_ready: Arc::new(AtomicUsize::new(not_ready)),
+            checks: Arc::new(AtomicUsize::new(0)),
+            calls: Arc::new(AtomicUsize::new(0)),
+            fail,
+        }
+    }
+}
+
+impl tower::Service<Request<Body>> for Reluctant {
+    type Response = Response<String>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Response<String>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        let left = self.not_ready.load(Ordering::SeqCst);
+        if left > 0 {
+            self.not_ready.store(left - 1, Ordering::SeqCst);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if self.fail {
+            return Poll::Ready(Err("the stack refuses calls".into()));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let reply = format!("{} {}", request.method(), request.uri().path());
+        std::future::ready(Ok(Response::new(reply)))
+    }
+}
+
+fn client(stack: &Reluctant) -> Client {
+    Client::builder()
+        .service("reluctant", "https://api.example.test/v1/", stack.clone())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_stack_not_ready_at_once_is_called_once_it_is() {
+    let stack = Reluctant::new(2, false);
+    let client = client(&stack);
+    let response = client
+        .api("reluctant")
+        .unwrap()
+        .get("/items")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "GET /v1/items");
+    assert_eq!(
+        stack.checks.load(Ordering::SeqCst),
+        3,
+        "two Pending, one Ready"
+    );
+    assert_eq!(stack.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(client.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_stack_ready_at_once_is_called_in_the_first_poll() {
+    let stack = Reluctant::new(0, false);
+    let client = client(&stack);
+    let mut send = client.api("reluctant").unwrap().post("/items").send();
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let Poll::Ready(response) = std::pin::Pin::new(&mut send).poll(&mut cx) else {
+        panic!("a ready stack whose future is ready answers in the first poll");
+    };
+    assert_eq!(response.unwrap().text().await.unwrap(), "POST /v1/items");
+    assert_eq!(stack.checks.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_readiness_error_names_the_integration_and_calls_nothing() {
+    for not_ready in [0, 1] {
+        let stack = Reluctant::new(not_ready, true);
+        let client = client(&stack);
+        let error = client
+            .api("reluctant")
+            .unwrap()
+            .get("/items")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(error.integration(), Some("reluctant"), "{error:?}");
+        let mut chain = Vec::new();
+        let mut cause: Option<&dyn std::error::Error> = Some(&error);
+        while let Some(e) = cause {
+            chain.push(e.to_string());
+            cause = e.source();
+        }
+        assert!(
+            chain.iter().any(|e| e.contains("refuses calls")),
+            "{chain:?}"
+        );
+        assert_eq!(stack.calls.load(Ordering::SeqCst), 0);
+        assert_eq!(client.in_flight(), 0);
+    }
+}
+
+/// Dropped while the stack is not ready, the call is let go: nothing called, nothing in flight.
+#[tokio::test]
+async fn a_send_dropped_before_the_stack_is_ready_calls_nothing() {
+    let stack = Reluctant::new(usize::MAX, false);
+    let client = client(&stack);
+    let mut send = client.api("reluctant").unwrap().get("/items").send();
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    assert!(std::pin::Pin::new(&mut send).poll(&mut cx).is_pending());
+    assert!(std::pin::Pin::new(&mut send).poll(&mut cx).is_pending());
+    assert_eq!(client.in_flight(), 1);
+    drop(send);
+    assert_eq!(client.in_flight(), 0);
+    assert_eq!(stack.calls.load(Ordering::SeqCst), 0);
+}
