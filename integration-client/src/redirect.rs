@@ -244,7 +244,9 @@ pin_project! {
     /// The follower's future: one hop's response future, and what the next hop needs.
     pub(crate) struct Follow {
         #[pin]
-        hop: PoolFuture,
+        hop: Option<PoolFuture>,
+        // The first hop's request, sent on the first poll.
+        unsent: Option<Request<Body>>,
         pool: SharedPool,
         // Kept with a bound of zero too: a redirect is then an error, not the answer (as
         // `TransportBuilder::max_redirects` says).
@@ -253,16 +255,19 @@ pin_project! {
 }
 
 impl Follow {
-    /// Sends `request` through the pool, keeping what a redirect would need. The pool is always
-    /// ready (it waits for a connection inside the call): no hop waits for `poll_ready`.
-    pub(crate) fn start(
-        mut pool: SharedPool,
-        request: Request<Body>,
-        policy: &RedirectPolicy,
-    ) -> Self {
+    /// Sends `request` through the pool on the first poll, keeping what a redirect would need. The
+    /// pool is always ready (it waits for a connection inside the call): no hop waits for
+    /// `poll_ready`.
+    ///
+    /// On the first poll rather than here: here is the bottom of every layer's `call`, each of
+    /// whose frames holds the future it is building, so the stack memory hyper-util's request
+    /// future (~1.3 KB) was built in before its box was seldom in the first-level cache; a poll's
+    /// frames are small. callgrind: ~25 fewer data cache misses a call (issue 19).
+    pub(crate) fn start(pool: SharedPool, request: Request<Body>, policy: &RedirectPolicy) -> Self {
         let replay = Replay::of(&request, policy);
         Self {
-            hop: pool.call(request),
+            hop: None,
+            unsent: Some(request),
             pool,
             replay,
         }
@@ -274,13 +279,19 @@ impl Future for Follow {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if let Some(request) = this.unsent.take() {
+            this.hop.set(Some(this.pool.call(request)));
+        }
         loop {
-            let mut response = ready!(this.hop.as_mut().poll(cx))?;
+            let Some(hop) = this.hop.as_mut().as_pin_mut() else {
+                unreachable!("sent above")
+            };
+            let mut response = ready!(hop.poll(cx))?;
             let replay = &mut *this.replay;
             match replay.next(&response)? {
                 Some(request) => {
                     let next = this.pool.call(request);
-                    this.hop.set(next);
+                    this.hop.set(Some(next));
                 }
                 None => {
                     if replay.followed > 0 {
