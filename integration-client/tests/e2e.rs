@@ -494,6 +494,9 @@ async fn a_per_call_timeout_is_a_deadline() {
 async fn the_send_future_is_lazy_and_small() {
     let size = std::mem::size_of::<integration_client::SendFuture>();
     assert!(size <= 320, "SendFuture is {size} bytes");
+    // As the `async fn`'s future was: it can be spawned, and moved freely.
+    fn spawnable<T: Send + Unpin + 'static>() {}
+    spawnable::<integration_client::SendFuture>();
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
