@@ -464,11 +464,11 @@ impl RequestBuilder {
     ///
     /// # Errors
     ///
-    /// The future's error: an [`Error`] naming the integration (and the attempts, when a retry layer counted them): a
-    /// mistake made while building, a refused path ([`ErrorKind::Request`]), a removed API or a client
-    /// shutting down, or whatever the stack failed with (connect, timeout, deadline, rate limit,
-    /// circuit open, auth...). An error status is not an error here: see
-    /// [`Response::error_for_status`].
+    /// The future's error: an [`Error`] naming the integration (and the attempts, when a retry
+    /// layer counted them): a mistake made while building, a refused path ([`ErrorKind::Request`]),
+    /// a removed API or a client shutting down, or whatever the stack failed with (connect,
+    /// timeout, deadline, rate limit, circuit open, auth...). An error status is not an error
+    /// here: see [`Response::error_for_status`].
     pub fn send(self) -> SendFuture {
         SendFuture {
             state: SendState::Start(self),
