@@ -888,10 +888,20 @@ pub fn build_stack_without(
         ($top:ident; $($layer:expr),+ $(,)?) => {{
             let below = ServiceBuilder::new()$(.layer($layer))+.service(transport);
             match &state.cache.1 {
-                Some(cache) => $top(&policy, cache.layer(below)),
-                None => $top(&policy, below),
+                Some(cache) => top!($top, cache.layer(below)),
+                None => top!($top, below),
             }
         }};
+    }
+    // The top of the stack, with the log layer or without it (`StackLayer::Log` left out), boxed
+    // once.
+    macro_rules! top {
+        (logged, $service:expr) => {
+            boxed(LogLayer::new(policy.clone()).layer($service))
+        };
+        (unlogged, $service:expr) => {
+            boxed($service)
+        };
     }
     // The arms, generated from the one list below (outermost first): for each layer, the stack
     // of every other layer in order; then every layer (`None`) and every layer without the log
@@ -920,31 +930,6 @@ pub fn build_stack_without(
         AttemptLog => attempt_log,
         AttemptTimeout => attempt_timeout
     ];))
-}
-
-/// The top of a stack with the log layer: the log layer over `service`, then as [`unlogged`].
-fn logged<S, B>(policy: &LogPolicy, service: S) -> HttpService
-where
-    S: tower::Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    unlogged(policy, LogLayer::new(policy.clone()).layer(service))
-}
-
-/// The top of a stack without the log layer (`StackLayer::Log` left out): the body boxed, the
-/// whole boxed once.
-fn unlogged<S, B>(_policy: &LogPolicy, service: S) -> HttpService
-where
-    S: tower::Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    boxed(service)
 }
 
 /// `service` as an [`HttpService`]: its body as a [`ResponseBody`], its error boxed, the whole
