@@ -19,6 +19,8 @@ struct Reluctant {
     checks: Arc<AtomicUsize>,
     calls: Arc<AtomicUsize>,
     fail: bool,
+    /// Whether a `Pending` wakes the task at once (a stack never ready does not: it would spin).
+    wakes: bool,
 }
 
 impl Reluctant {
@@ -28,6 +30,15 @@ impl Reluctant {
             checks: Arc::new(AtomicUsize::new(0)),
             calls: Arc::new(AtomicUsize::new(0)),
             fail,
+            wakes: true,
+        }
+    }
+
+    /// A stack that is never ready and never wakes its caller.
+    fn never_ready() -> Self {
+        Self {
+            wakes: false,
+            ..Self::new(usize::MAX, false)
         }
     }
 }
@@ -42,7 +53,9 @@ impl tower::Service<Request<Body>> for Reluctant {
         let left = self.not_ready.load(Ordering::SeqCst);
         if left > 0 {
             self.not_ready.store(left - 1, Ordering::SeqCst);
-            cx.waker().wake_by_ref();
+            if self.wakes {
+                cx.waker().wake_by_ref();
+            }
             return Poll::Pending;
         }
         if self.fail {
@@ -131,7 +144,7 @@ async fn a_readiness_error_names_the_integration_and_calls_nothing() {
 /// Dropped while the stack is not ready, the call is let go: nothing called, nothing in flight.
 #[tokio::test]
 async fn a_send_dropped_before_the_stack_is_ready_calls_nothing() {
-    let stack = Reluctant::new(usize::MAX, false);
+    let stack = Reluctant::never_ready();
     let client = client(&stack);
     let mut send = client.api("reluctant").unwrap().get("/items").send();
     let waker = std::task::Waker::noop();
@@ -142,4 +155,55 @@ async fn a_send_dropped_before_the_stack_is_ready_calls_nothing() {
     drop(send);
     assert_eq!(client.in_flight(), 0);
     assert_eq!(stack.calls.load(Ordering::SeqCst), 0);
+}
+
+/// The request's own timeout bounds the wait for a stack that is not ready too (its timer is
+/// polled beside the readiness check, not only once the call is made): a deadline error naming the
+/// integration, nothing called, nothing left in flight.
+#[tokio::test]
+async fn a_request_timeout_ends_the_wait_for_a_stack_never_ready() {
+    let stack = Reluctant::never_ready();
+    let client = client(&stack);
+    let error = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client
+            .api("reluctant")
+            .unwrap()
+            .get("/items")
+            .timeout(std::time::Duration::from_millis(100))
+            .send(),
+    )
+    .await
+    .expect("the request's timeout ends the call, not the test's")
+    .unwrap_err();
+    assert!(error.is_timeout(), "{error:?}");
+    assert_eq!(error.integration(), Some("reluctant"));
+    assert!(stack.checks.load(Ordering::SeqCst) >= 1);
+    assert_eq!(stack.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(client.in_flight(), 0);
+}
+
+/// A pending send's `Debug` shows neither the query nor the headers, whatever its state: either
+/// may carry a credential.
+#[tokio::test]
+async fn a_send_future_shows_no_query_or_header_in_debug() {
+    let stack = Reluctant::never_ready();
+    let client = client(&stack);
+    let mut send = client
+        .api("reluctant")
+        .unwrap()
+        .get("/items?api_key=sk_live_path")
+        .query(&[("token", "sk_live_query")])
+        .header("authorization", "Bearer sk_live_header")
+        .send();
+    let before = format!("{send:?}");
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    assert!(std::pin::Pin::new(&mut send).poll(&mut cx).is_pending());
+    let sending = format!("{send:?}");
+    for shown in [&before, &sending] {
+        assert!(!shown.contains("sk_live"), "{shown}");
+    }
+    assert!(before.contains("/items"), "{before}");
+    assert!(sending.contains("reluctant"), "{sending}");
 }
