@@ -493,11 +493,20 @@ impl RequestBuilder {
         // Called here when the stack is ready, as it is unless a layer reserves in `poll_ready`:
         // then only the stack's boxed future is kept, not the service and the request beside it
         // (`tower::util::Oneshot`, 288 bytes, issue 19).
-        let mut service = built.entry.service.clone();
+        // A clone of the stack that has made a call before, given back once this call is made.
+        let mut service = built.entry.service.take();
         let call = match service.poll_ready(cx) {
-            Poll::Ready(Ok(())) => Call::Called(service.call(request)),
+            Poll::Ready(Ok(())) => {
+                let future = service.call(request);
+                built.entry.service.give_back(service);
+                Call::Called(future)
+            }
             Poll::Ready(Err(error)) => return Err(Error::from_boxed(error).with_integration(name)),
-            Poll::Pending => Call::NotReady(Box::new((service, Some(request)))),
+            Poll::Pending => Call::NotReady(Box::new(NotReady {
+                service,
+                request: Some(request),
+                entry: built.entry.clone(),
+            })),
         };
         Ok(Sending {
             call,
@@ -552,10 +561,19 @@ enum SendState {
 
 /// The stack's call.
 enum Call {
-    /// The stack was not ready at the first poll: the service that `poll_ready` is asked again,
-    /// and the request it is called with once ready.
-    NotReady(Box<(HttpService, Option<Request<Body>>)>),
+    /// The stack was not ready at the first poll.
+    NotReady(Box<NotReady>),
     Called(<HttpService as tower::Service<Request<Body>>>::Future),
+}
+
+/// A call whose stack was not ready at its first poll.
+struct NotReady {
+    /// The clone of the stack that `poll_ready` is asked again.
+    service: HttpService,
+    /// The request it is called with once ready.
+    request: Option<Request<Body>>,
+    /// Where the clone is given back once called.
+    entry: std::sync::Arc<crate::client::ApiEntry>,
 }
 
 impl Call {
@@ -565,13 +583,18 @@ impl Call {
     ) -> std::task::Poll<Result<http::Response<ResponseBody>, integration_core::BoxError>> {
         use std::task::Poll;
         if let Call::NotReady(waiting) = self {
-            let (service, request) = &mut **waiting;
-            match service.poll_ready(cx) {
+            match waiting.service.poll_ready(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Ready(Ok(())) => {
-                    let request = request.take().expect("called once, then `Called`");
-                    *self = Call::Called(service.call(request));
+                    let request = waiting.request.take().expect("called once, then `Called`");
+                    let future = waiting.service.call(request);
+                    let Call::NotReady(waiting) = std::mem::replace(self, Call::Called(future))
+                    else {
+                        unreachable!("matched above")
+                    };
+                    let NotReady { service, entry, .. } = *waiting;
+                    entry.service.give_back(service);
                 }
             }
         }

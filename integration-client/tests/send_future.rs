@@ -207,3 +207,153 @@ async fn a_send_future_shows_no_query_or_header_in_debug() {
     assert!(before.contains("/items"), "{before}");
     assert!(sending.contains("reluctant"), "{sending}");
 }
+
+/// A stack that keeps tower's contract strictly: each clone is called only after its own
+/// `poll_ready` said ready, once (a clone starts unready, as tower's concurrency limit does: its
+/// reservation is not cloned). It counts its clones and its calls.
+struct Strict {
+    clones: Arc<AtomicUsize>,
+    calls: Arc<AtomicUsize>,
+    /// Readiness fails for this many checks (of any clone), then succeeds.
+    refusals: Arc<AtomicUsize>,
+    ready: bool,
+}
+
+impl Strict {
+    fn new(refusals: usize) -> Self {
+        Self {
+            clones: Arc::new(AtomicUsize::new(0)),
+            calls: Arc::new(AtomicUsize::new(0)),
+            refusals: Arc::new(AtomicUsize::new(refusals)),
+            ready: false,
+        }
+    }
+}
+
+impl Clone for Strict {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Self {
+            clones: self.clones.clone(),
+            calls: self.calls.clone(),
+            refusals: self.refusals.clone(),
+            ready: false,
+        }
+    }
+}
+
+impl tower::Service<Request<Body>> for Strict {
+    type Response = Response<String>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Response<String>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let refusals = self.refusals.load(Ordering::SeqCst);
+        if refusals > 0 {
+            self.refusals.store(refusals - 1, Ordering::SeqCst);
+            return Poll::Ready(Err("the stack refuses calls".into()));
+        }
+        self.ready = true;
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<Body>) -> Self::Future {
+        assert!(
+            self.ready,
+            "called without a `poll_ready` since its last call"
+        );
+        self.ready = false;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(Response::new(String::from("ok"))))
+    }
+}
+
+/// Issue 19: a call takes a clone of the stack that an earlier call has made its call with,
+/// rather than cloning the whole stack (an allocation and an increment of every layer's shared
+/// state a call); the clone is asked `poll_ready` again before each of its calls.
+#[tokio::test]
+async fn sequential_calls_reuse_one_clone_of_the_stack_asked_ready_before_each_call() {
+    let stack = Strict::new(0);
+    let client = Client::builder()
+        .service("strict", "https://api.example.test/", stack.clone())
+        .build()
+        .unwrap();
+    let before = stack.clones.load(Ordering::SeqCst);
+    let api = client.api("strict").unwrap();
+    for _ in 0..20 {
+        let response = api.get("/items").send().await.unwrap();
+        assert_eq!(response.text().await.unwrap(), "ok");
+    }
+    assert_eq!(stack.calls.load(Ordering::SeqCst), 20);
+    assert_eq!(
+        stack.clones.load(Ordering::SeqCst) - before,
+        1,
+        "one clone for the first call, the same clone for the next ones"
+    );
+}
+
+/// A clone whose readiness failed is not kept: the next call clones the stack again and succeeds.
+#[tokio::test]
+async fn a_clone_whose_readiness_failed_is_not_reused() {
+    let stack = Strict::new(1);
+    let client = Client::builder()
+        .service("strict", "https://api.example.test/", stack.clone())
+        .build()
+        .unwrap();
+    let before = stack.clones.load(Ordering::SeqCst);
+    let api = client.api("strict").unwrap();
+    api.get("/items").send().await.unwrap_err();
+    api.get("/items").send().await.unwrap();
+    api.get("/items").send().await.unwrap();
+    assert_eq!(stack.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        stack.clones.load(Ordering::SeqCst) - before,
+        2,
+        "the refused clone is dropped, the second is kept for the third call"
+    );
+}
+
+/// Calls from many tasks at once on a multi-threaded runtime: every call is made by a clone asked
+/// ready before it (`Strict` panics otherwise), and the clones kept stay few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_each_use_a_clone_asked_ready_first() {
+    let stack = Strict::new(0);
+    let client = Client::builder()
+        .service("strict", "https://api.example.test/", stack.clone())
+        .build()
+        .unwrap();
+    let before = stack.clones.load(Ordering::SeqCst);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let api = client.api("strict").unwrap();
+                for _ in 0..50 {
+                    api.get("/items").send().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(stack.calls.load(Ordering::SeqCst), 400);
+    let clones = stack.clones.load(Ordering::SeqCst) - before;
+    assert!(
+        (1..400).contains(&clones),
+        "{clones} clones for 400 calls: clones are reused"
+    );
+}
+
+/// A stack not ready at the first poll gives its clone back once called: the next call reuses it.
+#[tokio::test]
+async fn a_clone_called_after_waiting_for_readiness_is_reused() {
+    let stack = Reluctant::new(2, false);
+    let client = client(&stack);
+    let api = client.api("reluctant").unwrap();
+    api.get("/items").send().await.unwrap();
+    // The reused clone is ready at once: one more check, one more call.
+    api.get("/items").send().await.unwrap();
+    assert_eq!(stack.checks.load(Ordering::SeqCst), 4);
+    assert_eq!(stack.calls.load(Ordering::SeqCst), 2);
+}
