@@ -126,6 +126,34 @@ pub struct Summary {
     pub redis_lost: u64,
 }
 
+/// The directory of `--out DIR`, checked before a run that takes minutes: an existing directory,
+/// or an error that names the path and says what is written there. (A path that was a file's name,
+/// `--out BENCHMARKS.md`, used to be found out only when the report was written, after the run,
+/// with the system's bare "No such file or directory".)
+///
+/// ```
+/// let dir = std::env::temp_dir();
+/// let checked = integration_tests::bench::report::out_dir(dir.to_str().unwrap()).unwrap();
+/// assert_eq!(checked, dir);
+/// ```
+///
+/// # Errors
+///
+/// A message naming `path` when it is not an existing directory.
+pub fn out_dir(path: &str) -> Result<std::path::PathBuf, String> {
+    let dir = std::path::PathBuf::from(path);
+    match std::fs::metadata(&dir) {
+        Ok(meta) if meta.is_dir() => Ok(dir),
+        Ok(_) => Err(format!(
+            "--out {path}: not a directory (the report's files, BENCHMARKS.md and for the \
+             scenarios benchmarks.json, are written into it)"
+        )),
+        Err(error) => Err(format!(
+            "--out {path}: {error} (the directory the report's files are written into must exist)"
+        )),
+    }
+}
+
 /// The 1, 5 and 15 minute load averages from `/proc/loadavg`, or `unknown`.
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg").map_or_else(
@@ -812,6 +840,26 @@ impl BenchReport {
 
 #[cfg(test)]
 mod tests {
+    /// A bug fixed: `bench --out /tmp/run.md` ran every round, then failed with a bare "No such
+    /// file or directory" when it wrote the report. The path is now checked before the run.
+    #[test]
+    fn an_out_path_that_is_not_a_directory_is_refused_before_the_run() {
+        let dir = std::env::temp_dir().join(format!("bench-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("BENCHMARKS.md");
+        std::fs::write(&file, "").unwrap();
+        let missing = dir.join("missing");
+
+        assert_eq!(out_dir(dir.to_str().unwrap()).unwrap(), dir);
+        let error = out_dir(file.to_str().unwrap()).unwrap_err();
+        assert!(error.contains(file.to_str().unwrap()), "{error}");
+        assert!(error.contains("not a directory"), "{error}");
+        let error = out_dir(missing.to_str().unwrap()).unwrap_err();
+        assert!(error.contains(missing.to_str().unwrap()), "{error}");
+        assert!(error.contains("must exist"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     use super::*;
     use crate::bench::count::CallgrindTotals;
     use crate::bench::worker::{LatencyReport, ThroughputReport};

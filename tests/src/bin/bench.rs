@@ -114,7 +114,9 @@ fn run_cache(args: &[String]) -> Result<(), BoxError> {
     use integration_tests::bench::cache;
     let mut args = args.to_vec();
     let smoke = take_flag(&mut args, "--smoke");
-    let out = take_value(&mut args, "--out")?.map(std::path::PathBuf::from);
+    let out = take_value(&mut args, "--out")?
+        .map(|dir| integration_tests::bench::report::out_dir(&dir))
+        .transpose()?;
     if !args.is_empty() {
         return Err(format!("bench cache: unknown arguments {args:?}").into());
     }
@@ -277,7 +279,9 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
         Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
         None => Scenario::ALL.to_vec(),
     };
-    let out = take_value(&mut args, "--out")?.map(PathBuf::from);
+    let out = take_value(&mut args, "--out")?
+        .map(|dir| integration_tests::bench::report::out_dir(&dir))
+        .transpose()?;
     let criterion = take_value(&mut args, "--criterion")?.map(PathBuf::from);
     let command = take_value(&mut args, "--command")?
         .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
@@ -428,10 +432,14 @@ fn orchestrate(args: &[String]) -> Result<(), BoxError> {
     let markdown = report.to_markdown();
     match out {
         Some(dir) => {
-            std::fs::write(dir.join("BENCHMARKS.md"), &markdown)?;
-            std::fs::write(
-                dir.join("benchmarks.json"),
-                serde_json::to_string_pretty(&report)? + "\n",
+            let write = |name: &str, text: &str| {
+                let path = dir.join(name);
+                std::fs::write(&path, text).map_err(|error| format!("{}: {error}", path.display()))
+            };
+            write("BENCHMARKS.md", &markdown)?;
+            write(
+                "benchmarks.json",
+                &(serde_json::to_string_pretty(&report)? + "\n"),
             )?;
             eprintln!(
                 "bench: wrote {} and {}",
@@ -758,7 +766,9 @@ fn run_gateway(args: &[String]) -> Result<(), BoxError> {
     settings.duration = Duration::from_secs_f64(duration);
     settings.warmup = Duration::from_secs_f64(warmup);
     let threads = take_parsed(&mut args, "--threads", 2usize)?;
-    let out = take_value(&mut args, "--out")?.map(std::path::PathBuf::from);
+    let out = take_value(&mut args, "--out")?
+        .map(|dir| integration_tests::bench::report::out_dir(&dir))
+        .transpose()?;
     if !args.is_empty() {
         return Err(format!("bench gateway: unknown arguments {args:?}").into());
     }
