@@ -840,6 +840,10 @@ impl BenchReport {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::bench::count::CallgrindTotals;
+    use crate::bench::worker::{LatencyReport, ThroughputReport};
+
     /// A bug fixed: `bench --out /tmp/run.md` ran every round, then failed with a bare "No such
     /// file or directory" when it wrote the report. The path is now checked before the run.
     #[test]
@@ -859,10 +863,6 @@ mod tests {
         assert!(error.contains("must exist"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
-
-    use super::*;
-    use crate::bench::count::CallgrindTotals;
-    use crate::bench::worker::{LatencyReport, ThroughputReport};
 
     fn report(scenario: Scenario, per_second: f64, cpu: f64, p99: f64) -> WorkerReport {
         WorkerReport {
