@@ -230,6 +230,21 @@ impl Strict {
     }
 }
 
+impl Strict {
+    /// A client whose one API, `strict`, is this stack.
+    fn client(&self) -> Client {
+        Client::builder()
+            .service("strict", "https://api.example.test/", self.clone())
+            .build()
+            .unwrap()
+    }
+
+    /// The clones made so far.
+    fn clones(&self) -> usize {
+        self.clones.load(Ordering::SeqCst)
+    }
+}
+
 impl Clone for Strict {
     fn clone(&self) -> Self {
         self.clones.fetch_add(1, Ordering::SeqCst);
@@ -274,11 +289,8 @@ impl tower::Service<Request<Body>> for Strict {
 #[tokio::test]
 async fn sequential_calls_reuse_one_clone_of_the_stack_asked_ready_before_each_call() {
     let stack = Strict::new(0);
-    let client = Client::builder()
-        .service("strict", "https://api.example.test/", stack.clone())
-        .build()
-        .unwrap();
-    let before = stack.clones.load(Ordering::SeqCst);
+    let client = stack.client();
+    let before = stack.clones();
     let api = client.api("strict").unwrap();
     for _ in 0..20 {
         let response = api.get("/items").send().await.unwrap();
@@ -286,7 +298,7 @@ async fn sequential_calls_reuse_one_clone_of_the_stack_asked_ready_before_each_c
     }
     assert_eq!(stack.calls.load(Ordering::SeqCst), 20);
     assert_eq!(
-        stack.clones.load(Ordering::SeqCst) - before,
+        stack.clones() - before,
         1,
         "one clone for the first call, the same clone for the next ones"
     );
@@ -296,18 +308,15 @@ async fn sequential_calls_reuse_one_clone_of_the_stack_asked_ready_before_each_c
 #[tokio::test]
 async fn a_clone_whose_readiness_failed_is_not_reused() {
     let stack = Strict::new(1);
-    let client = Client::builder()
-        .service("strict", "https://api.example.test/", stack.clone())
-        .build()
-        .unwrap();
-    let before = stack.clones.load(Ordering::SeqCst);
+    let client = stack.client();
+    let before = stack.clones();
     let api = client.api("strict").unwrap();
     api.get("/items").send().await.unwrap_err();
     api.get("/items").send().await.unwrap();
     api.get("/items").send().await.unwrap();
     assert_eq!(stack.calls.load(Ordering::SeqCst), 2);
     assert_eq!(
-        stack.clones.load(Ordering::SeqCst) - before,
+        stack.clones() - before,
         2,
         "the refused clone is dropped, the second is kept for the third call"
     );
@@ -318,11 +327,8 @@ async fn a_clone_whose_readiness_failed_is_not_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_calls_each_use_a_clone_asked_ready_first() {
     let stack = Strict::new(0);
-    let client = Client::builder()
-        .service("strict", "https://api.example.test/", stack.clone())
-        .build()
-        .unwrap();
-    let before = stack.clones.load(Ordering::SeqCst);
+    let client = stack.client();
+    let before = stack.clones();
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let client = client.clone();
@@ -338,7 +344,7 @@ async fn concurrent_calls_each_use_a_clone_asked_ready_first() {
         task.await.unwrap();
     }
     assert_eq!(stack.calls.load(Ordering::SeqCst), 400);
-    let clones = stack.clones.load(Ordering::SeqCst) - before;
+    let clones = stack.clones() - before;
     assert!(
         (1..400).contains(&clones),
         "{clones} clones for 400 calls: clones are reused"
