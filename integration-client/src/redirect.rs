@@ -20,7 +20,6 @@ use hyper::body::Incoming;
 use integration_core::body::HeadersCopy;
 use integration_core::{Body, BoxError, Error, ErrorKind};
 use integration_log::redact::Redactor;
-use pin_project_lite::pin_project;
 use tower_http::follow_redirect::RequestUri;
 use tower_service::Service;
 
@@ -240,18 +239,23 @@ fn resolve(location: &str, base: &Uri) -> Option<Uri> {
     Uri::try_from(String::from(resolved)).ok()
 }
 
-pin_project! {
-    /// The follower's future: one hop's response future, and what the next hop needs.
-    pub(crate) struct Follow {
-        #[pin]
-        hop: Option<PoolFuture>,
-        // The first hop's request, sent on the first poll.
-        unsent: Option<Request<Body>>,
-        pool: SharedPool,
-        // Kept with a bound of zero too: a redirect is then an error, not the answer (as
-        // `TransportBuilder::max_redirects` says).
-        replay: Replay,
-    }
+/// The follower's future: the hop in flight, and what the next hop needs.
+pub(crate) struct Follow {
+    hop: Hop,
+    pool: SharedPool,
+    // Kept with a bound of zero too: a redirect is then an error, not the answer (as
+    // `TransportBuilder::max_redirects` says).
+    replay: Replay,
+}
+
+/// Where the follower is.
+enum Hop {
+    /// The first hop's request, sent on the first poll.
+    Unsent(Request<Body>),
+    /// A hop's response future.
+    Sent(PoolFuture),
+    /// Only for the instant the first request is taken out to be sent.
+    Sending,
 }
 
 impl Follow {
@@ -266,8 +270,7 @@ impl Follow {
     pub(crate) fn start(pool: SharedPool, request: Request<Body>, policy: &RedirectPolicy) -> Self {
         let replay = Replay::of(&request, policy);
         Self {
-            hop: None,
-            unsent: Some(request),
+            hop: Hop::Unsent(request),
             pool,
             replay,
         }
@@ -278,21 +281,25 @@ impl Future for Follow {
     type Output = Result<Response<Incoming>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let Some(request) = this.unsent.take() {
-            this.hop.set(Some(this.pool.call(request)));
-        }
+        // Every field is `Unpin` (hyper-util's response future is boxed inside it).
+        let this = self.get_mut();
         loop {
-            let Some(hop) = this.hop.as_mut().as_pin_mut() else {
-                unreachable!("sent above")
-            };
-            let mut response = ready!(hop.poll(cx))?;
-            let replay = &mut *this.replay;
-            match replay.next(&response)? {
-                Some(request) => {
-                    let next = this.pool.call(request);
-                    this.hop.set(Some(next));
+            let hop = match &mut this.hop {
+                Hop::Sent(hop) => hop,
+                Hop::Unsent(_) => {
+                    let Hop::Unsent(request) = std::mem::replace(&mut this.hop, Hop::Sending)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    this.hop = Hop::Sent(this.pool.call(request));
+                    continue;
                 }
+                Hop::Sending => unreachable!("replaced before any return"),
+            };
+            let mut response = ready!(Pin::new(hop).poll(cx))?;
+            let replay = &mut this.replay;
+            match replay.next(&response)? {
+                Some(request) => this.hop = Hop::Sent(this.pool.call(request)),
                 None => {
                     if replay.followed > 0 {
                         // The URL the response came from, for `Response::url`: only a redirected

@@ -490,10 +490,10 @@ impl RequestBuilder {
         // For `Response::url` when the stack records no final URL (a redirect follower does when
         // it followed one): the URL sent. A clone of shared bytes.
         let sent_uri = request.uri().clone();
-        // Called here when the stack is ready, as it is unless a layer reserves in `poll_ready`:
-        // then only the stack's boxed future is kept, not the service and the request beside it
-        // (`tower::util::Oneshot`, 288 bytes, issue 19).
-        // A clone of the stack that has made a call before, given back once this call is made.
+        // A clone of the stack that an earlier call has made its call with (see `Services`), called
+        // here when it is ready, as it is unless a layer reserves in `poll_ready`, and given back
+        // at once: only the stack's boxed future is kept, not the service and the request beside
+        // it (`tower::util::Oneshot`, 288 bytes, issue 19).
         let mut service = built.entry.service.take();
         let call = match service.poll_ready(cx) {
             Poll::Ready(Ok(())) => {

@@ -71,6 +71,14 @@ impl tower::Service<Request<Body>> for Reluctant {
     }
 }
 
+/// Polls `send` once, with a waker that does nothing (the test polls again itself).
+fn poll_once(
+    send: &mut integration_client::SendFuture,
+) -> Poll<Result<integration_client::Response, integration_core::Error>> {
+    use std::future::Future as _;
+    std::pin::Pin::new(send).poll(&mut Context::from_waker(std::task::Waker::noop()))
+}
+
 fn client(stack: &Reluctant) -> Client {
     Client::builder()
         .service("reluctant", "https://api.example.test/v1/", stack.clone())
@@ -104,9 +112,7 @@ async fn a_stack_ready_at_once_is_called_in_the_first_poll() {
     let stack = Reluctant::new(0, false);
     let client = client(&stack);
     let mut send = client.api("reluctant").unwrap().post("/items").send();
-    let waker = std::task::Waker::noop();
-    let mut cx = Context::from_waker(waker);
-    let Poll::Ready(response) = std::pin::Pin::new(&mut send).poll(&mut cx) else {
+    let Poll::Ready(response) = poll_once(&mut send) else {
         panic!("a ready stack whose future is ready answers in the first poll");
     };
     assert_eq!(response.unwrap().text().await.unwrap(), "POST /v1/items");
@@ -147,10 +153,8 @@ async fn a_send_dropped_before_the_stack_is_ready_calls_nothing() {
     let stack = Reluctant::never_ready();
     let client = client(&stack);
     let mut send = client.api("reluctant").unwrap().get("/items").send();
-    let waker = std::task::Waker::noop();
-    let mut cx = Context::from_waker(waker);
-    assert!(std::pin::Pin::new(&mut send).poll(&mut cx).is_pending());
-    assert!(std::pin::Pin::new(&mut send).poll(&mut cx).is_pending());
+    assert!(poll_once(&mut send).is_pending());
+    assert!(poll_once(&mut send).is_pending());
     assert_eq!(client.in_flight(), 1);
     drop(send);
     assert_eq!(client.in_flight(), 0);
@@ -197,9 +201,7 @@ async fn a_send_future_shows_no_query_or_header_in_debug() {
         .header("authorization", "Bearer sk_live_header")
         .send();
     let before = format!("{send:?}");
-    let waker = std::task::Waker::noop();
-    let mut cx = Context::from_waker(waker);
-    assert!(std::pin::Pin::new(&mut send).poll(&mut cx).is_pending());
+    assert!(poll_once(&mut send).is_pending());
     let sending = format!("{send:?}");
     for shown in [&before, &sending] {
         assert!(!shown.contains("sk_live"), "{shown}");
