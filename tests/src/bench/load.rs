@@ -106,6 +106,8 @@ pub struct Throughput {
     pub elapsed: Duration,
     /// CPU time of the whole process inside the window.
     pub cpu: Duration,
+    /// The kernel's part of `cpu` (system time).
+    pub system: Duration,
     /// The first error seen (during warm-up or the window), with its sources.
     pub first_error: Option<String>,
 }
@@ -119,6 +121,12 @@ impl Throughput {
     /// Process CPU microseconds per successful call.
     pub fn cpu_us_per_call(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.calls.max(1) as f64
+    }
+
+    /// The kernel's part of [`cpu_us_per_call`](Self::cpu_us_per_call): system CPU microseconds
+    /// per successful call.
+    pub fn system_us_per_call(&self) -> f64 {
+        self.system.as_secs_f64() * 1e6 / self.calls.max(1) as f64
     }
 }
 
@@ -195,6 +203,7 @@ impl ClosedLoop {
             errors: errors1 - errors0,
             elapsed,
             cpu: cpu1.since(cpu0),
+            system: cpu1.system_since(cpu0),
             first_error: counters.first_error(),
         })
     }

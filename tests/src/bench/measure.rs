@@ -3,7 +3,10 @@
 //! CPU time is `ru_utime + ru_stime` of `getrusage(RUSAGE_SELF)`: every thread of the process, user
 //! and kernel time, at microsecond resolution. A driver reads it before and after its measurement
 //! window and divides the difference by the calls completed in that window, which gives *client*
-//! CPU microseconds per call (the server runs in another process).
+//! CPU microseconds per call (the server runs in another process). The kernel's part (`ru_stime`)
+//! is kept apart as well: it is the loopback TCP and the runtime's sleeps and wake-ups, work no
+//! client's own code does (though how many calls share a wake-up changes it per call), while a
+//! client's own code runs in user time.
 //!
 //! Memory is the resident set: [`rss_kib`] reads `VmRSS` (now) and `VmHWM` (the high-water mark) from
 //! `/proc/self/status`. Each scenario runs in its own worker process, so the high-water mark at the
@@ -13,9 +16,12 @@
 use std::io;
 use std::time::Duration;
 
-/// A reading of the process's CPU time.
+/// A reading of the process's CPU time: user and kernel (system) time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct CpuTime(Duration);
+pub struct CpuTime {
+    user: Duration,
+    system: Duration,
+}
 
 impl CpuTime {
     /// User plus system CPU time of every thread of this process so far.
@@ -30,19 +36,25 @@ impl CpuTime {
             Duration::from_secs(tv.tv_sec().max(0) as u64)
                 + Duration::from_micros(tv.tv_usec().max(0) as u64)
         };
-        Ok(Self(
-            micros(usage.user_time()) + micros(usage.system_time()),
-        ))
+        Ok(Self {
+            user: micros(usage.user_time()),
+            system: micros(usage.system_time()),
+        })
     }
 
-    /// The CPU time spent between `earlier` and `self`.
+    /// The CPU time (user and system) spent between `earlier` and `self`.
     pub fn since(self, earlier: CpuTime) -> Duration {
-        self.0.saturating_sub(earlier.0)
+        self.as_duration().saturating_sub(earlier.as_duration())
     }
 
-    /// The reading as a duration since the process started.
+    /// The kernel's part of [`since`](Self::since): system time spent between `earlier` and `self`.
+    pub fn system_since(self, earlier: CpuTime) -> Duration {
+        self.system.saturating_sub(earlier.system)
+    }
+
+    /// The reading (user and system) as a duration since the process started.
     pub fn as_duration(self) -> Duration {
-        self.0
+        self.user + self.system
     }
 }
 
@@ -99,6 +111,26 @@ mod tests {
             spent = CpuTime::now().unwrap().since(before);
         }
         assert!(spent >= Duration::from_millis(10), "spent {spent:?}");
+    }
+
+    /// A process that sleeps spends kernel time (the system calls), and the kernel's part never
+    /// exceeds the whole.
+    #[test]
+    fn the_kernels_part_is_within_the_whole_and_grows_with_system_calls() {
+        let before = CpuTime::now().unwrap();
+        let start = tokio::time::Instant::now();
+        let mut system = Duration::ZERO;
+        // Each `getrusage` and short sleep is a system call; bounded in count and in time.
+        for _ in 0..200_000 {
+            std::thread::sleep(Duration::from_micros(1));
+            system = CpuTime::now().unwrap().system_since(before);
+            if system >= Duration::from_millis(1) || start.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+        }
+        let after = CpuTime::now().unwrap();
+        assert!(system >= Duration::from_millis(1), "system time {system:?}");
+        assert!(after.system_since(before) <= after.since(before));
     }
 
     #[test]

@@ -100,6 +100,14 @@ pub struct Summary {
     pub cpu_us_per_call_range: (f64, f64),
     /// Median client CPU microseconds per call at the open loop's offered rate.
     pub cpu_us_per_call_at_rate: f64,
+    /// Median of the rounds' user CPU microseconds per call, closed loop: where a client's own code
+    /// runs (the CPU a call less the kernel's part).
+    #[serde(default)]
+    pub user_us_per_call: f64,
+    /// Median of the rounds' system (kernel) CPU microseconds per call, closed loop: the loopback
+    /// TCP and the runtime's sleeps and wake-ups, work no client's own code does.
+    #[serde(default)]
+    pub system_us_per_call: f64,
     /// Median of the rounds' p50 latency, microseconds.
     pub p50_us: f64,
     /// Median of the rounds' p99 latency, microseconds.
@@ -201,6 +209,10 @@ pub fn summarize(reports: &[WorkerReport]) -> Vec<Summary> {
                 cpu_us_per_call: med(|r| r.throughput.cpu_us_per_call),
                 cpu_us_per_call_range: range(runs.iter().map(|r| r.throughput.cpu_us_per_call)),
                 cpu_us_per_call_at_rate: med(|r| r.latency.cpu_us_per_call),
+                user_us_per_call: med(|r| {
+                    r.throughput.cpu_us_per_call - r.throughput.system_us_per_call
+                }),
+                system_us_per_call: med(|r| r.throughput.system_us_per_call),
                 p50_us: med(|r| r.latency.p50_us),
                 p99_us: med(|r| r.latency.p99_us),
                 p99_us_range: range(runs.iter().map(|r| r.latency.p99_us)),
@@ -254,6 +266,9 @@ pub struct Ratios {
     pub cpu_per_call: f64,
     /// CPU microseconds per call added over the reference (negative: fewer).
     pub cpu_us_added: f64,
+    /// User-CPU-per-call ratio (below 1: cheaper than the reference where a client's code runs).
+    #[serde(default)]
+    pub user_per_call: f64,
     /// p50 latency ratio.
     pub p50: f64,
     /// p99 latency ratio.
@@ -276,6 +291,7 @@ pub fn ratios(summaries: &[Summary], reference: Scenario) -> Vec<Ratios> {
             throughput: div(s.throughput_per_s, base.throughput_per_s),
             cpu_per_call: div(s.cpu_us_per_call, base.cpu_us_per_call),
             cpu_us_added: s.cpu_us_per_call - base.cpu_us_per_call,
+            user_per_call: div(s.user_us_per_call, base.user_us_per_call),
             p50: div(s.p50_us, base.p50_us),
             p99: div(s.p99_us, base.p99_us),
             p999: div(s.p999_us, base.p999_us),
@@ -578,6 +594,41 @@ impl BenchReport {
         }
     }
 
+    /// The sentence on user time: where a client's own code runs, beside the kernel's part (the
+    /// loopback TCP and the runtime's wake-ups).
+    fn user_time_markdown(&self, out: &mut String) {
+        let find = |scenario: Scenario| self.summaries.iter().find(|s| s.scenario == scenario);
+        let (Some(full), Some(peer)) = (find(Scenario::FullStack), find(Scenario::PeerStack))
+        else {
+            return;
+        };
+        if !(full.user_us_per_call > 0.0 && peer.user_us_per_call > 0.0) {
+            return;
+        }
+        let kernel = range(self.summaries.iter().map(|s| s.system_us_per_call));
+        let _ = write!(
+            out,
+            "\nThe kernel's part of a call's CPU (the loopback TCP, the runtime's sleeps and \
+             wake-ups) is {:.1}–{:.1} µs across the scenarios: a client's own code runs in user \
+             time. \
+             There the full stack (2) takes {:.1} µs a call, {:.2}× the peer stack's {:.1}",
+            kernel.0,
+            kernel.1,
+            full.user_us_per_call,
+            full.user_us_per_call / peer.user_us_per_call,
+            peer.user_us_per_call,
+        );
+        if let Some(floor) = find(Scenario::RawHyperSpan).filter(|f| f.user_us_per_call > 0.0) {
+            let _ = write!(
+                out,
+                ", and {:+.1} µs over the floor's {:.1}",
+                full.user_us_per_call - floor.user_us_per_call,
+                floor.user_us_per_call,
+            );
+        }
+        let _ = writeln!(out, ".");
+    }
+
     /// The report as Markdown: machine, command, date, the tables, and how each figure is measured.
     pub fn to_markdown(&self) -> String {
         let s = &self.settings;
@@ -639,16 +690,19 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "| # | scenario | calls/s | vs raw (1) | vs peer (4) | CPU µs/call | rounds' range | added µs vs raw | CPU vs peer (4) | CPU µs/call at {:.0}/s |",
+            "| # | scenario | calls/s | vs raw (1) | vs peer (4) | CPU µs/call | rounds' range | added µs vs raw | CPU vs peer (4) | of it kernel µs | user µs/call | user vs peer (4) | CPU µs/call at {:.0}/s |",
             s.rate
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for summary in &self.summaries {
             let raw = self.ratio(summary.scenario, Scenario::RawHyper);
             let peer = self.ratio(summary.scenario, Scenario::PeerStack);
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {} | {} | {:.1} | {:.1}–{:.1} | {} | {} | {:.1} |",
+                "| {} | {} | {:.0} | {} | {} | {:.1} | {:.1}–{:.1} | {} | {} | {:.1} | {:.1} | {} | {:.1} |",
                 summary.scenario.number(),
                 summary.description,
                 summary.throughput_per_s,
@@ -659,6 +713,9 @@ impl BenchReport {
                 summary.cpu_us_per_call_range.1,
                 raw.map_or_else(|| "n/a".to_owned(), |r| format!("{:+.1}", r.cpu_us_added)),
                 x(peer.map(|r| r.cpu_per_call)),
+                summary.system_us_per_call,
+                summary.user_us_per_call,
+                x(peer.map(|r| r.user_per_call)),
                 summary.cpu_us_per_call_at_rate,
             );
         }
@@ -681,6 +738,7 @@ impl BenchReport {
                 full.cpu_us_added,
             );
         }
+        self.user_time_markdown(&mut out);
 
         let _ = writeln!(
             out,
@@ -813,7 +871,7 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "- CPU µs/call: user + system CPU of the whole worker process (`getrusage(RUSAGE_SELF)`) over the window, divided by the calls completed in it; the driver's own cost is in every scenario alike."
+            "- CPU µs/call: user + system CPU of the whole worker process (`getrusage(RUSAGE_SELF)`) over the window, divided by the calls completed in it; the driver's own cost is in every scenario alike. Of it, the kernel's part (`ru_stime`: the loopback TCP's system calls, the runtime's sleeps and wake-ups) and the user part (`ru_utime`, where a client's own code runs), each the median of the rounds."
         );
         let _ = writeln!(
             out,
@@ -873,6 +931,7 @@ mod tests {
                 seconds: 1.0,
                 per_second,
                 cpu_us_per_call: cpu,
+                system_us_per_call: cpu * 0.5,
             },
             latency: LatencyReport {
                 offered_rate: 1000.0,
@@ -1190,6 +1249,61 @@ mod tests {
             Vec::new(),
         );
         assert!(!without.to_markdown().contains("The floor (8)"));
+    }
+
+    /// Issue 19: half of a call's CPU on loopback is the kernel's, work no client's own code does,
+    /// and it hid what our code costs against the peer's. The kernel's part and the user part are shown
+    /// apart, and the full stack's user time is put beside the peer's and the floor's.
+    #[test]
+    fn user_time_is_shown_apart_from_the_kernels_part() {
+        let with_system = |scenario, cpu: f64, system: f64| {
+            let mut report = report(scenario, 1000.0, cpu, 30.0);
+            report.throughput.system_us_per_call = system;
+            report
+        };
+        let run = BenchReport::new(
+            "Mon, 07 Dec 2026 12:00:00 GMT".into(),
+            "cargo xtask bench".into(),
+            settings(1),
+            vec![
+                with_system(Scenario::RawHyperSpan, 16.0, 9.0),
+                with_system(Scenario::FullStack, 20.0, 10.0),
+                with_system(Scenario::PeerStack, 24.0, 11.0),
+            ],
+            Vec::new(),
+            Vec::new(),
+        );
+        let full = run
+            .summaries
+            .iter()
+            .find(|s| s.scenario == Scenario::FullStack)
+            .unwrap();
+        assert_eq!(full.user_us_per_call, 10.0);
+        assert_eq!(full.system_us_per_call, 10.0);
+        let markdown = run.to_markdown();
+        // The table's row: CPU 20.0, of it kernel 10.0, user 10.0, 10 / 13 of the peer's user time.
+        assert!(markdown.contains("| 10.0 | 10.0 | 0.77× |"), "{markdown}");
+        assert!(
+            markdown.contains("is 9.0–11.0 µs across the scenarios"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains(
+                "the full stack (2) takes 10.0 µs a call, 0.77× the peer stack's 13.0, and +3.0 µs \
+                 over the floor's 7.0."
+            ),
+            "{markdown}"
+        );
+        // Without the peer, no sentence.
+        let without = BenchReport::new(
+            "Mon, 07 Dec 2026 12:00:00 GMT".into(),
+            "cargo xtask bench".into(),
+            settings(1),
+            vec![with_system(Scenario::FullStack, 20.0, 10.0)],
+            Vec::new(),
+            Vec::new(),
+        );
+        assert!(!without.to_markdown().contains("runs in user time"));
     }
 
     /// The report says how the binaries were built: the release profile it names is the one the

@@ -51,6 +51,9 @@ pub struct ThroughputReport {
     pub per_second: f64,
     /// Client process CPU microseconds per call.
     pub cpu_us_per_call: f64,
+    /// The kernel's part of `cpu_us_per_call`: system CPU microseconds per call.
+    #[serde(default)]
+    pub system_us_per_call: f64,
 }
 
 impl From<&Throughput> for ThroughputReport {
@@ -61,6 +64,7 @@ impl From<&Throughput> for ThroughputReport {
             seconds: run.elapsed.as_secs_f64(),
             per_second: run.per_second(),
             cpu_us_per_call: run.cpu_us_per_call(),
+            system_us_per_call: run.system_us_per_call(),
         }
     }
 }
