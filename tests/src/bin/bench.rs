@@ -12,7 +12,7 @@
 //!               [--out DIR]          the gateway's overhead against the stack in-process
 //! bench cache [--smoke] [--out DIR]  the cache's figures (issue 16): memory hit / miss, Redis hits/s
 //! bench profile SUBJECT [--against SUBJECT] [--callers TEXT] [--calls N] [--top K]
-//!               [--log-filter FILTER] [--callgrind-dir DIR]
+//!               [--concurrency N] [--log-filter FILTER] [--callgrind-dir DIR]
 //!                                    where a call's instructions go, function by function
 //! ```
 //!
@@ -45,16 +45,17 @@ Usage: bench [OPTIONS]           run every scenario, print the report (or write 
        bench cache [--smoke] [--out DIR]
                                  the response cache's figures
        bench profile SUBJECT [--against SUBJECT] [--callers TEXT] [--calls N] [--top K]
-                     [--log-filter FILTER] [--callgrind-dir DIR]
+                     [--concurrency N] [--log-filter FILTER] [--callgrind-dir DIR]
                                  where a call's instructions go: SUBJECT (a scenario, `layers` or
                                  `layers-without-LAYER`) run under callgrind for N then 2N calls
                                  [4000], each function's own instructions and first-level data
                                  cache misses a call, differenced, the costliest K first [40];
                                  --against: beside another subject's, by difference; --callers:
                                  what each caller spends in the functions whose name contains
-                                 TEXT (inclusive), and how many calls it makes; the
-                                 subscriber's filter as --log-filter below [info]; the
-                                 callgrind files kept in --callgrind-dir
+                                 TEXT (inclusive), and how many calls it makes; calls in
+                                 flight as --concurrency below [32]; the subscriber's filter
+                                 as --log-filter below [info]; the callgrind files kept in
+                                 --callgrind-dir
 
 Options:
   --smoke               every scenario briefly; fail unless each completed calls with no error
@@ -656,6 +657,7 @@ fn run_profile(args: &[String]) -> Result<(), BoxError> {
         .transpose()?;
     let callers = take_value(&mut args, "--callers")?;
     let calls = take_parsed(&mut args, "--calls", 4000u64)?.max(1);
+    let concurrency = take_parsed(&mut args, "--concurrency", 32usize)?.max(1);
     let top = take_parsed(&mut args, "--top", 40usize)?;
     let kept = take_value(&mut args, "--callgrind-dir")?.map(PathBuf::from);
     let log_filter = take_value(&mut args, "--log-filter")?.unwrap_or_else(|| "info".to_owned());
@@ -676,7 +678,7 @@ fn run_profile(args: &[String]) -> Result<(), BoxError> {
             subject,
             addr: server.addr(),
             calls,
-            concurrency: 32,
+            concurrency,
             pool: PoolSettings::default(),
             log_filter,
             redis_prefix: format!("integration-bench-profile-{}", std::process::id()),
