@@ -166,6 +166,18 @@ impl Replay {
             StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {}
             _ => return Ok(None),
         }
+        self.follow(response)
+    }
+
+    /// The next request for a redirect `response` (its method and body already settled by
+    /// [`next`](Self::next)).
+    ///
+    /// Out of line and cold: inlined into the follower's `poll`, its temporaries (the next request,
+    /// its headers, the resolved `Location`) made that frame, on every call's path down the stack,
+    /// kilobytes larger, though a redirect is rare (issue 19).
+    #[cold]
+    #[inline(never)]
+    fn follow<B>(&mut self, response: &Response<B>) -> Result<Option<Request<Body>>, BoxError> {
         let Some(body) = self.body.take() else {
             return Ok(None);
         };

@@ -143,26 +143,41 @@ where
                     if let Err(error) = ready!(this.service.poll_ready(cx)) {
                         return Poll::Ready(Err(this.retry.finish_error(error.into())));
                     }
-                    let mut request = this
-                        .retry
-                        .spare
-                        .take()
-                        .expect("a retry is only planned with a spare copy of the request")
-                        .into_request();
-                    // Keep a copy for the attempt after this one.
-                    this.retry.spare = RequestCopy::of(&request);
-                    request
-                        .extensions_mut()
-                        .insert(Attempt::new(this.retry.attempts.count()));
-                    this.retry.shared.count_attempt(&this.retry.label);
-                    let future = this.service.call(request);
                     *this.state = State::Called {
-                        future: Box::pin(future),
+                        future: next_attempt(this.service, this.retry),
                     };
                 }
             }
         }
     }
+}
+
+/// A retry's attempt, called on `service` (ready) with the spare copy of the request, and boxed.
+///
+/// Out of line and cold: the attempt's future is built in this function's frame, which is gone
+/// before the attempt is polled. Inlined, its temporaries (the request, every layer's future on
+/// its way into the box) made the frame of every poll above the retry layer kilobytes larger, on
+/// the path each call's first poll takes down the stack, where the stack memory they span pushed
+/// other data out of the first-level cache (issue 19).
+#[cold]
+#[inline(never)]
+fn next_attempt<S, B>(service: &mut S, retry: &mut RetryState<B>) -> Pin<Box<S::Future>>
+where
+    S: Service<Request<B>>,
+    B: TryCloneBody,
+{
+    let mut request = retry
+        .spare
+        .take()
+        .expect("a retry is only planned with a spare copy of the request")
+        .into_request();
+    // Keep a copy for the attempt after this one.
+    retry.spare = RequestCopy::of(&request);
+    request
+        .extensions_mut()
+        .insert(Attempt::new(retry.attempts.count()));
+    retry.shared.count_attempt(&retry.label);
+    Box::pin(service.call(request))
 }
 
 /// Reads a retried answer's body while the backoff runs, discarding it, until its end (the
