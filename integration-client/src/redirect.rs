@@ -149,6 +149,20 @@ impl Replay {
     /// redirect, no usable `Location`, or a body that cannot be sent again. An error when the
     /// policy refuses the hop.
     fn next<B>(&mut self, response: &Response<B>) -> Result<Option<Request<Body>>, BoxError> {
+        if !response.status().is_redirection() {
+            return Ok(None);
+        }
+        self.follow(response)
+    }
+
+    /// [`next`](Self::next) for a `3xx` response.
+    ///
+    /// Out of line and cold: inlined into the follower's `poll`, its temporaries (the next request,
+    /// its headers, the resolved `Location`) made that frame, on every call's path down the stack,
+    /// kilobytes larger, though a redirect is rare (issue 19).
+    #[cold]
+    #[inline(never)]
+    fn follow<B>(&mut self, response: &Response<B>) -> Result<Option<Request<Body>>, BoxError> {
         match response.status() {
             // User agents may change POST to GET (RFC 9110, 15.4.2 and 15.4.3); they all do.
             StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND if self.method == Method::POST => {
@@ -166,18 +180,6 @@ impl Replay {
             StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {}
             _ => return Ok(None),
         }
-        self.follow(response)
-    }
-
-    /// The next request for a redirect `response` (its method and body already settled by
-    /// [`next`](Self::next)).
-    ///
-    /// Out of line and cold: inlined into the follower's `poll`, its temporaries (the next request,
-    /// its headers, the resolved `Location`) made that frame, on every call's path down the stack,
-    /// kilobytes larger, though a redirect is rare (issue 19).
-    #[cold]
-    #[inline(never)]
-    fn follow<B>(&mut self, response: &Response<B>) -> Result<Option<Request<Body>>, BoxError> {
         let Some(body) = self.body.take() else {
             return Ok(None);
         };

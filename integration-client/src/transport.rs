@@ -292,25 +292,33 @@ impl Future for PoolFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        Poll::Ready(ready!(this.inner.poll(cx)).map_err(|error| {
-            match (&this.target.authority, error.is_connect()) {
-                (Some(authority), true) => {
-                    let port =
-                        authority
-                            .port_u16()
-                            .unwrap_or(if this.target.https { 443 } else { 80 });
-                    let cause = connect_cause(&error);
-                    let mut failed = ConnectFailed::new(authority.host(), port, cause);
-                    if let Some(proxy) = &this.target.proxy {
-                        let https = proxy.scheme() == Some(&http::uri::Scheme::HTTPS);
-                        let port = proxy.port_u16().unwrap_or(if https { 443 } else { 80 });
-                        failed = failed.with_proxy(proxy.host().unwrap_or_default(), port);
-                    }
-                    Box::new(failed.with_source(error)) as BoxError
-                }
-                _ => BoxError::from(error),
+        Poll::Ready(ready!(this.inner.poll(cx)).map_err(|error| pool_error(this.target, error)))
+    }
+}
+
+/// hyper-util's error, boxed; a connect error as a [`ConnectFailed`] naming the host, the port, the
+/// proxy if any, and the short cause.
+///
+/// Out of line and cold: inlined into the poll every call makes just above hyper-util's own deep
+/// frames, it sized that frame for a rare path (issue 19).
+#[cold]
+#[inline(never)]
+fn pool_error(target: &Target, error: hyper_util::client::legacy::Error) -> BoxError {
+    match (&target.authority, error.is_connect()) {
+        (Some(authority), true) => {
+            let port = authority
+                .port_u16()
+                .unwrap_or(if target.https { 443 } else { 80 });
+            let cause = connect_cause(&error);
+            let mut failed = ConnectFailed::new(authority.host(), port, cause);
+            if let Some(proxy) = &target.proxy {
+                let https = proxy.scheme() == Some(&http::uri::Scheme::HTTPS);
+                let port = proxy.port_u16().unwrap_or(if https { 443 } else { 80 });
+                failed = failed.with_proxy(proxy.host().unwrap_or_default(), port);
             }
-        }))
+            Box::new(failed.with_source(error)) as BoxError
+        }
+        _ => BoxError::from(error),
     }
 }
 
