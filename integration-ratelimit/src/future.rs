@@ -255,11 +255,6 @@ fn acquire<R>(limit: &mut Limit, max_wait: Duration) -> State<R> {
 
 /// Sends the request through a ready `service` at `now`, with its permit: the wait is recorded, and
 /// the call counted in flight from now.
-///
-/// Out of line: the inner future is built in this function's frame, gone before it is polled.
-/// Inlined into the future's `poll` (for a call that waited for its permit), it made that frame,
-/// on every call's path down the stack, kilobytes larger (issue 19).
-#[inline(never)]
 fn send<S: Service<Request<B>>, B>(
     limit: &mut Limit,
     service: &mut S,

@@ -155,10 +155,10 @@ where
 /// A retry's attempt, called on `service` (ready) with the spare copy of the request, and boxed.
 ///
 /// Out of line and cold: the attempt's future is built in this function's frame, which is gone
-/// before the attempt is polled. Inlined, its temporaries (the request, every layer's future on
-/// its way into the box) made the frame of every poll above the retry layer kilobytes larger, on
-/// the path each call's first poll takes down the stack, where the stack memory they span pushed
-/// other data out of the first-level cache (issue 19).
+/// before the attempt is polled. Inlined, its temporaries (the request, the attempt's future on its
+/// way into the box) sized the retry future's `poll` frame (1,464 bytes, now 536), which every
+/// call's path down the stack holds, stack memory that pushed other data out of the first-level
+/// cache (issue 19).
 #[cold]
 #[inline(never)]
 fn next_attempt<S, B>(service: &mut S, retry: &mut RetryState<B>) -> Pin<Box<S::Future>>
