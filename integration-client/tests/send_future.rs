@@ -230,9 +230,7 @@ impl Strict {
             ready: false,
         }
     }
-}
 
-impl Strict {
     /// A client whose one API, `strict`, is this stack.
     fn client(&self) -> Client {
         Client::builder()

@@ -133,6 +133,24 @@ mod tests {
         assert!(after.system_since(before) <= after.since(before));
     }
 
+    /// The whole is user plus system time, the kernel's part the system time alone: with readings
+    /// made by hand (a test reading the process's own clock would see every other test thread's
+    /// system calls too).
+    #[test]
+    fn the_whole_is_user_and_system_and_the_kernels_part_is_system() {
+        let reading = |user: u64, system: u64| CpuTime {
+            user: Duration::from_micros(user),
+            system: Duration::from_micros(system),
+        };
+        let (before, after) = (reading(1_000, 300), reading(9_000, 800));
+        assert_eq!(after.since(before), Duration::from_micros(8_500));
+        assert_eq!(after.system_since(before), Duration::from_micros(500));
+        assert_eq!(after.as_duration(), Duration::from_micros(9_800));
+        // A reading earlier than `earlier` gives zero, not a panic.
+        assert_eq!(before.since(after), Duration::ZERO);
+        assert_eq!(before.system_since(after), Duration::ZERO);
+    }
+
     #[test]
     fn rss_reads_both_fields() {
         let rss = rss_kib().unwrap();

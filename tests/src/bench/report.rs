@@ -906,8 +906,9 @@ mod tests {
     /// file or directory" when it wrote the report. The path is now checked before the run.
     #[test]
     fn an_out_path_that_is_not_a_directory_is_refused_before_the_run() {
-        let dir = std::env::temp_dir().join(format!("bench-out-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed when dropped, also when an assertion fails.
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
         let file = dir.join("BENCHMARKS.md");
         std::fs::write(&file, "").unwrap();
         let missing = dir.join("missing");
@@ -919,7 +920,6 @@ mod tests {
         let error = out_dir(missing.to_str().unwrap()).unwrap_err();
         assert!(error.contains(missing.to_str().unwrap()), "{error}");
         assert!(error.contains("must exist"), "{error}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn report(scenario: Scenario, per_second: f64, cpu: f64, p99: f64) -> WorkerReport {

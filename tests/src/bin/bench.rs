@@ -804,13 +804,14 @@ mod tests {
 
     #[test]
     fn a_section_is_added_once_then_replaced_in_place() {
-        let dir = std::env::temp_dir().join(format!("bench-section-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed when dropped, also when an assertion fails.
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
         let path = dir.join("BENCHMARKS.md");
         std::fs::write(&path, "# Benchmarks\n\n## Throughput\n\nrows\n").unwrap();
-        write_section(&dir, GATEWAY_HEADING, "first\n").unwrap();
-        write_section(&dir, CACHE_HEADING, "cache\n").unwrap();
-        write_section(&dir, GATEWAY_HEADING, "second\n").unwrap();
+        write_section(dir, GATEWAY_HEADING, "first\n").unwrap();
+        write_section(dir, CACHE_HEADING, "cache\n").unwrap();
+        write_section(dir, GATEWAY_HEADING, "second\n").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
@@ -819,6 +820,5 @@ mod tests {
                  {CACHE_HEADING}\n\ncache\n"
             )
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
