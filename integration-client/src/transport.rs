@@ -49,7 +49,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use integration_core::authority::AuthorityCache;
+use integration_core::authority::{AuthorityCache, default_port};
 use integration_core::error::{ConnectCause, ConnectFailed};
 use integration_core::{Body, BoxError, Error, ErrorKind};
 use integration_log::redact::Redactor;
@@ -312,8 +312,10 @@ fn pool_error(target: &Target, error: hyper_util::client::legacy::Error) -> BoxE
             let cause = connect_cause(&error);
             let mut failed = ConnectFailed::new(authority.host(), port, cause);
             if let Some(proxy) = &target.proxy {
-                let https = proxy.scheme() == Some(&http::uri::Scheme::HTTPS);
-                let port = proxy.port_u16().unwrap_or(if https { 443 } else { 80 });
+                let port = proxy
+                    .port_u16()
+                    .or_else(|| default_port(proxy.scheme_str()))
+                    .unwrap_or(80);
                 failed = failed.with_proxy(proxy.host().unwrap_or_default(), port);
             }
             Box::new(failed.with_source(error)) as BoxError

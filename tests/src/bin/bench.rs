@@ -649,22 +649,55 @@ impl Counter<'_> {
 
 /// `bench profile`: one subject (and another to compare) under callgrind, N then 2N calls, read
 /// function by function (see `integration_tests::bench::profile`).
+/// The arguments of `bench profile` (see `USAGE`).
+#[derive(Debug, PartialEq)]
+struct ProfileArgs {
+    subject: Subject,
+    against: Option<Subject>,
+    callers: Option<String>,
+    /// N, at least 1.
+    calls: u64,
+    /// Calls in flight, at least 1.
+    concurrency: usize,
+    top: usize,
+    kept: Option<PathBuf>,
+    log_filter: String,
+}
+
+impl ProfileArgs {
+    fn parse(args: &[String]) -> Result<Self, BoxError> {
+        let mut args = args.to_vec();
+        // Fields are read in the order written: every flag is taken out before the subject.
+        Ok(Self {
+            against: take_value(&mut args, "--against")?
+                .map(|name| name.parse())
+                .transpose()?,
+            callers: take_value(&mut args, "--callers")?,
+            calls: take_parsed(&mut args, "--calls", 4000u64)?.max(1),
+            concurrency: take_parsed(&mut args, "--concurrency", 32usize)?.max(1),
+            top: take_parsed(&mut args, "--top", 40usize)?,
+            kept: take_value(&mut args, "--callgrind-dir")?.map(PathBuf::from),
+            log_filter: take_value(&mut args, "--log-filter")?.unwrap_or_else(|| "info".to_owned()),
+            subject: match args.as_slice() {
+                [subject] => subject.parse()?,
+                _ => return Err(format!("bench profile takes one subject, not {args:?}").into()),
+            },
+        })
+    }
+}
+
 fn run_profile(args: &[String]) -> Result<(), BoxError> {
     use integration_tests::bench::profile::{self, FunctionCosts};
-    let mut args = args.to_vec();
-    let against: Option<Subject> = take_value(&mut args, "--against")?
-        .map(|name| name.parse())
-        .transpose()?;
-    let callers = take_value(&mut args, "--callers")?;
-    let calls = take_parsed(&mut args, "--calls", 4000u64)?.max(1);
-    let concurrency = take_parsed(&mut args, "--concurrency", 32usize)?.max(1);
-    let top = take_parsed(&mut args, "--top", 40usize)?;
-    let kept = take_value(&mut args, "--callgrind-dir")?.map(PathBuf::from);
-    let log_filter = take_value(&mut args, "--log-filter")?.unwrap_or_else(|| "info".to_owned());
-    let [subject] = args.as_slice() else {
-        return Err(format!("bench profile takes one subject, not {args:?}").into());
-    };
-    let subject: Subject = subject.parse()?;
+    let ProfileArgs {
+        subject,
+        against,
+        callers,
+        calls,
+        concurrency,
+        top,
+        kept,
+        log_filter,
+    } = ProfileArgs::parse(args)?;
 
     let exe = std::env::current_exe()?;
     let server = ServerProcess::spawn(&exe, 1)?;
@@ -801,6 +834,75 @@ fn run_gateway(args: &[String]) -> Result<(), BoxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn profile_args(args: &[&str]) -> Result<ProfileArgs, BoxError> {
+        ProfileArgs::parse(&args.iter().map(ToString::to_string).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn profile_arguments_reach_the_counted_runs() {
+        let given = profile_args(&[
+            "--concurrency",
+            "1",
+            "full-stack",
+            "--against",
+            "raw-hyper-span",
+            "--calls",
+            "500",
+            "--top",
+            "7",
+            "--callers",
+            "memcpy",
+            "--log-filter",
+            "debug",
+            "--callgrind-dir",
+            "/tmp/kept",
+        ])
+        .unwrap();
+        assert_eq!(
+            given,
+            ProfileArgs {
+                subject: "full-stack".parse().unwrap(),
+                against: Some("raw-hyper-span".parse().unwrap()),
+                callers: Some("memcpy".to_owned()),
+                calls: 500,
+                concurrency: 1,
+                top: 7,
+                kept: Some(PathBuf::from("/tmp/kept")),
+                log_filter: "debug".to_owned(),
+            }
+        );
+        let defaults = profile_args(&["full-stack"]).unwrap();
+        assert_eq!((defaults.calls, defaults.concurrency), (4000, 32));
+        assert_eq!((defaults.top, defaults.log_filter.as_str()), (40, "info"));
+        assert_eq!(
+            (defaults.against, defaults.callers, defaults.kept),
+            (None, None, None)
+        );
+        // No run with nothing in flight or no call: at least one of each.
+        let zero = profile_args(&["full-stack", "--concurrency", "0", "--calls", "0"]).unwrap();
+        assert_eq!((zero.calls, zero.concurrency), (1, 1));
+    }
+
+    #[test]
+    fn profile_arguments_that_cannot_be_read_are_refused() {
+        for (args, says) in [
+            (
+                &["full-stack", "--concurrency", "many"][..],
+                "--concurrency many",
+            ),
+            (
+                &["full-stack", "--concurrency"][..],
+                "--concurrency needs a value",
+            ),
+            (&["full-stack", "peer-stack"][..], "one subject"),
+            (&[][..], "one subject"),
+            (&["no-such-subject"][..], "no-such-subject"),
+        ] {
+            let error = profile_args(args).unwrap_err().to_string();
+            assert!(error.contains(says), "{args:?}: {error}");
+        }
+    }
 
     #[test]
     fn a_section_is_added_once_then_replaced_in_place() {
