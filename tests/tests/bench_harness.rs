@@ -5,7 +5,7 @@
 use integration_tests::bench::load::Caller;
 use integration_tests::bench::scenario::{
     FacadeNoLayers, FullStack, OurTransport, PeerStack, PoolSettings, RateLimitStore, RawHyper,
-    RawHyperSpan, Reqwest, full_stack_toml_with_quota,
+    RawHyperConn, RawHyperSpan, Reqwest, full_stack_toml_with_quota,
 };
 use integration_tests::bench::server::{BODY, ServerProcess};
 use std::path::Path;
@@ -57,6 +57,7 @@ async fn every_peer_scenario_completes_calls() {
     calls_succeed(Reqwest::new(server.addr(), &pool).unwrap(), "reqwest").await;
     calls_succeed(PeerStack::new(server.addr(), &pool).unwrap(), "peer-stack").await;
     calls_succeed(RawHyperSpan::new(server.addr(), &pool), "raw-hyper-span").await;
+    calls_succeed(RawHyperConn::new(server.addr(), &pool), "raw-hyper-conn").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -15,7 +15,7 @@ use super::load::Caller;
 use super::profile::FunctionCosts;
 use super::scenario::{
     FacadeNoLayers, FullStack, FullStackLayers, OurTransport, PeerStack, PoolSettings,
-    RateLimitStore, RawHyper, RawHyperSpan, Reqwest, Scenario,
+    RateLimitStore, RawHyper, RawHyperConn, RawHyperSpan, Reqwest, Scenario,
 };
 use super::worker::{install_observability_without_upkeep, redis_lost};
 use integration_client::stack::StackLayer;
@@ -190,6 +190,7 @@ async fn subject_calls(config: &CountConfig) -> Result<(), BoxError> {
             Scenario::OurTransport => calls(config, OurTransport::new(addr, pool)?).await,
             Scenario::FacadeNoLayers => calls(config, FacadeNoLayers::new(addr, pool)?).await,
             Scenario::RawHyperSpan => calls(config, RawHyperSpan::new(addr, pool)).await,
+            Scenario::RawHyperConn => calls(config, RawHyperConn::new(addr, pool)).await,
         },
         Subject::Without(layer) => calls(config, FullStackLayers::new(addr, pool, layer)?).await,
     }

@@ -549,6 +549,19 @@ impl BenchReport {
                 full - floor,
             );
         }
+        if let (Some(raw), Some(conn)) = (
+            raw,
+            self.instructions_of(Subject::Scenario(Scenario::RawHyperConn)),
+        ) {
+            let _ = writeln!(
+                out,
+                "\nThe reference (9): hyper's own connection API under the least pool, {conn:.0} \
+                 instructions a call, {:+.0} against the raw client: what hyper-util's legacy \
+                 client (its pool's keyed checkout and return, its request future) adds to hyper \
+                 under the raw client, our transport and the peer alike.",
+                conn - raw,
+            );
+        }
         let Some(all) = self.instructions_of(Subject::Without(None)) else {
             return;
         };
@@ -728,14 +741,26 @@ impl BenchReport {
                 out,
                 "\nThe floor (8), the raw client and one call span like ours under the same \
                  subscriber, none of our code, makes {} the raw client's calls a second at {} its \
-                 CPU a call: no client that makes that span a call under this subscriber does \
-                 better. The full stack (2) makes {} the floor's calls a second at {} its CPU a \
-                 call ({:+.1} µs a call: our code, the facade and every layer).",
+                 CPU a call: no client over hyper-util's legacy client that makes that span a \
+                 call under this subscriber does better. The full stack (2) makes {} the floor's \
+                 calls a second at {} its CPU a call ({:+.1} µs a call: our code, the facade and \
+                 every layer).",
                 x(Some(floor.throughput)),
                 x(Some(floor.cpu_per_call)),
                 x(Some(full.throughput)),
                 x(Some(full.cpu_per_call)),
                 full.cpu_us_added,
+            );
+        }
+        if let Some(conn) = self.ratio(Scenario::RawHyperConn, Scenario::RawHyper) {
+            let _ = writeln!(
+                out,
+                "\nThe reference (9), hyper's own connection API under the least pool, makes {} \
+                 the raw client's calls a second at {} its CPU a call ({:+.1} µs a call): what \
+                 hyper-util's legacy client, under every other scenario, does beyond hyper.",
+                x(Some(conn.throughput)),
+                x(Some(conn.cpu_per_call)),
+                conn.cpu_us_added,
             );
         }
         self.user_time_markdown(&mut out);
@@ -1249,6 +1274,49 @@ mod tests {
             Vec::new(),
         );
         assert!(!without.to_markdown().contains("The floor (8)"));
+    }
+
+    /// Issue 19: the reference (9), hyper's connection API under the least pool, is put beside the
+    /// raw client in time and in instructions: what hyper-util's legacy client adds to hyper.
+    #[test]
+    fn the_reference_below_hyper_utils_client_is_put_beside_the_raw_client() {
+        let mut run = BenchReport::new(
+            "Mon, 07 Dec 2026 12:00:00 GMT".into(),
+            "cargo xtask bench".into(),
+            settings(1),
+            vec![
+                report(Scenario::RawHyper, 1000.0, 10.0, 30.0),
+                report(Scenario::RawHyperConn, 1250.0, 8.0, 30.0),
+            ],
+            Vec::new(),
+            Vec::new(),
+        );
+        run.instructions = vec![
+            count(Subject::Scenario(Scenario::RawHyper), 25_000),
+            count(Subject::Scenario(Scenario::RawHyperConn), 15_000),
+        ];
+        let markdown = run.to_markdown();
+        assert!(
+            markdown.contains(
+                "The reference (9), hyper's own connection API under the least pool, makes 1.25× \
+                 the raw client's calls a second at 0.80× its CPU a call (-2.0 µs a call)"
+            ),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("least pool, 15000 instructions a call, -10000 against the raw"),
+            "{markdown}"
+        );
+        // Not measured, not named.
+        let without = BenchReport::new(
+            "Mon, 07 Dec 2026 12:00:00 GMT".into(),
+            "cargo xtask bench".into(),
+            settings(1),
+            vec![report(Scenario::RawHyper, 1000.0, 10.0, 30.0)],
+            Vec::new(),
+            Vec::new(),
+        );
+        assert!(!without.to_markdown().contains("The reference (9)"));
     }
 
     /// Issue 19: half of a call's CPU on loopback is the kernel's, work no client's own code does,

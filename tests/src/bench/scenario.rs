@@ -44,11 +44,15 @@ pub enum Scenario {
     /// 8. The floor of an instrumented call: the raw client with one call span made as our log
     ///    layer makes it, under the same subscriber (none of our code).
     RawHyperSpan,
+    /// 9. Reference: hyper's own connection API (`hyper::client::conn::http1`) under the least
+    ///    pool that works, a list of HTTP/1 senders: what a call costs below hyper-util's legacy
+    ///    client, which scenarios 1 to 8 all use (issue 19).
+    RawHyperConn,
 }
 
 impl Scenario {
     /// Every scenario, in the order of the report.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::RawHyper,
         Scenario::FullStack,
         Scenario::FullStackRedis,
@@ -57,6 +61,7 @@ impl Scenario {
         Scenario::OurTransport,
         Scenario::FacadeNoLayers,
         Scenario::RawHyperSpan,
+        Scenario::RawHyperConn,
     ];
 
     /// The scenario's number in the issue and the report.
@@ -70,6 +75,7 @@ impl Scenario {
             Scenario::OurTransport => 6,
             Scenario::FacadeNoLayers => 7,
             Scenario::RawHyperSpan => 8,
+            Scenario::RawHyperConn => 9,
         }
     }
 
@@ -84,6 +90,7 @@ impl Scenario {
             Scenario::OurTransport => "our-transport",
             Scenario::FacadeNoLayers => "facade-no-layers",
             Scenario::RawHyperSpan => "raw-hyper-span",
+            Scenario::RawHyperConn => "raw-hyper-conn",
         }
     }
 
@@ -99,6 +106,9 @@ impl Scenario {
             Scenario::FacadeNoLayers => "breakdown: our facade over our transport, no layer",
             Scenario::RawHyperSpan => {
                 "floor: raw hyper-util client and one call span like ours, none of our code"
+            }
+            Scenario::RawHyperConn => {
+                "reference: hyper's connection API under the least pool (a list of HTTP/1 senders)"
             }
         }
     }
@@ -275,6 +285,81 @@ impl Caller for RawHyperSpan {
         span.record(names::HTTP_RESPONSE_STATUS_CODE, status.as_u16());
         drop(span);
         let body = response.into_body().collect().await?.to_bytes();
+        check(status, &body)
+    }
+}
+
+/// Scenario 9: hyper's connection API (`hyper::client::conn::http1`) under the least pool that
+/// works: the senders of open connections in a list, a call taking the last one (waiting until it
+/// is ready for another request) or opening a connection when the list is empty, and giving it
+/// back after its response. It keys nothing (one server), expires nothing and never retries a
+/// request on a connection that closed under it: what hyper-util's legacy client (scenario 1, and
+/// under our transport and reqwest) does beyond hyper itself is what this leaves out, so the
+/// difference between the two is the most a pool of our own could save (issue 19). Its `Host`
+/// header is made once, as our transport's cache makes it.
+#[derive(Clone, Debug)]
+pub struct RawHyperConn {
+    addr: SocketAddr,
+    uri: Uri,
+    host: http::HeaderValue,
+    nodelay: bool,
+    senders: std::sync::Arc<std::sync::Mutex<Vec<Sender>>>,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+impl RawHyperConn {
+    /// A client for the server at `addr`.
+    pub fn new(addr: SocketAddr, pool: &PoolSettings) -> Self {
+        Self {
+            addr,
+            uri: Uri::from_static(PATH),
+            host: http::HeaderValue::from_str(&addr.to_string())
+                .expect("a socket address is a valid Host header"),
+            nodelay: pool.nodelay,
+            senders: std::sync::Arc::default(),
+        }
+    }
+
+    /// A sender ready for a request: a kept one whose connection is still open, or a new
+    /// connection's.
+    async fn sender(&self) -> Result<Sender, BoxError> {
+        loop {
+            let kept = self
+                .senders
+                .lock()
+                .map_err(|_| "sender list poisoned")?
+                .pop();
+            let Some(mut sender) = kept else { break };
+            // Ready once the connection has finished the previous response; an error means it
+            // closed: dropped, and the next one tried.
+            if sender.ready().await.is_ok() {
+                return Ok(sender);
+            }
+        }
+        let stream = tokio::net::TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(self.nodelay)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+}
+
+impl Caller for RawHyperConn {
+    async fn call(&self) -> Result<(), BoxError> {
+        let mut sender = self.sender().await?;
+        let request = Request::get(self.uri.clone())
+            .header(header::HOST, self.host.clone())
+            .header(header::ACCEPT, ACCEPT_JSON)
+            .body(Empty::new())?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        self.senders
+            .lock()
+            .map_err(|_| "sender list poisoned")?
+            .push(sender);
         check(status, &body)
     }
 }

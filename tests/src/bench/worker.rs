@@ -5,7 +5,7 @@ use super::load::{Caller, ClosedLoop, LatencyRun, OpenLoop, Throughput};
 use super::measure::rss_kib;
 use super::scenario::{
     FacadeNoLayers, FullStack, OurTransport, PeerStack, PoolSettings, RateLimitStore, RawHyper,
-    RawHyperSpan, Reqwest, Scenario,
+    RawHyperConn, RawHyperSpan, Reqwest, Scenario,
 };
 use integration_core::names;
 use serde::{Deserialize, Serialize};
@@ -260,6 +260,7 @@ async fn run_scenario(config: &WorkerConfig) -> Result<WorkerReport, BoxError> {
         Scenario::OurTransport => measure(config, base, OurTransport::new(addr, pool)?).await,
         Scenario::FacadeNoLayers => measure(config, base, FacadeNoLayers::new(addr, pool)?).await,
         Scenario::RawHyperSpan => measure(config, base, RawHyperSpan::new(addr, pool)).await,
+        Scenario::RawHyperConn => measure(config, base, RawHyperConn::new(addr, pool)).await,
     }
 }
 

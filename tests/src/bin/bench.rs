@@ -68,7 +68,7 @@ Options:
   --server-threads N    worker threads of the server's runtime [1]
   --scenarios a,b       which scenarios (raw-hyper, full-stack, full-stack-redis, peer-stack,
                         reqwest, our-transport, facade-no-layers,
-                        raw-hyper-span) [all]
+                        raw-hyper-span, raw-hyper-conn) [all]
   --log-filter FILTER   the tracing filter installed in every worker [info]
   --out DIR             write BENCHMARKS.md and benchmarks.json there
   --criterion DIR       add criterion's middleware results found there (target/criterion)
