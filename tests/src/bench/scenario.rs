@@ -303,6 +303,7 @@ pub struct RawHyperConn {
     uri: Uri,
     host: http::HeaderValue,
     nodelay: bool,
+    connect_timeout: Duration,
     senders: std::sync::Arc<std::sync::Mutex<Vec<Sender>>>,
 }
 
@@ -317,6 +318,7 @@ impl RawHyperConn {
             host: http::HeaderValue::from_str(&addr.to_string())
                 .expect("a socket address is a valid Host header"),
             nodelay: pool.nodelay,
+            connect_timeout: pool.connect_timeout,
             senders: std::sync::Arc::default(),
         }
     }
@@ -337,7 +339,13 @@ impl RawHyperConn {
                 return Ok(sender);
             }
         }
-        let stream = tokio::net::TcpStream::connect(self.addr).await?;
+        // Bounded as the other clients' connects are (`PoolSettings::connect_timeout`).
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(self.addr),
+        )
+        .await
+        .map_err(|_| format!("connect to {} timed out", self.addr))??;
         stream.set_nodelay(self.nodelay)?;
         let (sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
