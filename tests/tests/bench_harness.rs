@@ -57,7 +57,10 @@ async fn every_peer_scenario_completes_calls() {
     calls_succeed(Reqwest::new(server.addr(), &pool).unwrap(), "reqwest").await;
     calls_succeed(PeerStack::new(server.addr(), &pool).unwrap(), "peer-stack").await;
     calls_succeed(RawHyperSpan::new(server.addr(), &pool), "raw-hyper-span").await;
-    calls_succeed(RawHyperConn::new(server.addr(), &pool), "raw-hyper-conn").await;
+    let conn = RawHyperConn::new(server.addr(), &pool);
+    calls_succeed(conn.clone(), "raw-hyper-conn").await;
+    // A pool, not a connection a call: five calls one after the other went over one connection.
+    assert_eq!(conn.connections_kept(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

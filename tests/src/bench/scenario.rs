@@ -323,6 +323,15 @@ impl RawHyperConn {
         }
     }
 
+    /// The connections it keeps between calls (senders given back, not yet taken again).
+    ///
+    /// # Panics
+    ///
+    /// If a call panicked while holding the list.
+    pub fn connections_kept(&self) -> usize {
+        self.senders.lock().expect("sender list poisoned").len()
+    }
+
     /// A sender ready for a request: a kept one whose connection is still open, or a new
     /// connection's.
     async fn sender(&self) -> Result<Sender, BoxError> {
