@@ -312,16 +312,21 @@ fn pool_error(target: &Target, error: hyper_util::client::legacy::Error) -> BoxE
             let cause = connect_cause(&error);
             let mut failed = ConnectFailed::new(authority.host(), port, cause);
             if let Some(proxy) = &target.proxy {
-                let port = proxy
-                    .port_u16()
-                    .or_else(|| default_port(proxy.scheme_str()))
-                    .unwrap_or(80);
-                failed = failed.with_proxy(proxy.host().unwrap_or_default(), port);
+                failed = failed.with_proxy(proxy.host().unwrap_or_default(), proxy_port(proxy));
             }
             Box::new(failed.with_source(error)) as BoxError
         }
         _ => BoxError::from(error),
     }
+}
+
+/// The port a proxy is dialled on: its URL's, or its scheme's default (`Proxy` accepts only `http`
+/// and `https` proxies; 80 for anything else, as for `http`).
+fn proxy_port(proxy: &http::Uri) -> u16 {
+    proxy
+        .port_u16()
+        .or_else(|| default_port(proxy.scheme_str()))
+        .unwrap_or(80)
 }
 
 /// The short cause of a connect error, read from its chain: hyper-util's connector says `dns error`
@@ -819,6 +824,18 @@ mod tests {
             config.connect_timeout,
             integration_config::DEFAULT_CONNECT_TIMEOUT
         );
+    }
+
+    /// A connect error through a proxy names the port the proxy was dialled on: the one its URL
+    /// gives, or its scheme's default (the proxy tests dial proxies with explicit ports only).
+    #[test]
+    fn a_proxys_port_is_its_urls_or_its_schemes_default() {
+        let port = |url: &str| proxy_port(&url.parse().unwrap());
+        assert_eq!(port("http://proxy.corp:3128"), 3128);
+        assert_eq!(port("https://proxy.corp:8443"), 8443);
+        assert_eq!(port("http://proxy.corp"), 80);
+        assert_eq!(port("https://proxy.corp"), 443);
+        assert_eq!(port("https://proxy.corp:80"), 80);
     }
 
     /// Issue 19: the `Host` header the transport makes is the one hyper-util would: the host, the

@@ -647,8 +647,6 @@ impl Counter<'_> {
     }
 }
 
-/// `bench profile`: one subject (and another to compare) under callgrind, N then 2N calls, read
-/// function by function (see `integration_tests::bench::profile`).
 /// The arguments of `bench profile` (see `USAGE`).
 #[derive(Debug, PartialEq)]
 struct ProfileArgs {
@@ -686,6 +684,8 @@ impl ProfileArgs {
     }
 }
 
+/// `bench profile`: one subject (and another to compare) under callgrind, N then 2N calls, read
+/// function by function (see `integration_tests::bench::profile`).
 fn run_profile(args: &[String]) -> Result<(), BoxError> {
     use integration_tests::bench::profile::{self, FunctionCosts};
     let ProfileArgs {
