@@ -85,7 +85,7 @@
 //! | `AuthLayer` | `integration-auth` | a fresh credential per attempt; a 401 invalidates it |
 //! | `AttemptLogLayer` | `integration-log` | one span per attempt (at `debug` by default: `log.attempt_span_level`) |
 //! | `AttemptTimeoutLayer` | `integration-retry` | bound on one attempt (`attempt_timeout`) |
-//! | [`Transport`](transport::Transport) | here | pooled hyper-util client, rustls, HTTP/1.1 and HTTP/2, decompression, safe redirects |
+//! | [`Transport`](transport::Transport) | here | pooled hyper connections (a pool of its own), rustls, HTTP/1.1 and HTTP/2, decompression, safe redirects |
 //!
 //! The stack is boxed once at the top ([`stack::HttpService`]); [`Api::service`] hands it out for
 //! users who compose their own, and [`Client::from_service`] builds a client over any tower service.
@@ -141,6 +141,7 @@ mod decode;
 mod graphql;
 pub mod multipart;
 mod path;
+mod pool;
 mod proxy;
 mod redirect;
 mod request;

@@ -298,11 +298,10 @@ type BoxConnecting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>
 /// The transport's connector: direct, through a proxy in absolute form (`http` destinations), or
 /// through a `CONNECT` tunnel with TLS to the destination inside it (`https` destinations).
 ///
-/// One `Arc`: hyper-util clones the connector for every request, before it knows whether the pool
-/// has a connection (its lazy connect future is built beside the checkout and dropped when the
-/// checkout wins), and moves that future with the request's state. Shared, the clone is one
-/// reference count instead of eight and the future is a pointer wide (issue 19); the connectors
-/// themselves are cloned only when a connection is made.
+/// One `Arc`: the pool clones the connector for each connection it makes (hyper-util's client, before
+/// the pool of our own, cloned it for every request). Shared, the clone is one reference count
+/// instead of eight (issue 19); the connectors themselves are cloned only when a connection is
+/// made.
 #[derive(Clone)]
 pub(crate) struct Connector {
     inner: Arc<Connectors>,

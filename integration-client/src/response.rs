@@ -603,7 +603,7 @@ impl Response {
     }
 
     /// The address of the peer the response came from, when the transport knows it (the pooled
-    /// transport does, through hyper-util's connection info); `None` for other stacks.
+    /// transport does, through its connector's connection info); `None` for other stacks.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -12,7 +12,7 @@
 //! AuthLayer             fresh credential per attempt; 401 invalidates it
 //! AttemptLogLayer       one span per attempt; a failed attempt logs at WARN (the call logs the outcome)
 //! AttemptTimeoutLayer   bound on one attempt
-//! Transport             pooled hyper-util client, rustls, h1/h2, decompression, safe redirects
+//! Transport             pooled hyper connections, rustls, h1/h2, decompression, safe redirects
 //! ```
 //!
 //! The stack is boxed once, at the top ([`HttpService`]): one allocation per call for the future, none

@@ -1,4 +1,4 @@
-//! The transport: hyper-util's pooled client over rustls, with response decompression and safe redirects.
+//! The transport: pooled hyper connections over rustls, with response decompression and safe redirects.
 //!
 //! [`Transport`] is the innermost service of every integration's stack. It speaks HTTP/1.1 and HTTP/2
 //! (chosen by ALPN), verifies certificates against the webpki roots by default (the platform's roots and
@@ -45,15 +45,12 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::proxy::matcher::Matcher;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use integration_core::authority::{AuthorityCache, default_port};
+use integration_core::authority::default_port;
 use integration_core::error::{ConnectCause, ConnectFailed};
 use integration_core::{Body, BoxError, Error, ErrorKind};
 use integration_log::redact::Redactor;
-use pin_project_lite::pin_project;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -61,6 +58,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use tower_http::decompression::{Decompression, DecompressionBody};
 use tower_service::Service;
 
+use crate::pool::{Connections, Key};
 use crate::proxy::Connector;
 pub use crate::proxy::{PROXY_ENV_VARS, Proxy};
 pub use crate::redirect::DEFAULT_MAX_REDIRECTS;
@@ -167,44 +165,20 @@ fn decode(response: Response<Incoming>) -> Result<Response<TransportBody>, BoxEr
     }
 }
 
-type Pooled = HyperClient<Connector, Body>;
-
-/// hyper-util's pooled client behind one pointer.
+/// The connection pool behind one pointer.
 ///
 /// Every layer above the transport that must call it later keeps a clone of the service below it,
-/// and the redirect follower keeps a clone of the pool in each call's future: with the client held by
-/// value, each of those clones copied hyper-util's client (over 700 bytes with the decompression
-/// and redirect wrappers) and bumped a dozen reference counts. Behind an `Arc`, a clone is one
-/// increment. hyper-util's client sends through `&self`, so sharing it changes nothing else.
+/// and the redirect follower keeps a clone of the pool in each call's future: behind an `Arc`, a
+/// clone is one increment.
 #[derive(Clone)]
-pub(crate) struct SharedPool(Arc<PoolInner>);
+pub(crate) struct SharedPool(Arc<Connections>);
 
-struct PoolInner {
-    client: Pooled,
-    /// The proxies, also held by the client's connector: here to put `Proxy-Authorization` on a
-    /// request sent to a proxy in absolute form, and to name the proxy in a connect error.
-    proxy: Option<Arc<Matcher>>,
-    /// Whether ALPN may choose HTTP/2 on an `https` connection.
-    http2: bool,
-    /// The `Host` headers of the authorities HTTP/1 requests went to.
-    hosts: HostCache,
-}
-
-/// The `Host` headers of the last authorities (and schemes) HTTP/1 requests went to.
-///
-/// hyper-util gives an HTTP/1 request without a `Host` header one, formatted afresh on every call
-/// (`format!` of the host and port, then a header value parsed and allocated: about 2,300
-/// instructions a call, issue 19). A value is made once per authority and cloned (a reference
-/// count) on the next calls. The integrations of a client with the same connection settings share
-/// one transport, and so this cache: it keeps [`HOSTS_KEPT`] authorities, the oldest replaced.
-type HostCache = AuthorityCache<HeaderValue, HOSTS_KEPT>;
-
-/// More authorities than the integrations that commonly share a transport.
-const HOSTS_KEPT: usize = 16;
-
-/// The `Host` header hyper-util would write for `authority`: the host, then the port unless it is
-/// the scheme's default, never the user information.
-fn host_header(authority: &http::uri::Authority, default_port: Option<u16>) -> Option<HeaderValue> {
+/// The `Host` header hyper-util wrote for `authority`: the host, then the port unless it is
+/// the scheme's default, never the user information. The pool makes it once per destination.
+pub(crate) fn host_header(
+    authority: &http::uri::Authority,
+    default_port: Option<u16>,
+) -> Option<HeaderValue> {
     let host = authority.host();
     match authority
         .port()
@@ -222,20 +196,16 @@ impl Service<Request<Body>> for SharedPool {
     type Future = PoolFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // What hyper-util's own `poll_ready` answers: the pool waits for a connection in the call.
+        // The pool waits for a connection in the call.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: Request<Body>) -> PoolFuture {
         // Each redirect hop comes through here, so this is the host actually dialled, and the
         // proxy (if any) actually used.
-        let proxy = self
-            .0
-            .proxy
-            .as_ref()
-            .and_then(|matcher| matcher.intercept(request.uri()));
-        if let Some(proxy) = &proxy
+        if let Some(matcher) = &self.0.proxy
             && request.uri().scheme() == Some(&http::uri::Scheme::HTTP)
+            && let Some(proxy) = matcher.intercept(request.uri())
             && let Some(auth) = proxy.basic_auth()
         {
             // Sent in absolute form to the proxy, which reads (and drops) this header; an `https`
@@ -244,80 +214,50 @@ impl Service<Request<Body>> for SharedPool {
                 .headers_mut()
                 .insert(http::header::PROXY_AUTHORIZATION, auth.clone());
         }
-        // Made here, below the redirect follower, for every hop's own authority. Only where the
-        // connection is HTTP/1 for certain: over HTTP/2 (an `https` request when ALPN offers h2)
-        // hyper-util sends `:authority` and no `Host`, and so must we. A `Host` the caller set is
-        // kept, as hyper-util keeps it.
-        let http1 = !self.0.http2 || request.uri().scheme() == Some(&http::uri::Scheme::HTTP);
-        if http1
-            && !request.headers().contains_key(http::header::HOST)
-            && let Some(host) = self.0.hosts.get_or_make(request.uri(), host_header)
-        {
-            request.headers_mut().insert(http::header::HOST, host);
-        }
-        // Kept for a connect error's message: the authority (a cheap clone of shared bytes),
-        // whether the scheme is https (for the default port), and the proxy's URL.
-        let target = Target {
-            authority: request.uri().authority().cloned(),
-            https: request.uri().scheme() == Some(&http::uri::Scheme::HTTPS),
-            proxy: proxy.map(|proxy| proxy.uri().clone()),
-        };
         PoolFuture {
-            inner: self.0.client.request(request),
-            target,
+            inner: Box::pin(self.0.clone().send(request)),
         }
     }
 }
 
-/// Where a request was going: what a connect error names.
-struct Target {
-    authority: Option<http::uri::Authority>,
-    https: bool,
-    /// The proxy's URL (scheme, host and port: its credentials are not part of it).
-    proxy: Option<http::Uri>,
-}
-
-pin_project! {
-    /// hyper-util's response future, its error boxed; a connect error becomes a [`ConnectFailed`]
-    /// naming the host, the port, the proxy if any, and the short cause.
-    pub(crate) struct PoolFuture {
-        #[pin]
-        inner: hyper_util::client::legacy::ResponseFuture,
-        target: Target,
-    }
+/// The response future of the pool: one allocation, holding the request until it is sent.
+pub(crate) struct PoolFuture {
+    inner: Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>,
 }
 
 impl Future for PoolFuture {
     type Output = Result<Response<Incoming>, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        Poll::Ready(ready!(this.inner.poll(cx)).map_err(|error| pool_error(this.target, error)))
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
     }
 }
 
-/// hyper-util's error, boxed; a connect error as a [`ConnectFailed`] naming the host, the port, the
-/// proxy if any, and the short cause.
+/// A connect error as a [`ConnectFailed`] naming the host, the port, the proxy if any, and the
+/// short cause, the connector's error as its source.
 ///
-/// Out of line and cold: inlined into the poll every call makes just above hyper-util's own deep
-/// frames, it sized that frame for a rare path (issue 19).
+/// Out of line and cold: the proxy is looked up again here rather than kept from the call for
+/// every request that connects fine.
 #[cold]
 #[inline(never)]
-fn pool_error(target: &Target, error: hyper_util::client::legacy::Error) -> BoxError {
-    match (&target.authority, error.is_connect()) {
-        (Some(authority), true) => {
-            let port = authority
-                .port_u16()
-                .unwrap_or(if target.https { 443 } else { 80 });
-            let cause = connect_cause(&error);
-            let mut failed = ConnectFailed::new(authority.host(), port, cause);
-            if let Some(proxy) = &target.proxy {
-                failed = failed.with_proxy(proxy.host().unwrap_or_default(), proxy_port(proxy));
-            }
-            Box::new(failed.with_source(error)) as BoxError
-        }
-        _ => BoxError::from(error),
+pub(crate) fn connect_error(key: &Key, proxy: Option<&Matcher>, error: BoxError) -> BoxError {
+    let Key { scheme, authority } = key;
+    let https = *scheme == http::uri::Scheme::HTTPS;
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let cause = connect_cause(&*error);
+    let mut failed = ConnectFailed::new(authority.host(), port, cause);
+    let destination = http::Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build();
+    if let (Some(matcher), Ok(destination)) = (proxy, destination)
+        && let Some(proxy) = matcher.intercept(&destination)
+    {
+        let proxy = proxy.uri();
+        failed = failed.with_proxy(proxy.host().unwrap_or_default(), proxy_port(proxy));
     }
+    Box::new(failed.with_source(error))
 }
 
 /// The port a proxy is dialled on: its URL's, or its scheme's default (`Proxy` accepts only `http`
@@ -654,17 +594,12 @@ impl TransportBuilder {
         }
         .map(|proxy| Arc::new(proxy.matcher()));
         let connector = Connector::new(http, tls, proxy.clone());
-        let mut pool = HyperClient::builder(TokioExecutor::new());
-        pool.pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_max_idle_per_host(self.pool_max_idle_per_host);
-        let pool = SharedPool(Arc::new(PoolInner {
-            client: pool.build(connector),
+        let pool = SharedPool(Arc::new(Connections::new(
+            connector,
             proxy,
-            http2: self.http2,
-            hosts: HostCache::default(),
-        }));
+            self.pool_idle_timeout,
+            self.pool_max_idle_per_host,
+        )));
         Ok(Transport::assemble(
             pool,
             self.decompression,
@@ -857,30 +792,11 @@ mod tests {
             ("http://[::1]:8080/x", "[::1]:8080"),
             ("http://API.Example.com/x", "API.Example.com"),
         ];
-        // One cache across the cases: a value is never another authority's or scheme's.
-        let hosts = HostCache::default();
-        for _ in 0..2 {
-            for (uri, host) in cases {
-                let uri: http::Uri = uri.parse().unwrap();
-                assert_eq!(hosts.get_or_make(&uri, host_header).unwrap(), host, "{uri}");
-            }
+        for (uri, host) in cases {
+            let uri: http::Uri = uri.parse().unwrap();
+            let header = host_header(uri.authority().unwrap(), default_port(uri.scheme_str()));
+            assert_eq!(header.unwrap(), host, "{uri}");
         }
-        assert_eq!(
-            hosts.get_or_make(&"/relative".parse().unwrap(), host_header),
-            None
-        );
-        // Past its capacity the oldest authorities are replaced, and every value stays right.
-        for round in 0..3 {
-            for port in 1..=2 * HOSTS_KEPT {
-                let uri: http::Uri = format!("http://h.example:{port}/").parse().unwrap();
-                assert_eq!(
-                    hosts.get_or_make(&uri, host_header).unwrap(),
-                    format!("h.example:{port}").as_str(),
-                    "round {round}"
-                );
-            }
-        }
-        assert_eq!(hosts.len(), HOSTS_KEPT);
     }
 
     /// Issue 19: the response future and the response body are moved by every layer above the
@@ -915,6 +831,23 @@ mod tests {
             assert!(!with(other), "{other}");
         }
         assert!(!is_decoded(&http::HeaderMap::new()));
+    }
+
+    /// Issue 19: the pool's future for one request is boxed whole at every call; a connect's
+    /// futures (the connector's, the TLS and HTTP/2 handshakes') are boxed apart, only on a miss.
+    /// Held inline they made it several kilobytes, copied at every call (13,000 instructions of
+    /// `memcpy`). What is left is the request, its key, and hyper's send future (which holds the
+    /// request until the connection takes it).
+    #[tokio::test]
+    async fn the_pools_future_is_small() {
+        let mut pool = Transport::new().unwrap().pool;
+        let future = pool.call(
+            Request::get("http://127.0.0.1:9/")
+                .body(Body::empty())
+                .unwrap(),
+        );
+        let size = std::mem::size_of_val(&*future.inner);
+        assert!(size <= 1280, "the pool's future is {size} bytes");
     }
 
     #[test]

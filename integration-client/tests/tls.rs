@@ -90,13 +90,14 @@ fn server_config(ca: &Ca, client_ca: Option<&Ca>, alpn_h2: bool) -> Arc<rustls::
 }
 
 /// Serves TLS on 127.0.0.1: `/version` answers the HTTP version it saw, `/downgrade` redirects to
-/// `http://127.0.0.1:{port}/`.
+/// `http://127.0.0.1:{port}/`, `/connection` answers the number of the connection it came on (0
+/// for the first accepted).
 async fn serve(config: Arc<rustls::ServerConfig>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
-        loop {
+        for connection in 0usize.. {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
@@ -123,6 +124,9 @@ async fn serve(config: Arc<rustls::ServerConfig>) -> SocketAddr {
                                     |host| String::from_utf8_lossy(host.as_bytes()).into_owned(),
                                 ),
                             ))),
+                            "/connection" => {
+                                Response::new(Full::new(Bytes::from(connection.to_string())))
+                            }
                             _ => Response::new(Full::new(Bytes::from(format!(
                                 "{:?}",
                                 request.version()
@@ -204,7 +208,7 @@ async fn a_configured_ca_is_trusted_and_http2_is_negotiated() {
 
 /// Issue 19: the transport makes the `Host` header itself only where the connection is HTTP/1 for
 /// certain. Over HTTP/2 the authority travels as `:authority` and no `Host` is sent (h2 does not
-/// strip one); over HTTP/1.1 chosen by ALPN hyper-util writes it; with HTTP/2 off, the transport.
+/// strip one); over HTTP/1.1, chosen by ALPN or with HTTP/2 off, the transport writes it.
 #[tokio::test]
 async fn host_is_sent_over_http1_and_not_over_http2() {
     let ca = Ca::new("test CA");
@@ -238,6 +242,36 @@ async fn host_is_sent_over_http1_and_not_over_http2() {
         host(client_for(h1, transport())).await,
         (http::Version::HTTP_11, expected(h1))
     );
+}
+
+/// Issue 19: the transport's pool keeps one HTTP/2 connection per authority and shares it: calls
+/// made at once after the first all go on it (hyper multiplexes them), none opens another.
+#[tokio::test]
+async fn calls_share_one_http2_connection() {
+    let ca = Ca::new("test CA");
+    let addr = serve(server_config(&ca, None, true)).await;
+    let transport = Transport::builder()
+        .add_root_certificates_pem(ca.pem.as_bytes())
+        .unwrap();
+    let client = client_for(addr, transport);
+    let connection = |client: Client| async move {
+        let response = client
+            .api("tls")
+            .unwrap()
+            .get("/connection")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        response.text().await.unwrap()
+    };
+    assert_eq!(connection(client.clone()).await, "0");
+    let calls: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(connection(client.clone())))
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), "0");
+    }
 }
 
 #[tokio::test]
