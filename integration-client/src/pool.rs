@@ -16,7 +16,8 @@
 //! - HTTP/2 when ALPN chooses it: one connection per authority, shared by every request (hyper
 //!   multiplexes; a second connection made meanwhile is dropped);
 //! - idle connections closed after `idle_timeout` (checked when one is taken, and by a task that
-//!   sweeps the pool on that period while the pool lives);
+//!   sweeps the pool on that period while the pool lives, every 90 s without a timeout), and the
+//!   connections the servers closed dropped by the same sweep;
 //! - a request a kept connection refused before sending anything (the server closed it between two
 //!   requests) sent again on another connection, as hyper-util did: nothing of it reached the
 //!   server, so this holds for any method;
@@ -85,6 +86,9 @@ impl std::hash::Hash for Key {
 /// The shortest period of the idle sweep, for very short idle timeouts (hyper-util's).
 const MIN_SWEEP: Duration = Duration::from_millis(90);
 
+/// The sweep's period without an idle timeout: only closed connections are dropped then.
+const SWEEP_WITHOUT_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// The pool: connections by destination, and how to make more.
 pub(crate) struct Connections {
     connector: Connector,
@@ -99,7 +103,7 @@ pub(crate) struct Connections {
 #[derive(Default)]
 struct Hosts {
     by_key: HashMap<Key, Host, foldhash::fast::RandomState>,
-    /// Whether the idle sweep has been started (once, by the first connection kept).
+    /// Whether the sweep has been started (once, by the first connection kept).
     sweeping: bool,
 }
 
@@ -440,12 +444,9 @@ impl Connections {
         });
     }
 
-    /// Starts the idle sweep, once, when the first connection is kept (inside the runtime the
-    /// request runs on). It holds the pool weakly and ends when the pool is dropped.
+    /// Starts the sweep, once, when the first connection is kept (inside the runtime the request
+    /// runs on). It holds the pool weakly and ends when the pool is dropped.
     fn sweep_from(self: &Arc<Self>, hosts: &mut Hosts) {
-        let Some(timeout) = self.idle_timeout else {
-            return;
-        };
         if hosts.sweeping {
             return;
         }
@@ -454,7 +455,10 @@ impl Connections {
         };
         hosts.sweeping = true;
         let pool: Weak<Self> = Arc::downgrade(self);
-        let period = timeout.max(MIN_SWEEP);
+        // Without an idle timeout the sweep still drops the connections the servers closed (and
+        // the destinations left with none), on hyper-util's default idle period.
+        let timeout = self.idle_timeout;
+        let period = timeout.unwrap_or(SWEEP_WITHOUT_TIMEOUT).max(MIN_SWEEP);
         runtime.spawn(async move {
             let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
             loop {
@@ -467,11 +471,13 @@ impl Connections {
         });
     }
 
-    /// Drops the closed connections, the idle ones unused for `timeout`, and the destinations left
-    /// with none.
-    fn sweep(&self, timeout: Duration) {
+    /// Drops the closed connections, the idle ones unused for `timeout` (if any), and the
+    /// destinations left with none.
+    fn sweep(&self, timeout: Option<Duration>) {
         let now = Instant::now();
-        let idle = |since: Instant| now.saturating_duration_since(since) >= timeout;
+        let idle = |since: Instant| {
+            timeout.is_some_and(|timeout| now.saturating_duration_since(since) >= timeout)
+        };
         let mut hosts = self.hosts();
         hosts.by_key.retain(|_, host| {
             host.http1.retain(|kept| {
@@ -575,6 +581,82 @@ mod tests {
                 .is_some_and(hyper::Error::is_canceled),
             "{error:?}"
         );
+    }
+
+    fn connections(idle_timeout: Option<Duration>) -> Arc<Connections> {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let http = hyper_util::client::legacy::connect::HttpConnector::new();
+        let connector = Connector::new(http, tls, None);
+        Arc::new(Connections::new(connector, None, idle_timeout, 32))
+    }
+
+    /// An HTTP/1.1 sender over an in-memory stream, its connection task running (`open`) or
+    /// dropped (closed), and the far end of the stream.
+    async fn sender(open: bool) -> (http1::SendRequest<Body>, tokio::io::DuplexStream) {
+        let (client, server) = tokio::io::duplex(1024);
+        let (sender, connection) = http1::handshake(hyper_util::rt::TokioIo::new(client))
+            .await
+            .unwrap();
+        if open {
+            tokio::spawn(connection);
+        }
+        (sender, server)
+    }
+
+    /// The sweep drops closed connections with or without an idle timeout, idle ones only past
+    /// the timeout, and the destinations left with none.
+    #[tokio::test]
+    async fn the_sweep_drops_closed_and_expired_connections_and_empty_destinations() {
+        let key = |name: &'static str| Key {
+            scheme: Scheme::HTTP,
+            authority: Authority::from_static(name),
+        };
+        let kept = |sender| Kept {
+            sender,
+            info: Arc::new(Connected::new()),
+            since: Instant::now(),
+        };
+        for timeout in [None, Some(Duration::from_millis(50))] {
+            let pool = connections(timeout);
+            let (closed, _far) = sender(false).await;
+            let (open, _far_open) = sender(true).await;
+            tokio::task::yield_now().await;
+            {
+                let mut hosts = pool.hosts();
+                let mut gone = Host::new(&key("gone.example"));
+                gone.http1.push(kept(closed));
+                hosts.by_key.insert(key("gone.example"), gone);
+                let mut idle = Host::new(&key("idle.example"));
+                idle.http1.push(kept(open));
+                hosts.by_key.insert(key("idle.example"), idle);
+            }
+            pool.sweep(timeout);
+            let left = |pool: &Connections| {
+                let hosts = pool.hosts();
+                let mut names: Vec<_> = hosts
+                    .by_key
+                    .keys()
+                    .map(|k| k.authority.to_string())
+                    .collect();
+                names.sort();
+                names
+            };
+            assert_eq!(left(&pool), ["idle.example"], "{timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            pool.sweep(timeout);
+            let expected: &[&str] = if timeout.is_some() {
+                &[]
+            } else {
+                &["idle.example"]
+            };
+            assert_eq!(left(&pool), expected, "{timeout:?}");
+        }
     }
 
     /// Keys that compare equal (the authority without case) hash equally, whatever their
