@@ -11,8 +11,8 @@
 //!   with foldhash;
 //! - HTTP/1.1 connections, one request at a time each: handed back when the response's head arrives
 //!   and taken again only once hyper says the connection is ready (its body read to the end), the
-//!   most recently used first; at most `max_idle_per_host` kept per authority, the others closed
-//!   after their response;
+//!   most recently used first; at most `max_idle_per_host` idle ones kept per authority, the least
+//!   recently used beyond it closed (connections still reading a body are not idle);
 //! - HTTP/2 when ALPN chooses it: one connection per authority, shared by every request (hyper
 //!   multiplexes; a second connection made meanwhile is dropped);
 //! - idle connections closed after `idle_timeout` (checked when one is taken, and by a task that
@@ -408,8 +408,8 @@ impl Connections {
     }
 
     /// Keeps an HTTP/1.1 connection whose response head has arrived. It is taken again once hyper
-    /// says it is ready (the body read to the end); past `max_idle_per_host` it is dropped, and
-    /// hyper closes it after this response.
+    /// says it is ready (the body read to the end). Past `max_idle_per_host` kept, the idle ones
+    /// beyond it are dropped, the least recently used first (see [`trim`]).
     fn hand_back(
         self: &Arc<Self>,
         key: &Key,
@@ -431,17 +431,14 @@ impl Connections {
                     .or_insert_with(|| Host::new(key))
             }
         };
-        if host.http1.len() >= self.max_idle_per_host {
-            host.http1.retain(|kept| !kept.sender.is_closed());
-            if host.http1.len() >= self.max_idle_per_host {
-                return;
-            }
-        }
         host.http1.push(Kept {
             sender,
             info,
             since,
         });
+        if host.http1.len() > self.max_idle_per_host {
+            trim(&mut host.http1, self.max_idle_per_host);
+        }
     }
 
     /// Starts the sweep, once, when the first connection is kept (inside the runtime the request
@@ -486,6 +483,7 @@ impl Connections {
                 let expired = kept.sender.is_ready() && idle(kept.since);
                 !(closed || expired)
             });
+            trim(&mut host.http1, self.max_idle_per_host);
             if host
                 .http2
                 .as_ref()
@@ -494,6 +492,29 @@ impl Connections {
                 host.http2 = None;
             }
             !host.http1.is_empty() || host.http2.is_some()
+        });
+    }
+}
+
+/// Drops the closed connections of `kept`, and its idle (ready) ones beyond `max_idle`, the least
+/// recently handed back first.
+///
+/// A connection still reading its response's body is not idle, and is kept whatever their number
+/// (they are as many as the calls reading a body): a destination with more calls in flight than
+/// `max_idle` keeps its connections instead of closing one after each response, as hyper-util's
+/// pool, which counted only idle connections, did. The idle ones left beyond the cap when calls
+/// stop are dropped by the next hand-back or the sweep.
+fn trim(kept: &mut Vec<Kept<http1::SendRequest<Body>>>, max_idle: usize) {
+    kept.retain(|k| !k.sender.is_closed());
+    let mut idle = kept.iter().filter(|k| k.sender.is_ready()).count();
+    if idle > max_idle {
+        kept.retain(|k| {
+            if idle > max_idle && k.sender.is_ready() {
+                idle -= 1;
+                false
+            } else {
+                true
+            }
         });
     }
 }
@@ -657,6 +678,55 @@ mod tests {
             };
             assert_eq!(left(&pool), expected, "{timeout:?}");
         }
+    }
+
+    /// The cap counts idle connections only: a connection reading a body is kept whatever the
+    /// number, closed ones go, and the idle ones beyond the cap go least recently used first.
+    #[tokio::test]
+    async fn the_cap_drops_the_oldest_idle_connections_and_keeps_busy_ones() {
+        let (a, _far_a) = sender(true).await;
+        // Its connection is neither running nor gone: not ready, not closed (a body being read).
+        let (client, _far_b) = tokio::io::duplex(1024);
+        let (b, connection_b) = http1::handshake::<_, Body>(hyper_util::rt::TokioIo::new(client))
+            .await
+            .unwrap();
+        let (c, _far_c) = sender(true).await;
+        let (d, _far_d) = sender(false).await;
+        let (e, _far_e) = sender(true).await;
+        tokio::task::yield_now().await;
+        let senders = [a, b, c, d, e];
+        let mut kept: Vec<_> = senders
+            .into_iter()
+            .map(|sender| Kept {
+                sender,
+                info: Arc::new(Connected::new()),
+                since: Instant::now(),
+            })
+            .collect();
+        let state = |kept: &[Kept<http1::SendRequest<Body>>]| {
+            kept.iter()
+                .map(|k| (k.sender.is_ready(), k.sender.is_closed()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            state(&kept),
+            [
+                (true, false),
+                (false, false),
+                (true, false),
+                (false, true),
+                (true, false)
+            ]
+        );
+        trim(&mut kept, 3);
+        assert_eq!(
+            state(&kept),
+            [(true, false), (false, false), (true, false), (true, false)]
+        );
+        trim(&mut kept, 1);
+        // a and c (the oldest idle) went; b (busy) and e (the newest idle) stay.
+        assert_eq!(state(&kept), [(false, false), (true, false)]);
+        drop(connection_b);
     }
 
     /// Keys that compare equal (the authority without case) hash equally, whatever their
