@@ -431,14 +431,17 @@ impl TransportBuilder {
         self
     }
 
-    /// How long an idle pooled connection is kept. Default 90 s.
+    /// How long an idle pooled connection is kept. Default 90 s; `None` keeps it until the server
+    /// closes it.
     #[must_use]
     pub fn pool_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.pool_idle_timeout = timeout.into();
         self
     }
 
-    /// Idle connections kept per host. Default 32.
+    /// Idle HTTP/1.1 connections kept per destination (scheme and authority), the least recently
+    /// used closed beyond it; connections still reading a response's body are not idle. `0` turns
+    /// pooling off: a connection per request, HTTP/2 included. Default 32.
     #[must_use]
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
         self.pool_max_idle_per_host = max;
