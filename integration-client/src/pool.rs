@@ -62,6 +62,18 @@ pub(crate) struct Key {
     pub(crate) authority: Authority,
 }
 
+impl Key {
+    /// The destination as a URI (`scheme://authority/`): what the connector and the proxy matcher
+    /// take.
+    pub(crate) fn uri(&self) -> Result<Uri, http::uri::InvalidUriParts> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        Uri::from_parts(parts)
+    }
+}
+
 impl std::hash::Hash for Key {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         let bytes = self.authority.as_str().as_bytes();
@@ -158,6 +170,30 @@ struct Taken {
 enum Sender {
     Http1(http1::SendRequest<Body>),
     Http2(http2::SendRequest<Body>),
+}
+
+impl Taken {
+    /// A connection just made for this request.
+    fn made(sender: Sender, info: Arc<Connected>) -> Self {
+        Self {
+            sender,
+            info,
+            host: None,
+            reused: false,
+        }
+    }
+}
+
+impl Kept<http2::SendRequest<Body>> {
+    /// The kept HTTP/2 connection, shared with this request.
+    fn share(&self) -> Taken {
+        Taken {
+            sender: Sender::Http2(self.sender.clone()),
+            info: self.info.clone(),
+            host: None,
+            reused: true,
+        }
+    }
 }
 
 impl Connections {
@@ -257,11 +293,6 @@ impl Connections {
     fn take(&self, key: &Key) -> Option<Taken> {
         let mut hosts = self.hosts();
         let host = hosts.by_key.get_mut(key)?;
-        let header = host
-            .host_header
-            .as_ref()
-            .filter(|(written, _)| written.as_str() == key.authority.as_str())
-            .map(|(_, value)| value.clone());
         let now = Instant::now();
         let expired = |since: Instant| {
             self.idle_timeout
@@ -270,12 +301,7 @@ impl Connections {
         if let Some(shared) = &mut host.http2 {
             if !shared.sender.is_closed() && !expired(shared.since) {
                 shared.since = now;
-                return Some(Taken {
-                    sender: Sender::Http2(shared.sender.clone()),
-                    info: shared.info.clone(),
-                    host: None,
-                    reused: true,
-                });
+                return Some(shared.share());
             }
             host.http2 = None;
         }
@@ -290,6 +316,12 @@ impl Connections {
                 if expired(kept.since) {
                     continue;
                 }
+                // The header made for this authority as written: another case gets its own.
+                let header = host
+                    .host_header
+                    .as_ref()
+                    .filter(|(written, _)| written.as_str() == key.authority.as_str())
+                    .map(|(_, value)| value.clone());
                 return Some(Taken {
                     sender: Sender::Http1(kept.sender),
                     info: kept.info,
@@ -304,11 +336,7 @@ impl Connections {
     /// A new connection to `key`. One that ALPN made HTTP/2 is kept and shared at once (or, when
     /// another request's got there first, dropped for that one).
     async fn connect(self: &Arc<Self>, key: &Key) -> Result<Taken, BoxError> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(key.scheme.clone());
-        parts.authority = Some(key.authority.clone());
-        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        let destination = Uri::from_parts(parts)?;
+        let destination = key.uri()?;
         let io: Conn = self
             .connector
             .clone()
@@ -337,12 +365,7 @@ impl Connections {
                     tracing::debug!(%error, "HTTP/1.1 connection closed with an error");
                 }
             });
-            Ok(Taken {
-                sender: Sender::Http1(sender),
-                info,
-                host: None,
-                reused: false,
-            })
+            Ok(Taken::made(Sender::Http1(sender), info))
         }
     }
 
@@ -350,12 +373,7 @@ impl Connections {
     fn take_http2(&self, key: &Key) -> Option<Taken> {
         let hosts = self.hosts();
         let shared = hosts.by_key.get(key)?.http2.as_ref()?;
-        (!shared.sender.is_closed()).then(|| Taken {
-            sender: Sender::Http2(shared.sender.clone()),
-            info: shared.info.clone(),
-            host: None,
-            reused: true,
-        })
+        (!shared.sender.is_closed()).then(|| shared.share())
     }
 
     /// Keeps a new HTTP/2 connection for `key`, unless one was kept meanwhile: then that one is
@@ -368,12 +386,7 @@ impl Connections {
     ) -> Taken {
         if self.max_idle_per_host == 0 {
             // Pooling is off: the connection serves this request, and closes after it.
-            return Taken {
-                sender: Sender::Http2(sender),
-                info,
-                host: None,
-                reused: false,
-            };
+            return Taken::made(Sender::Http2(sender), info);
         }
         let mut hosts = self.hosts();
         self.sweep_from(&mut hosts);
@@ -387,24 +400,14 @@ impl Connections {
         if let Some(shared) = &host.http2
             && !shared.sender.is_closed()
         {
-            return Taken {
-                sender: Sender::Http2(shared.sender.clone()),
-                info: shared.info.clone(),
-                host: None,
-                reused: true,
-            };
+            return shared.share();
         }
         host.http2 = Some(Kept {
             sender: sender.clone(),
             info: info.clone(),
             since: Instant::now(),
         });
-        Taken {
-            sender: Sender::Http2(sender),
-            info,
-            host: None,
-            reused: false,
-        }
+        Taken::made(Sender::Http2(sender), info)
     }
 
     /// Keeps an HTTP/1.1 connection whose response head has arrived. It is taken again once hyper

@@ -241,17 +241,14 @@ impl Future for PoolFuture {
 #[cold]
 #[inline(never)]
 pub(crate) fn connect_error(key: &Key, proxy: Option<&Matcher>, error: BoxError) -> BoxError {
-    let Key { scheme, authority } = key;
-    let https = *scheme == http::uri::Scheme::HTTPS;
-    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let port = key
+        .authority
+        .port_u16()
+        .or_else(|| default_port(Some(key.scheme.as_str())))
+        .unwrap_or(80);
     let cause = connect_cause(&*error);
-    let mut failed = ConnectFailed::new(authority.host(), port, cause);
-    let destination = http::Uri::builder()
-        .scheme(scheme.clone())
-        .authority(authority.clone())
-        .path_and_query("/")
-        .build();
-    if let (Some(matcher), Ok(destination)) = (proxy, destination)
+    let mut failed = ConnectFailed::new(key.authority.host(), port, cause);
+    if let (Some(matcher), Ok(destination)) = (proxy, key.uri())
         && let Some(proxy) = matcher.intercept(&destination)
     {
         let proxy = proxy.uri();

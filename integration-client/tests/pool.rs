@@ -37,6 +37,8 @@ struct Seen {
     closed_by_client: AtomicUsize,
     /// Every request: the connection it came on, its request line.
     requests: Mutex<Vec<(usize, String)>>,
+    /// Every request's `Host` header, in order (empty without one).
+    hosts: Mutex<Vec<String>>,
 }
 
 /// An HTTP/1.1 origin on 127.0.0.1. Every response's body is the number of the connection it was
@@ -139,6 +141,12 @@ async fn serve(
         buf.drain(..head_end + length);
         let line = head.lines().next().unwrap_or_default().to_owned();
         let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+        let host = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("host")
+                .then(|| value.trim().to_owned())
+        });
+        seen.hosts.lock().unwrap().push(host.unwrap_or_default());
         seen.requests.lock().unwrap().push((id, line));
         let body = id.to_string();
         let written = match path.as_str() {
@@ -436,7 +444,9 @@ async fn dropping_the_transport_closes_its_kept_connections() {
     );
 }
 
-/// Each authority has its own connections, whatever the case of its name.
+/// Each authority has its own connections, whatever the case of its name; the `Host` header is
+/// the authority as each request wrote it (the pool makes it once per destination, and afresh for
+/// a request that writes the authority in another case).
 #[tokio::test]
 async fn connections_are_kept_per_authority() {
     let first = Origin::start(Behaviour::default());
@@ -446,9 +456,22 @@ async fn connections_are_kept_per_authority() {
         assert_eq!(call(&transport, "GET", &first.url("/")).await, 0);
         assert_eq!(call(&transport, "GET", &second.url("/")).await, 0);
     }
-    let localhost = format!("http://LocalHost:{}/", first.addr.port());
-    assert_eq!(call(&transport, "GET", &localhost).await, 1);
-    let lower = format!("http://localhost:{}/", first.addr.port());
-    assert_eq!(call(&transport, "GET", &lower).await, 1);
+    let port = first.addr.port();
+    let (mixed, lower) = (format!("LocalHost:{port}"), format!("localhost:{port}"));
+    for _ in 0..2 {
+        for authority in [&mixed, &lower] {
+            assert_eq!(
+                call(&transport, "GET", &format!("http://{authority}/")).await,
+                1
+            );
+        }
+    }
     assert_eq!((first.connections(), second.connections()), (2, 1));
+    let hosts = first.seen.hosts.lock().unwrap().clone();
+    let ip = format!("127.0.0.1:{port}");
+    assert_eq!(
+        hosts,
+        [&ip, &ip, &mixed, &lower, &mixed, &lower].map(String::as_str),
+        "the Host header of each request"
+    );
 }

@@ -143,6 +143,13 @@ async fn serve(config: Arc<rustls::ServerConfig>) -> SocketAddr {
     addr
 }
 
+/// Transport settings that trust `ca` (besides the webpki roots).
+fn trusting(ca: &Ca) -> integration_client::transport::TransportBuilder {
+    Transport::builder()
+        .add_root_certificates_pem(ca.pem.as_bytes())
+        .unwrap()
+}
+
 fn client_for(
     addr: SocketAddr,
     transport: integration_client::transport::TransportBuilder,
@@ -190,10 +197,7 @@ async fn an_untrusted_certificate_fails_with_a_connect_error() {
 async fn a_configured_ca_is_trusted_and_http2_is_negotiated() {
     let ca = Ca::new("test CA");
     let addr = serve(server_config(&ca, None, true)).await;
-    let transport = Transport::builder()
-        .add_root_certificates_pem(ca.pem.as_bytes())
-        .unwrap();
-    let client = client_for(addr, transport);
+    let client = client_for(addr, trusting(&ca));
     let response = client
         .api("tls")
         .unwrap()
@@ -223,11 +227,7 @@ async fn host_is_sent_over_http1_and_not_over_http2() {
             .unwrap();
         (response.version(), response.text().await.unwrap())
     };
-    let transport = || {
-        Transport::builder()
-            .add_root_certificates_pem(ca.pem.as_bytes())
-            .unwrap()
-    };
+    let transport = || trusting(&ca);
     let h2 = serve(server_config(&ca, None, true)).await;
     assert_eq!(
         host(client_for(h2, transport())).await,
@@ -250,10 +250,7 @@ async fn host_is_sent_over_http1_and_not_over_http2() {
 async fn calls_share_one_http2_connection() {
     let ca = Ca::new("test CA");
     let addr = serve(server_config(&ca, None, true)).await;
-    let transport = Transport::builder()
-        .add_root_certificates_pem(ca.pem.as_bytes())
-        .unwrap();
-    let client = client_for(addr, transport);
+    let client = client_for(addr, trusting(&ca));
     let connection = |client: Client| async move {
         let response = client
             .api("tls")
@@ -278,10 +275,7 @@ async fn calls_share_one_http2_connection() {
 async fn http1_is_used_when_the_server_offers_only_http1() {
     let ca = Ca::new("test CA");
     let addr = serve(server_config(&ca, None, false)).await;
-    let transport = Transport::builder()
-        .add_root_certificates_pem(ca.pem.as_bytes())
-        .unwrap();
-    let client = client_for(addr, transport);
+    let client = client_for(addr, trusting(&ca));
     let response = client
         .api("tls")
         .unwrap()
@@ -334,10 +328,7 @@ async fn mutual_tls_presents_the_client_certificate() {
 async fn a_redirect_from_https_to_http_is_refused() {
     let ca = Ca::new("test CA");
     let addr = serve(server_config(&ca, None, true)).await;
-    let transport = Transport::builder()
-        .add_root_certificates_pem(ca.pem.as_bytes())
-        .unwrap();
-    let client = client_for(addr, transport);
+    let client = client_for(addr, trusting(&ca));
     let error = client
         .api("tls")
         .unwrap()
